@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`. Each bootstraps .venv from pyproject.toml
+# when it is missing or older than pyproject.toml, so a fresh clone with Python 3.11 needs nothing else.
+PYTHON ?= python3.11
+SHELL := bash
+.SHELLFLAGS := -o pipefail -c
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest venv clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3.X"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	# pip's notes about unused local index folders are noise on these machines.
+	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(BIN)/python -m pip install --quiet -e '.[dev]' 2>&1 | { grep -v -e '^WARNING: Location' || true; }
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ridesync demo $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected nothing; that is not a failure of the code under test.
+pytest: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""BLE heart-rate straps: the Heart Rate Measurement protocol and the bleak source around it."""

@@ -1,0 +1,1 @@
+"""Serial sensors: the Peloton bike bus, the DIY cadence line protocol, and the pyserial sources."""

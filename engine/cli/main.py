@@ -1,0 +1,55 @@
+"""Entry point of the `ridesync` command.
+
+Each module in `engine.cli.commands` registers its subcommand. Handlers import their heavy dependencies
+lazily so that `ridesync decode` does not pay for aiohttp or bumble.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+from collections.abc import Callable, Sequence
+
+from engine.cli import commands
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one JSON object on stderr, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ridesync",
+        description="Multi-device state reconciliation for connected fitness.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except CliError as exc:
+        print(json.dumps({"error": str(exc)}), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `ridesync sensors | head` closes our stdout; that is the reader's choice, not our failure.
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
