@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest venv clean
+.PHONY: demo test lint typecheck pytest venv interop-deps clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3.X"; exit 2; }
@@ -29,8 +29,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The interop tests drive a stock automerge-repo client under Node. Without npm they skip and say so.
+INTEROP := tests/interop/node_modules/.installed
+$(INTEROP): tests/interop/package.json tests/interop/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --prefix tests/interop --omit=optional --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: interop tests will be skipped (install Node.js 20 and npm)"; fi
+
+interop-deps: $(INTEROP)
+
 # pytest exits 5 when it collected nothing; that is not a failure of the code under test.
-pytest: $(STAMP)
+pytest: $(STAMP) $(INTEROP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 test: lint typecheck pytest

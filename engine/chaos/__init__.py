@@ -1,0 +1,1 @@
+"""Fault injection for tests and labs: a user-space TCP proxy (this machine has no tc netem)."""
