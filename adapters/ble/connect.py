@@ -1,0 +1,65 @@
+"""Opening one connection to a strap the way Home Assistant does, through bleak-retry-connector.
+
+`establish_connection` works with an injected backend: it hands `backend=` through to `BleakClient`,
+and its BlueZ-only steps (looking for an already-connected D-Bus device, validating BlueZ's service
+cache, waiting on D-Bus for the disconnect) look for a D-Bus object path in `BLEDevice.details` and
+are skipped when there is none, as with the simulator. Two of its habits are handled here:
+
+* it always passes `timeout=20` to `connect()` (bleak's per-call timeout wins over the constructor's),
+  so our own configurable connect timeout is enforced around it with `asyncio.timeout`;
+* its retry loop would multiply that timeout, so it gets `max_attempts=1`: retries, with full-jitter
+  backoff, belong to the link state machine (adapters/ble/link_state.py).
+
+Each call builds a new BleakClient: a client is never reused across connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from bleak import BleakClient
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.device import BLEDevice
+from bleak.exc import BleakError
+from bleak_retry_connector import establish_connection
+
+# Home Assistant's experience with real adapters: anything shorter fails healthy straps.
+HARDWARE_CONNECT_TIMEOUT_S = 10.0
+
+
+class StrapConnectError(ConnectionError):
+    def __init__(self, address: str, message: str) -> None:
+        super().__init__(f"{address}: {message}")
+        self.address = address
+
+
+class StrapConnectTimeout(StrapConnectError, TimeoutError):
+    def __init__(self, address: str, timeout_s: float) -> None:
+        super().__init__(address, f"strap did not accept a connection within {timeout_s:g} s")
+        self.timeout_s = timeout_s
+
+
+async def connect_strap(
+    device: BLEDevice,
+    *,
+    timeout_s: float,
+    client_backend: type[BaseBleakClient] | None = None,
+    disconnected_callback: Callable[[BleakClient], None] | None = None,
+) -> BleakClient:
+    """A new, connected BleakClient for `device`, or StrapConnectTimeout / StrapConnectError."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await establish_connection(
+                BleakClient,
+                device,
+                device.name or device.address,
+                disconnected_callback=disconnected_callback,
+                max_attempts=1,
+                backend=client_backend,
+                timeout=timeout_s,
+            )
+    except TimeoutError:
+        raise StrapConnectTimeout(device.address, timeout_s) from None
+    except BleakError as exc:
+        raise StrapConnectError(device.address, str(exc)) from exc

@@ -1,0 +1,320 @@
+"""The BLE heart-rate source: one strap, as an engine `SensorSource`.
+
+It finds the strap (by address or name, advertising 0x180D), connects with a new BleakClient each time,
+subscribes to Heart Rate Measurement before anything else (so no early notification is missed, bleak
+#374), then reads Body Sensor Location and Battery Level. Every notification becomes a `Reading`
+stamped with its arrival time and the next number of this strap's sequence, which never restarts
+across reconnects, so consumers can see gaps and never see the same reading twice: callbacks from an
+old connection are ignored. Link and signal states come from `StrapLinkMachine` as `SourceEvent`s.
+
+The bleak backend is injected through bleak's own `backend=` classes; with None this is BlueZ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+
+from bleak import BleakClient
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import BaseBleakScanner
+from bleak.exc import BleakError
+
+from adapters.ble.budget import ConnectionBudget
+from adapters.ble.connect import (
+    HARDWARE_CONNECT_TIMEOUT_S,
+    StrapConnectError,
+    StrapConnectTimeout,
+    connect_strap,
+)
+from adapters.ble.hrm import (
+    BATTERY_LEVEL_UUID,
+    BODY_SENSOR_LOCATION_UUID,
+    HEART_RATE_MEASUREMENT_UUID,
+    HrmError,
+    parse_battery_level,
+    parse_body_sensor_location,
+    parse_hrm,
+)
+from adapters.ble.link_state import BackoffPolicy, StrapLinkMachine
+from adapters.ble.scan import BluetoothUnavailable, StrapNotFound, find_strap, is_address
+from engine.readings import Contact, Kind, Reading, SourceEvent, SourceItem, SourceState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StrapSettings:
+    connect_timeout_s: float = HARDWARE_CONNECT_TIMEOUT_S
+    scan_timeout_s: float = 15.0
+    stale_after_s: float = 3.0
+    stable_after_s: float = 10.0
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    # How often the watchdog looks for staleness; a fraction of stale_after_s.
+    tick_s: float = 0.5
+    disconnect_timeout_s: float = 5.0
+
+
+@dataclass
+class StrapStats:
+    notifications: int = 0
+    malformed: int = 0
+    connects: int = 0
+    connect_failures: int = 0
+    links_lost: int = 0
+
+
+class _End:
+    pass
+
+
+_END = _End()
+
+
+class BleHeartRateSource:
+    def __init__(
+        self,
+        selector: str,
+        *,
+        budget: ConnectionBudget,
+        settings: StrapSettings | None = None,
+        scanner_backend: type[BaseBleakScanner] | None = None,
+        client_backend: type[BaseBleakClient] | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.selector = selector
+        self.settings = settings or StrapSettings()
+        self.stats = StrapStats()
+        self._budget = budget
+        self._scanner_backend = scanner_backend
+        self._client_backend = client_backend
+        self._clock = clock
+        self._source_id = f"ble-hr:{selector}"
+        self._machine = StrapLinkMachine(
+            self._source_id,
+            backoff=self.settings.backoff,
+            stale_after_s=self.settings.stale_after_s,
+            stable_after_s=self.settings.stable_after_s,
+            rng=rng or random.Random(),
+        )
+        self._seq = 0
+        self._generation = 0
+        self._device: BLEDevice | None = None
+        self._running = False
+
+    @property
+    def source_id(self) -> str:
+        return self._source_id
+
+    @property
+    def machine(self) -> StrapLinkMachine:
+        return self._machine
+
+    async def stream(self) -> AsyncGenerator[SourceItem, None]:
+        """Run the strap until the iterator is closed or cancelled. One stream per source at a time."""
+        if self._running:
+            raise RuntimeError(f"{self._source_id} is already streaming")
+        self._running = True
+        queue: asyncio.Queue[SourceItem | _End] = asyncio.Queue()
+        runner = asyncio.create_task(self._run(queue.put_nowait), name=f"ble-hr {self.selector}")
+        runner.add_done_callback(lambda _t: queue.put_nowait(_END))
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, _End):
+                    runner.result()  # the reason the runner stopped, e.g. ConnectionBudgetExceeded
+                    return
+                yield item
+        finally:
+            # Stop accepting notifications now: what arrives while the runner winds down would take
+            # sequence numbers for readings nobody receives.
+            self._generation += 1
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+            self._running = False
+
+    # --- the connection loop ------------------------------------------------------------------------
+
+    async def _run(self, out: Callable[[SourceItem], None]) -> None:
+        with self._budget.reserve(self._source_id):
+            try:
+                await self._connect_loop(out)
+            finally:
+                # Nobody is listening any more; the machine only needs to be ready for a later stream.
+                self._machine.stopped(self._clock())
+
+    async def _connect_loop(self, out: Callable[[SourceItem], None]) -> None:
+        while True:
+            for event in self._machine.connecting(self._clock()):
+                out(event)
+            lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            self._generation += 1
+            generation = self._generation
+            try:
+                client = await self._open(lost, generation)
+            except BluetoothUnavailable as exc:
+                # Before any connection this is a machine that is not set up: say so at once.
+                # After one, it is more likely an adapter reset: retry like any other failure.
+                if self.stats.connects == 0:
+                    out(SourceEvent(self._clock(), self._source_id, SourceState.FAILED, str(exc)))
+                    raise
+                await self._back_off_after(exc, out)
+                continue
+            except (StrapNotFound, StrapConnectError) as exc:
+                if not isinstance(exc, StrapConnectTimeout):
+                    # BlueZ forgets devices it has not seen for a while: find the strap afresh.
+                    self._device = None
+                await self._back_off_after(exc, out)
+                continue
+            self.stats.connects += 1
+            try:
+                reason = await self._session(client, lost, generation, out)
+            finally:
+                # Whatever ended the session (link loss, error, cancellation), this client is done.
+                self._generation += 1
+                with contextlib.suppress(BleakError, TimeoutError, OSError):
+                    async with asyncio.timeout(self.settings.disconnect_timeout_s):
+                        await asyncio.shield(client.disconnect())
+            self.stats.links_lost += 1
+            events, retry = self._machine.link_lost(self._clock(), reason)
+            for event in events:
+                out(event)
+            await asyncio.sleep(retry.delay_s)
+
+    async def _back_off_after(self, exc: Exception, out: Callable[[SourceItem], None]) -> None:
+        self.stats.connect_failures += 1
+        events, retry = self._machine.connect_failed(self._clock(), str(exc))
+        for event in events:
+            out(event)
+        await asyncio.sleep(retry.delay_s)
+
+    async def _open(self, lost: asyncio.Future[str], generation: int) -> BleakClient:
+        # Re-scan by name every time (a strap may rotate its address); keep the device by address
+        # once seen, since BlueZ connects fine to a known device that is in range.
+        if self._device is None or not is_address(self.selector):
+            self._device, _ = await find_strap(
+                self.selector, self.settings.scan_timeout_s, backend=self._scanner_backend
+            )
+        device = self._device
+
+        def on_disconnect(_client: BleakClient) -> None:
+            if generation == self._generation and not lost.done():
+                lost.set_result("link lost (strap disconnected or out of range)")
+
+        return await connect_strap(
+            device,
+            timeout_s=self.settings.connect_timeout_s,
+            client_backend=self._client_backend,
+            disconnected_callback=on_disconnect,
+        )
+
+    async def _session(
+        self,
+        client: BleakClient,
+        lost: asyncio.Future[str],
+        generation: int,
+        out: Callable[[SourceItem], None],
+    ) -> str:
+        def on_notify(_char: BleakGATTCharacteristic, data: bytearray) -> None:
+            if generation != self._generation:
+                return  # a late callback from a connection we already gave up: never a duplicate
+            self._on_measurement(bytes(data), out)
+
+        try:
+            # Bounded: a start_notify that never returns (bleak #484) must not freeze the source.
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                await client.start_notify(HEART_RATE_MEASUREMENT_UUID, on_notify)
+        except TimeoutError:
+            return f"subscribe got no answer within {self.settings.connect_timeout_s:g} s"
+        except BleakError as exc:
+            return f"subscribe failed: {exc}"
+        for event in self._machine.subscribed(
+            self._clock(), address=client.address, mtu=client.mtu_size, backend=str(client.backend_id)
+        ):
+            out(event)
+        await self._read_once(client, BODY_SENSOR_LOCATION_UUID, out)
+        await self._read_once(client, BATTERY_LEVEL_UUID, out)
+        while not lost.done():
+            done, _ = await asyncio.wait({lost}, timeout=self.settings.tick_s)
+            if not done:
+                if not client.is_connected and not lost.done():
+                    lost.set_result("link lost")
+                for event in self._machine.tick(self._clock()):
+                    out(event)
+        return lost.result()
+
+    async def _read_once(self, client: BleakClient, uuid: str, out: Callable[[SourceItem], None]) -> None:
+        """Read an optional characteristic; a strap without it, or a bad value, is logged, not fatal."""
+        try:
+            if client.services.get_characteristic(uuid) is None:
+                return
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                data = bytes(await client.read_gatt_char(uuid))
+        except (BleakError, TimeoutError) as exc:  # includes a link that dropped under the read
+            log.warning(
+                "strap read failed", extra={"source": self._source_id, "uuid": uuid, "error": str(exc)}
+            )
+            return
+        t = self._clock()
+        try:
+            if uuid == BATTERY_LEVEL_UUID:
+                reading = Reading(
+                    t, self._source_id, self._next_seq(), Kind.BATTERY, float(parse_battery_level(data))
+                )
+            else:
+                location = parse_body_sensor_location(data)
+                reading = Reading(
+                    t,
+                    self._source_id,
+                    self._next_seq(),
+                    Kind.BODY_LOCATION,
+                    float(location.value),
+                    extra={"location": location.name.lower()},
+                )
+        except HrmError as exc:
+            self.stats.malformed += 1
+            log.warning("malformed strap value", extra={"source": self._source_id, "error": str(exc)})
+            return
+        out(reading)
+
+    def _on_measurement(self, payload: bytes, out: Callable[[SourceItem], None]) -> None:
+        t = self._clock()
+        try:
+            m = parse_hrm(payload)
+        except HrmError as exc:
+            # Hostile or torn bytes: reported and dropped; they consume no sequence number.
+            self.stats.malformed += 1
+            log.warning(
+                "malformed heart rate measurement",
+                extra={"source": self._source_id, "error": str(exc), "payload": payload.hex()},
+            )
+            return
+        self.stats.notifications += 1
+        for event in self._machine.measurement(t, m.contact):
+            out(event)
+        # "No contact" and a 0 are not heart rates: the value is absent, the state says why.
+        value = float(m.hr) if m.contact is not Contact.NOT_DETECTED and m.hr > 0 else None
+        out(
+            Reading(
+                t,
+                self._source_id,
+                self._next_seq(),
+                Kind.HEART_RATE,
+                value,
+                contact=m.contact,
+                rr_s=m.rr_s,
+                energy_kj=m.energy_kj,
+            )
+        )
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq

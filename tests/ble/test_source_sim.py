@@ -1,0 +1,259 @@
+"""The heart-rate source end to end: bleak on the simulated radio, readings and states out."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from contextlib import aclosing
+
+import pytest
+
+from adapters.ble.budget import ConnectionBudget, ConnectionBudgetExceeded
+from adapters.ble.factory import open_hr_sources
+from adapters.ble.hrm import encode_hrm
+from adapters.ble.sim import Simulation
+from adapters.ble.source import BleHeartRateSource
+from engine.readings import Contact, Kind, SourceState
+
+from .conftest import FAST, HANG_GUARD_S, Recorder, recording, sim_source
+
+
+def streaming(rec: Recorder, times: int = 1) -> bool:
+    return rec.count_state(SourceState.STREAMING) >= times
+
+
+async def test_connects_reads_location_and_battery_then_streams(sim: Simulation) -> None:
+    strap = await sim.add_strap()
+    strap.set_battery(64)
+    source = sim_source(sim, strap.address)
+    async with recording(source) as rec:
+        await rec.until(lambda r: any(i.kind is Kind.BATTERY for i in r.readings))
+        await strap.notify(72)
+        await rec.until(lambda _: len(rec.heart_rates()) == 1)
+    states = [s.state for s in rec.states]
+    assert states[:2] == [SourceState.CONNECTING, SourceState.STREAMING]
+    kinds = {r.kind: r for r in rec.readings}
+    assert kinds[Kind.BATTERY].value == 64
+    assert kinds[Kind.BODY_LOCATION].extra["location"] == "chest"
+    hr = kinds[Kind.HEART_RATE]
+    assert (hr.value, hr.contact, hr.source) == (72.0, Contact.DETECTED, f"ble-hr:{strap.address}")
+    assert [r.seq for r in rec.readings] == [1, 2, 3]
+
+
+EDGE_CASES: list[tuple[str, bytes, dict[str, object]]] = [
+    ("8-bit, no contact support", bytes.fromhex("00 48"), {"value": 72.0, "contact": Contact.UNSUPPORTED}),
+    (
+        "contact and one RR",
+        bytes.fromhex("16 41 b1 03"),
+        {"value": 65.0, "contact": Contact.DETECTED, "rr_s": (945 / 1024,)},
+    ),
+    (
+        "16-bit 300 bpm with energy and two RR",
+        bytes.fromhex("1f 2c 01 d2 04 c8 00 cd 00"),
+        {"value": 300.0, "energy_kj": 1234, "rr_s": (200 / 1024, 205 / 1024)},
+    ),
+    ("16-bit format for a value below 256", bytes.fromhex("01 48 00"), {"value": 72.0}),
+    (
+        "many RR intervals (more than 20 bytes)",
+        encode_hrm(58, contact=Contact.DETECTED, rr_raw=tuple(range(1000, 1015))),
+        {"value": 58.0, "rr_s": tuple(r / 1024 for r in range(1000, 1015))},
+    ),
+    (
+        "contact lost",
+        encode_hrm(0, contact=Contact.NOT_DETECTED),
+        {"value": None, "contact": Contact.NOT_DETECTED},
+    ),
+    (
+        "contact lost but a stale number sent",
+        encode_hrm(88, contact=Contact.NOT_DETECTED),
+        {"value": None, "contact": Contact.NOT_DETECTED},
+    ),
+    (
+        "zero bpm with contact supported and detected",
+        encode_hrm(0, contact=Contact.DETECTED),
+        {"value": None},
+    ),
+]
+
+
+async def test_every_injected_edge_case_decodes(sim: Simulation) -> None:
+    strap = await sim.add_strap()
+    source = sim_source(sim, strap.address)
+    async with recording(source) as rec:
+        await rec.until(streaming)
+        for n, (_, payload, _) in enumerate(EDGE_CASES, start=1):
+            await strap.notify_raw(payload)
+            await rec.until(lambda r, n=n: len(r.heart_rates()) == n)  # type: ignore[misc]
+    for (label, payload, expected), reading in zip(EDGE_CASES, rec.heart_rates(), strict=True):
+        for attr, want in expected.items():
+            assert getattr(reading, attr) == want, f"{label} ({payload.hex(' ')}): {attr}"
+    assert rec.count_state(SourceState.NO_CONTACT) == 1  # once per transition, not per payload
+
+
+async def test_malformed_payloads_change_nothing(sim: Simulation) -> None:
+    strap = await sim.add_strap()
+    source = sim_source(sim, strap.address)
+    async with recording(source) as rec:
+        await rec.until(streaming)
+        await strap.notify(70)
+        await rec.until(lambda _: len(rec.heart_rates()) == 1)
+        for torn in (b"", b"\x01\x48", b"\x10\x48\x01", b"\x08\x48\x01"):
+            await strap.notify_raw(torn)
+        await strap.notify(71)
+        await rec.until(lambda _: len(rec.heart_rates()) == 2)
+    assert [r.value for r in rec.heart_rates()] == [70.0, 71.0]
+    seqs = [r.seq for r in rec.readings]
+    assert seqs == list(range(1, len(seqs) + 1)), "malformed payloads must not consume sequence numbers"
+    assert source.stats.malformed == 4
+    assert not any(s.state in (SourceState.LOST, SourceState.FAILED) for s in rec.states)
+
+
+async def test_contact_lost_and_restored_are_states(sim: Simulation) -> None:
+    strap = await sim.add_strap()
+    source = sim_source(sim, strap.address)
+    async with recording(source) as rec:
+        await rec.until(streaming)
+        await strap.notify(80, contact=Contact.DETECTED)
+        await strap.notify(80, contact=Contact.NOT_DETECTED)
+        await strap.notify(81, contact=Contact.DETECTED)
+        await rec.until(lambda _: len(rec.heart_rates()) == 3)
+    details = [(s.state, s.detail) for s in rec.states]
+    assert (SourceState.NO_CONTACT, "strap reports no skin contact") in details
+    assert (SourceState.STREAMING, "contact restored") in details
+    assert [r.value for r in rec.heart_rates()] == [80.0, None, 81.0]
+
+
+async def test_silence_becomes_stale_with_its_start_time_then_recovers(sim: Simulation) -> None:
+    strap = await sim.add_strap()
+    source = sim_source(sim, strap.address)
+    async with recording(source) as rec:
+        await rec.until(streaming)
+        await strap.notify(75)
+        await rec.until(lambda r: len(r.heart_rates()) == 1)
+        first_t = rec.heart_rates()[0].t
+        # (A slow machine may also report stale before the first measurement; that one started earlier.)
+        await rec.until(lambda r: any(s.extra.get("stale_since") == first_t for s in r.states))
+        await strap.notify(76)
+        await rec.until(lambda r: len(r.heart_rates()) == 2 and r.states[-1].detail == "measurements resumed")
+    stale = next(s for s in rec.states if s.extra.get("stale_since") == first_t)
+    assert stale.state is SourceState.STALE
+    assert stale.detail.startswith(f"stale since {first_t:.3f}")
+    assert stale.t - first_t >= FAST.stale_after_s
+
+
+async def test_range_loss_reconnects_and_resubscribes_without_duplicates(sim: Simulation) -> None:
+    strap = await sim.add_strap()
+    source = sim_source(sim, strap.address)
+    async with recording(source) as rec:
+        await rec.until(streaming)
+        for hr in (70, 71, 72):
+            await strap.notify(hr)
+        await rec.until(lambda _: len(rec.heart_rates()) == 3)
+        strap.walk_out_of_range()
+        await strap.notify(99)  # lost in the air
+        await rec.until(lambda _: rec.count_state(SourceState.LOST) == 1)
+        # While away, reconnect attempts time out and back off; they must not pile up as parallel connects.
+        await rec.until(lambda _: rec.count_state(SourceState.CONNECTING) >= 3)
+        strap.walk_back()
+        await rec.until(lambda _: streaming(rec, 2))
+        for hr in (80, 81):
+            await strap.notify(hr)
+        await rec.until(lambda _: len(rec.heart_rates()) == 5)
+        assert strap.connection_count == 1
+    assert [r.value for r in rec.heart_rates()] == [70.0, 71.0, 72.0, 80.0, 81.0]
+    seqs = [r.seq for r in rec.readings]
+    assert seqs == sorted(set(seqs)), "sequence numbers are unique and increasing across the reconnect"
+    lost = next(s for s in rec.states if s.state is SourceState.LOST)
+    assert lost.extra["last_measurement_t"] == rec.heart_rates()[2].t
+    backoffs = [s for s in rec.states if s.state is SourceState.BACKING_OFF]
+    assert any("did not accept a connection within 1 s" in s.detail for s in backoffs)
+    assert all(0 <= float(s.extra["retry_in_s"]) <= FAST.backoff.cap_s for s in backoffs)
+    # States alternate: never two connects in flight (each CONNECTING is followed by an outcome).
+    phases = [s.state for s in rec.states if s.state in (SourceState.CONNECTING, SourceState.BACKING_OFF)]
+    assert all(a != b for a, b in itertools.pairwise(phases))
+
+
+async def test_three_straps_at_once() -> None:
+    async with open_hr_sources("sim:3", speed=20, supervision_timeout_s=0.3) as sources:
+        assert sources.simulation is not None
+        assert len(sources) == 3
+        async with recording(sources[0]) as r0, recording(sources[1]) as r1, recording(sources[2]) as r2:
+            for rec in (r0, r1, r2):
+                await rec.until(lambda r: len(r.heart_rates()) >= 3)
+    ids = {rec.heart_rates()[0].source for rec in (r0, r1, r2)}
+    assert ids == {f"ble-hr:{s.address}" for s in sources.simulation.straps}
+    for rec in (r0, r1, r2):
+        assert all(r.value is not None and 40 <= r.value <= 200 for r in rec.heart_rates())
+        assert all(r.rr_s for r in rec.heart_rates()[1:])
+
+
+async def test_budget_exceeded_is_a_typed_error_up_front() -> None:
+    with pytest.raises(ConnectionBudgetExceeded) as info:
+        async with open_hr_sources("sim:3", slots=2):
+            pytest.fail("opened three straps on a two-slot adapter")
+    assert (info.value.adapter, info.value.slots) == ("sim", 2)
+
+
+async def test_budget_exceeded_when_a_source_starts(sim: Simulation) -> None:
+    s1 = await sim.add_strap()
+    s2 = await sim.add_strap()
+    budget = ConnectionBudget("sim", 1)
+    first = sim_source(sim, s1.address, budget)
+    second = sim_source(sim, s2.address, budget)
+    async with recording(first) as rec:
+        await rec.until(streaming)
+        with pytest.raises(ConnectionBudgetExceeded, match=r"1 connection slot\(s\), 1 in use"):
+            async with asyncio.timeout(HANG_GUARD_S), aclosing(second.stream()) as stream:
+                await anext(stream)
+    assert budget.holders == ()
+
+
+async def test_closing_the_stream_disconnects_and_frees_the_slot(sim: Simulation) -> None:
+    strap = await sim.add_strap()
+    budget = ConnectionBudget("sim", 1)
+    source: BleHeartRateSource = sim_source(sim, strap.address, budget)
+    async with recording(source) as rec:
+        await rec.until(streaming)
+        assert budget.holders == (source.source_id,)
+    async with asyncio.timeout(HANG_GUARD_S):
+        await strap.wait_idle()
+    assert not budget.holders
+
+
+async def test_a_source_restarts_with_a_new_client_and_continues_its_sequence(sim: Simulation) -> None:
+    strap = await sim.add_strap()
+    source = sim_source(sim, strap.address)
+    async with recording(source) as first:
+        await first.until(streaming)
+        await strap.notify(70)
+        await first.until(lambda r: len(r.heart_rates()) == 1)
+    async with recording(source) as second:
+        await second.until(streaming)
+        await strap.notify(71)
+        await second.until(lambda r: len(r.heart_rates()) == 1)
+    seqs = [r.seq for r in first.readings + second.readings]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert source.stats.connects == 2
+
+
+async def test_three_straps_lose_range_together_and_all_come_back(sim: Simulation) -> None:
+    straps = [await sim.add_strap() for _ in range(3)]
+    sources = [sim_source(sim, s.address) for s in straps]
+    async with recording(sources[0]) as r0, recording(sources[1]) as r1, recording(sources[2]) as r2:
+        recs = (r0, r1, r2)
+        for rec in recs:
+            await rec.until(streaming)
+        for strap in straps:
+            strap.walk_out_of_range()
+        for rec in recs:
+            await rec.until(lambda r: r.count_state(SourceState.LOST) == 1)
+        for strap in straps:
+            strap.walk_back()
+        # The one simulated adapter connects one strap at a time; every strap still gets back.
+        for rec in recs:
+            await rec.until(lambda r: streaming(r, 2))
+        for i, strap in enumerate(straps):
+            await strap.notify(100 + i)
+        for i, rec in enumerate(recs):
+            await rec.until(lambda r, i=i: [h.value for h in r.heart_rates()] == [100.0 + i])  # type: ignore[misc]
+        assert all(s.connection_count == 1 for s in straps)
