@@ -1,0 +1,390 @@
+"""`ridesync bench store`: the durable store next to its naive alternatives, in one run.
+
+Packed samples in batch blobs + a durable raw log (what ridesync does) against a list of maps (one Automerge
+map per sample) and "save the whole document after every sample". Every figure sits next to its baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+from engine.crdt import CrdtDoc, SyncSession, baseline_list_of_maps, new_actor_id
+from engine.ride import documents, policy
+from engine.ride.model import BackendDoc, DeviceDoc, RideDocs
+from engine.ride.samples import Sample
+from engine.ride.schema import DocKind, DocRef, Role
+from engine.store import ReplicaStore, SyncState
+from engine.store.replica import DEFAULT_FOLD_INTERVAL_S
+
+NAME = "store"
+HELP = "append/commit cost, snapshot and load time, size per hour, bytes to sync, RSS per ride"
+T0 = 1_764_000_000.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hours", type=float, default=1.0, help="ride length for size and load figures")
+    parser.add_argument("--appends", type=int, default=300, help="durable appends timed per variant")
+    parser.add_argument(
+        "--naive-samples",
+        type=int,
+        default=3600,
+        help="ride length (samples) at which save-after-every-sample is timed",
+    )
+    parser.add_argument("--rides", type=int, default=50, help="open rides for the RSS figure")
+
+
+def sample(seq: int) -> Sample:
+    # A plausible 1 Hz ride: varying heart rate, cadence, power and resistance, one RR interval.
+    return Sample(
+        seq=seq,
+        t=T0 + seq,
+        hr=120 + (seq * 7) % 50,
+        rr=(60 * 1024 // (120 + (seq * 7) % 50),),
+        contact="detected",
+        cadence=75 + (seq * 3) % 25,
+        power_dw=1200 + (seq * 37) % 1500,
+        resistance=30 + (seq // 60) % 30,
+    )
+
+
+def as_map(s: Sample) -> dict[str, Any]:
+    return {
+        "seq": s.seq,
+        "t": s.t,
+        "hr": s.hr,
+        "rr": s.rr[0] if s.rr else None,
+        "contact": s.contact,
+        "cadence": s.cadence,
+        "power_dw": s.power_dw,
+        "resistance": s.resistance,
+        "stale": s.stale,
+        "gap": s.gap,
+    }
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _us(seconds: float) -> float:
+    return round(seconds * 1e6, 1)
+
+
+def bench_append(tmp: Path, count: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for label, group in (("per_sample_fsync", 1), ("grouped_10", 10)):
+        store = ReplicaStore(tmp / f"append-{label}", device_id="bike-b", role=Role.BIKE, fold_interval_s=1e9)
+        store.start_ride("r")
+        t0 = time.perf_counter()
+        for base in range(0, count, group):
+            store.append_samples("r", [sample(i) for i in range(base, min(count, base + group))])
+        out[f"{label}_us_per_sample"] = _us((time.perf_counter() - t0) / count)
+        store.close()
+    # Naive: add the sample as a map and save the whole document durably, every sample.
+    conn = sqlite3.connect(tmp / "naive.sqlite3", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE IF NOT EXISTS doc(id INTEGER PRIMARY KEY, data BLOB)")
+    doc = CrdtDoc.new(new_actor_id("naive"))
+    t0 = time.perf_counter()
+    n = min(count, 300)
+    for i in range(n):
+        baseline_list_of_maps(doc, "samples", [as_map(sample(i))])
+        conn.execute("INSERT OR REPLACE INTO doc VALUES(1, ?)", (doc.save(),))
+    out["naive_save_every_sample_us_per_sample_first_300"] = _us((time.perf_counter() - t0) / n)
+    conn.close()
+    out["ratio_naive_vs_per_sample_fsync"] = round(
+        out["naive_save_every_sample_us_per_sample_first_300"] / out["per_sample_fsync_us_per_sample"], 2
+    )
+    return out
+
+
+def bench_doc_append(samples: int = 1800) -> dict[str, Any]:
+    """CPU per sample of writing into the document at the default fold interval (no I/O)."""
+    out: dict[str, Any] = {}
+    for label, build in (("packed", build_packed), ("list_of_maps", build_maps)):
+        t0 = time.perf_counter()
+        build(samples, DEFAULT_FOLD_INTERVAL_S)
+        out[f"{label}_us_per_sample"] = _us((time.perf_counter() - t0) / samples)
+    out["ratio_maps_vs_packed"] = round(out["list_of_maps_us_per_sample"] / out["packed_us_per_sample"], 2)
+    return out
+
+
+def bench_naive_growth(samples: int) -> dict[str, Any]:
+    """Save-after-every-sample cost grows with the document: time it at the end of a longer ride."""
+    doc = CrdtDoc.new(new_actor_id("naive"))
+    baseline_list_of_maps(doc, "samples", [as_map(sample(i)) for i in range(samples)])
+    t0 = time.perf_counter()
+    for i in range(samples, samples + 20):
+        baseline_list_of_maps(doc, "samples", [as_map(sample(i))])
+        doc.save()
+    return {f"naive_save_every_sample_us_at_{samples}_samples": _us((time.perf_counter() - t0) / 20)}
+
+
+def build_packed(samples: int, interval: float) -> CrdtDoc:
+    ref = DocRef("r", DocKind.BIKE, "bike-b")
+    doc = CrdtDoc.new(new_actor_id("bike-b"))
+    documents.init_doc(doc, ref)
+    step = max(int(interval), 1)
+    for base in range(0, samples, step):
+        documents.add_samples(doc, [sample(i) for i in range(base, min(samples, base + step))])
+    return doc
+
+
+def build_maps(samples: int, interval: float) -> CrdtDoc:
+    doc = CrdtDoc.new(new_actor_id("maps"))
+    step = max(int(interval), 1)
+    for base in range(0, samples, step):
+        baseline_list_of_maps(
+            doc, "samples", [as_map(sample(i)) for i in range(base, min(samples, base + step))]
+        )
+    return doc
+
+
+def wire_bytes(src: CrdtDoc, dst: CrdtDoc) -> tuple[int, int, int]:
+    """Bytes, deflated bytes (each message alone, as permessage-deflate without context takeover would)
+    and messages of the Automerge sync conversation that brings `dst` up to `src` (fresh sessions)."""
+    a, b = SyncSession(), SyncSession()
+    sent: list[bytes] = []
+    for _ in range(50):
+        m1 = a.generate(src)
+        if m1 is not None:
+            b.receive(dst, m1)
+            sent.append(m1)
+        m2 = b.generate(dst)
+        if m2 is not None:
+            a.receive(src, m2)
+            sent.append(m2)
+        if m1 is None and m2 is None:
+            break
+    return sum(map(len, sent)), sum(len(zlib.compress(m, 6)) for m in sent), len(sent)
+
+
+def bench_batch_interval(tmp: Path) -> dict[str, Any]:
+    """The fold interval's trade-off: bytes to sync 30 min offline vs commit cost, at 1 Hz."""
+    rows = []
+    for interval in (1, 2, 5, 10, 30, 60):
+        store = ReplicaStore(
+            tmp / f"fold-{interval}", device_id="bike-b", role=Role.BIKE, fold_interval_s=1e9
+        )
+        store.start_ride("r")
+        ref = DocRef("r", DocKind.BIKE, "bike-b")
+        heads = store.heads(ref.doc_id)
+        backend_copy = store.doc(ref.doc_id).fork()
+        folds = 0
+        fold_s = 0.0
+        for base in range(0, 1800, interval):
+            store.append_samples("r", [sample(i) for i in range(base, min(1800, base + interval))])
+            t0 = time.perf_counter()
+            store.fold("r")
+            fold_s += time.perf_counter() - t0
+            folds += 1
+        sync_bytes = sum(len(c.data) for c in store.changes_since(ref.doc_id, heads))
+        on_wire, deflated, messages = wire_bytes(store.doc(ref.doc_id), backend_copy)
+        rows.append(
+            {
+                "interval_s": interval,
+                "bytes_to_sync_30min": sync_bytes,
+                "sync_protocol_bytes_30min": on_wire,
+                "sync_protocol_bytes_30min_deflated": deflated,
+                "sync_messages": messages,
+                "commit_ms": _ms(fold_s / folds),
+                "commits_per_hour": round(3600 / interval),
+                "commit_cpu_ms_per_hour": round(fold_s / folds * 3600 / interval * 1000, 1),
+            }
+        )
+        store.close()
+    maps = build_maps(1800, 1)
+    maps_10 = build_maps(1800, DEFAULT_FOLD_INTERVAL_S)
+    return {
+        "default_interval_s": DEFAULT_FOLD_INTERVAL_S,
+        "by_interval": rows,
+        "naive_upload_whole_saved_doc_bytes_30min": len(build_packed(1800, DEFAULT_FOLD_INTERVAL_S).save()),
+        "naive_list_of_maps_bytes_to_sync_30min_per_sample_commit": sum(
+            len(c.data) for c in maps.changes_since([])
+        ),
+        "naive_list_of_maps_bytes_to_sync_30min_10s_commits": sum(
+            len(c.data) for c in maps_10.changes_since([])
+        ),
+    }
+
+
+def bench_size_and_load(tmp: Path, hours: float) -> dict[str, Any]:
+    samples = int(hours * 3600)
+    out: dict[str, Any] = {"samples": samples}
+    packed = build_packed(samples, DEFAULT_FOLD_INTERVAL_S)
+    maps = build_maps(samples, DEFAULT_FOLD_INTERVAL_S)
+    for label, doc in (("packed", packed), ("list_of_maps", maps)):
+        t0 = time.perf_counter()
+        saved = doc.save()
+        out[f"{label}_snapshot_ms"] = _ms(time.perf_counter() - t0)
+        out[f"{label}_saved_bytes"] = len(saved)
+        out[f"{label}_bytes_per_sample"] = round(len(saved) / samples, 2)
+        t0 = time.perf_counter()
+        CrdtDoc.load(saved, new_actor_id("x"))
+        out[f"{label}_load_ms"] = _ms(time.perf_counter() - t0)
+        history = b"".join(c.data for c in doc.changes_since([]))
+        t0 = time.perf_counter()
+        CrdtDoc.load(history, new_actor_id("x"))
+        out[f"{label}_load_uncompacted_changes_ms"] = _ms(time.perf_counter() - t0)
+    out["size_ratio_maps_vs_packed"] = round(out["list_of_maps_saved_bytes"] / out["packed_saved_bytes"], 2)
+    # The whole store for a compacted hour, and the time to open it (recovery included).
+    store = ReplicaStore(tmp / "hour", device_id="bike-b", role=Role.BIKE, fold_interval_s=1e9)
+    store.start_ride("r")
+    for base in range(0, samples, int(DEFAULT_FOLD_INTERVAL_S)):
+        store.append_samples(
+            "r", [sample(i) for i in range(base, min(samples, base + int(DEFAULT_FOLD_INTERVAL_S)))]
+        )
+        store.fold("r")
+    for ref in store.ride_refs("r"):
+        store.compact(ref.doc_id)
+    store.close()
+    out["store_file_bytes_per_hour_unsynced_with_raw_log"] = _vacuumed_size(tmp / "hour")
+    t0 = time.perf_counter()
+    reopened = ReplicaStore(tmp / "hour", device_id="bike-b", role=Role.BIKE)
+    out["store_open_ms"] = _ms(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    decoded = [documents.decode(reopened.doc(r.doc_id), r) for r in reopened.ride_refs("r")]
+    policy.resolve(
+        RideDocs(
+            "r",
+            devices=tuple(d for d in decoded if isinstance(d, DeviceDoc)),
+            backends=tuple(d for d in decoded if isinstance(d, BackendDoc)),
+        )
+    )
+    out["decode_and_resolve_cold_ms"] = _ms(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    view = reopened.view("r")
+    out["resolve_view_cached_decode_ms"] = _ms(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    reopened.phase("r")
+    out["phase_only_ms"] = _ms(time.perf_counter() - t0)
+    out["view_samples"] = view.samples.get("bike-b", 0)
+    reopened.set_sync_state("r", SyncState.RECONCILED)
+    reopened.compact_ride("r")
+    reopened.close()
+    out["store_file_bytes_per_hour_reconciled_compacted"] = _vacuumed_size(tmp / "hour")
+    return out
+
+
+def _vacuumed_size(data_dir: Path) -> int:
+    conn = sqlite3.connect(data_dir / "ridesync.sqlite3")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("VACUUM")
+    conn.close()
+    return (data_dir / "ridesync.sqlite3").stat().st_size
+
+
+def bench_gate(tmp: Path, hours: float) -> dict[str, Any]:
+    """Backend cost of receiving 30 min of offline backlog on top of an `hours`-long ride document,
+    gated (fork, check actors and phase, merge, persist) vs ungated (receive on the document, persist)."""
+    total = int(hours * 3600)
+    backlog_from = max(total - 1800, 0)
+    bike = ReplicaStore(tmp / "gate-bike", device_id="bike-g", role=Role.BIKE, fold_interval_s=1e9)
+    bike.start_ride("g")
+    ref = DocRef("g", DocKind.BIKE, "bike-g")
+    step = int(DEFAULT_FOLD_INTERVAL_S)
+    before: CrdtDoc | None = None
+    for base in range(0, total, step):
+        if base >= backlog_from and before is None:
+            before = bike.doc(ref.doc_id).fork()
+        bike.append_samples("g", [sample(i) for i in range(base, min(total, base + step))])
+        bike.fold("g")
+    assert before is not None
+    out: dict[str, Any] = {"doc_changes": len(bike.changes_since(ref.doc_id, [])), "backlog_samples": 1800}
+    for label in ("ungated", "gated"):
+        backend = ReplicaStore(tmp / f"gate-{label}", device_id="backend", role=Role.BACKEND)
+        backend.ensure_doc(ref)
+        backend.merge_remote(ref.doc_id, before)
+        backend.bind_actor(bike.actor, "bike-g", Role.BIKE)
+        mine, theirs = SyncSession(), SyncSession()
+        spent = 0.0
+        for _ in range(50):
+            msg = bike.generate_sync(ref.doc_id, mine)
+            if msg is not None:
+                t0 = time.perf_counter()
+                if label == "gated":
+                    result = backend.receive_sync_gated(
+                        ref.doc_id, theirs, msg, device="bike-g", role=Role.BIKE
+                    )
+                    assert result.accepted, result.reason
+                else:
+                    backend.receive_sync(ref.doc_id, theirs, msg)
+                spent += time.perf_counter() - t0
+            reply = backend.generate_sync(ref.doc_id, theirs)
+            if reply is not None:
+                bike.receive_sync(ref.doc_id, mine, reply)
+            if msg is None and reply is None:
+                break
+        assert backend.heads(ref.doc_id) == bike.heads(ref.doc_id)
+        out[f"{label}_receive_ms"] = _ms(spent)
+        backend.close()
+    bike.close()
+    out["ratio_gated_vs_ungated"] = round(out["gated_receive_ms"] / max(out["ungated_receive_ms"], 1e-6), 2)
+    return out
+
+
+def bench_rss(rides: int, hours: float) -> dict[str, Any]:
+    """Each layout in a fresh interpreter, so freed memory of earlier phases does not hide the growth.
+
+    The list-of-maps rides are ~30x larger, so fewer of them already stand well above allocator noise."""
+    samples = int(hours * 3600)
+    out: dict[str, Any] = {"samples_per_ride": samples}
+    for label, count in (("packed", rides), ("list_of_maps", max(rides // 5, 3))):
+        proc = subprocess.run(
+            [sys.executable, "-c", _RSS_CHILD, label, str(count), str(samples)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+        out[f"{label}_rides"] = count
+        out[f"{label}_rss_bytes_per_open_ride"] = int(proc.stdout.split()[-1])
+    out["ratio_maps_vs_packed"] = round(
+        out["list_of_maps_rss_bytes_per_open_ride"] / max(out["packed_rss_bytes_per_open_ride"], 1), 2
+    )
+    return out
+
+
+_RSS_CHILD = """
+import gc, sys
+from engine.bench.store import build_maps, build_packed, rss_bytes
+from engine.store.replica import DEFAULT_FOLD_INTERVAL_S
+label, rides, samples = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+build = build_packed if label == "packed" else build_maps
+build(60, DEFAULT_FOLD_INTERVAL_S)  # warm up imports and allocator pools
+gc.collect()
+before = rss_bytes()
+docs = [build(samples, DEFAULT_FOLD_INTERVAL_S) for _ in range(rides)]
+gc.collect()
+print((rss_bytes() - before) // rides)
+"""
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="ridesync-bench-store-") as name:
+        tmp = Path(name)
+        result: dict[str, Any] = {
+            "append": bench_append(tmp, args.appends),
+            "doc_append": bench_doc_append(),
+            "naive_growth": bench_naive_growth(args.naive_samples),
+            "batch_interval": bench_batch_interval(tmp),
+            "size_and_load": bench_size_and_load(tmp, args.hours),
+            "gate": bench_gate(tmp, max(args.hours, 0.5)),
+            "rss": bench_rss(args.rides, args.hours),
+        }
+    return result

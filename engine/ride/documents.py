@@ -1,0 +1,299 @@
+"""Reading and writing a ride's documents (schema in engine/ride/schema.py) through engine.crdt.
+
+Writers produce exactly one Automerge change per call. Decoders turn a document into the plain data of
+engine/ride/model.py and never trust its content: malformed values are skipped and listed in `problems`,
+so one hostile key cannot hide the rest of a document.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, TypeGuard
+
+from engine.crdt import CrdtDoc, Scalar
+from engine.ride import schema
+from engine.ride.model import BackendDoc, Claim, DeviceDoc, Edit, EndEvent, Finalization, SharedDoc
+from engine.ride.samples import Sample, SampleDecodeError, decode_blob, encode_blob
+from engine.ride.schema import DocKind, DocRef
+
+AnyDoc = DeviceDoc | BackendDoc | SharedDoc
+
+
+# -- writers -------------------------------------------------------------------------------------------
+
+
+def init_doc(doc: CrdtDoc, ref: DocRef) -> bool:
+    """Write the header keys once (True if this call wrote them). Identical on every replica, so concurrent
+    initialisation of the shared document by several devices is harmless."""
+    if doc.get("schema") is not None:
+        return False
+    header: dict[str, Scalar] = {
+        "schema": schema.SCHEMA_VERSION,
+        "kind": ref.kind.value,
+        "ride_id": ref.ride_id,
+    }
+    if ref.kind is not DocKind.SHARED:
+        header["device"] = ref.device
+        header["role"] = ref.role
+    doc.put(header)
+    return True
+
+
+def add_samples(doc: CrdtDoc, samples: Sequence[Sample]) -> str:
+    """Write one batch (sorted by seq, no duplicates) as one blob under a key naming its seq range."""
+    if not samples:
+        raise ValueError("empty batch")
+    ordered = sorted(samples, key=lambda s: s.seq)
+    if any(a.seq == b.seq for a, b in itertools.pairwise(ordered)):
+        raise ValueError("duplicate seq in batch")
+    key = schema.sample_key(ordered[0].seq, ordered[-1].seq)
+    doc.put({key: encode_blob(ordered)})
+    return key
+
+
+def _claim_json(t: float, key: str, **extra: Any) -> str:
+    body: dict[str, Any] = {"t": _finite(t), "key": key}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return schema.dumps(body)
+
+
+def claim_active(doc: CrdtDoc, t: float, key: str) -> bool:
+    """The device's claim that the ride started. Written once; a second call changes nothing."""
+    if doc.get(schema.CLAIM_ACTIVE) is not None:
+        return False
+    doc.put({schema.CLAIM_ACTIVE: _claim_json(t, key)})
+    return True
+
+
+def claim_ended(
+    doc: CrdtDoc, ride_id: str, t: float, *, last_seq: int | None, count: int, duration_s: float | None = None
+) -> bool:
+    """The device's claim that the ride ended, under the ride's one logical end key. Written once."""
+    if doc.get(schema.CLAIM_ENDED) is not None:
+        return False
+    body = _claim_json(t, schema.end_key(ride_id), last_seq=last_seq, count=count, duration_s=duration_s)
+    doc.put({schema.CLAIM_ENDED: body})
+    return True
+
+
+def record_end_event(doc: CrdtDoc, key: str, t: float, device: str, role: str) -> bool:
+    """Backend: an end event received (e.g. over HTTP with an Idempotency-Key). Once per key."""
+    name = schema.END_PREFIX + key
+    if doc.get(name) is not None:
+        return False
+    doc.put({name: schema.dumps({"t": _finite(t), "device": device, "role": role})})
+    return True
+
+
+def write_finalization(doc: CrdtDoc, t: float, totals: dict[str, Any], samples: dict[str, int]) -> bool:
+    """Backend: the ride's official totals. Written once; finalization is final."""
+    if doc.get(schema.FINALIZED) is not None:
+        return False
+    doc.put({schema.FINALIZED: schema.dumps({"t": _finite(t), "totals": totals, "samples": samples})})
+    return True
+
+
+def index_doc(shared: CrdtDoc, ref: DocRef) -> bool:
+    name = schema.DOC_PREFIX + ref.doc_id
+    if shared.get(name) is not None:
+        return False
+    shared.put({name: schema.dumps({"kind": ref.kind.value, "device": ref.device})})
+    return True
+
+
+def edit_shared(
+    shared: CrdtDoc, field: str, value: Any, *, t: float, device: str, role: str, seen: str | None
+) -> str:
+    """One edit of a shared field, under a key unique to this writer (its actor id and a counter)."""
+    if field not in schema.SHARED_FIELDS:
+        raise ValueError(f"unknown shared field {field!r}")
+    if not _valid_field_value(field, value):
+        raise ValueError(f"invalid value for {field}: {value!r}")
+    prefix = f"{schema.EDIT_PREFIX}{shared.actor.hex()}."
+    tails = [k[len(prefix) :] for k in shared.keys_with_prefix(prefix)]
+    used = [int(tail) for tail in tails if tail.isdigit()]
+    key = f"{prefix}{max(used, default=0) + 1}"
+    body = {"field": field, "value": value, "t": _finite(t), "device": device, "role": role, "seen": seen}
+    shared.put({key: schema.dumps(body)})
+    return key
+
+
+def _finite(t: float) -> float:
+    if not isinstance(t, int | float) or not math.isfinite(t):
+        raise ValueError(f"time must be a finite number, not {t!r}")
+    return float(t)
+
+
+def _valid_field_value(field: str, value: Any) -> bool:
+    expected = schema.SHARED_FIELDS.get(field)
+    if expected is None or isinstance(value, bool) or not isinstance(value, expected):
+        return False
+    if isinstance(value, str):
+        return len(value) <= schema.MAX_TEXT
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    number = float(value)  # type: ignore[arg-type]  # isinstance-checked against SHARED_FIELDS
+    if field in ("rating", "target.hr_zone"):
+        return 1 <= number <= 5
+    return 0 <= number <= 100_000
+
+
+# -- decoders ------------------------------------------------------------------------------------------
+
+
+def decode(doc: CrdtDoc, ref: DocRef, *, samples: bool = True) -> AnyDoc:
+    """The document as plain data. With samples=False, sample blobs are counted, not decoded: enough for
+    the phase (a sync gate needs it per message, and decoding an hour of samples costs ~30 ms)."""
+    if ref.kind is DocKind.SHARED:
+        return decode_shared(ref.ride_id, doc.items())
+    keys = doc.keys()
+    if ref.kind is DocKind.BACKEND:
+        return decode_backend(ref, {k: doc.get(k) for k in keys if not schema.SAMPLE_KEY.match(k)})
+    if samples:
+        return decode_device(ref, doc.items())
+    light = {k: doc.get(k) for k in keys if not schema.SAMPLE_KEY.match(k)}
+    decoded = decode_device(ref, light)
+    return replace(decoded, batches=sum(1 for k in keys if schema.SAMPLE_KEY.match(k)))
+
+
+def decode_samples(items: dict[str, Scalar], problems: list[str]) -> tuple[Sample, ...]:
+    """Every sample in sample keys, deduplicated by seq (the first key in sorted order wins, so every
+    replica keeps the same record even from a hostile document)."""
+    by_seq: dict[int, Sample] = {}
+    for key in sorted(items):
+        match = schema.SAMPLE_KEY.match(key)
+        if match is None:
+            continue
+        first, last = int(match.group(1), 16), int(match.group(2), 16)
+        value = items[key]
+        if not isinstance(value, bytes):
+            problems.append(f"{key}: not a sample blob")
+            continue
+        try:
+            batch = decode_blob(value)
+        except SampleDecodeError as exc:
+            problems.append(f"{key}: {exc}")
+            continue
+        for sample in batch:
+            if not first <= sample.seq <= last:
+                problems.append(f"{key}: seq {sample.seq} outside the key's range")
+                continue
+            by_seq.setdefault(sample.seq, sample)
+    return tuple(by_seq[seq] for seq in sorted(by_seq))
+
+
+def _claim(items: dict[str, Scalar], key: str, problems: list[str]) -> Claim | None:
+    if key not in items:
+        return None
+    obj = schema.loads_object(items[key])
+    if obj is None:
+        problems.append(f"{key}: not a JSON object")
+        return None
+    t, name = obj.get("t"), obj.get("key")
+    last_seq, count, duration = obj.get("last_seq"), obj.get("count"), obj.get("duration_s")
+    if not _number(t) or not isinstance(name, str):
+        problems.append(f"{key}: missing t or key")
+        return None
+    return Claim(
+        t=float(t),
+        key=name,
+        last_seq=last_seq if _int(last_seq) else None,
+        count=count if _int(count) else None,
+        duration_s=float(duration) if _number(duration) else None,
+    )
+
+
+def decode_device(ref: DocRef, items: dict[str, Scalar]) -> DeviceDoc:
+    problems: list[str] = []
+    samples = decode_samples(items, problems)
+    active = _claim(items, schema.CLAIM_ACTIVE, problems)
+    ended = _claim(items, schema.CLAIM_ENDED, problems)
+    batches = sum(1 for k in items if schema.SAMPLE_KEY.match(k))
+    return DeviceDoc(
+        ref=ref, samples=samples, active=active, ended=ended, problems=tuple(problems), batches=batches
+    )
+
+
+def decode_backend(ref: DocRef, items: dict[str, Scalar]) -> BackendDoc:
+    problems: list[str] = []
+    events = []
+    for key in sorted(items):
+        if not key.startswith(schema.END_PREFIX):
+            continue
+        obj = schema.loads_object(items[key])
+        if obj is None or not _number(obj.get("t")):
+            problems.append(f"{key}: malformed end event")
+            continue
+        events.append(
+            EndEvent(
+                key=key[len(schema.END_PREFIX) :],
+                t=float(obj["t"]),
+                device=str(obj.get("device", "")),
+                role=str(obj.get("role", "")),
+            )
+        )
+    finalized = None
+    if schema.FINALIZED in items:
+        obj = schema.loads_object(items[schema.FINALIZED])
+        totals = obj.get("totals") if obj else None
+        counts = obj.get("samples") if obj else None
+        if obj is None or not _number(obj.get("t")) or not isinstance(totals, dict):
+            problems.append("finalized: malformed")
+        else:
+            clean_counts = {str(k): v for k, v in (counts or {}).items() if _int(v)}
+            # Only finite numbers (or null) pass: the totals are served verbatim as JSON.
+            clean_totals = {str(k): v for k, v in totals.items() if v is None or _number(v)}
+            finalized = Finalization(t=float(obj["t"]), totals=clean_totals, samples=clean_counts)
+    return BackendDoc(ref=ref, end_events=tuple(events), finalized=finalized, problems=tuple(problems))
+
+
+def decode_shared(ride_id: str, items: dict[str, Scalar]) -> SharedDoc:
+    problems: list[str] = []
+    edits: list[Edit] = []
+    index: list[DocRef] = []
+    for key in sorted(items):
+        if key.startswith(schema.DOC_PREFIX):
+            obj = schema.loads_object(items[key])
+            ref = schema.parse_doc_ref(ride_id, obj) if obj is not None else None
+            if ref is None or ref.doc_id != key[len(schema.DOC_PREFIX) :]:
+                problems.append(f"{key}: malformed index entry")
+                continue
+            index.append(ref)
+        elif key.startswith(schema.EDIT_PREFIX):
+            obj = schema.loads_object(items[key])
+            edit = _edit(key, obj)
+            if edit is None:
+                problems.append(f"{key}: malformed edit")
+                continue
+            edits.append(edit)
+    return SharedDoc(ride_id=ride_id, edits=tuple(edits), index=tuple(index), problems=tuple(problems))
+
+
+def _edit(key: str, obj: dict[str, Any] | None) -> Edit | None:
+    if obj is None:
+        return None
+    field, value, t, seen = obj.get("field"), obj.get("value"), obj.get("t"), obj.get("seen")
+    if not isinstance(field, str) or not _valid_field_value(field, value) or not _number(t):
+        return None
+    if seen is not None and not isinstance(seen, str):
+        return None
+    return Edit(
+        key=key,
+        field=field,
+        value=value,
+        t=float(t),
+        device=str(obj.get("device", "")),
+        role=str(obj.get("role", "")),
+        seen=seen,
+    )
+
+
+def _number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

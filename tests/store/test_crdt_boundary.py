@@ -1,0 +1,176 @@
+"""engine.crdt is the only module that imports automerge, and it contains the bindings' hazards."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from engine.crdt import CrdtDecodeError, CrdtDoc, SyncSession, actor_device_prefix, new_actor_id
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _imports_automerge(path: Path) -> bool:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "automerge" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "automerge":
+            return True
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in (
+            "__import__",
+            "import_module",
+        ):
+            args = [a.value for a in node.args if isinstance(a, ast.Constant)]
+            if any(isinstance(a, str) and a.split(".")[0] == "automerge" for a in args):
+                return True
+    return False
+
+
+def test_only_engine_crdt_imports_automerge() -> None:
+    offenders = [
+        str(p.relative_to(ROOT))
+        for folder in ("engine", "adapters")
+        if (ROOT / folder).exists()
+        for p in sorted((ROOT / folder).rglob("*.py"))
+        if p != ROOT / "engine" / "crdt.py" and _imports_automerge(p)
+    ]
+    assert offenders == []
+    assert _imports_automerge(ROOT / "engine" / "crdt.py")
+
+
+def test_actor_ids_are_fresh_and_carry_the_device_prefix() -> None:
+    ids = {new_actor_id("bike-1") for _ in range(100)}
+    assert len(ids) == 100
+    assert all(a.startswith(actor_device_prefix("bike-1")) and len(a) == 16 for a in ids)
+    assert not new_actor_id("bike-2").startswith(actor_device_prefix("bike-1"))
+
+
+def test_save_load_fork_merge_and_changes_since() -> None:
+    a = CrdtDoc.new(new_actor_id("a"))
+    a.put({"x": 1, "s": "hé", "b": b"\x00\x01", "f": 1.5, "t": True, "n": None})
+    base = a.heads()
+    fork = a.fork(new_actor_id("b"))
+    fork.put({"y": 2})
+    a.put({"z": 3})
+    before = a.heads()
+    assert a.merge(fork) == a.heads() != before
+    assert [c.actor for c in a.changes_since(before)] == [fork.actor]
+    assert a.items() == {"x": 1, "s": "hé", "b": b"\x00\x01", "f": 1.5, "t": True, "n": None, "y": 2, "z": 3}
+    changes = a.changes_since(base)
+    assert {c.actor for c in changes} == {a.actor, fork.actor}
+    loaded = CrdtDoc.load(a.save(), new_actor_id("c"))
+    assert loaded.items() == a.items() and loaded.heads() == a.heads()
+    other = CrdtDoc.new(new_actor_id("d"))
+    assert other.apply_changes(c.data for c in a.changes_since([])) == a.heads()
+    assert other.items() == a.items()
+
+
+def test_torn_tail_and_garbage_raise_typed_errors() -> None:
+    a = CrdtDoc.new(new_actor_id("a"))
+    a.put({"x": 1})
+    snap = a.save()
+    a.put({"y": 2})
+    tail = b"".join(c.data for c in a.changes_since(CrdtDoc.load(snap, a.actor).heads()))
+    assert CrdtDoc.load(snap + tail, a.actor).items() == {"x": 1, "y": 2}
+    with pytest.raises(CrdtDecodeError):
+        CrdtDoc.load(snap + tail[:-3], a.actor)
+    with pytest.raises(CrdtDecodeError):
+        CrdtDoc.load(b"\x00garbage", a.actor)
+    with pytest.raises(CrdtDecodeError):
+        SyncSession().receive(a, b"\x42garbage")
+    assert a.items() == {"x": 1, "y": 2}
+
+
+def test_values_outside_the_safe_set_are_refused_before_any_call() -> None:
+    a = CrdtDoc.new(new_actor_id("a"))
+    with pytest.raises(TypeError):
+        a.put({"c": [1, 2]})  # type: ignore[dict-item]
+    assert a.keys() == []
+
+
+def test_sync_sessions_converge_two_documents() -> None:
+    a, b = CrdtDoc.new(new_actor_id("a")), CrdtDoc.new(new_actor_id("b"))
+    a.put({"x": 1})
+    b.put({"y": 2})
+    sa, sb = SyncSession(), SyncSession()
+    for _ in range(10):
+        m1 = sa.generate(a)
+        if m1 is not None:
+            sb.receive(b, m1)
+        m2 = sb.generate(b)
+        if m2 is not None:
+            sa.receive(a, m2)
+        if m1 is None and m2 is None:
+            break
+    assert a.heads() == b.heads() and a.items() == b.items() == {"x": 1, "y": 2}
+
+
+def test_a_real_panic_is_typed_and_the_poisoned_document_never_freed() -> None:
+    # In a child process: if the graveyard did not hold the poisoned document, freeing it would segfault.
+    script = textwrap.dedent(
+        """
+        import gc, sys
+        from automerge.core import ROOT, ScalarType
+        from engine import crdt
+        doc = crdt.CrdtDoc.new(crdt.new_actor_id("x"))
+        doc.put({"a": 1})
+        def write_counter():
+            with doc._doc.transaction() as tx:
+                tx.put(ROOT, "c", ScalarType.Counter, 1)
+        try:
+            doc._call(write_counter, mutating=True)
+        except crdt.CrdtPanic as exc:
+            print("panic", type(exc).__name__)
+        assert doc.poisoned and crdt.graveyard_size() == 1
+        try:
+            doc.keys()
+        except crdt.CrdtPoisoned:
+            print("poisoned")
+        del doc
+        gc.collect()
+        print("alive")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["panic", "CrdtPanic", "poisoned", "alive"]
+
+
+def test_a_js_counter_is_detected_and_reading_it_is_a_typed_panic() -> None:
+    # In a child process, so the real panic cannot disturb this one and a missed graveyard would segfault.
+    script = textwrap.dedent(
+        """
+        import gc
+        from engine import crdt
+        from tests.store.conftest import JS_COUNTER_DOC
+        doc = crdt.CrdtDoc.load(JS_COUNTER_DOC, crdt.new_actor_id("x"))
+        print("counters", doc.counters_since([]))
+        print("keys", ",".join(doc.keys()))
+        try:
+            doc.get("c")
+        except crdt.CrdtPanic:
+            print("panic", doc.poisoned)
+        del doc
+        gc.collect()
+        print("alive")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["counters", "True", "keys", "c,title", "panic", "True", "alive"]
+
+
+def test_plain_documents_have_no_counters() -> None:
+    doc = CrdtDoc.new(new_actor_id("a"))
+    doc.put({"title": "Counter(5) is a fine title", "n": 5})
+    assert not doc.counters_since([])
