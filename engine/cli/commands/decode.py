@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 from engine.cli.output import emit
 
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     hrm.add_argument("payloads", nargs="*", metavar="HEX")
     hrm.set_defaults(handler=_decode_hrm)
+    _register_serial(protocols)
 
 
 def _clean_hex(text: str) -> str:
@@ -65,3 +67,104 @@ def _decode_hrm(args: argparse.Namespace) -> int:
         all_ok &= ok
         emit(obj)
     return 0 if all_ok else 1
+
+
+# --- serial protocols (peloton, line) ---------------------------------------------------------------
+
+_READ_CHUNK = 1 << 16
+
+
+def _register_serial(protocols: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    peloton = protocols.add_parser(
+        "peloton",
+        help="a raw Peloton bus capture (both directions) to JSON lines",
+        description=(
+            "Decode a raw capture of the Peloton bike bus: one JSON line per value "
+            '({"kind", "value", "unit"}; power in W, resistance raw plus "pct" once a calibration table '
+            'was seen), then {"summary": {...counters}}. FILE "-" reads standard input. '
+            "Exit status 1 if the input held bytes but not one valid frame."
+        ),
+    )
+    peloton.add_argument("file", metavar="FILE")
+    peloton.add_argument("--errors", action="store_true", help="also print one line per discarded byte run")
+    peloton.set_defaults(handler=_decode_peloton)
+
+    line = protocols.add_parser(
+        "line",
+        help="a capture of the DIY cadence line protocol to JSON lines",
+        description=(
+            "Decode a capture of the DIY cadence line protocol (adapters/serial/LINE_PROTOCOL.md): one JSON "
+            'line per cadence update and device identity, then {"summary": {...counters}}. '
+            'FILE "-" reads standard input. Exit status 1 if the input held bytes but not one valid line.'
+        ),
+    )
+    line.add_argument("file", metavar="FILE")
+    line.add_argument("--errors", action="store_true", help="also print one line per rejected line")
+    line.add_argument(
+        "--stop-after",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="seconds without a crank event before cadence is 0 (default 3)",
+    )
+    line.set_defaults(handler=_decode_line)
+
+
+def _read_chunks(path: str) -> Iterator[bytes]:
+    """Yields the file's bytes in chunks; unreadable input becomes a CliError, never a traceback."""
+    from engine.cli.main import CliError
+
+    if path == "-":
+        stream: BinaryIO = sys.stdin.buffer
+        yield from iter(lambda: stream.read(_READ_CHUNK), b"")
+        return
+    try:
+        with open(path, "rb") as f:
+            yield from iter(lambda: f.read(_READ_CHUNK), b"")
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _decode_peloton(args: argparse.Namespace) -> int:
+    from adapters.serial.peloton import PelotonParser
+    from adapters.serial.peloton_json import peloton_event_json
+
+    parser = PelotonParser()
+    for chunk in _read_chunks(args.file):
+        for ev in parser.feed(chunk):
+            obj = peloton_event_json(ev, errors=args.errors)
+            if obj is not None:
+                emit(obj)
+    for ev in parser.flush():
+        obj = peloton_event_json(ev, errors=args.errors)
+        if obj is not None:
+            emit(obj)
+    summary = parser.summary()
+    emit({"summary": summary})
+    return 1 if summary["bytes_total"] and not summary["frames_ok"] else 0
+
+
+def _decode_line(args: argparse.Namespace) -> int:
+    from adapters.serial.cadence import CrankCadence
+    from adapters.serial.line_json import line_event_json
+    from adapters.serial.line_protocol import CrankRecord, LineParser
+    from engine.cli.main import CliError
+
+    if not args.stop_after > 0:
+        raise CliError("--stop-after must be > 0")
+    parser = LineParser()
+    cadence = CrankCadence(stop_after_s=args.stop_after)
+
+    def show(events: list[Any]) -> None:
+        for ev in events:
+            update = cadence.on_record(ev) if isinstance(ev, CrankRecord) else None
+            obj = line_event_json(ev, update, errors=args.errors)
+            if obj is not None:
+                emit(obj)
+
+    for chunk in _read_chunks(args.file):
+        show(parser.feed(chunk))
+    show(parser.flush())
+    summary = {**parser.counters.as_dict(), **cadence.counters.as_dict()}
+    emit({"summary": summary})
+    return 1 if summary["bytes_total"] and not summary["lines_ok"] else 0

@@ -1,21 +1,280 @@
-"""`ridesync demo`: the group-class demo on embedded defaults (see engine/demo)."""
+"""`ridesync demo`: the group-class demo on embedded defaults (engine/demo), and its simulated sensors.
+
+This module is a composition root (DESIGN §2: only engine/cli and engine/bench wire adapters in): it opens
+one virtual BLE radio with a simulated strap per rider and one simulated bike per rider on a pty
+(Peloton-bus bikes in poll mode and DIY line-protocol cadence sensors), and hands them to
+`engine.demo.session.running_demo`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.main import CliError
 
+if TYPE_CHECKING:
+    from engine.demo.roster import RiderSpec
+    from engine.demo.sensors import RiderSensors
+    from engine.readings import SensorSource
+
+# (simulated strap, rider, speed): drives one strap's notifications until cancelled.
+StrapPlayer = Callable[[Any, "RiderSpec", float], Coroutine[Any, Any, None]]
+
+SUMMARY_EVERY_S = 5.0
+# Long enough that a class never runs out of ride at --speed 10 for an hour.
+RIDE_PROFILE_S = 3 * 3600
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("demo", help="run the group-class demo on simulated sensors, all local")
-    parser.add_argument("--riders", type=int, default=8)
-    parser.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
-    parser.add_argument("--speed", type=float, default=1.0)
-    parser.add_argument("--headless", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    parser.set_defaults(handler=_run)
+    p = sub.add_parser(
+        "demo",
+        help="the group-class demo: backend, hub, dashboard and N simulated riders, all local",
+        description="Starts the backend with the class hub and dashboard on 127.0.0.1, and N simulated "
+        "riders (a BLE strap on a virtual radio and a bike on a pty each) streaming to it. Prints the "
+        "dashboard URL; Ctrl-C stops it cleanly.",
+    )
+    p.add_argument("--riders", type=int, default=8, help="number of riders, 1..24 (default 8)")
+    p.add_argument(
+        "--duration", type=float, default=None, metavar="S", help="wall seconds; default: until Ctrl-C"
+    )
+    p.add_argument("--speed", type=float, default=1.0, metavar="X", help="sensor playback speed (default 1)")
+    p.add_argument(
+        "--headless", action="store_true", help="never open a browser (the default only prints the URL)"
+    )
+    p.add_argument("--open", action="store_true", help="open the dashboard in the default browser")
+    p.add_argument("--json", action="store_true", help="JSON lines on stdout, ending with the report")
+    p.add_argument("--port", type=int, default=8750, help="port (default 8750; taken or 0: a free one)")
+    p.add_argument("--data", default=None, metavar="DIR", help="data dir (default: a temporary one)")
+    p.add_argument("--class", dest="class_id", default="demo-class", metavar="NAME", help="class id")
+    p.add_argument(
+        "--summary-every", type=float, default=SUMMARY_EVERY_S, metavar="S", help="console summary period"
+    )
+    p.add_argument(
+        "--start-at", type=int, default=0, metavar="S", help="start S simulated seconds into the class"
+    )
+    p.add_argument("--chaos", action="store_true", help="(not built yet) network, range and USB faults")
+    p.add_argument("--log-level", default="WARNING")
+    p.set_defaults(handler=_run)
+
+
+async def _play_profile(strap: Any, spec: RiderSpec, speed: float) -> None:
+    from adapters.ble.sim import HrProfile
+
+    await strap.play(HrProfile(spec.hr_points), speed)
+
+
+async def open_sim_bike(
+    stack: contextlib.AsyncExitStack, spec: RiderSpec, speed: float
+) -> tuple[SensorSource, str]:
+    """The rider's simulated bike on its own pty (closed with `stack`), and the pty's path."""
+    from adapters.serial.factory import open_serial_sources
+    from adapters.serial.peloton.synth import BikeSample
+    from adapters.serial.sim.profile import RideProfile
+
+    base = RideProfile.generated(RIDE_PROFILE_S, seed=spec.seed)
+    ride = RideProfile(
+        tuple(
+            BikeSample(s.cadence, min(9999.9, round(s.power_w * spec.power_scale, 1)), s.resistance_raw)
+            for s in base.samples[spec.start_at_s :] or base.samples[-1:]
+        )
+    )
+    bikes = await stack.enter_async_context(
+        open_serial_sources("sim", protocol=spec.bike, mode="poll", speed=speed, profile=ride)
+    )
+    return bikes[0], bikes.simulators[0].paths[0]
+
+
+@contextlib.asynccontextmanager
+async def simulated_rig(
+    specs: Sequence[RiderSpec], speed: float, *, player: StrapPlayer = _play_profile
+) -> AsyncIterator[list[RiderSensors]]:
+    """One virtual radio with a strap per rider, and a simulated bike on its own pty per rider.
+
+    Each strap plays its rider's heart-rate profile at `speed`; `player(strap, spec, speed)` replaces
+    that (the latency benchmark plays values it can recognise)."""
+    import asyncio
+
+    from adapters.ble.factory import SIM_CONNECT_TIMEOUT_S, SIM_SCAN_TIMEOUT_S, open_hr_sources
+    from adapters.ble.link_state import BackoffPolicy
+    from adapters.ble.source import StrapSettings
+    from engine.demo.sensors import RiderSensors
+
+    n = len(specs)
+    async with contextlib.AsyncExitStack() as stack:
+        # The strap adapter notices silence (2 s: two missed beats) before the hub's 3 s staleness limit, so a
+        # strap that walks away shows "no contact" first, then "stale"; a strap that comes back is
+        # reconnected within seconds (backoff capped at 5 s instead of 30: a class is short).
+        settings = StrapSettings(
+            connect_timeout_s=SIM_CONNECT_TIMEOUT_S,
+            scan_timeout_s=SIM_SCAN_TIMEOUT_S,
+            stale_after_s=2.0,
+            tick_s=0.25,
+            backoff=BackoffPolicy(base_s=0.5, cap_s=5.0),
+        )
+        hr = await stack.enter_async_context(
+            open_hr_sources(f"sim:{n}", speed=speed, settings=settings, slots=max(7, n), play=False)
+        )
+        sim = hr.simulation
+        assert sim is not None
+        out: list[RiderSensors] = []
+        for spec, source, strap in zip(specs, hr, sim.straps, strict=True):
+            bike, path = await open_sim_bike(stack, spec, speed)
+            where = f"strap {strap.address} on the virtual radio; {spec.bike} bike on {path}"
+            out.append(RiderSensors(hr=source, bike=bike, strap=strap, describe=where))
+        async with asyncio.TaskGroup() as tg:
+            players = [
+                tg.create_task(player(strap, spec, speed), name=f"strap {spec.device}")
+                for spec, strap in zip(specs, sim.straps, strict=True)
+            ]
+            try:
+                yield out
+            finally:
+                for task in players:
+                    task.cancel()
+
+
+def _validate(args: argparse.Namespace) -> None:
+    import math
+
+    from engine.auth.tokens import valid_id
+    from engine.demo.roster import MAX_RIDERS
+
+    if args.chaos:
+        raise CliError("--chaos is not built yet: it needs the durable lane (issue 6); run without it")
+    if not 1 <= args.riders <= MAX_RIDERS:
+        raise CliError(f"--riders must be 1..{MAX_RIDERS}")
+    if not (math.isfinite(args.speed) and 0 < args.speed <= 100):
+        raise CliError("--speed must be in (0, 100]")
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        raise CliError("--duration must be a positive number of seconds")
+    if not 0 <= args.port <= 65535:
+        raise CliError("--port must be 0..65535")
+    if not valid_id(args.class_id, 64):
+        raise CliError("--class must be a short id (letters, digits, - _ . : @)")
+    if not 0 <= args.start_at <= 7200:
+        raise CliError("--start-at must be 0..7200 seconds")
+    if not args.summary_every > 0:
+        raise CliError("--summary-every must be positive")
 
 
 def _run(args: argparse.Namespace) -> int:
-    raise CliError("the group-class demo is not built yet (issue 8); try `ridesync decode hrm 1641b103`")
+    import asyncio
+
+    from engine import logs
+
+    _validate(args)
+    logs.configure(args.log_level)
+    from engine.auth.tokens import TokenError
+
+    try:
+        asyncio.run(_main(args))
+    except OSError as exc:
+        raise CliError(f"demo failed to start: {exc}") from exc
+    except TokenError as exc:  # an unreadable token key file in --data
+        raise CliError(str(exc)) from exc
+    return 0
+
+
+async def _main(args: argparse.Namespace) -> None:
+    import asyncio
+    import signal
+    import sys
+    import time
+    from pathlib import Path
+
+    from engine.cli.output import emit
+    from engine.demo.console import summary_json, summary_line
+    from engine.demo.monitor import LiveValue
+    from engine.demo.report import demo_report
+    from engine.demo.session import DemoConfig, running_demo
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    main_task = asyncio.current_task()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            stop.set()
+        elif main_task is not None:  # a second Ctrl-C while stopping: stop harder
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal)
+    latencies: list[float] = []
+
+    def on_value(value: LiveValue) -> None:
+        if value.metric == "hr":
+            latencies.append(value.received - value.t)
+
+    config = DemoConfig(
+        riders=args.riders,
+        speed=args.speed,
+        class_id=args.class_id,
+        port=args.port,
+        data_dir=Path(args.data) if args.data else None,
+        start_at_s=args.start_at,
+    )
+    async with running_demo(config, simulated_rig, on_value=on_value) as demo:
+        if args.json:
+            emit(
+                {
+                    "event": "listening",
+                    "url": demo.base_url,
+                    "dashboard_url": demo.dashboard_url,
+                    "class": config.class_id,
+                    "riders": [r.spec.device for r in demo.riders],
+                    "data_dir": str(demo.data_dir),
+                }
+            )
+        else:
+            print(f"ridesync demo: {len(demo.riders)} riders in class {config.class_id!r}", flush=True)
+            print(f"  dashboard: {demo.dashboard_url}", flush=True)
+            for r in demo.riders:
+                print(f"  {r.spec.device} {r.spec.name:<6} {r.sensors.describe}", flush=True)
+            print("  Ctrl-C to stop", flush=True)
+        if args.open and not args.headless:
+            import webbrowser
+
+            webbrowser.open(demo.dashboard_url)
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        while not stop.is_set():
+            wait = args.summary_every
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await stop.wait()
+            if stop.is_set():
+                break
+            if deadline is None or time.monotonic() < deadline - 0.5:
+                if args.json:
+                    emit(summary_json(demo))
+                else:
+                    print(summary_line(demo), flush=True)
+        report = demo_report(demo, latencies)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(sig)
+    if args.json:
+        emit(report)
+    else:
+        print(summary_footer(report), file=sys.stdout, flush=True)
+
+
+def summary_footer(report: dict[str, object]) -> str:
+    lat = report.get("live_latency_hr")
+    lat_text = ""
+    if isinstance(lat, dict) and lat.get("n"):
+        lat_text = f"; live HR latency p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms ({lat['n']} values)"
+    riders = report.get("riders")
+    n = len(riders) if isinstance(riders, list) else 0
+    return f"ridesync demo stopped after {report.get('elapsed_s')} s, {n} riders{lat_text}"

@@ -1,0 +1,109 @@
+"""One open serial port, read through pyserial-asyncio-fast, delivering timestamped chunks to a queue.
+
+Several links may share one queue (listen mode taps two lines of the bus): the consumer then sees the
+chunks of both ports in the order the event loop received them, which is what request/reply pairing
+needs. A link that dies (unplugged, read error) puts a PortLost marker on the queue instead of raising
+in a callback, so the source that owns it can report the loss as a state and reopen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import serial
+import serial_asyncio_fast
+
+log = logging.getLogger(__name__)
+
+
+class PortLost(Exception):
+    """The port went away (unplugged, vanished, read or write error)."""
+
+    def __init__(self, port: str, reason: str) -> None:
+        super().__init__(f"{port}: {reason}")
+        self.port = port
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Bytes as one read returned them, the wall-clock time they arrived, and which port (0 or 1)."""
+
+    data: bytes
+    t: float
+    port: int
+
+
+QueueItem = Chunk | PortLost
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, link: SerialLink) -> None:
+        self._link = link
+
+    def data_received(self, data: bytes) -> None:
+        self._link.queue.put_nowait(Chunk(data, time.time(), self._link.index))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._link._on_lost(exc)
+
+
+class SerialLink:
+    def __init__(self, path: str, queue: asyncio.Queue[QueueItem], index: int) -> None:
+        self.path = path
+        self.queue = queue
+        self.index = index
+        self._transport: Any = None
+        self._closing = False
+        self.bytes_written = 0
+
+    @classmethod
+    async def open(
+        cls, path: str, queue: asyncio.Queue[QueueItem], *, baudrate: int, index: int = 0
+    ) -> SerialLink:
+        """Opens the port or raises OSError/serial.SerialException (the caller backs off and retries)."""
+        link = cls(path, queue, index)
+        loop = asyncio.get_running_loop()
+        transport, _ = await serial_asyncio_fast.create_serial_connection(
+            loop, lambda: _Protocol(link), path, baudrate=baudrate, exclusive=True
+        )
+        link._transport = transport
+        # Whatever sat in the driver's buffer while nobody listened is stale: start from the live line.
+        ser = transport.serial
+        if ser is not None:
+            ser.reset_input_buffer()
+        return link
+
+    def write(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise PortLost(self.path, "port closed")
+        try:
+            self._transport.write(data)
+        except (OSError, serial.SerialException) as exc:
+            raise PortLost(self.path, f"write failed: {exc}") from exc
+        self.bytes_written += len(data)
+
+    def close(self) -> None:
+        self._closing = True
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        if self._closing:
+            return
+        reason = str(exc) if exc is not None else "port closed"
+        log.info("serial port lost", extra={"port": self.path, "reason": reason})
+        self.queue.put_nowait(PortLost(self.path, reason))
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, rng: Any) -> float:
+    """Exponential backoff with full jitter (DESIGN §1.6): uniform in [0, min(cap, base * 2**attempt)].
+
+    A floor of base/4 keeps a dead port from being hammered when the jitter draws near zero.
+    """
+    ceiling = min(cap, base * (2**attempt))
+    return max(base / 4, float(rng.uniform(0, ceiling)))

@@ -1,0 +1,96 @@
+"""A simulated DIY cadence sensor: crank events from a ride profile's cadence, sent as line-protocol
+records once a second of sensor time (and an identity line at start and every 10 s).
+
+Sensor time runs `speed` times faster than real time. `sent` logs every record that went out intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from adapters.serial.line_protocol import SEQ_MOD, TICKS_PER_S, U16, CrankRecord, encode_ident, encode_record
+from adapters.serial.sim.faults import Faults
+from adapters.serial.sim.profile import RideProfile
+from adapters.serial.sim.pty_port import PtyPort, Unplugged
+
+
+class LineSensor:
+    def __init__(
+        self,
+        port: PtyPort,
+        *,
+        profile: RideProfile,
+        speed: float = 1.0,
+        device_id: str = "sim-reed",
+        faults: Faults | None = None,
+        record_interval_s: float = 1.0,
+        start_ticks: int = 0,
+        start_revs: int = 0,
+    ) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        self.port = port
+        self.profile = profile
+        self.speed = speed
+        self.device_id = device_id
+        self.faults = faults if faults is not None else Faults()
+        self.record_interval_s = record_interval_s
+        self.start_ticks = start_ticks
+        self.start_revs = start_revs
+        self.sent: list[CrankRecord] = []
+        self.lines_written = 0
+        self.done = asyncio.Event()
+
+    def records(self) -> list[tuple[float, CrankRecord]]:
+        """Every record of the ride, with the ride time it is sent at (pure: no I/O)."""
+        out: list[tuple[float, CrankRecord]] = []
+        revs = 0.0
+        event_s = 0.0
+        t = 0.0
+        n = 0
+        step = self.record_interval_s
+        while t <= self.profile.duration_s:
+            rate = self.profile.at(t).cadence / 60  # revolutions per second during this step
+            if n > 0 and rate > 0:
+                before = revs
+                revs += rate * step
+                if math.floor(revs) > math.floor(before):
+                    # time of the last whole revolution within the step
+                    event_s = t - step + (math.floor(revs) - before) / rate
+            ticks = self.start_ticks + round(t * TICKS_PER_S)
+            event_ticks = self.start_ticks + round(event_s * TICKS_PER_S)
+            rec = CrankRecord(
+                n % SEQ_MOD, (self.start_revs + math.floor(revs)) % U16, event_ticks % U16, ticks % U16
+            )
+            out.append((t, rec))
+            n += 1
+            t = n * step
+        return out
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            await self._send(encode_ident(self.device_id), None)
+            next_ident = 10.0
+            for ride_s, rec in self.records():
+                await asyncio.sleep(max(0.0, start + ride_s / self.speed - loop.time()))
+                if ride_s >= next_ident:
+                    next_ident += 10.0
+                    await self._send(encode_ident(self.device_id), None)
+                if self.faults.silent:
+                    continue
+                await self._send(encode_record(rec.seq, rec.revs, rec.event_time, rec.sensor_time), rec)
+        finally:
+            self.done.set()
+
+    async def _send(self, line: bytes, rec: CrankRecord | None) -> None:
+        wire, intact = self.faults.apply(line, header=1, body=(1, len(line) - 1), avoid=b"$\n\r")
+        try:
+            written = await self.port.write(wire)
+        except Unplugged:
+            return
+        self.lines_written += 1
+        if intact and written == len(wire) and rec is not None:
+            self.sent.append(rec)

@@ -1,0 +1,1 @@
+"""Signed device tokens, shared by the class hub and the sync endpoint."""

@@ -1,0 +1,683 @@
+"""`ridesync bench live`: the class hub under load on loopback, next to the naive baseline hub.
+
+The hub runs in its own process (exactly `ridesync serve`'s application). Load-generator processes
+multiplex many riders over raw sockets: every rider is one WebSocket in `pubsub` mode (its bike publishes
+heart rate at `--rate` Hz with a random phase, and its screen receives the class), plus `--viewers` dashboard
+subscribers per class. A fraction of the connections ("probes") parse every frame and record, for each
+newly seen (device, seq), receive time minus the sample's sensor timestamp; the rest only drain their
+sockets, so the generator's cost stays small next to the hub's. Hub CPU comes from /proc/<pid>/stat, RSS
+from /proc/<pid>/status, frames and deliveries from the hub's own counters (/live/v1/stats).
+
+The same invocation runs the same configurations against the naive hub (every sample to every peer at
+once, no coalescing) and reports ratios, then searches the knee: the most riders with p99 < 1 s, by
+doubling from `--knee-start` then bisecting `--knee-steps` times (bounded by `--knee-max`, which the
+process's open-file limit caps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import contextlib
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import random
+import resource
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+NAME = "live"
+HELP = "class hub latency/CPU under many riders, next to the naive baseline hub; finds the knee"
+
+CLASS_SIZE_DEFAULT = 50
+DRAIN_LOWAT = 32 * 1024
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--configs",
+        default="4x50,40x50",
+        help="comma-separated CLASSESxRIDERS configurations, each run on both hubs (default 4x50,40x50)",
+    )
+    parser.add_argument("--rate", type=float, default=1.0, help="samples per rider per second (default 1)")
+    parser.add_argument("--viewers", type=int, default=1, help="dashboard subscribers per class (default 1)")
+    parser.add_argument(
+        "--rider-mode",
+        choices=["pubsub", "pub"],
+        default="pubsub",
+        help="pubsub: every rider also receives its class (default); pub: riders only publish",
+    )
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring")
+    parser.add_argument("--measure", type=float, default=6.0, help="seconds measured per configuration")
+    parser.add_argument("--procs", type=int, default=2, help="load-generator processes (default 2)")
+    parser.add_argument(
+        "--probe-fraction", type=float, default=0.05, help="share of riders that parse frames"
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin the hub to the first CPU and the load generators to the others",
+    )
+    parser.add_argument(
+        "--hub-duty",
+        type=float,
+        default=None,
+        help="coalescing hub: share of time the tick may spend sending",
+    )
+    parser.add_argument(
+        "--hub-max-tick", type=float, default=None, help="coalescing hub: longest tick in seconds"
+    )
+    parser.add_argument("--no-knee", dest="knee", action="store_false", help="skip the knee search")
+    parser.add_argument("--knee-start", type=int, default=4000, help="riders at the first knee probe")
+    parser.add_argument("--knee-max", type=int, default=19000, help="most riders the knee search tries")
+    parser.add_argument("--knee-steps", type=int, default=2, help="bisection steps after doubling")
+    parser.add_argument("--naive-knee-start", type=int, default=500)
+    parser.add_argument("--naive-knee-max", type=int, default=4000)
+
+
+# --- hub process ----------------------------------------------------------------------------------------
+
+
+def _pin(cpus: set[int] | None) -> None:
+    if cpus:
+        with contextlib.suppress(OSError, AttributeError):
+            os.sched_setaffinity(0, cpus)
+
+
+def _cpu_split(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """(hub CPUs, generator CPUs): the hub alone on one core, the load on the rest, as DESIGN §5 measured."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (OSError, AttributeError):
+        return None, None
+    if not pin or len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, set(cpus[1:])
+
+
+@dataclass
+class HubSpec:
+    data_dir: str
+    impl: str
+    duty: float | None
+    max_tick: float | None
+    cpus: set[int] | None
+
+
+def _hub_main(ctl: Connection, spec: HubSpec) -> None:
+    _pin(spec.cpus)
+    data_dir, impl, duty, max_tick = spec.data_dir, spec.impl, spec.duty, spec.max_tick
+    import logging
+    import threading
+
+    from aiohttp import web
+
+    from engine.live.config import HubConfig
+    from engine.live.hub import Hub
+    from engine.live.routes import HUB
+    from engine.server.config import ServerConfig
+    from engine.server.run import serve
+
+    logging.basicConfig(level=logging.ERROR)
+    _raise_nofile()
+    hub_config = HubConfig(impl=impl)
+    if duty is not None:
+        hub_config = dataclasses.replace(hub_config, duty=duty)
+    if max_tick is not None:
+        hub_config = dataclasses.replace(hub_config, max_tick_s=max_tick)
+    config = ServerConfig(data_dir=Path(data_dir), host="127.0.0.1", port=0, hub=hub_config)
+    apps: list[web.Application] = []
+
+    def answer_stats() -> None:
+        # A thread, not the event loop: an overloaded hub (the naive one) would answer an HTTP stats request
+        # seconds late, and its counters would then cover the wrong window.
+        while True:
+            try:
+                ctl.recv()
+            except EOFError:
+                return
+            hub = apps[0][HUB]
+            cpu = os.times()
+            snap: dict[str, Any] = {"ts": time.time(), "cpu_user_s": cpu.user, "cpu_system_s": cpu.system}
+            snap.update(hub.stats.to_json())
+            snap["tick_interval_s"] = round(hub.tick_interval, 4) if isinstance(hub, Hub) else None
+            ctl.send(snap)
+
+    threading.Thread(target=answer_stats, daemon=True).start()
+    asyncio.run(serve(config, extra_setup=[apps.append], on_listening=ctl.send))
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _proc_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all threads, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
+
+
+def _proc_cpu_s(pid: int) -> float:
+    return sum(_proc_cpu(pid))
+
+
+def _proc_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _hub_stats(ctl: Connection) -> dict[str, Any]:
+    ctl.send("stats")
+    if not ctl.poll(30):
+        raise RuntimeError("hub did not answer a stats request")
+    out: dict[str, Any] = ctl.recv()
+    return out
+
+
+# --- load generator ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenSpec:
+    port: int
+    data_dir: str
+    conns: list[tuple[str, str, str, bool]]  # (class_id, device, role, probe)
+    rate: float
+    seed: int
+    rider_mode: str = "pubsub"
+
+
+@dataclass
+class GenResult:
+    latencies: bytes = b""
+    probe_frames: int = 0
+    bytes_received: int = 0
+    live_over_1s: int = 0
+    non_live_records: int = 0
+    connect_errors: int = 0
+    lost_during_measure: int = 0
+    published: int = 0
+    cpu_s: float = 0.0
+
+
+class _Gen:
+    def __init__(self) -> None:
+        self.measuring = False
+        self.latencies = array.array("d")
+        self.res = GenResult()
+
+
+class _LoadConn(asyncio.Protocol):
+    def __init__(self, gen: _Gen, request: bytes, probe: bool) -> None:
+        from engine.live.wire import FrameReader
+
+        self.gen = gen
+        self.request = request
+        self.probe = probe
+        self.reader = FrameReader()
+        self.head = b""
+        self.upgraded: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.seen: dict[str, int] = {}
+        self.seq = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.upgraded.done():
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            ok = self.head.startswith(b"HTTP/1.1 101")
+            self.upgraded.set_result(ok)
+            if ok and not self.probe and self.transport is not None:
+                self._batch_wakeups()
+            data = self.head[end + 4 :]
+            self.head = b""
+            if not ok:
+                return
+        gen = self.gen
+        gen.res.bytes_received += len(data)
+        if not self.probe:
+            return
+        now = time.time()
+        for op, payload in self.reader.feed(data):
+            if op != 1 or not gen.measuring:
+                continue
+            frame = json.loads(payload)
+            if frame.get("type") != "delta":
+                continue
+            gen.res.probe_frames += 1
+            seen = self.seen
+            for device, rec in frame["riders"].items():
+                hr = rec.get("hr")
+                if hr is None:
+                    continue
+                if hr["state"] != "live":
+                    gen.res.non_live_records += 1
+                    continue
+                if hr["seq"] <= seen.get(device, -1):
+                    continue
+                seen[device] = hr["seq"]
+                age = now - hr["t"]
+                gen.latencies.append(age)
+                if age > 1.0:
+                    gen.res.live_over_1s += 1
+
+    def _batch_wakeups(self) -> None:
+        # Drain-only connections ask the kernel to wake us once per DRAIN_LOWAT bytes instead of once per
+        # frame: the generator's per-wakeup cost would otherwise exceed the hub's per-frame cost. The hub
+        # writes every frame all the same; the bytes just wait in this socket's (large) receive buffer.
+        assert self.transport is not None
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * DRAIN_LOWAT)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, DRAIN_LOWAT)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.upgraded.done():
+            self.upgraded.set_result(False)
+        if self.gen.measuring:
+            self.gen.res.lost_during_measure += 1
+
+    def publish(self, now: float, hr: int) -> None:
+        from engine.live.wire import client_text_frame
+
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.seq += 1
+        msg = f'{{"type":"sample","kind":"heart_rate","v":{hr},"t":{now:.6f},"seq":{self.seq},"src":"hrm"}}'
+        self.transport.write(client_text_frame(msg.encode()))
+
+
+def _gen_main(ctl: Connection, spec: GenSpec, cpus: set[int] | None) -> None:
+    _pin(cpus)
+    _raise_nofile()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    asyncio.run(_gen(ctl, spec))
+
+
+async def _gen(ctl: Connection, spec: GenSpec) -> None:
+    from engine.auth.tokens import KeyRing
+
+    ring = KeyRing.load_or_create(spec.data_dir)
+    loop = asyncio.get_running_loop()
+    gen = _Gen()
+    rng = random.Random(spec.seed)
+    sem = asyncio.Semaphore(128)
+    conns: list[_LoadConn] = []
+    publishers: list[_LoadConn] = []
+
+    async def connect(class_id: str, device: str, role: str, probe: bool) -> None:
+        token = ring.issue(role, device, classes=[class_id], ttl_s=3600)
+        mode = spec.rider_mode if role == "bike" else "sub"
+        req = (
+            f"GET /live/v1/classes/{class_id}/ws?mode={mode}&token={token} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{spec.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        async with sem:
+            for _attempt in range(3):
+                proto = _LoadConn(gen, req, probe)
+                try:
+                    await loop.create_connection(lambda p=proto: p, "127.0.0.1", spec.port)  # type: ignore[misc]
+                    async with asyncio.timeout(60):
+                        ok = await proto.upgraded
+                except (OSError, TimeoutError):
+                    ok = False
+                if ok:
+                    conns.append(proto)
+                    if role == "bike":
+                        publishers.append(proto)
+                    return
+                if proto.transport is not None:
+                    proto.transport.abort()
+                await asyncio.sleep(0.2)
+            gen.res.connect_errors += 1
+
+    async with asyncio.TaskGroup() as tg:
+        for c in spec.conns:
+            tg.create_task(connect(*c))
+    ctl.send("ready")
+    publish_start, measure_start, measure_end = await loop.run_in_executor(None, ctl.recv)
+    rng.shuffle(publishers)
+    cpu0 = _proc_cpu_s(os.getpid())
+    n = len(publishers)
+    period = 1.0 / spec.rate
+    k = 0
+    await asyncio.sleep(max(0.0, publish_start - time.time()))
+    while True:
+        now = time.time()
+        if now >= measure_end:
+            break
+        gen.measuring = measure_start <= now
+        due = int((now - publish_start) / period * n) if n else 0
+        while k < due:
+            publishers[k % n].publish(now, 100 + (k % 80))
+            k += 1
+        await asyncio.sleep(0.005)
+    gen.measuring = False
+    gen.res.published = k
+    gen.res.cpu_s = _proc_cpu_s(os.getpid()) - cpu0
+    gen.res.latencies = gen.latencies.tobytes()
+    for lc in conns:
+        if lc.transport is not None:
+            lc.transport.abort()
+    ctl.send(gen.res)
+
+
+# --- one measured point ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Point:
+    impl: str
+    classes: int
+    riders_per_class: int
+    viewers_per_class: int
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def riders(self) -> int:
+        return self.classes * self.riders_per_class
+
+
+def _percentile(sorted_vals: list[float], q: float) -> float:
+    if not sorted_vals:
+        return float("nan")
+    i = min(len(sorted_vals) - 1, max(0, round(q * (len(sorted_vals) - 1))))
+    return sorted_vals[i]
+
+
+def _run_point(point: Point, args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
+    ctx = mp.get_context("fork")
+    rx, tx = ctx.Pipe()
+    hub_cpus, gen_cpus = _cpu_split(args.pin)
+    hub_spec = HubSpec(data_dir, point.impl, args.hub_duty, args.hub_max_tick, hub_cpus)
+    hub = ctx.Process(target=_hub_main, args=(tx, hub_spec), daemon=True)
+    hub.start()
+    gens: list[tuple[Any, Connection]] = []
+    try:
+        if not rx.poll(60):
+            raise RuntimeError("hub did not start")
+        base: str = rx.recv()
+        port = int(base.rsplit(":", 1)[1])
+        rng = random.Random(args.seed)
+        conns: list[tuple[str, str, str, bool]] = []
+        for ci in range(point.classes):
+            cid = f"class-{ci}"
+            conns += [
+                (cid, f"rider-{ci}-{r}", "bike", rng.random() < args.probe_fraction)
+                for r in range(point.riders_per_class)
+            ]
+            conns += [(cid, f"dash-{ci}-{v}", "viewer", True) for v in range(point.viewers_per_class)]
+        rng.shuffle(conns)
+        procs = max(1, args.procs)
+        t_connect = time.time()
+        for i in range(procs):
+            spec = GenSpec(port, data_dir, conns[i::procs], args.rate, args.seed + i, args.rider_mode)
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_gen_main, args=(child, spec, gen_cpus), daemon=True)
+            p.start()
+            gens.append((p, parent))
+        for _p, c in gens:
+            if not c.poll(300):
+                raise RuntimeError("load generator did not connect in time")
+            c.recv()
+        connect_s = time.time() - t_connect
+        publish_start = time.time() + 0.5
+        measure_start = publish_start + args.warmup
+        measure_end = measure_start + args.measure
+        for _p, c in gens:
+            c.send((publish_start, measure_start, measure_end))
+        time.sleep(max(0.0, measure_start - time.time()))
+        # The hub stamps its counters with its own clock and CPU times, so a slow answer (an overloaded
+        # hub) does not skew the rates.
+        # CPU comes from /proc on our clock (exact window even when the hub is too busy to answer quickly);
+        # counters come stamped with the hub's clock, so a late answer shifts their window but not the rates.
+        cpu0, t0 = _proc_cpu(hub.pid or 0), time.time()
+        stats0 = _hub_stats(rx)
+        time.sleep(max(0.0, measure_end - time.time()))
+        cpu1, t1 = _proc_cpu(hub.pid or 0), time.time()
+        stats1 = _hub_stats(rx)
+        rss = _proc_rss_mb(hub.pid or 0)
+        results: list[GenResult] = []
+        for _p, c in gens:
+            if not c.poll(120):
+                raise RuntimeError("load generator did not report")
+            results.append(c.recv())
+    finally:
+        for p, _c in gens:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+        if hub.pid is not None and hub.is_alive():
+            os.kill(hub.pid, signal.SIGTERM)
+        hub.join(15)
+        if hub.is_alive():
+            hub.kill()
+    lat: list[float] = []
+    for r in results:
+        a = array.array("d")
+        a.frombytes(r.latencies)
+        lat.extend(a)
+    lat.sort()
+    window = max(1e-3, stats1["ts"] - stats0["ts"])
+    user = (cpu1[0] - cpu0[0]) / (t1 - t0)
+    system = (cpu1[1] - cpu0[1]) / (t1 - t0)
+    gen_cpu = sum(r.cpu_s for r in results) / args.measure
+    return {
+        "impl": point.impl,
+        "classes": point.classes,
+        "riders_per_class": point.riders_per_class,
+        "riders": point.riders,
+        "viewers": point.classes * point.viewers_per_class,
+        "latency_ms": {
+            "p50": round(_percentile(lat, 0.5) * 1000, 2),
+            "p99": round(_percentile(lat, 0.99) * 1000, 2),
+            "p99_9": round(_percentile(lat, 0.999) * 1000, 2),
+            "max": round(lat[-1] * 1000, 2) if lat else None,
+            "n": len(lat),
+        },
+        "deliveries_per_s": round((stats1["deliveries"] - stats0["deliveries"]) / window),
+        "frames_per_s": round((stats1["frames_sent"] - stats0["frames_sent"]) / window),
+        "samples_per_s": round((stats1["samples_in"] - stats0["samples_in"]) / window),
+        "hub_cpu_pct": round(100 * (user + system), 1),
+        "hub_cpu_user_pct": round(100 * user, 1),
+        "hub_cpu_system_pct": round(100 * system, 1),
+        "stats_window_s": round(window, 2),
+        "hub_rss_mb": round(rss, 1),
+        "loadgen_cpu_pct": round(100 * gen_cpu, 1),
+        "live_over_1s": sum(r.live_over_1s for r in results),
+        "non_live_records": sum(r.non_live_records for r in results),
+        "connect_errors": sum(r.connect_errors for r in results),
+        "disconnected_during_measure": sum(r.lost_during_measure for r in results),
+        "stalls_disconnected": stats1["stalls_disconnected"],
+        "tick_interval_s": stats1.get("tick_interval_s"),
+        "peer_skips": stats1["peer_skips"] - stats0["peer_skips"],
+        "hub_latency_le": _bucket_delta(stats0["latency_seconds_buckets"], stats1["latency_seconds_buckets"]),
+        "hub_tick_s_le": _bucket_delta(stats0["tick_seconds_buckets"], stats1["tick_seconds_buckets"]),
+        "ticks_per_s": round((stats1["ticks"] - stats0["ticks"]) / window, 1),
+        "connect_s": round(connect_s, 1),
+    }
+
+
+def _bucket_delta(b0: list[tuple[str, float]], b1: list[tuple[str, float]]) -> dict[str, int]:
+    """Cumulative histogram counts within the window, as {upper bound: count <= bound}."""
+    return {str(k1): int(v1 - v0) for (_k0, v0), (k1, v1) in zip(b0, b1, strict=True)}
+
+
+def _ok(res: dict[str, Any]) -> bool:
+    lat = res["latency_ms"]
+    return bool(lat["n"]) and lat["p99"] < 1000 and res["connect_errors"] == 0
+
+
+def _knee(
+    impl: str, *, start: int, hi_cap: int, steps: int, args: argparse.Namespace, data_dir: str, size: int
+) -> dict[str, Any]:
+    probes: list[dict[str, Any]] = []
+
+    def measure(riders: int) -> bool:
+        classes = max(1, riders // size)
+        res = _run_point(Point(impl, classes, size, args.viewers), args, data_dir)
+        probes.append(res)
+        return _ok(res)
+
+    good, bad = 0, None
+    riders = start
+    while True:
+        if measure(riders):
+            good = riders
+            if riders >= hi_cap:
+                break
+            riders = min(hi_cap, riders * 2)
+        else:
+            bad = riders
+            break
+    if bad is not None:
+        lo = good
+        for _ in range(steps):
+            mid = ((lo + bad) // 2) // size * size
+            if mid <= lo or mid >= bad:
+                break
+            if measure(mid):
+                lo = good = mid
+            else:
+                bad = mid
+    return {
+        "impl": impl,
+        "knee_riders": good,
+        "first_failing_riders": bad,
+        "capped_at_max": bad is None,
+        "probes": [
+            {
+                "riders": p["riders"],
+                "p99_ms": p["latency_ms"]["p99"],
+                "max_ms": p["latency_ms"]["max"],
+                "hub_cpu_pct": p["hub_cpu_pct"],
+            }
+            for p in probes
+        ],
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 2)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    _raise_nofile()
+    loadavg_at_start = os.getloadavg()
+    configs: list[tuple[int, int]] = []
+    for item in args.configs.split(","):
+        c, _, r = item.strip().partition("x")
+        configs.append((int(c), int(r or CLASS_SIZE_DEFAULT)))
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    size = configs[-1][1] if configs else CLASS_SIZE_DEFAULT
+    # The hub holds one socket per rider and viewer; leave headroom for the rest of its files.
+    knee_max = min(args.knee_max, (nofile - 200) // (size + args.viewers) * size)
+    data_dir = tempfile.mkdtemp(prefix="ridesync-bench-live-")
+    try:
+        from engine.auth.tokens import KeyRing
+
+        KeyRing.load_or_create(data_dir)
+        runs: list[dict[str, Any]] = []
+        comparison: list[dict[str, Any]] = []
+        for classes, per in configs:
+            pair = {}
+            for impl in ("coalescing", "naive"):
+                pair[impl] = _run_point(Point(impl, classes, per, args.viewers), args, data_dir)
+                runs.append(pair[impl])
+            co, nv = pair["coalescing"], pair["naive"]
+            comparison.append(
+                {
+                    "riders": co["riders"],
+                    "naive_over_coalescing": {
+                        "p50": _ratio(nv["latency_ms"]["p50"], co["latency_ms"]["p50"]),
+                        "p99": _ratio(nv["latency_ms"]["p99"], co["latency_ms"]["p99"]),
+                        "max": _ratio(nv["latency_ms"]["max"], co["latency_ms"]["max"]),
+                        "hub_cpu": _ratio(nv["hub_cpu_pct"], co["hub_cpu_pct"]),
+                        "frames_per_s": _ratio(nv["frames_per_s"], co["frames_per_s"]),
+                    },
+                }
+            )
+        out: dict[str, Any] = {
+            # Other work on the machine skews every number here; the load average says how much there was.
+            "machine": {"cpus": os.cpu_count(), "nofile_limit": nofile, "loadavg_at_start": loadavg_at_start},
+            "settings": {
+                "rate_hz": args.rate,
+                "warmup_s": args.warmup,
+                "measure_s": args.measure,
+                "loadgen_procs": args.procs,
+                "probe_fraction": args.probe_fraction,
+                "viewers_per_class": args.viewers,
+                "pinned": args.pin,
+                "hub_duty": args.hub_duty,
+                "hub_max_tick_s": args.hub_max_tick,
+            },
+            "runs": runs,
+            "comparison": comparison,
+        }
+        if args.knee:
+            out["knee"] = {
+                "coalescing": _knee(
+                    "coalescing",
+                    start=args.knee_start,
+                    hi_cap=knee_max,
+                    steps=args.knee_steps,
+                    args=args,
+                    data_dir=data_dir,
+                    size=size,
+                ),
+                "naive": _knee(
+                    "naive",
+                    start=args.naive_knee_start,
+                    hi_cap=min(knee_max, args.naive_knee_max),
+                    steps=args.knee_steps,
+                    args=args,
+                    data_dir=data_dir,
+                    size=size,
+                ),
+            }
+        target = next((r for r in runs if r["impl"] == "coalescing" and r["riders"] == 2000), None)
+        if target is not None:
+            lat = target["latency_ms"]
+            out["targets_2000"] = {
+                "p99_le_60ms": lat["p99"] <= 60,
+                "max_le_250ms": lat["max"] is not None and lat["max"] <= 250,
+                "hub_cpu_le_50pct": target["hub_cpu_pct"] <= 50,
+                "nothing_over_1s_live": target["live_over_1s"] == 0,
+            }
+        out["machine"]["loadavg_at_end"] = os.getloadavg()
+        if args.knee:
+            out["targets_knee_ge_15000"] = out["knee"]["coalescing"]["knee_riders"] >= 15000
+        return out
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(data_dir)

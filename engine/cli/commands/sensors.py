@@ -1,0 +1,87 @@
+"""`ridesync sensors`: live readings from straps and bikes as JSON lines — the lab's first tool.
+
+Each reading is one line `{"t", "source", "seq", "kind", "value", "unit", ...}`; link and signal state
+changes (connecting, streaming, lost, backing off, stale, no contact) are lines with `"kind": "state"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+
+from engine.cli.main import CliError
+from engine.cli.output import emit
+from engine.readings import SensorSource
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "sensors",
+        help="print live readings from heart-rate straps and bikes as JSON lines",
+        description=(
+            "Stream readings from a heart-rate strap (--hr) and/or a serial bike or cadence sensor "
+            "(--serial). 'sim' starts simulated devices (a bumble strap on a virtual radio, a bike on a "
+            "pty); 'sim:N' starts N of them."
+        ),
+    )
+    parser.add_argument("--hr", metavar="sim|sim:N|ADDRESS|NAME", help="heart-rate strap(s)")
+    parser.add_argument("--serial", metavar="sim|sim:N|PORT", help="serial bike or cadence sensor(s)")
+    parser.add_argument("--protocol", choices=["peloton", "line"], default="peloton")
+    parser.add_argument("--mode", choices=["listen", "poll"], default="poll", help="Peloton bus mode")
+    parser.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
+    parser.add_argument("--speed", type=float, default=1.0, help="simulation speed-up")
+    parser.add_argument("--json", action="store_true", help="JSON lines (the default; kept for scripts)")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not args.hr and not args.serial:
+        raise CliError("give --hr and/or --serial (e.g. --hr sim --serial sim)")
+    if args.duration is not None and args.duration <= 0:
+        raise CliError("--duration must be positive")
+    if args.speed <= 0:
+        raise CliError("--speed must be positive")
+    from adapters.ble.factory import HrSpecError
+    from adapters.serial.factory import SpecError
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_stream(args))
+    except (HrSpecError, SpecError) as exc:
+        raise CliError(str(exc)) from exc
+    return 0
+
+
+async def _pump(source: SensorSource) -> None:
+    async for item in source.stream():
+        emit(item.to_json())
+
+
+async def _stream(args: argparse.Namespace) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        sources: list[SensorSource] = []
+        if args.hr:
+            from adapters.ble.factory import open_hr_sources
+
+            sources += await stack.enter_async_context(open_hr_sources(args.hr, speed=args.speed))
+        if args.serial:
+            from adapters.serial.factory import open_serial_sources
+
+            sources += await stack.enter_async_context(
+                open_serial_sources(args.serial, protocol=args.protocol, mode=args.mode, speed=args.speed)
+            )
+        started = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(args.duration), asyncio.TaskGroup() as tg:
+                for source in sources:
+                    tg.create_task(_pump(source), name=f"sensors:{source.source_id}")
+        emit(
+            {
+                "t": time.time(),
+                "kind": "summary",
+                "sources": len(sources),
+                "elapsed_s": round(time.monotonic() - started, 3),
+            }
+        )

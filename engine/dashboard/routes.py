@@ -1,0 +1,149 @@
+"""The dashboard's HTTP surface on the backend application (an `extra_setup` for engine.server.app).
+
+Pages (plain HTML + JS + CSS from `static/`, no build step):
+    GET /                       class picker; `/?class=C&token=T` goes straight to the class view
+    GET /classes/{class}        the class view (tiles + leaderboard), `?token=` a viewer token
+    GET /rides/{ride_id}        a ride's page (heart-rate and power charts)
+    GET /dashboard/static/{f}   the page assets
+JSON the pages use besides the hub's (engine/live/README.md) and the ride endpoints (README.md here):
+    GET /dashboard/v1/me                       the token's role, device and classes
+    GET /dashboard/v1/classes/{class}/rides    device -> current ride of the class (directory.py)
+    GET /dashboard/v1/rides/{ride_id}          that ride's class and device
+
+Tokens travel in the URL (a browser cannot set headers on a WebSocket), so pages are sent with
+`Referrer-Policy: no-referrer` and a strict Content-Security-Policy, and are never cached.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from engine.auth.tokens import Claims, TokenError, TokenScopeError, token_from_request, valid_id
+from engine.dashboard.directory import RIDES, RideDirectory
+from engine.server.keys import KEYRING
+
+STATIC_DIR = Path(__file__).parent / "static"
+ASSETS: dict[str, str] = {
+    "index.html": "text/html",
+    "ride.html": "text/html",
+    "app.js": "text/javascript",
+    "ride.js": "text/javascript",
+    "common.js": "text/javascript",
+    "chart.js": "text/javascript",
+    "style.css": "text/css",
+}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self' ws: wss:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def _asset(name: str) -> web.Response:
+    body = (STATIC_DIR / name).read_bytes()
+    return web.Response(body=body, content_type=ASSETS[name], charset="utf-8", headers=SECURITY_HEADERS)
+
+
+def _error(status: int, code: str, detail: str) -> web.Response:
+    return web.json_response({"error": code, "detail": detail}, status=status, headers=SECURITY_HEADERS)
+
+
+def _claims(request: web.Request) -> Claims | web.Response:
+    try:
+        return request.app[KEYRING].verify(token_from_request(request.headers, request.query))
+    except TokenError as exc:
+        return _error(401, exc.code, str(exc))
+
+
+async def index(request: web.Request) -> web.Response:
+    return _asset("index.html")
+
+
+async def class_page(request: web.Request) -> web.Response:
+    if not valid_id(request.match_info["class_id"]):
+        return _error(400, "bad_class", "class id must be a short id")
+    return _asset("index.html")
+
+
+async def ride_page(request: web.Request) -> web.Response:
+    if not valid_id(request.match_info["ride_id"]):
+        return _error(400, "bad_ride", "ride id must be a short id")
+    return _asset("ride.html")
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in ASSETS:
+        return _error(404, "not_found", "no such asset")
+    return _asset(name)
+
+
+async def me(request: web.Request) -> web.Response:
+    claims = _claims(request)
+    if isinstance(claims, web.Response):
+        return claims
+    return web.json_response(
+        {
+            "role": claims.role.value,
+            "device": claims.device,
+            "classes": sorted(claims.classes),
+            "exp": claims.exp,
+        },
+        headers=SECURITY_HEADERS,
+    )
+
+
+async def class_rides(request: web.Request) -> web.Response:
+    class_id = request.match_info["class_id"]
+    if not valid_id(class_id):
+        return _error(400, "bad_class", "class id must be a short id")
+    claims = _claims(request)
+    if isinstance(claims, web.Response):
+        return claims
+    try:
+        claims.require_subscribe(class_id)
+    except TokenScopeError as exc:
+        return _error(403, exc.code, str(exc))
+    rides = request.app[RIDES].class_rides(class_id)
+    visible = {}
+    for device, entry in rides.items():
+        if claims.rides is None or entry.ride_id in claims.rides:
+            visible[device] = entry.to_json()
+    return web.json_response({"class": class_id, "rides": visible}, headers=SECURITY_HEADERS)
+
+
+async def ride_entry(request: web.Request) -> web.Response:
+    ride_id = request.match_info["ride_id"]
+    if not valid_id(ride_id):
+        return _error(400, "bad_ride", "ride id must be a short id")
+    claims = _claims(request)
+    if isinstance(claims, web.Response):
+        return claims
+    entry = request.app[RIDES].ride(ride_id)
+    # An unknown ride and a ride outside the token's scope look alike: ids are not enumerable.
+    if entry is None or entry.class_id not in claims.classes:
+        return _error(404, "unknown_ride", f"no ride {ride_id!r} in this token's classes")
+    try:
+        claims.require_ride(ride_id)
+    except TokenScopeError:
+        return _error(404, "unknown_ride", f"no ride {ride_id!r} in this token's classes")
+    return web.json_response(entry.to_json(), headers=SECURITY_HEADERS)
+
+
+def setup_dashboard(app: web.Application) -> None:
+    """Register the dashboard pages and their JSON on the backend application."""
+    if RIDES not in app:
+        app[RIDES] = RideDirectory()
+    app.router.add_get("/", index)
+    app.router.add_get("/classes/{class_id}", class_page)
+    app.router.add_get("/rides/{ride_id}", ride_page)
+    app.router.add_get("/dashboard/static/{name}", static)
+    app.router.add_get("/dashboard/v1/me", me)
+    app.router.add_get("/dashboard/v1/classes/{class_id}/rides", class_rides)
+    app.router.add_get("/dashboard/v1/rides/{ride_id}", ride_entry)

@@ -1,0 +1,411 @@
+// The class view: one tile per rider (heart rate, zone, cadence, power, age, sync state) and the
+// leaderboard, from the hub's WebSocket (engine/live/README.md). `/classes/{class}?token=T`.
+import { HubConnection, clock, connectionText, el, fmtAge, getJSON, params, token, withToken } from "./common.js";
+
+// The hub marks values stale after its limit (default 3 s); the page applies the same limit itself, so a
+// dead connection can never leave a frozen number on screen.
+const STALE_AFTER_S = Number(params.get("stale")) > 0 ? Number(params.get("stale")) : 3;
+const LEFT_TILE_KEEP_S = 60;
+const SYNC_POLL_S = 5;
+const SYNC_MISSING_POLL_S = 30;
+const DIRECTORY_POLL_S = 15;
+
+const riders = new Map(); // device -> {record, leftAt, tile}
+const board = { rows: new Map(), seq: 0, updated: 0, sort: "pwr" };
+const rides = new Map(); // device -> ride_id
+const sync = new Map(); // ride_id -> {text, state, title}
+let syncEndpoint = "unknown"; // unknown | present | missing
+let connState = { state: "connecting", detail: "" };
+
+function classFromPath() {
+  const m = location.pathname.match(/^\/classes\/([^/]+)\/?$/);
+  return m ? decodeURIComponent(m[1]) : null;
+}
+
+// --- the picker (/) -----------------------------------------------------------------------------------
+
+async function showPicker() {
+  document.getElementById("picker").hidden = false;
+  document.getElementById("title").textContent = "Pick a class";
+  document.getElementById("conn").hidden = true;
+  const cls = params.get("class");
+  if (cls && token) {
+    location.replace(withToken(`/classes/${encodeURIComponent(cls)}`));
+    return;
+  }
+  const tokenInput = document.getElementById("pick-token");
+  tokenInput.value = token;
+  document.getElementById("pick-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const c = document.getElementById("pick-class").value.trim();
+    const t = tokenInput.value.trim();
+    if (c && t) location.assign(`/classes/${encodeURIComponent(c)}?${new URLSearchParams({ token: t })}`);
+  });
+  if (token) {
+    const me = await getJSON("/dashboard/v1/me");
+    const msg = document.getElementById("pick-message");
+    if (me.status === 200 && me.body) {
+      const list = document.getElementById("pick-classes");
+      for (const c of me.body.classes) list.append(el("option", { value: c }));
+      if (me.body.classes.length === 1) document.getElementById("pick-class").value = me.body.classes[0];
+    } else {
+      msg.hidden = false;
+      msg.textContent = me.body ? `This token is refused: ${me.body.detail}` : "This token is refused.";
+    }
+  }
+}
+
+// --- frames -----------------------------------------------------------------------------------------
+
+function applyFrame(frame, { first }) {
+  if (frame.type === "delta" && frame.riders && typeof frame.riders === "object") {
+    if (first) {
+      // A new subscription starts with a snapshot of every present rider: anyone else left meanwhile.
+      for (const [device, entry] of riders) {
+        if (!(device in frame.riders)) markLeft(device, entry);
+      }
+    }
+    for (const [device, record] of Object.entries(frame.riders)) {
+      if (!record || typeof record !== "object") continue;
+      const entry = riders.get(device) || { record: null, leftAt: null, tile: null };
+      if (record.presence === "left") {
+        riders.set(device, entry);
+        markLeft(device, entry);
+      } else {
+        entry.record = record;
+        entry.leftAt = null;
+        riders.set(device, entry);
+      }
+    }
+    render();
+  } else if (frame.type === "leaderboard") {
+    applyLeaderboard(frame);
+  }
+}
+
+function markLeft(device, entry) {
+  if (entry.leftAt === null) entry.leftAt = Date.now() / 1000;
+}
+
+function applyLeaderboard(frame) {
+  if (!frame.rows || typeof frame.rows !== "object") return;
+  if (frame.full) board.rows.clear();
+  for (const [device, row] of Object.entries(frame.rows)) board.rows.set(device, row);
+  for (const device of frame.removed || []) board.rows.delete(device);
+  board.seq = typeof frame.seq === "number" ? frame.seq : board.seq + 1;
+  board.updated = Date.now() / 1000;
+  renderBoard();
+}
+
+// --- tiles ------------------------------------------------------------------------------------------
+
+// What a metric shows: {text, state, age}. Never a frozen number, never a 0 for "no reading".
+function metricView(m, now) {
+  if (!m || typeof m !== "object") return { text: "—", state: "none", age: null };
+  const age = typeof m.t === "number" ? now - m.t : null;
+  if (m.state === "live" && typeof m.v === "number") {
+    if (age !== null && age > STALE_AFTER_S) return { text: "stale", state: "stale", age };
+    return { text: String(Math.round(m.v)), state: "live", age };
+  }
+  if (m.state === "no_contact") return { text: "no contact", state: "no_contact", age };
+  return { text: "stale", state: "stale", age };
+}
+
+function makeTile(device) {
+  const tile = el("article", { class: "tile", "data-device": device, "data-zone": "0" });
+  const name = el("a", { class: "name", text: device });
+  const presence = el("span", { class: "presence" });
+  const hrValue = el("span", { class: "hr-value", "data-state": "none", text: "—" });
+  const hrUnit = el("span", { class: "hr-unit", text: "bpm" });
+  const zone = el("span", { class: "zone-chip", text: "" });
+  const cad = el("dd", { class: "cad", "data-state": "none", text: "—" });
+  const pwr = el("dd", { class: "pwr", "data-state": "none", text: "—" });
+  const age = el("span", { class: "age" });
+  const syncEl = el("span", { class: "sync", "data-sync": "none", text: "sync: —" });
+  tile.append(
+    el("header", { class: "tile-head" }, name, presence),
+    el("div", { class: "hr" }, hrValue, hrUnit, zone),
+    el(
+      "dl",
+      { class: "metrics" },
+      el("div", {}, el("dt", { text: "cadence" }), cad),
+      el("div", {}, el("dt", { text: "power" }), pwr),
+    ),
+    el("footer", { class: "tile-foot" }, age, syncEl),
+  );
+  return { tile, name, presence, hrValue, hrUnit, zone, cad, pwr, age, sync: syncEl };
+}
+
+function setMetric(node, view, unit) {
+  node.dataset.state = view.state;
+  node.textContent = view.state === "live" ? `${view.text} ${unit}` : view.text;
+}
+
+function renderTile(device, entry, now) {
+  if (!entry.tile) {
+    entry.tile = makeTile(device);
+    // Tiles keep a stable order (by device id), whatever order riders join or change in.
+    const tiles = document.getElementById("tiles");
+    const next = [...tiles.children].find((c) => c.dataset.device > device);
+    tiles.insertBefore(entry.tile.tile, next || null);
+  }
+  const t = entry.tile;
+  const rec = entry.record || {};
+  const rideId = rides.get(device);
+  t.name.textContent = rec.name || device;
+  t.name.title = device;
+  if (rideId) t.name.href = withToken(`/rides/${encodeURIComponent(rideId)}`, { class: classId });
+  else t.name.removeAttribute("href");
+  const left = entry.leftAt !== null;
+  t.tile.dataset.presence = left ? "left" : "here";
+  t.presence.textContent = left ? "left the class" : "here";
+
+  const hr = left ? { text: "—", state: "none", age: null } : metricView(rec.hr, now);
+  t.hrValue.textContent = hr.text;
+  t.hrValue.dataset.state = hr.state;
+  t.hrUnit.hidden = hr.state !== "live";
+  const zone = hr.state === "live" && typeof rec.zone === "number" ? rec.zone : 0;
+  t.tile.dataset.zone = String(zone);
+  t.zone.textContent = zone ? `Z${zone}` : "";
+  setMetric(t.cad, left ? metricView(null, now) : metricView(rec.cad, now), "rpm");
+  setMetric(t.pwr, left ? metricView(null, now) : metricView(rec.pwr, now), "W");
+  if (!rec.pwr) t.pwr.title = "this bike reports no power";
+
+  if (left) t.age.textContent = `left ${fmtAge(now - entry.leftAt)} ago`;
+  else if (hr.age === null) t.age.textContent = "waiting for the strap";
+  else if (hr.state === "live") t.age.textContent = `HR ${fmtAge(hr.age)} old`;
+  else if (hr.state === "no_contact") t.age.textContent = `no contact for ${fmtAge(hr.age)}`;
+  else t.age.textContent = `last HR ${fmtAge(hr.age)} ago`;
+
+  const s = rideId ? sync.get(rideId) : null;
+  const shown = s || {
+    text: "sync: —",
+    state: "none",
+    title: rideId ? "checking the ride's sync state…" : "no ride is registered for this rider",
+  };
+  t.sync.textContent = shown.text;
+  t.sync.dataset.sync = shown.state;
+  t.sync.title = shown.title;
+}
+
+function render() {
+  const now = clock.now();
+  const wall = Date.now() / 1000;
+  for (const [device, entry] of riders) {
+    if (entry.leftAt !== null && wall - entry.leftAt > LEFT_TILE_KEEP_S) {
+      entry.tile?.tile.remove();
+      riders.delete(device);
+      continue;
+    }
+    renderTile(device, entry, now);
+  }
+  fitTiles();
+  const here = [...riders.values()].filter((e) => e.leftAt === null).length;
+  document.getElementById("rider-count").textContent = `${here} rider${here === 1 ? "" : "s"}`;
+  document.getElementById("empty").hidden = riders.size > 0;
+  const conn = document.getElementById("conn");
+  conn.dataset.state = connState.state;
+  conn.textContent = connectionText(connState);
+  conn.title = connState.detail || "";
+  conn.dataset.connects = String(connState.opens || 0);
+  document.getElementById("clock").textContent = new Date().toLocaleTimeString();
+  renderBoardMeta();
+}
+
+// Pick the fewest columns (largest tiles) that fit every tile on one screen, as a room's wall needs; when
+// even the narrowest readable tiles do not fit, use the most columns that stay readable and scroll.
+const MIN_TILE_REM = 11;
+let tileAspect = 1.3; // width / height, measured from a rendered tile
+let fitted = "";
+
+function fitTiles() {
+  const tiles = document.getElementById("tiles");
+  const n = tiles.children.length;
+  if (!n) return;
+  const first = tiles.children[0];
+  if (first.offsetHeight > 0) tileAspect = first.offsetWidth / first.offsetHeight;
+  const rem = parseFloat(getComputedStyle(document.documentElement).fontSize) || 16;
+  const gap = parseFloat(getComputedStyle(tiles).columnGap) || 0;
+  const width = tiles.clientWidth;
+  const height = window.innerHeight - tiles.getBoundingClientRect().top - gap;
+  let cols = 0;
+  for (let c = 1; c <= n; c++) {
+    const w = (width - gap * (c - 1)) / c;
+    if (w < MIN_TILE_REM * rem) break;
+    const rows = Math.ceil(n / c);
+    if (rows * (w / tileAspect) + gap * (rows - 1) <= height) {
+      cols = c;
+      break;
+    }
+  }
+  if (!cols) {
+    const readable = Math.floor((width + gap) / (MIN_TILE_REM * rem + gap));
+    cols = Math.max(1, Math.min(n, readable));
+  }
+  const key = `${cols}`;
+  if (key === fitted) return;
+  fitted = key;
+  if (cols) {
+    tiles.style.setProperty("--cols", String(cols));
+    tiles.dataset.fit = "";
+  } else {
+    tiles.style.removeProperty("--cols");
+    delete tiles.dataset.fit;
+  }
+}
+
+addEventListener("resize", () => {
+  fitted = "";
+});
+
+// --- leaderboard ------------------------------------------------------------------------------------
+
+const RANK_KEY = { pwr: "rank_pwr", cad: "rank_cad", zone: "rank_zone" };
+
+function cell(value, cls = "num") {
+  return el("td", { class: cls, text: value === null || value === undefined ? "—" : String(Math.round(value)) });
+}
+
+function renderBoard() {
+  const table = document.getElementById("board");
+  table.dataset.seq = String(board.seq);
+  const key = RANK_KEY[board.sort];
+  const rows = [...board.rows.entries()].sort((a, b) => {
+    const ra = typeof a[1][key] === "number" ? a[1][key] : Infinity;
+    const rb = typeof b[1][key] === "number" ? b[1][key] : Infinity;
+    return ra - rb || a[0].localeCompare(b[0]);
+  });
+  const body = document.getElementById("board-rows");
+  body.replaceChildren(
+    ...rows.map(([device, row]) => {
+      const rec = riders.get(device)?.record;
+      return el(
+        "tr",
+        { "data-device": device, "data-zone": String(row.zone || 0) },
+        el("td", { class: "rank", text: typeof row[key] === "number" ? String(row[key]) : "—" }),
+        el("td", { class: "who", text: rec?.name || device }),
+        cell(row.pwr),
+        cell(row.cad),
+        cell(row.hr),
+        cell(row.zone || null),
+      );
+    }),
+  );
+  renderBoardMeta();
+}
+
+function renderBoardMeta() {
+  if (!board.updated) return;
+  const ago = Date.now() / 1000 - board.updated;
+  document.getElementById("board-meta").textContent = `update #${board.seq}, ${fmtAge(ago)} ago`;
+}
+
+// --- rides and sync state (the durable lane) --------------------------------------------------------
+
+async function refreshDirectory() {
+  const res = await getJSON(`/dashboard/v1/classes/${encodeURIComponent(classId)}/rides`);
+  if (res.status === 200 && res.body && res.body.rides) {
+    for (const [device, entry] of Object.entries(res.body.rides)) {
+      if (entry && typeof entry.ride_id === "string") rides.set(device, entry.ride_id);
+    }
+  }
+  setTimeout(refreshDirectory, DIRECTORY_POLL_S * 1000);
+}
+
+// GET /v1/rides/{id}: "sync_state" (syncing | failed | reconciled) and "sync_reason", or "sync": {state, reason}.
+function syncFrom(body) {
+  if (!body || typeof body !== "object") return null;
+  let state = body.sync_state;
+  let reason = body.sync_reason;
+  if (body.sync && typeof body.sync === "object") {
+    state = body.sync.state;
+    reason = body.sync.reason;
+  }
+  if (typeof state !== "string") return null;
+  return { state, reason: typeof reason === "string" ? reason : "" };
+}
+
+async function pollSync() {
+  let next = SYNC_POLL_S;
+  for (const rideId of new Set(rides.values())) {
+    const res = await getJSON(`/v1/rides/${encodeURIComponent(rideId)}`);
+    if (res.status === 200 && res.body) {
+      syncEndpoint = "present";
+      const s = syncFrom(res.body);
+      if (s) {
+        sync.set(rideId, {
+          text: `sync: ${s.state}`,
+          state: s.state,
+          title: s.reason || `phase ${res.body.phase ?? "?"}, ride ${rideId}`,
+        });
+      } else {
+        sync.set(rideId, { text: "sync: —", state: "none", title: "the backend reports no sync state for this ride" });
+      }
+    } else if (res.status === 404 && !(res.body && res.body.error)) {
+      // aiohttp's plain 404: no such route, so no durable lane on this backend (yet).
+      syncEndpoint = "missing";
+      next = SYNC_MISSING_POLL_S;
+      const title =
+        "Sync state unknown: this backend does not serve GET /v1/rides/{id} (HTTP 404), so the durable sync lane is not running here.";
+      for (const id of new Set(rides.values())) sync.set(id, { text: "sync: —", state: "none", title });
+      break;
+    } else if (res.status === 404) {
+      sync.set(rideId, { text: "sync: —", state: "none", title: "the backend has no copy of this ride yet" });
+    } else if (res.status === 401 || res.status === 403) {
+      sync.set(rideId, {
+        text: "sync: —",
+        state: "none",
+        title: `this token may not read the ride (${res.body?.detail || `HTTP ${res.status}`})`,
+      });
+    } else {
+      sync.set(rideId, {
+        text: "sync: ?",
+        state: "unknown",
+        title: res.status ? `GET /v1/rides/${rideId} answered HTTP ${res.status}` : "backend unreachable",
+      });
+    }
+  }
+  setTimeout(pollSync, (rides.size ? next : 2) * 1000);
+}
+
+// --- start ------------------------------------------------------------------------------------------
+
+const classId = classFromPath();
+
+function startClass() {
+  document.getElementById("class-view").hidden = false;
+  document.getElementById("title").textContent = classId;
+  document.title = `ridesync — ${classId}`;
+  for (const button of document.querySelectorAll(".board-sort button")) {
+    button.addEventListener("click", () => {
+      board.sort = button.dataset.sort;
+      for (const b of document.querySelectorAll(".board-sort button")) {
+        b.setAttribute("aria-pressed", String(b === button));
+      }
+      renderBoard();
+    });
+  }
+  if (!token) {
+    connState = { state: "refused", detail: "no token in the URL: add ?token=<viewer token>" };
+    document.getElementById("conn").textContent = "no token in the URL";
+    document.getElementById("conn").dataset.state = "refused";
+    document.getElementById("empty").hidden = false;
+    document.getElementById("empty").textContent =
+      "This page needs a viewer token: /classes/<class>?token=<token> (see `ridesync token issue --role viewer`).";
+    return;
+  }
+  const hub = new HubConnection(classId, {
+    onFrame: applyFrame,
+    onState: (s) => {
+      connState = s;
+      render();
+    },
+  });
+  hub.start();
+  refreshDirectory().then(pollSync);
+  // Ages tick, and a value that stops arriving turns stale on screen even with the connection down.
+  setInterval(render, 250);
+}
+
+if (classId) startClass();
+else showPicker();

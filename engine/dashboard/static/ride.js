@@ -1,0 +1,157 @@
+// The ride page: heart-rate and power over the ride, from the backend's resolved view
+// (GET /v1/rides/{id} and GET /v1/rides/{id}/series, see engine/dashboard/README.md).
+// Until the backend serves those, the page says so plainly and charts the rider's live trace instead.
+import { drawChart, fmtClock } from "./chart.js";
+import { HubConnection, connectionText, el, getJSON, params, withToken } from "./common.js";
+
+const LIVE_KEEP_S = 3600;
+const rideId = decodeURIComponent(location.pathname.replace(/^\/rides\//, "").replace(/\/$/, ""));
+const hrCanvas = document.getElementById("hr-chart");
+const pwrCanvas = document.getElementById("pwr-chart");
+let mode = "none"; // "ride" | "live" | "none"
+let series = { hr: [], pwr: [] };
+
+function message(text) {
+  const m = document.getElementById("ride-message");
+  m.hidden = false;
+  m.textContent = text;
+}
+
+function redraw() {
+  drawChart(hrCanvas, { points: series.hr, color: "#ff5c6c", yLabel: "bpm" });
+  drawChart(pwrCanvas, { points: series.pwr, color: "#ffc14d", yLabel: "W", yMin: 0 });
+}
+
+function stat(k, v) {
+  return el("div", { class: "stat" }, el("div", { class: "k", text: k }), el("div", { class: "v", text: v }));
+}
+
+function renderSummary(body) {
+  const s = document.getElementById("ride-summary");
+  const totals = body.totals && typeof body.totals === "object" ? body.totals : {};
+  const sync = body.sync && typeof body.sync === "object" ? body.sync.state : body.sync_state;
+  const items = [
+    stat("phase", String(body.phase ?? "—")),
+    stat("authority", String(body.authority ?? "—")),
+    stat("duration", typeof body.duration_s === "number" ? fmtClock(body.duration_s) : "—"),
+    stat("sync", typeof sync === "string" ? sync : "—"),
+    stat("end events", String(body.end_events_counted ?? "—")),
+  ];
+  for (const [k, label, unit] of [
+    ["avg_hr", "avg HR", "bpm"],
+    ["max_hr", "max HR", "bpm"],
+    ["avg_power_w", "avg power", "W"],
+    ["output_kj", "output", "kJ"],
+  ]) {
+    if (typeof totals[k] === "number") items.push(stat(label, `${Math.round(totals[k])} ${unit}`));
+  }
+  s.replaceChildren(...items);
+  s.hidden = false;
+}
+
+// {"series": {"hr": [[t_s, v|null], ...], "pwr": [...]}}: t_s seconds from the ride's start.
+function takeSeries(body) {
+  const src = body && typeof body.series === "object" && body.series ? body.series : null;
+  if (!src) return false;
+  const clean = (arr) =>
+    Array.isArray(arr)
+      ? arr.filter((p) => Array.isArray(p) && typeof p[0] === "number").map((p) => [p[0], typeof p[1] === "number" ? p[1] : null])
+      : [];
+  const got = { hr: clean(src.hr), pwr: clean(src.pwr) };
+  if (!got.hr.length && !got.pwr.length) return false; // no samples stored yet: keep the live trace
+  series = got;
+  mode = "ride";
+  document.getElementById("hr-note").textContent = `${series.hr.length} points from the backend's resolved ride`;
+  document.getElementById("pwr-note").textContent = `${series.pwr.length} points from the backend's resolved ride`;
+  redraw();
+  return true;
+}
+
+async function loadRide() {
+  const path = `/v1/rides/${encodeURIComponent(rideId)}`;
+  const res = await getJSON(path);
+  if (res.status === 200 && res.body) {
+    renderSummary(res.body);
+    if (takeSeries(res.body)) return true;
+    const s = await getJSON(`${path}/series`);
+    if (s.status === 200 && takeSeries(s.body)) return true;
+    message(
+      s.status === 200
+        ? "The backend holds no samples of this ride yet. The charts below show the rider's live trace since the page opened."
+        : `The backend has this ride's summary but no series to chart (GET ${path}/series → HTTP ${s.status}).`,
+    );
+    return false;
+  }
+  if (res.status === 404 && !(res.body && res.body.error)) {
+    message(
+      `Ride history is not available: this backend does not serve GET ${path} yet (HTTP 404), so the durable ` +
+        "sync lane is not running here. The charts below show this rider's live trace since the page opened.",
+    );
+  } else if (res.status === 404) {
+    message(`The backend has no copy of ride ${rideId} yet.`);
+  } else if (res.status === 401 || res.status === 403) {
+    message(`This token may not read ride ${rideId}: ${res.body?.detail || `HTTP ${res.status}`}.`);
+  } else if (res.status === 0) {
+    message("The backend is unreachable.");
+  } else {
+    message(`GET ${path} answered HTTP ${res.status}.`);
+  }
+  return false;
+}
+
+async function liveTrace() {
+  const entry = await getJSON(`/dashboard/v1/rides/${encodeURIComponent(rideId)}`);
+  if (entry.status !== 200 || !entry.body) {
+    document.getElementById("hr-note").textContent = "No live trace: this ride is not in a class this token can see.";
+    redraw();
+    return;
+  }
+  const { class: classId, device, name } = entry.body;
+  document.getElementById("title").textContent = `${name || device} — ${rideId}`;
+  const back = document.getElementById("back");
+  back.href = withToken(`/classes/${encodeURIComponent(classId)}`);
+  back.hidden = false;
+  if (mode === "ride") return;
+  mode = "live";
+  for (const id of ["hr-note", "pwr-note"]) {
+    document.getElementById(id).textContent = "Live trace since this page opened (not the stored ride).";
+  }
+  const conn = document.getElementById("conn");
+  conn.hidden = false;
+  const last = { hr: -1, pwr: -1 };
+  let t0 = null;
+  const hub = new HubConnection(classId, {
+    onState: (s) => {
+      conn.dataset.state = s.state;
+      conn.textContent = connectionText(s);
+      conn.title = s.detail || "";
+    },
+    onFrame: (frame) => {
+      const rec = frame.type === "delta" && frame.riders ? frame.riders[device] : null;
+      if (!rec) return;
+      for (const key of ["hr", "pwr"]) {
+        const m = rec[key];
+        if (!m || typeof m.t !== "number" || m.seq === last[key]) continue;
+        last[key] = m.seq;
+        if (t0 === null) t0 = m.t;
+        // A value that is not live is a gap in the line, never a 0.
+        series[key].push([m.t - t0, m.state === "live" && typeof m.v === "number" ? m.v : null]);
+        const cutoff = m.t - t0 - LIVE_KEEP_S;
+        while (series[key].length && series[key][0][0] < cutoff) series[key].shift();
+      }
+    },
+  });
+  hub.start();
+  setInterval(redraw, 1000);
+}
+
+document.getElementById("title").textContent = `Ride ${rideId}`;
+document.title = `ridesync — ride ${rideId}`;
+if (params.get("class")) {
+  const back = document.getElementById("back");
+  back.href = withToken(`/classes/${encodeURIComponent(params.get("class"))}`);
+  back.hidden = false;
+}
+new ResizeObserver(() => redraw()).observe(document.body);
+redraw();
+loadRide().then(() => liveTrace());

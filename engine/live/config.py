@@ -1,0 +1,36 @@
+"""Tunables of the class hub. Defaults follow DESIGN §5."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    # A value whose sensor timestamp is older than this is marked "stale" (never shown as live).
+    stale_after_s: float = 3.0
+    # Leaderboard deltas go out on this fixed tick; per-class overrides in `leaderboard_s_by_class`.
+    leaderboard_s: float = 3.0
+    leaderboard_s_by_class: dict[str, float] = field(default_factory=dict)
+    # Adaptive fan-out tick: as short as `min_tick_s` when idle, stretched so that sending takes at most
+    # `duty` of the hub's time, never longer than `max_tick_s`.
+    min_tick_s: float = 0.005
+    max_tick_s: float = 0.5
+    duty: float = 0.4
+    # A peer whose unsent bytes exceed this is "not keeping up": it is skipped (its cursor stays) and
+    # later receives one catch-up frame with only the newest values.
+    peer_buffer_limit: int = 64 * 1024
+    # Kernel send buffer per subscriber socket: bounds the bytes in flight that a stalled peer would read
+    # as a backlog once it resumes.
+    peer_sndbuf: int = 32 * 1024
+    # A peer that stays not-keeping-up this long is disconnected with close code 4408.
+    stall_limit_s: float = 10.0
+    # How often values are checked for staleness.
+    sweep_s: float = 0.25
+    # Largest inbound message from a publisher.
+    max_msg_bytes: int = 64 * 1024
+    # "coalescing" (the real hub) or "naive" (the benchmark's baseline: every sample to every peer at once).
+    impl: str = "coalescing"
+
+    def leaderboard_interval(self, class_id: str) -> float:
+        return self.leaderboard_s_by_class.get(class_id, self.leaderboard_s)

@@ -1,0 +1,241 @@
+"""What publishers send to the hub, parsed strictly, and the WebSocket framing the hub writes itself.
+
+Inbound (publisher -> hub) messages are small JSON objects; anything else raises `WireError`, which the
+hub answers by closing only that connection (close code 4400). Parsing is pure: bytes in, events out.
+
+The hub writes its outbound frames straight to the transport (one pre-framed bytes object per class tick,
+shared by every peer that keeps up), so the framing helpers live here too, with a small client-side
+reader used by tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+
+from engine.auth.tokens import valid_id
+from engine.readings import Contact, Kind, Reading, SourceEvent, SourceState
+
+# The metrics the live lane carries and their short keys in frames.
+METRIC_KEYS: dict[str, str] = {
+    Kind.HEART_RATE.value: "hr",
+    Kind.CADENCE.value: "cad",
+    Kind.POWER.value: "pwr",
+    Kind.RESISTANCE.value: "res",
+}
+# A sensor clock may run slightly ahead of the hub's; further than this is a broken or hostile sender.
+MAX_FUTURE_S = 5.0
+MAX_VALUE = 100_000.0
+_CONTACTS = frozenset(c.value for c in Contact)
+
+
+class WireError(ValueError):
+    """A malformed or out-of-scope message. `code` is the WebSocket close code the hub uses."""
+
+    def __init__(self, message: str, code: int = 4400) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class SampleIn:
+    device: str
+    metric: str  # short key: hr, cad, pwr, res
+    value: float | None
+    t: float
+    seq: int
+    src: str
+    contact: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateIn:
+    """The publisher's source lost the sensor or its contact: show "no contact", never the last number."""
+
+    device: str
+    metric: str
+    state: str  # "no_contact" | "ok"
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class HelloIn:
+    device: str
+    name: str | None
+    max_hr: int | None
+
+
+InboundEvent = SampleIn | StateIn | HelloIn
+
+
+def _num(obj: dict[str, object], key: str, *, optional: bool = False) -> float | None:
+    v = obj.get(key)
+    if v is None and optional:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise WireError(f"field {key!r} must be a finite number")
+    return float(v)
+
+
+def _metric(obj: dict[str, object]) -> str:
+    kind = obj.get("kind")
+    if not isinstance(kind, str) or kind not in METRIC_KEYS:
+        raise WireError(f"field 'kind' must be one of {sorted(METRIC_KEYS)}")
+    return METRIC_KEYS[kind]
+
+
+def parse_inbound(data: str | bytes, device: str, now: float) -> InboundEvent:
+    """Parse one publisher message. `device` is the token's device: a message naming another is refused."""
+    if len(data) > 64 * 1024:
+        raise WireError("message too large", code=1009)
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError("message is not JSON") from exc
+    if not isinstance(obj, dict):
+        raise WireError("message is not a JSON object")
+    claimed = obj.get("device", device)
+    if claimed != device:
+        raise WireError(f"token for device {device!r} may not publish for {claimed!r}", code=4403)
+    kind = obj.get("type")
+    if kind == "sample":
+        t = _num(obj, "t")
+        assert t is not None
+        if t > now + MAX_FUTURE_S:
+            raise WireError("sample timestamp is in the future")
+        seq = obj.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
+            raise WireError("field 'seq' must be a non-negative integer")
+        value = _num(obj, "v", optional=True)
+        if value is not None and not 0 <= value <= MAX_VALUE:
+            raise WireError("field 'v' out of range")
+        src = obj.get("src", device)
+        if not valid_id(src):
+            raise WireError("field 'src' must be a short id")
+        contact = obj.get("contact")
+        if contact is not None and contact not in _CONTACTS:
+            raise WireError("field 'contact' is not a contact state")
+        assert isinstance(src, str)
+        return SampleIn(
+            device, _metric(obj), value, t, seq, src, contact if isinstance(contact, str) else None
+        )
+    if kind == "state":
+        t = _num(obj, "t")
+        assert t is not None
+        state = obj.get("state")
+        if state not in ("no_contact", "ok"):
+            raise WireError("field 'state' must be 'no_contact' or 'ok'")
+        assert isinstance(state, str)
+        return StateIn(device, _metric(obj), state, t)
+    if kind == "hello":
+        name = obj.get("name")
+        if name is not None and (not isinstance(name, str) or len(name) > 64 or not name.isprintable()):
+            raise WireError("field 'name' must be a short printable string")
+        max_hr = obj.get("max_hr")
+        if max_hr is not None and (
+            isinstance(max_hr, bool) or not isinstance(max_hr, int) or not 100 <= max_hr <= 250
+        ):
+            raise WireError("field 'max_hr' must be an integer 100..250")
+        return HelloIn(
+            device, name if isinstance(name, str) else None, max_hr if isinstance(max_hr, int) else None
+        )
+    raise WireError("field 'type' must be 'sample', 'state' or 'hello'")
+
+
+def reading_message(reading: Reading) -> str | None:
+    """The publisher's message for one reading, or None when the live lane does not carry its kind."""
+    if reading.kind.value not in METRIC_KEYS:
+        return None
+    value = reading.value
+    if reading.contact is Contact.NOT_DETECTED:
+        value = None
+    msg: dict[str, object] = {
+        "type": "sample",
+        "kind": reading.kind.value,
+        "v": value,
+        "t": round(reading.t, 6),
+        "seq": reading.seq,
+        "src": reading.source,
+    }
+    if reading.contact is not None:
+        msg["contact"] = reading.contact.value
+    return json.dumps(msg, separators=(",", ":"))
+
+
+def state_message(event: SourceEvent, kind: Kind = Kind.HEART_RATE) -> str | None:
+    """Source states that mean "no number to show" become a no_contact state; recovery becomes ok."""
+    if kind.value not in METRIC_KEYS:
+        return None
+    if event.state in (SourceState.LOST, SourceState.NO_CONTACT, SourceState.STALE, SourceState.FAILED):
+        state = "no_contact"
+    elif event.state is SourceState.STREAMING:
+        state = "ok"
+    else:
+        return None
+    return json.dumps({"type": "state", "kind": kind.value, "state": state, "t": round(event.t, 6)})
+
+
+# --- WebSocket framing (RFC 6455) -------------------------------------------------------------------------
+
+
+def server_text_frame(payload: bytes) -> bytes:
+    """An unmasked, final text frame, as a server sends it."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+def client_text_frame(payload: bytes) -> bytes:
+    """A masked text frame as a client must send it; the all-zero mask leaves the payload as it is."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x81, 0x80 | n))
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+    return head + b"\0\0\0\0" + payload
+
+
+class FrameReader:
+    """Incremental reader of unmasked server frames: feed bytes, get (opcode, payload) pairs.
+
+    Used by raw-socket clients (tests, the benchmark's load generator), which must not pay for a full
+    WebSocket client per connection. Fragmented messages are not produced by the hub and not supported.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        self._buf += data
+        out: list[tuple[int, bytes]] = []
+        buf = self._buf
+        pos = 0
+        while len(buf) - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            n = b1 & 0x7F
+            head = 2
+            if n == 126:
+                if len(buf) - pos < 4:
+                    break
+                n = struct.unpack_from("!H", buf, pos + 2)[0]
+                head = 4
+            elif n == 127:
+                if len(buf) - pos < 10:
+                    break
+                n = struct.unpack_from("!Q", buf, pos + 2)[0]
+                head = 10
+            if b1 & 0x80:
+                raise WireError("server frames must not be masked")
+            if len(buf) - pos < head + n:
+                break
+            out.append((b0 & 0x0F, bytes(buf[pos + head : pos + head + n])))
+            pos += head + n
+        del buf[:pos]
+        return out

@@ -1,0 +1,117 @@
+"""`ridesync demo` as a user runs it: a subprocess on loopback with simulated straps and bikes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.demo.conftest import ROOT
+
+# The installed console script, as a user runs it (`python -m engine.cli.main` would load the CLI twice).
+RIDESYNC = [str(Path(sys.executable).parent / "ridesync")]
+HANG_GUARD_S = 120.0
+
+
+async def _run(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *RIDESYNC, *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(HANG_GUARD_S):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def _lines(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+async def test_demo_json_report_shows_every_rider_streaming(tmp_path: Path) -> None:
+    rc, out, err = await _run(
+        "demo", "--headless", "--riders", "3", "--duration", "20", "--speed", "10", "--json", "--port", "0",
+        "--data", str(tmp_path / "data"),
+    )  # fmt: skip
+    assert rc == 0, err[-2000:]
+    assert "Traceback" not in err
+    lines = _lines(out)
+    assert lines[0]["event"] == "listening"
+    assert lines[0]["dashboard_url"].startswith("http://127.0.0.1:")
+    assert any(line.get("event") == "summary" for line in lines)
+    report = lines[-1]
+    assert report["report"] == "demo"
+    assert report["durable_lane"] == "not yet built"
+    riders = report["riders"]
+    assert [r["device"] for r in riders] == ["bike-01", "bike-02", "bike-03"]
+    assert {r["bike"] for r in riders} == {"peloton", "line"}
+    for r in riders:
+        # What the sensors delivered, what the publisher sent, and what a viewer of the class received.
+        assert r["sensors"]["hr"]["readings"]["heart_rate"] > 0, r
+        assert r["sensors"]["bike"]["readings"]["cadence"] > 0, r
+        assert r["published"]["sent"] > 0, r
+        assert r["received_by_viewer"]["hr"] > 0, r
+        assert r["received_by_viewer"]["cad"] > 0, r
+        if r["bike"] == "peloton":
+            assert r["sensors"]["bike"]["readings"]["power"] > 0, r
+            assert r["received_by_viewer"]["pwr"] > 0, r
+        else:  # a DIY reed-switch sensor has no power meter: no power, rather than a made-up one
+            assert "pwr" not in r["received_by_viewer"], r
+        assert r["ride_id"] in report["reconciliation"]
+    assert report["live_latency_hr"]["n"] > 0
+
+
+@pytest.mark.slow
+async def test_ctrl_c_stops_cleanly_with_a_report(tmp_path: Path) -> None:
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    proc = await asyncio.create_subprocess_exec(
+        *RIDESYNC, "demo", "--riders", "2", "--speed", "5", "--json", "--port", "0", "--summary-every", "1",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(tmpdir)},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(HANG_GUARD_S):
+            # Wait until a viewer sees both riders streaming, then press Ctrl-C.
+            while True:
+                line = json.loads(await proc.stdout.readline())
+                if line.get("event") == "summary" and line["streaming"] == 2:
+                    break
+            proc.send_signal(signal.SIGINT)
+            rest, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert "Traceback" not in err.decode()
+    report = _lines(rest.decode())[-1]
+    assert report["report"] == "demo"
+    assert all(r["received_by_viewer"]["hr"] > 0 for r in report["riders"])
+    # The simulated bikes' ptys and the demo's temporary data lived under TMPDIR: all closed and removed.
+    assert sorted(p.name for p in tmpdir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--riders", "0"], "--riders"),
+        (["--riders", "99"], "--riders"),
+        (["--speed", "0"], "--speed"),
+        (["--duration", "-1"], "--duration"),
+        (["--class", "no spaces/allowed"], "--class"),
+        (["--chaos"], "not built yet"),
+    ],
+)
+async def test_bad_options_are_refused_before_anything_starts(args: list[str], message: str) -> None:
+    rc, out, err = await _run("demo", "--headless", *args)
+    assert rc == 2
+    assert out == ""
+    assert message in json.loads(err.strip().splitlines()[-1])["error"]

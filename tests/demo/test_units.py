@@ -1,0 +1,88 @@
+"""The demo's pure parts: the roster, what a viewer saw, the report's percentiles."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.demo.monitor import ClassMonitor, LiveValue
+from engine.demo.report import percentiles_ms
+from engine.demo.roster import MAX_RIDERS, make_roster, shifted
+
+
+def test_roster_is_deterministic_and_varied() -> None:
+    a, b = make_roster(8), make_roster(8)
+    assert a == b
+    assert len({r.device for r in a}) == 8
+    assert len({r.name for r in a}) == 8
+    assert len({r.hr_points for r in a}) == 8  # every rider's heart behaves differently
+    assert len({r.power_scale for r in a}) > 1
+    assert {r.bike for r in a} == {"peloton", "line"}
+    for r in a:
+        assert all(20 <= bpm <= 300 for _, bpm in r.hr_points)
+        times = [t for t, _ in r.hr_points]
+        assert times == sorted(times) and len(set(times)) == len(times)
+        assert max(bpm for _, bpm in r.hr_points) <= r.max_hr
+
+
+@pytest.mark.parametrize("n", [0, -1, MAX_RIDERS + 1])
+def test_roster_size_is_bounded(n: int) -> None:
+    with pytest.raises(ValueError, match="riders"):
+        make_roster(n)
+
+
+def _monitor() -> tuple[ClassMonitor, list[LiveValue]]:
+    seen: list[LiveValue] = []
+    return ClassMonitor("http://127.0.0.1:1", "t", "c", seen.append), seen
+
+
+def test_monitor_counts_distinct_live_values_and_states() -> None:
+    mon, seen = _monitor()
+    hr = {"v": 120, "t": 100.0, "seq": 1, "src": "s", "state": "live"}
+    mon.apply({"type": "delta", "riders": {"b1": {"presence": "here", "hr": hr}}}, 100.2)
+    # The same hr again (carried because cadence changed) is not a new value.
+    cad = {"v": 80, "t": 100.1, "seq": 7, "src": "k", "state": "live"}
+    mon.apply({"type": "delta", "riders": {"b1": {"presence": "here", "hr": hr, "cad": cad}}}, 100.3)
+    no_contact = {"v": None, "t": 101.0, "seq": 2, "src": "s", "state": "no_contact"}
+    mon.apply({"type": "delta", "riders": {"b1": {"presence": "here", "hr": no_contact}}}, 101.1)
+    mon.apply({"type": "leaderboard", "rows": {}}, 101.2)
+    metrics = mon.riders["b1"].metrics
+    assert metrics["hr"].values == 1
+    assert metrics["hr"].state == "no_contact"
+    assert metrics["hr"].last_value == 120  # what was last live, never reported as live again
+    assert metrics["cad"].values == 1
+    assert mon.leaderboard_frames == 1
+    assert [(v.metric, v.value, round(v.received - v.t, 3)) for v in seen] == [
+        ("hr", 120, 0.2),
+        ("cad", 80, 0.2),
+    ]
+
+
+@given(st.lists(st.dictionaries(st.text(max_size=5), st.none() | st.integers() | st.text(max_size=5))))
+def test_monitor_survives_malformed_frames(frames: list[dict[str, object]]) -> None:
+    mon, seen = _monitor()
+    for frame in frames:
+        mon.apply({"type": "delta", "riders": {"x": frame, "y": {"hr": frame}}}, 0.0)
+        mon.apply(frame, 0.0)
+    # Only well-formed live values are ever reported, as numbers.
+    assert all(isinstance(v.value, float) and isinstance(v.seq, int) and v.device == "y" for v in seen)
+
+
+def test_percentiles() -> None:
+    assert percentiles_ms([])["n"] == 0
+    out = percentiles_ms([i / 1000 for i in range(1, 101)])
+    assert out["n"] == 100
+    assert out["p50_ms"] == 50.5
+    assert out["p99_ms"] == 100.0
+    assert out["max_ms"] == 100.0
+
+
+def test_joining_a_class_later_shifts_the_profile() -> None:
+    points = ((0.0, 60.0), (100.0, 160.0), (200.0, 100.0))
+    assert shifted(points, 0) == points
+    assert shifted(points, 50) == ((0.0, 110.0), (50.0, 160.0), (150.0, 100.0))
+    assert shifted(points, 500) == ((0.0, 100.0),)
+    late = make_roster(3, start_at_s=300)
+    assert all(r.start_at_s == 300 and r.hr_points[0][0] == 0.0 for r in late)
+    assert [r.hr_points[0][1] for r in late] != [r.hr_points[0][1] for r in make_roster(3)]
