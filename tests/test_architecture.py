@@ -20,7 +20,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def _top(name: str) -> str:
-    return name.split(".")[0]
+    return name.split(".", maxsplit=1)[0]
 
 
 def test_engine_core_never_imports_radio_serial_or_adapters() -> None:

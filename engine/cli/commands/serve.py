@@ -45,9 +45,9 @@ def _serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from engine import logs
-    from engine.dashboard.routes import setup_dashboard
     from engine.cli.main import CliError
     from engine.cli.output import emit
+    from engine.dashboard.routes import setup_dashboard
     from engine.live.config import HubConfig
     from engine.server.config import ServerConfig, default_data_dir
     from engine.server.run import serve
