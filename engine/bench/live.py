@@ -12,6 +12,13 @@ The same invocation runs the same configurations against the naive hub (every sa
 once, no coalescing) and reports ratios, then searches the knee: the most riders with p99 < 1 s, by
 doubling from `--knee-start` then bisecting `--knee-steps` times (bounded by `--knee-max`, which the
 process's open-file limit caps).
+
+The relay configuration (`--relay-configs`, `--hubs N`) runs N coalescing hub processes sharing their
+classes over a throwaway `redis-server` (engine/live/redis_relay.py); the load generators spread every
+class's riders and viewers over the N hubs round-robin, so every sample crosses the relay (the worst case:
+no class affinity). By default the N hubs and redis share the single hub's core (`--relay-cpus hub`: the
+same CPU budget, so the result is the relay's cost, not more hardware); `--relay-cpus all` lets them use
+every core, shared with the load generators. `--relay-knee` searches its knee too.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import resource
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -52,6 +60,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rate", type=float, default=1.0, help="samples per rider per second (default 1)")
     parser.add_argument("--viewers", type=int, default=1, help="dashboard subscribers per class (default 1)")
+    parser.add_argument(
+        "--metrics",
+        type=int,
+        choices=[1, 2, 3, 4],
+        default=1,
+        help="metrics per rider sample: heart rate, then cadence, power, resistance (default 1)",
+    )
+    parser.add_argument(
+        "--publish-batch",
+        action="store_true",
+        help="with --metrics > 1: send a rider's metrics as one batched message (ridesync-live.2)",
+    )
     parser.add_argument(
         "--rider-mode",
         choices=["pubsub", "pub"],
@@ -86,6 +106,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--knee-steps", type=int, default=2, help="bisection steps after doubling")
     parser.add_argument("--naive-knee-start", type=int, default=500)
     parser.add_argument("--naive-knee-max", type=int, default=4000)
+    parser.add_argument(
+        "--relay-configs",
+        default="40x50",
+        help="CLASSESxRIDERS configurations run on --hubs hub processes over Redis ('' to skip)",
+    )
+    parser.add_argument("--hubs", type=int, default=2, help="hub processes in the relay configuration")
+    parser.add_argument(
+        "--relay-cpus",
+        choices=["hub", "all"],
+        default="hub",
+        help="relay hubs and redis pinned to the single hub's core (same budget; default) or unpinned",
+    )
+    parser.add_argument(
+        "--relay-knee", action="store_true", help="also search the relay configuration's knee"
+    )
+    parser.add_argument("--relay-knee-start", type=int, default=2000)
+    parser.add_argument(
+        "--redis-server", default="redis-server", help="redis-server binary (Debian: redis-server)"
+    )
 
 
 # --- hub process ----------------------------------------------------------------------------------------
@@ -115,6 +154,7 @@ class HubSpec:
     duty: float | None
     max_tick: float | None
     cpus: set[int] | None
+    relay_url: str | None = None
 
 
 def _hub_main(ctl: Connection, spec: HubSpec) -> None:
@@ -133,7 +173,7 @@ def _hub_main(ctl: Connection, spec: HubSpec) -> None:
 
     logging.basicConfig(level=logging.ERROR)
     _raise_nofile()
-    hub_config = HubConfig(impl=impl)
+    hub_config = HubConfig(impl=impl, relay_url=spec.relay_url)
     if duty is not None:
         hub_config = dataclasses.replace(hub_config, duty=duty)
     if max_tick is not None:
@@ -154,6 +194,7 @@ def _hub_main(ctl: Connection, spec: HubSpec) -> None:
             snap: dict[str, Any] = {"ts": time.time(), "cpu_user_s": cpu.user, "cpu_system_s": cpu.system}
             snap.update(hub.stats.to_json())
             snap["tick_interval_s"] = round(hub.tick_interval, 4) if isinstance(hub, Hub) else None
+            snap["relay"] = hub.relay_stats() if isinstance(hub, Hub) else None
             ctl.send(snap)
 
     threading.Thread(target=answer_stats, daemon=True).start()
@@ -198,12 +239,13 @@ def _hub_stats(ctl: Connection) -> dict[str, Any]:
 
 @dataclass
 class GenSpec:
-    port: int
     data_dir: str
-    conns: list[tuple[str, str, str, bool]]  # (class_id, device, role, probe)
+    conns: list[tuple[str, str, str, bool, int]]  # (class_id, device, role, probe, hub port)
     rate: float
     seed: int
     rider_mode: str = "pubsub"
+    metrics: int = 1
+    batch: bool = False
 
 
 @dataclass
@@ -224,6 +266,9 @@ class _Gen:
         self.measuring = False
         self.latencies = array.array("d")
         self.res = GenResult()
+
+
+_METRICS = (("heart_rate", "hrm"), ("cadence", "bus"), ("power", "bus"), ("resistance", "bus"))
 
 
 class _LoadConn(asyncio.Protocol):
@@ -304,14 +349,20 @@ class _LoadConn(asyncio.Protocol):
         if self.gen.measuring:
             self.gen.res.lost_during_measure += 1
 
-    def publish(self, now: float, hr: int) -> None:
+    def publish(self, now: float, hr: int, metrics: int = 1, batch: bool = False) -> None:
         from engine.live.wire import client_text_frame
 
         if self.transport is None or self.transport.is_closing():
             return
         self.seq += 1
-        msg = f'{{"type":"sample","kind":"heart_rate","v":{hr},"t":{now:.6f},"seq":{self.seq},"src":"hrm"}}'
-        self.transport.write(client_text_frame(msg.encode()))
+        msgs = [
+            f'{{"type":"sample","kind":"{kind}","v":{hr},"t":{now:.6f},"seq":{self.seq},"src":"{src}"}}'
+            for kind, src in _METRICS[:metrics]
+        ]
+        if batch and len(msgs) > 1:
+            self.transport.write(client_text_frame(("[" + ",".join(msgs) + "]").encode()))
+        else:
+            self.transport.write(b"".join(client_text_frame(m.encode()) for m in msgs))
 
 
 def _gen_main(ctl: Connection, spec: GenSpec, cpus: set[int] | None) -> None:
@@ -332,19 +383,19 @@ async def _gen(ctl: Connection, spec: GenSpec) -> None:
     conns: list[_LoadConn] = []
     publishers: list[_LoadConn] = []
 
-    async def connect(class_id: str, device: str, role: str, probe: bool) -> None:
+    async def connect(class_id: str, device: str, role: str, probe: bool, port: int) -> None:
         token = ring.issue(role, device, classes=[class_id], ttl_s=3600)
         mode = spec.rider_mode if role == "bike" else "sub"
         req = (
             f"GET /live/v1/classes/{class_id}/ws?mode={mode}&token={token} HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{spec.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
         async with sem:
             for _attempt in range(3):
                 proto = _LoadConn(gen, req, probe)
                 try:
-                    await loop.create_connection(lambda p=proto: p, "127.0.0.1", spec.port)  # type: ignore[misc]
+                    await loop.create_connection(lambda p=proto: p, "127.0.0.1", port)  # type: ignore[misc]
                     async with asyncio.timeout(60):
                         ok = await proto.upgraded
                 except (OSError, TimeoutError):
@@ -377,7 +428,7 @@ async def _gen(ctl: Connection, spec: GenSpec) -> None:
         gen.measuring = measure_start <= now
         due = int((now - publish_start) / period * n) if n else 0
         while k < due:
-            publishers[k % n].publish(now, 100 + (k % 80))
+            publishers[k % n].publish(now, 100 + (k % 80), spec.metrics, spec.batch)
             k += 1
         await asyncio.sleep(0.005)
     gen.measuring = False
@@ -399,6 +450,7 @@ class Point:
     classes: int
     riders_per_class: int
     viewers_per_class: int
+    hubs: int = 1
     result: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -413,33 +465,111 @@ def _percentile(sorted_vals: list[float], q: float) -> float:
     return sorted_vals[i]
 
 
+_DEFAULT_DUTY = 0.4  # HubConfig.duty
+_REDIS_EPHEMERAL = ("--save", "", "--appendonly", "no", "--loglevel", "warning", "--dir")
+
+
+class _Redis:
+    """A throwaway redis-server for the relay configuration: loopback, free port, no persistence."""
+
+    def __init__(self, binary: str, cpus: set[int] | None, workdir: str) -> None:
+        path = shutil.which(binary)
+        if path is None:
+            raise RuntimeError(f"{binary} not found: install the Debian package redis-server")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port: int = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [path, "--port", str(self.port), "--bind", "127.0.0.1", *_REDIS_EPHEMERAL, workdir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if cpus:
+            with contextlib.suppress(OSError, AttributeError):
+                os.sched_setaffinity(self.proc.pid, cpus)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 def _run_point(point: Point, args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
     ctx = mp.get_context("fork")
-    rx, tx = ctx.Pipe()
     hub_cpus, gen_cpus = _cpu_split(args.pin)
-    hub_spec = HubSpec(data_dir, point.impl, args.hub_duty, args.hub_max_tick, hub_cpus)
-    hub = ctx.Process(target=_hub_main, args=(tx, hub_spec), daemon=True)
-    hub.start()
+    relayed = point.hubs > 1
+    if relayed and args.relay_cpus == "all":
+        hub_cpus = None
+    redis: _Redis | None = _Redis(args.redis_server, hub_cpus, data_dir) if relayed else None
+    duty = args.hub_duty
+    if relayed and hub_cpus is not None:
+        # N hubs on the one hub core: each gets its share of the send budget the single hub has, or the
+        # adaptive ticks (each aiming at `duty` of "its" core) would spend N times the CPU.
+        duty = (args.hub_duty or _DEFAULT_DUTY) / point.hubs
+    hubs: list[tuple[Any, Connection]] = []
     gens: list[tuple[Any, Connection]] = []
     try:
-        if not rx.poll(60):
-            raise RuntimeError("hub did not start")
-        base: str = rx.recv()
-        port = int(base.rsplit(":", 1)[1])
+        ports: list[int] = []
+        for _i in range(point.hubs):
+            rx, tx = ctx.Pipe()
+            hub_spec = HubSpec(
+                data_dir, point.impl, duty, args.hub_max_tick, hub_cpus, redis.url if redis else None
+            )
+            hub = ctx.Process(target=_hub_main, args=(tx, hub_spec), daemon=True)
+            hub.start()
+            hubs.append((hub, rx))
+        for _hub, rx in hubs:
+            if not rx.poll(60):
+                raise RuntimeError("hub did not start")
+            base: str = rx.recv()
+            ports.append(int(base.rsplit(":", 1)[1]))
         rng = random.Random(args.seed)
-        conns: list[tuple[str, str, str, bool]] = []
+        conns: list[tuple[str, str, str, bool, int]] = []
         for ci in range(point.classes):
             cid = f"class-{ci}"
+            # Round-robin within the class: every class has riders and viewers on every hub.
             conns += [
-                (cid, f"rider-{ci}-{r}", "bike", rng.random() < args.probe_fraction)
+                (cid, f"rider-{ci}-{r}", "bike", rng.random() < args.probe_fraction, ports[r % len(ports)])
                 for r in range(point.riders_per_class)
             ]
-            conns += [(cid, f"dash-{ci}-{v}", "viewer", True) for v in range(point.viewers_per_class)]
+            conns += [
+                (cid, f"dash-{ci}-{v}", "viewer", True, ports[(ci + v) % len(ports)])
+                for v in range(point.viewers_per_class)
+            ]
         rng.shuffle(conns)
         procs = max(1, args.procs)
         t_connect = time.time()
         for i in range(procs):
-            spec = GenSpec(port, data_dir, conns[i::procs], args.rate, args.seed + i, args.rider_mode)
+            spec = GenSpec(
+                data_dir,
+                conns[i::procs],
+                args.rate,
+                args.seed + i,
+                args.rider_mode,
+                args.metrics,
+                args.publish_batch,
+            )
             parent, child = ctx.Pipe()
             p = ctx.Process(target=_gen_main, args=(child, spec, gen_cpus), daemon=True)
             p.start()
@@ -455,16 +585,19 @@ def _run_point(point: Point, args: argparse.Namespace, data_dir: str) -> dict[st
         for _p, c in gens:
             c.send((publish_start, measure_start, measure_end))
         time.sleep(max(0.0, measure_start - time.time()))
-        # The hub stamps its counters with its own clock and CPU times, so a slow answer (an overloaded
-        # hub) does not skew the rates.
-        # CPU comes from /proc on our clock (exact window even when the hub is too busy to answer quickly);
-        # counters come stamped with the hub's clock, so a late answer shifts their window but not the rates.
-        cpu0, t0 = _proc_cpu(hub.pid or 0), time.time()
-        stats0 = _hub_stats(rx)
+        # CPU comes from /proc on our clock (exact window even when a hub is too busy to answer quickly);
+        # counters come stamped with each hub's clock, so a late answer shifts their window but not the rates.
+        pids = [h.pid or 0 for h, _rx in hubs]
+        redis_pid = redis.proc.pid if redis is not None else None
+        cpu0, t0 = [_proc_cpu(pid) for pid in pids], time.time()
+        rcpu0 = _proc_cpu_s(redis_pid) if redis_pid else 0.0
+        stats0 = [_hub_stats(rx) for _h, rx in hubs]
         time.sleep(max(0.0, measure_end - time.time()))
-        cpu1, t1 = _proc_cpu(hub.pid or 0), time.time()
-        stats1 = _hub_stats(rx)
-        rss = _proc_rss_mb(hub.pid or 0)
+        cpu1, t1 = [_proc_cpu(pid) for pid in pids], time.time()
+        rcpu1 = _proc_cpu_s(redis_pid) if redis_pid else 0.0
+        stats1 = [_hub_stats(rx) for _h, rx in hubs]
+        rss = sum(_proc_rss_mb(pid) for pid in pids)
+        redis_rss = _proc_rss_mb(redis_pid) if redis_pid else None
         results: list[GenResult] = []
         for _p, c in gens:
             if not c.poll(120):
@@ -475,23 +608,45 @@ def _run_point(point: Point, args: argparse.Namespace, data_dir: str) -> dict[st
             p.join(10)
             if p.is_alive():
                 p.kill()
-        if hub.pid is not None and hub.is_alive():
-            os.kill(hub.pid, signal.SIGTERM)
-        hub.join(15)
-        if hub.is_alive():
-            hub.kill()
+        for hub, _rx in hubs:
+            if hub.pid is not None and hub.is_alive():
+                os.kill(hub.pid, signal.SIGTERM)
+        for hub, _rx in hubs:
+            hub.join(15)
+            if hub.is_alive():
+                hub.kill()
+        if redis is not None:
+            redis.stop()
     lat: list[float] = []
     for r in results:
         a = array.array("d")
         a.frombytes(r.latencies)
         lat.extend(a)
     lat.sort()
-    window = max(1e-3, stats1["ts"] - stats0["ts"])
-    user = (cpu1[0] - cpu0[0]) / (t1 - t0)
-    system = (cpu1[1] - cpu0[1]) / (t1 - t0)
+    elapsed = t1 - t0
+    per_hub_cpu = [
+        round(100 * ((c1[0] - c0[0]) + (c1[1] - c0[1])) / elapsed, 1)
+        for c0, c1 in zip(cpu0, cpu1, strict=True)
+    ]
+    user = sum(c1[0] - c0[0] for c0, c1 in zip(cpu0, cpu1, strict=True)) / elapsed
+    system = sum(c1[1] - c0[1] for c0, c1 in zip(cpu0, cpu1, strict=True)) / elapsed
     gen_cpu = sum(r.cpu_s for r in results) / args.measure
-    return {
-        "impl": point.impl,
+
+    def rate(key: str) -> float:
+        return sum(  # type: ignore[no-any-return]
+            (b[key] - a[key]) / max(1e-3, b["ts"] - a["ts"]) for a, b in zip(stats0, stats1, strict=True)
+        )
+
+    def buckets(key: str) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for a, b in zip(stats0, stats1, strict=True):
+            for k, v in _bucket_delta(a[key], b[key]).items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    out: dict[str, Any] = {
+        "impl": point.impl if not relayed else f"{point.impl}+redis-relay",
+        "hubs": point.hubs,
         "classes": point.classes,
         "riders_per_class": point.riders_per_class,
         "riders": point.riders,
@@ -503,27 +658,57 @@ def _run_point(point: Point, args: argparse.Namespace, data_dir: str) -> dict[st
             "max": round(lat[-1] * 1000, 2) if lat else None,
             "n": len(lat),
         },
-        "deliveries_per_s": round((stats1["deliveries"] - stats0["deliveries"]) / window),
-        "frames_per_s": round((stats1["frames_sent"] - stats0["frames_sent"]) / window),
-        "samples_per_s": round((stats1["samples_in"] - stats0["samples_in"]) / window),
+        "deliveries_per_s": round(rate("deliveries")),
+        "frames_per_s": round(rate("frames_sent")),
+        # Every hub applies every sample (its own riders' and, through the relay, the others'): per hub.
+        "samples_per_s": round(rate("samples_in") / point.hubs),
         "hub_cpu_pct": round(100 * (user + system), 1),
         "hub_cpu_user_pct": round(100 * user, 1),
         "hub_cpu_system_pct": round(100 * system, 1),
-        "stats_window_s": round(window, 2),
+        "stats_window_s": round(min(b["ts"] - a["ts"] for a, b in zip(stats0, stats1, strict=True)), 2),
         "hub_rss_mb": round(rss, 1),
         "loadgen_cpu_pct": round(100 * gen_cpu, 1),
         "live_over_1s": sum(r.live_over_1s for r in results),
         "non_live_records": sum(r.non_live_records for r in results),
         "connect_errors": sum(r.connect_errors for r in results),
         "disconnected_during_measure": sum(r.lost_during_measure for r in results),
-        "stalls_disconnected": stats1["stalls_disconnected"],
-        "tick_interval_s": stats1.get("tick_interval_s"),
-        "peer_skips": stats1["peer_skips"] - stats0["peer_skips"],
-        "hub_latency_le": _bucket_delta(stats0["latency_seconds_buckets"], stats1["latency_seconds_buckets"]),
-        "hub_tick_s_le": _bucket_delta(stats0["tick_seconds_buckets"], stats1["tick_seconds_buckets"]),
-        "ticks_per_s": round((stats1["ticks"] - stats0["ticks"]) / window, 1),
+        "stalls_disconnected": sum(s["stalls_disconnected"] for s in stats1),
+        "tick_interval_s": stats1[0].get("tick_interval_s")
+        if not relayed
+        else [s.get("tick_interval_s") for s in stats1],
+        "peer_skips": sum(b["peer_skips"] - a["peer_skips"] for a, b in zip(stats0, stats1, strict=True)),
+        "hub_latency_le": buckets("latency_seconds_buckets"),
+        "hub_tick_s_le": buckets("tick_seconds_buckets"),
+        "ticks_per_s": round(rate("ticks"), 1),
         "connect_s": round(connect_s, 1),
+        # Other work on this machine skews a point; the 1-minute load average at its end says how much.
+        "loadavg_1m": round(os.getloadavg()[0], 2),
     }
+    if relayed:
+        relay0 = [s.get("relay") or {} for s in stats0]
+        relay1 = [s.get("relay") or {} for s in stats1]
+
+        def relay_rate(key: str) -> float:
+            return round(  # type: ignore[no-any-return]
+                sum((b.get(key, 0) - a.get(key, 0)) for a, b in zip(relay0, relay1, strict=True)) / elapsed
+            )
+
+        out["per_hub_cpu_pct"] = per_hub_cpu
+        out["redis_cpu_pct"] = round(100 * (rcpu1 - rcpu0) / elapsed, 1)
+        out["redis_rss_mb"] = round(redis_rss or 0.0, 1)
+        out["hubs_plus_redis_cpu_pct"] = round(out["hub_cpu_pct"] + out["redis_cpu_pct"], 1)
+        out["relay"] = {
+            "messages_published_per_s": relay_rate("messages_published"),
+            "messages_received_per_s": relay_rate("messages_received"),
+            "batches_published_per_s": relay_rate("batches_published"),
+            "events_published_per_s": relay_rate("events_published"),
+            "batches_received_per_s": relay_rate("batches_received"),
+            "batches_dropped": sum(r.get("batches_dropped", 0) for r in relay1),
+            "malformed_ignored": sum(r.get("malformed_ignored", 0) for r in relay1),
+        }
+        out["relay_cpus"] = args.relay_cpus
+        out["hub_duty_each"] = duty
+    return out
 
 
 def _bucket_delta(b0: list[tuple[str, float]], b1: list[tuple[str, float]]) -> dict[str, int]:
@@ -537,13 +722,21 @@ def _ok(res: dict[str, Any]) -> bool:
 
 
 def _knee(
-    impl: str, *, start: int, hi_cap: int, steps: int, args: argparse.Namespace, data_dir: str, size: int
+    impl: str,
+    *,
+    start: int,
+    hi_cap: int,
+    steps: int,
+    args: argparse.Namespace,
+    data_dir: str,
+    size: int,
+    hubs: int = 1,
 ) -> dict[str, Any]:
     probes: list[dict[str, Any]] = []
 
     def measure(riders: int) -> bool:
         classes = max(1, riders // size)
-        res = _run_point(Point(impl, classes, size, args.viewers), args, data_dir)
+        res = _run_point(Point(impl, classes, size, args.viewers, hubs), args, data_dir)
         probes.append(res)
         return _ok(res)
 
@@ -569,7 +762,8 @@ def _knee(
             else:
                 bad = mid
     return {
-        "impl": impl,
+        "impl": impl if hubs == 1 else f"{impl}+redis-relay",
+        "hubs": hubs,
         "knee_riders": good,
         "first_failing_riders": bad,
         "capped_at_max": bad is None,
@@ -579,9 +773,28 @@ def _knee(
                 "p99_ms": p["latency_ms"]["p99"],
                 "max_ms": p["latency_ms"]["max"],
                 "hub_cpu_pct": p["hub_cpu_pct"],
+                "redis_cpu_pct": p.get("redis_cpu_pct"),
             }
             for p in probes
         ],
+    }
+
+
+def _row(r: dict[str, Any]) -> dict[str, Any]:
+    """One line of the summary table."""
+    lat = r["latency_ms"]
+    return {
+        "impl": r["impl"],
+        "hubs": r.get("hubs", 1),
+        "riders": r["riders"],
+        "p50_ms": lat["p50"],
+        "p99_ms": lat["p99"],
+        "max_ms": lat["max"],
+        "hub_cpu_pct": r["hub_cpu_pct"],
+        "redis_cpu_pct": r.get("redis_cpu_pct"),
+        "frames_per_s": r["frames_per_s"],
+        "loadgen_cpu_pct": r["loadgen_cpu_pct"],
+        "loadavg_1m": r["loadavg_1m"],
     }
 
 
@@ -595,8 +808,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _raise_nofile()
     loadavg_at_start = os.getloadavg()
     configs: list[tuple[int, int]] = []
-    for item in args.configs.split(","):
-        c, _, r = item.strip().partition("x")
+    for item in filter(None, (x.strip() for x in args.configs.split(","))):
+        c, _, r = item.partition("x")
         configs.append((int(c), int(r or CLASS_SIZE_DEFAULT)))
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     size = configs[-1][1] if configs else CLASS_SIZE_DEFAULT
@@ -627,6 +840,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     },
                 }
             )
+        relay_runs: list[dict[str, Any]] = []
+        for item in filter(None, (x.strip() for x in args.relay_configs.split(","))):
+            c, _, r = item.partition("x")
+            classes, per = int(c), int(r or CLASS_SIZE_DEFAULT)
+            res = _run_point(
+                Point("coalescing", classes, per, args.viewers, max(2, args.hubs)), args, data_dir
+            )
+            relay_runs.append(res)
+            single = {x["impl"]: x for x in runs if x["riders"] == res["riders"]}
+            if single:
+                sco, snv = single.get("coalescing"), single.get("naive")
+                comparison.append(
+                    {
+                        "riders": res["riders"],
+                        "relay_over_coalescing": None
+                        if sco is None
+                        else {
+                            "p50": _ratio(res["latency_ms"]["p50"], sco["latency_ms"]["p50"]),
+                            "p99": _ratio(res["latency_ms"]["p99"], sco["latency_ms"]["p99"]),
+                            "max": _ratio(res["latency_ms"]["max"], sco["latency_ms"]["max"]),
+                            "cpu_incl_redis": _ratio(res["hubs_plus_redis_cpu_pct"], sco["hub_cpu_pct"]),
+                        },
+                        "naive_over_relay": None
+                        if snv is None
+                        else {
+                            "p99": _ratio(snv["latency_ms"]["p99"], res["latency_ms"]["p99"]),
+                            "max": _ratio(snv["latency_ms"]["max"], res["latency_ms"]["max"]),
+                        },
+                    }
+                )
+        runs += relay_runs
         out: dict[str, Any] = {
             # Other work on the machine skews every number here; the load average says how much there was.
             "machine": {"cpus": os.cpu_count(), "nofile_limit": nofile, "loadavg_at_start": loadavg_at_start},
@@ -637,9 +881,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "loadgen_procs": args.procs,
                 "probe_fraction": args.probe_fraction,
                 "viewers_per_class": args.viewers,
+                "metrics_per_sample": args.metrics,
+                "publish_batch": args.publish_batch,
                 "pinned": args.pin,
                 "hub_duty": args.hub_duty,
                 "hub_max_tick_s": args.hub_max_tick,
+                "relay_hubs": max(2, args.hubs),
+                "relay_cpus": args.relay_cpus,
             },
             "runs": runs,
             "comparison": comparison,
@@ -665,6 +913,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     size=size,
                 ),
             }
+        if args.relay_knee:
+            out.setdefault("knee", {})["relay"] = _knee(
+                "coalescing",
+                start=args.relay_knee_start,
+                hi_cap=knee_max,
+                steps=args.knee_steps,
+                args=args,
+                data_dir=data_dir,
+                size=size,
+                hubs=max(2, args.hubs),
+            )
+        out["table"] = [_row(r) for r in runs]
         target = next((r for r in runs if r["impl"] == "coalescing" and r["riders"] == 2000), None)
         if target is not None:
             lat = target["latency_ms"]

@@ -31,6 +31,15 @@ class HubConfig:
     max_msg_bytes: int = 64 * 1024
     # "coalescing" (the real hub) or "naive" (the benchmark's baseline: every sample to every peer at once).
     impl: str = "coalescing"
+    # Multi-process fan-out: hubs given the same Redis URL share their classes (engine/live/redis_relay.py).
+    relay_url: str | None = None
+    # Each hub re-announces the riders connected to it this often, which repairs joins and leaves lost to
+    # a broker outage; another hub's riders are dropped when nothing was heard from it for `relay_expire_s`.
+    relay_roster_s: float = 5.0
+    relay_expire_s: float = 15.0
+    # Events this hub accepted wait at most this long before going to the other hubs, all classes in one
+    # message: short next to the fan-out tick, long enough to put many samples in each PUBLISH.
+    relay_flush_s: float = 0.01
 
     def leaderboard_interval(self, class_id: str) -> float:
         return self.leaderboard_s_by_class.get(class_id, self.leaderboard_s)

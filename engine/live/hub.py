@@ -23,7 +23,7 @@ from aiohttp import web
 from engine.live.config import HubConfig
 from engine.live.fanout import ClassFanout, Peer, Plan
 from engine.live.metrics import HubStats
-from engine.live.relay import Relay
+from engine.live.relay import Join, Leave, Relay, RelayEvent, Roster
 from engine.live.wire import InboundEvent, SampleIn
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,12 @@ class Hub(HubBase):
         self._wake = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._relay = relay
-        self._outbox: dict[str, list[InboundEvent]] = {}
+        self._outbox: dict[str, list[RelayEvent]] = {}
+        self._flush: asyncio.TimerHandle | None = None
+        # Riders that other hub processes hold: class -> origin -> devices, and when each origin was last
+        # heard from about each class (its rosters keep that fresh).
+        self._remote: dict[str, dict[str, set[str]]] = {}
+        self._heard: dict[tuple[str, str], float] = {}
         self.tick_interval = self.config.min_tick_s
 
     def _class(self, class_id: str) -> ClassFanout:
@@ -186,31 +191,120 @@ class Hub(HubBase):
         if self._count_publisher(class_id, device, +1) == 1:
             self._class(class_id).slots.join(device, time.time())
             self._mark(class_id)
+            self._relay_event(class_id, Join(device))
             log.info("rider joined", extra={"class_id": class_id, "device": device})
 
     def rider_leave(self, class_id: str, device: str) -> None:
         if self._count_publisher(class_id, device, -1) == 0:
-            fan = self.classes.get(class_id)
-            if fan is not None:
-                fan.slots.leave(device, time.time())
-                self._mark(class_id)
+            self._relay_event(class_id, Leave(device))
+            # The rider stays present while another hub process still holds one of its connections.
+            if not self._held_remotely(class_id, device):
+                self._leave(class_id, device)
             log.info("rider left", extra={"class_id": class_id, "device": device})
 
     async def publish(self, class_id: str, event: InboundEvent) -> None:
-        self.apply(class_id, event)
-        if self._relay is not None:
-            self._outbox.setdefault(class_id, []).append(event)
+        if self.apply(class_id, event):
+            self._relay_event(class_id, event)
 
-    def apply(self, class_id: str, event: InboundEvent) -> None:
+    def apply(self, class_id: str, event: InboundEvent) -> bool:
         if self._class(class_id).slots.apply(event, time.time()):
             if isinstance(event, SampleIn):
                 self.stats.samples_in += 1
             self._mark(class_id)
+            return True
+        return False
 
-    def deliver_remote(self, class_id: str, events: Sequence[InboundEvent]) -> None:
-        """Events another hub process accepted (through the relay)."""
+    def _join(self, class_id: str, device: str, now: float) -> None:
+        slots = self._class(class_id).slots
+        slot = slots.riders.get(device)
+        if slot is None or not slot.present:
+            slots.join(device, now)
+            self._mark(class_id)
+
+    def _leave(self, class_id: str, device: str) -> None:
+        fan = self.classes.get(class_id)
+        if fan is not None:
+            fan.slots.leave(device, time.time())
+            self._mark(class_id)
+
+    # --- the relay (several hub processes sharing classes) ----------------------------------------------
+
+    def _relay_event(self, class_id: str, event: RelayEvent) -> None:
+        if self._relay is not None:
+            self._outbox.setdefault(class_id, []).append(event)
+            if self._flush is None:
+                # Not on the fan-out tick: that stretches under load, and a remote peer would then wait for
+                # this hub's tick and its own hub's tick in a row. A short fixed window still makes one
+                # message of many samples.
+                self._flush = asyncio.get_running_loop().call_later(
+                    self.config.relay_flush_s, self._flush_relay
+                )
+
+    def _flush_relay(self) -> None:
+        self._flush = None
+        outbox, self._outbox = self._outbox, {}
+        if self._relay is not None:
+            for class_id, events in outbox.items():
+                self._relay.publish(class_id, events)
+
+    def _held_remotely(self, class_id: str, device: str) -> bool:
+        return any(device in held for held in self._remote.get(class_id, {}).values())
+
+    def _release(self, class_id: str, origin: str, device: str) -> None:
+        """`origin` no longer holds `device`: it leaves unless someone else (or this process) holds it."""
+        held = self._remote.get(class_id, {}).get(origin)
+        if held is not None:
+            held.discard(device)
+        if (class_id, device) not in self._publishers and not self._held_remotely(class_id, device):
+            self._leave(class_id, device)
+
+    def deliver_remote(self, class_id: str, origin: str, events: Sequence[RelayEvent]) -> None:
+        """A batch another hub process published through the relay."""
+        now = time.time()
+        self._heard[(class_id, origin)] = now
+        held = self._remote.setdefault(class_id, {}).setdefault(origin, set())
         for event in events:
-            self.apply(class_id, event)
+            if isinstance(event, Join):
+                held.add(event.device)
+                self._join(class_id, event.device, now)
+            elif isinstance(event, Leave):
+                self._release(class_id, origin, event.device)
+            elif isinstance(event, Roster):
+                devices = set(event.devices)
+                for device in held - devices:
+                    self._release(class_id, origin, device)
+                for device in devices - held:
+                    held.add(device)
+                    self._join(class_id, device, now)
+            else:
+                # A sample from a rider whose join this process missed (it started later, or the broker
+                # dropped it) still means that hub holds the rider.
+                held.add(event.device)
+                self.apply(class_id, event)
+
+    def _relay_housekeeping(self, now: float) -> None:
+        """Announce this process's riders; forget the riders of hubs not heard from (crashed, cut off)."""
+        if self._relay is None:
+            return
+        rosters: dict[str, list[str]] = {}
+        for class_id, device in self._publishers:
+            rosters.setdefault(class_id, []).append(device)
+        for class_id, devices in rosters.items():
+            self._relay_event(class_id, Roster(tuple(sorted(devices))))
+        expire = self.config.relay_expire_s
+        for (class_id, origin), heard in list(self._heard.items()):
+            if now - heard <= expire:
+                continue
+            del self._heard[(class_id, origin)]
+            origins = self._remote.get(class_id, {})
+            for device in list(origins.get(origin, ())):
+                self._release(class_id, origin, device)
+            origins.pop(origin, None)
+            if not origins:
+                self._remote.pop(class_id, None)
+            log.warning(
+                "relay: no news from a hub, its riders left", extra={"class_id": class_id, "origin": origin}
+            )
 
     def _maybe_forget(self, class_id: str) -> None:
         fan = self.classes.get(class_id)
@@ -221,13 +315,27 @@ class Hub(HubBase):
     # --- the loops ----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            tg.create_task(self._tick_loop(), name="live-tick")
-            tg.create_task(self._sweep_loop(), name="live-sweep")
-            tg.create_task(self._leaderboard_loop(), name="live-leaderboard")
-            if self._relay is not None:
-                tg.create_task(self._relay.run(self.deliver_remote), name="live-relay")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._tick_loop(), name="live-tick")
+                tg.create_task(self._sweep_loop(), name="live-sweep")
+                tg.create_task(self._leaderboard_loop(), name="live-leaderboard")
+                if self._relay is not None:
+                    tg.create_task(self._relay.run(self.deliver_remote), name="live-relay")
+        finally:
+            if self._flush is not None:
+                self._flush.cancel()
+                self._flush = None
+
+    def relay_stats(self) -> dict[str, object] | None:
+        stats = getattr(self._relay, "stats", None)
+        to_json = getattr(stats, "to_json", None)
+        if not callable(to_json):
+            return None
+        out: dict[str, object] = to_json()
+        out["remote_riders"] = sum(len(h) for c in self._remote.values() for h in c.values())
+        return out
 
     async def _tick_loop(self) -> None:
         cfg = self.config
@@ -281,12 +389,6 @@ class Hub(HubBase):
             fan.slots.superseded = 0
             if fan.behind:
                 self._dirty.add(class_id)
-            if self._relay is not None and class_id in self._outbox:
-                self._send_relay(class_id, self._outbox.pop(class_id))
-
-    def _send_relay(self, class_id: str, events: list[InboundEvent]) -> None:
-        if self._tg is not None and self._relay is not None:
-            self._tg.create_task(self._relay.publish(class_id, events))
 
     def _execute(self, plan: Plan) -> None:
         stats = self.stats
@@ -312,9 +414,13 @@ class Hub(HubBase):
 
     async def _sweep_loop(self) -> None:
         forget_after = self.config.stall_limit_s + 5.0
+        roster_due = 0.0
         while True:
             await asyncio.sleep(self.config.sweep_s)
             now = time.time()
+            if now >= roster_due:
+                roster_due = now + self.config.relay_roster_s
+                self._relay_housekeeping(now)
             for class_id, fan in list(self.classes.items()):
                 if fan.slots.sweep(now, forget_after):
                     self._mark(class_id)

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from engine.live.wire import METRIC_KEYS, reading_message, state_message
+from engine.live.wire import BATCH_PROTOCOL, MAX_BATCH, METRIC_KEYS, reading_message, state_message
 from engine.readings import Kind, Reading, SensorSource, SourceItem
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ def backoff_delay(
 class PublisherStats:
     offered: int = 0
     sent: int = 0
+    messages: int = 0  # WebSocket messages carrying `sent` readings (several per message when batched)
     superseded: int = 0  # replaced in the slot before it could be sent
     dropped_offline: int = 0
     connects: int = 0
@@ -128,6 +129,7 @@ class LivePublisher:
                         heartbeat=self.heartbeat_s,
                         autoping=True,
                         compress=0,
+                        protocols=(BATCH_PROTOCOL,),
                     ) as ws:
                         attempt = 0
                         self.stats.connects += 1
@@ -176,19 +178,24 @@ class LivePublisher:
             sender.cancel()
 
     async def _send_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        # A hub that selected the batch protocol takes every pending reading in one message (one message's
+        # overhead on both ends instead of one per metric); an older hub gets one object per message.
+        batch = MAX_BATCH if ws.protocol == BATCH_PROTOCOL else 1
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                key = next(iter(self._pending))
-                msg = self._pending.pop(key)
+                keys = list(self._pending)[:batch]
+                msgs = [self._pending.pop(k) for k in keys]
+                payload = msgs[0] if len(msgs) == 1 else "[" + ",".join(msgs) + "]"
                 try:
-                    await ws.send_str(msg)
+                    await ws.send_str(payload)
                 except (ConnectionError, RuntimeError, aiohttp.ClientError):
                     # The reader sees the same dead link and ends the session; reconnecting is run()'s job.
                     await ws.close()
                     return
-                self.stats.sent += 1
+                self.stats.sent += len(msgs)
+                self.stats.messages += 1
 
 
 def _retry_after(value: str | None) -> float | None:

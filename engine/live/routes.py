@@ -31,7 +31,7 @@ from engine.live.hub import CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_TOKEN_EXPIR
 from engine.live.metrics import HubCollector
 from engine.live.naive import NaiveHub
 from engine.live.relay import Relay
-from engine.live.wire import WireError, parse_inbound
+from engine.live.wire import BATCH_PROTOCOL, WireError, parse_inbound_batch
 from engine.server.keys import KEYRING, REGISTRY
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,9 @@ async def class_ws(request: web.Request) -> web.StreamResponse:
     if transport is None:
         return _error(400, "no_transport", "connection already closed")
 
-    ws = web.WebSocketResponse(compress=False, max_msg_size=config.max_msg_bytes, heartbeat=20.0)
+    ws = web.WebSocketResponse(
+        compress=False, max_msg_size=config.max_msg_bytes, heartbeat=20.0, protocols=(BATCH_PROTOCOL,)
+    )
     await ws.prepare(request)
     assert isinstance(transport, asyncio.Transport)
     conn = Connection(ws, transport, config)
@@ -131,13 +133,14 @@ async def _read_messages(
             await conn.close(CLOSE_FORBIDDEN, "this connection may only subscribe")
             return
         try:
-            event = parse_inbound(msg.data, claims.device, time.time())
+            events = parse_inbound_batch(msg.data, claims.device, time.time())
         except WireError as exc:
             hub.stats.malformed_closed += 1
             log.info("closing on bad message", extra={"device": claims.device, "reason": str(exc)})
             await conn.close(exc.code, str(exc))
             return
-        await hub.publish(class_id, event)
+        for event in events:
+            await hub.publish(class_id, event)
 
 
 async def class_snapshot(request: web.Request) -> web.Response:
@@ -177,12 +180,19 @@ async def stats(request: web.Request) -> web.Response:
     if isinstance(hub, Hub):
         out["classes"] = len(hub.classes)
         out["tick_interval_s"] = round(hub.tick_interval, 4)
+        relay = hub.relay_stats()
+        if relay is not None:
+            out["relay"] = relay
     return web.json_response(out)
 
 
 def setup_live(app: web.Application, config: HubConfig | None = None, relay: Relay | None = None) -> None:
     """Register the class hub on `app` (which must already hold KEYRING and REGISTRY)."""
     cfg = config or HubConfig()
+    if relay is None and cfg.relay_url and cfg.impl != "naive":
+        from engine.live.redis_relay import RedisRelay
+
+        relay = RedisRelay(cfg.relay_url)
     hub: LiveHub = NaiveHub(cfg) if cfg.impl == "naive" else Hub(cfg, relay)
     app[HUB] = hub
     app[HUB_CONFIG] = cfg

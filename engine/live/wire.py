@@ -28,6 +28,11 @@ METRIC_KEYS: dict[str, str] = {
 # A sensor clock may run slightly ahead of the hub's; further than this is a broken or hostile sender.
 MAX_FUTURE_S = 5.0
 MAX_VALUE = 100_000.0
+# Messages in one publisher batch (a JSON array); a bike has a handful of metrics, so this is generous.
+MAX_BATCH = 32
+# The WebSocket subprotocol under which a hub accepts batches; a publisher sends arrays only when the hub
+# selected it, so a new publisher still talks to an old hub (one object per message).
+BATCH_PROTOCOL = "ridesync-live.2"
 _CONTACTS = frozenset(c.value for c in Contact)
 
 
@@ -86,14 +91,33 @@ def _metric(obj: dict[str, object]) -> str:
     return METRIC_KEYS[kind]
 
 
-def parse_inbound(data: str | bytes, device: str, now: float) -> InboundEvent:
-    """Parse one publisher message. `device` is the token's device: a message naming another is refused."""
+def _load(data: str | bytes) -> object:
     if len(data) > 64 * 1024:
         raise WireError("message too large", code=1009)
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise WireError("message is not JSON") from exc
+
+
+def parse_inbound(data: str | bytes, device: str, now: float) -> InboundEvent:
+    """Parse one publisher message. `device` is the token's device: a message naming another is refused."""
+    return _parse_obj(_load(data), device, now)
+
+
+def parse_inbound_batch(data: str | bytes, device: str, now: float) -> list[InboundEvent]:
+    """A message that is one object, or (protocol `ridesync-live.2`) an array of 1..MAX_BATCH objects: a
+    publisher with several readings pending sends them in one WebSocket message, which costs the hub one
+    message's overhead instead of several. Any bad member refuses the whole message."""
+    obj = _load(data)
+    if isinstance(obj, list):
+        if not 1 <= len(obj) <= MAX_BATCH:
+            raise WireError(f"a batch holds 1 to {MAX_BATCH} messages")
+        return [_parse_obj(item, device, now) for item in obj]
+    return [_parse_obj(obj, device, now)]
+
+
+def _parse_obj(obj: object, device: str, now: float) -> InboundEvent:
     if not isinstance(obj, dict):
         raise WireError("message is not a JSON object")
     claimed = obj.get("device", device)

@@ -21,7 +21,7 @@ async def test_rider_on_one_hub_reaches_viewer_on_another(
             await bike.send_str(sample(seq, hr=100.0 + seq))
         await dash.wait_for(lambda v: (v.hr("bike-a") or {}).get("seq") == 3)
         assert dash.hr("bike-a")["v"] == 103.0  # type: ignore[index]
-    # Batches go out per class per tick, not per sample.
-    assert 1 <= relay_a.batches_published <= 3
+    # One batch per class per 10 ms flush window, not one per sample (the join and a roster may add one each).
+    assert 1 <= relay_a.batches_published <= 5
     assert relay_b.batches_published == 0  # hub B's own riders published nothing
     await bike.close()

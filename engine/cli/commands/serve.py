@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--stall-limit", type=float, default=10.0, metavar="S", help="disconnect a peer stalled this long"
     )
     p.add_argument("--hub", choices=["coalescing", "naive"], default="coalescing", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--relay", default=None, metavar="URL", help="share classes with other hubs via redis://HOST:PORT"
+    )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(handler=_serve)
 
@@ -66,6 +69,8 @@ def _serve(args: argparse.Namespace) -> int:
     ):
         if not v > 0:
             raise CliError(f"{name} must be positive")
+    if args.relay is not None and not args.relay.startswith(("redis://", "rediss://", "unix://")):
+        raise CliError(f"--relay wants a redis://HOST:PORT URL, got {args.relay!r}")
     logs.configure(args.log_level)
     hub = HubConfig(
         stale_after_s=args.stale_after,
@@ -73,6 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
         leaderboard_s_by_class=per_class,
         stall_limit_s=args.stall_limit,
         impl=args.hub,
+        relay_url=args.relay,
     )
     config = ServerConfig(
         data_dir=Path(args.data) if args.data else default_data_dir(), host=args.host, port=args.port, hub=hub
