@@ -48,6 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from engine import logs
+    from engine.backend.routes import setup_backend
     from engine.cli.main import CliError
     from engine.cli.output import emit
     from engine.dashboard.routes import setup_dashboard
@@ -87,7 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(
             serve(
                 config,
-                extra_setup=[setup_dashboard],
+                extra_setup=[setup_backend, setup_dashboard],
                 on_listening=lambda url: emit(
                     {"event": "listening", "url": url, "data_dir": str(config.data_dir)}
                 ),

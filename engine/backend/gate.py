@@ -1,0 +1,165 @@
+"""The backend's gate for incoming sync messages: one connection's sync of one document.
+
+Checks, before anything reaches the replica's document (DESIGN §4):
+1. the message is applied to a staging copy of the document, and the changes it adds are listed;
+2. counters are refused; the device must pass `policy.may_write` for the document in the ride's phase;
+3. every new change's actor must be unbound (then bound to this device: trust on first use) or bound to
+   this same device;
+4. shared document only: every key the message adds must be one the schema lets this device add:
+   `edit.<actor hex>.<n>` under one of the message's own actors and naming the connection's device and
+   role (otherwise an app could write an edit claiming `"role": "backend"` and outrank everyone in the
+   policy), a well-formed `doc.<id>` index entry of this ride, or the header (`schema`, `kind`,
+   `ride_id` with their fixed values); no existing key may change or disappear.
+Only then is the staging copy merged into the document (and persisted). Reason codes label metrics.
+
+Why a staging copy per connection and document, kept across messages, rather than a fork per message (as
+`ReplicaStore.receive_sync_gated` does): Automerge queues a received change whose dependencies it lacks
+(the sync protocol's Bloom filter has false positives, so a peer may skip a change it wrongly believes we
+have). A per-message fork throws that queue away; the backend then asks again for the change it cannot
+apply, the peer sends it again, and the two loop forever (seen under load in tests/backend). The staging
+copy keeps the queue until the missing dependency arrives. It lives only while an exchange is in
+progress: once there is nothing left to say it is dropped, and the next message starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from engine.crdt import ChangeInfo, CrdtDecodeError, CrdtDoc, CrdtPanic, SyncSession
+from engine.ride import policy, schema
+from engine.ride.schema import DocKind, DocRef, Role
+from engine.store import ReplicaStore
+
+_EDIT_KEY = re.compile(r"^edit\.([0-9a-f]{2,64})\.([1-9][0-9]{0,9})$")
+_FIXED = {"schema": schema.SCHEMA_VERSION, "kind": DocKind.SHARED.value}
+
+
+@dataclass(frozen=True, slots=True)
+class GateOutcome:
+    accepted: bool
+    new_changes: tuple[ChangeInfo, ...] = ()
+    reason: str = ""
+    code: str = ""  # metrics label: actor | not_allowed | counter | content | garbage | panic
+
+
+class StagedSync:
+    """One connection's Automerge sync of one document of the store, gated (see the module docstring)."""
+
+    def __init__(self, store: ReplicaStore, doc_id: str) -> None:
+        self.store = store
+        self.doc_id = doc_id
+        self.session = SyncSession()
+        self._staging: CrdtDoc | None = None
+        self._merged: list[bytes] = []  # the document's heads last merged into the staging copy
+
+    def _stage(self) -> CrdtDoc:
+        """The staging copy, holding everything the document holds (plus changes queued for deps)."""
+        real = self.store.doc(self.doc_id)
+        heads = real.heads()
+        try:
+            if self._staging is None:
+                self._staging = real.fork()
+            elif heads != self._merged:
+                self._staging.merge(real)
+        except CrdtPanic:
+            # The replica's own document panicked: reload it from disk, as the store does for its calls.
+            self.store.reload()
+            raise
+        self._merged = heads
+        return self._staging
+
+    def generate(self) -> bytes | None:
+        message = self.session.generate(self._stage())
+        if message is None:
+            # In sync: no change can be waiting for a dependency, so the copy can go.
+            self._staging = None
+        return message
+
+    def receive(self, data: bytes, *, device: str, role: Role) -> GateOutcome:
+        """Apply one sync message if the gate allows it; on rejection nothing changed (drop this object)."""
+        try:
+            return self._receive(data, device=device, role=role)
+        except CrdtDecodeError as exc:
+            return GateOutcome(False, reason=f"garbage sync data: {exc}", code="garbage")
+        except CrdtPanic as exc:
+            return GateOutcome(False, reason=f"the message made Automerge panic: {exc}", code="panic")
+
+    def _receive(self, data: bytes, *, device: str, role: Role) -> GateOutcome:
+        store = self.store
+        ref = store.ref(self.doc_id)
+        phase = store.phase(ref.ride_id)
+        staging = self._stage()
+        real = store.doc(self.doc_id)
+        old = real.heads()
+        self.session.receive(staging, data)
+        new = tuple(staging.changes_since(old))
+        if not new:
+            return GateOutcome(True)
+        if staging.counters_since(old):
+            return GateOutcome(False, new, "counters are not allowed (DESIGN §8)", "counter")
+        if not policy.may_write(ref, device, role, phase):
+            reason = (
+                f"{role.value} {device} may not write {ref.kind.value} document {ref.doc_id} "
+                f"in phase {phase.label}"
+            )
+            return GateOutcome(False, new, reason, "not_allowed")
+        actors = sorted({c.actor for c in new})
+        for actor in actors:
+            owner = store.actor_owner(actor)
+            if owner is not None and owner[0] != device:
+                reason = f"actor {actor.hex()} belongs to {owner[1].value} {owner[0]}, not {device}"
+                return GateOutcome(False, new, reason, "actor")
+        if ref.kind is DocKind.SHARED:
+            problem = shared_content_problem(
+                ref, real, staging, actors={a.hex() for a in actors}, device=device, role=role
+            )
+            if problem is not None:
+                return GateOutcome(False, new, problem, "content")
+        for actor in actors:
+            store.bind_actor(actor, device, role)
+        self._merged = store.merge_remote(self.doc_id, staging)
+        return GateOutcome(True, new)
+
+
+def shared_content_problem(
+    ref: DocRef, old: CrdtDoc, new: CrdtDoc, *, actors: set[str], device: str, role: Role
+) -> str | None:
+    """Why the keys `new` adds to the shared document `old` are not this device's to add, or None."""
+    before = old.items()
+    after = new.items()
+    for key in sorted(before):
+        if key not in after:
+            return f"shared key {key!r} was deleted"
+        if after[key] != before[key]:
+            return f"shared key {key!r} was overwritten (shared keys are written once)"
+    for key in sorted(set(after) - set(before)):
+        value = after[key]
+        if value is None:
+            return f"shared key {key!r} is not a scalar (JS clients: write an ImmutableString)"
+        if key in _FIXED:
+            if value != _FIXED[key]:
+                return f"shared key {key!r} must be {_FIXED[key]!r}"
+        elif key == "ride_id":
+            if value != ref.ride_id:
+                return f"shared key 'ride_id' must be {ref.ride_id!r}"
+        elif key.startswith(schema.DOC_PREFIX):
+            obj = schema.loads_object(value)
+            entry = schema.parse_doc_ref(ref.ride_id, obj) if obj is not None else None
+            if entry is None or entry.doc_id != key[len(schema.DOC_PREFIX) :]:
+                return f"shared key {key!r} is not a valid index entry of ride {ref.ride_id}"
+        else:
+            match = _EDIT_KEY.match(key)
+            if match is None:
+                return f"shared key {key!r} is not allowed (only edit.<actor>.<n>, doc.<id> and the header)"
+            if match.group(1) not in actors:
+                return f"edit {key!r} is not under the actor that wrote it"
+            obj = schema.loads_object(value)
+            if obj is None:
+                return f"edit {key!r} is not a JSON object"
+            if obj.get("device") != device or obj.get("role") != role.value:
+                return (
+                    f"edit {key!r} claims {obj.get('role')!r} {obj.get('device')!r}, "
+                    f"but was written by {role.value} {device}"
+                )
+    return None

@@ -1,0 +1,41 @@
+"""The backend's Prometheus metrics, on the application's own registry (`app[REGISTRY]`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class BackendMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sync_seconds = Histogram(
+            "ridesync_sync_message_seconds",
+            "Time to gate, merge, persist and answer one incoming sync message",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+        self.sync_bytes = Counter(
+            "ridesync_sync_bytes", "WebSocket sync bytes", ["direction"], registry=registry
+        )
+        self.gate_rejects = Counter(
+            "ridesync_sync_gate_rejects", "Sync messages refused by the gate", ["reason"], registry=registry
+        )
+        self.connections = Gauge("ridesync_sync_connections", "Open sync connections", registry=registry)
+        self.open_rides = Gauge(
+            "ridesync_sync_open_rides", "Rides with at least one device connected", registry=registry
+        )
+        self.closes = Counter(
+            "ridesync_sync_closes", "Sync connections closed by the server", ["code"], registry=registry
+        )
+        self.finalized = Counter("ridesync_rides_finalized", "Rides finalized", registry=registry)
+        self.end_events = Counter(
+            "ridesync_ride_end_requests", "POST /v1/rides/{id}/end outcomes", ["outcome"], registry=registry
+        )
+        self.http = Counter(
+            "ridesync_backend_http_requests", "Ride API requests", ["route", "status"], registry=registry
+        )
+        self.rate_limited = Counter(
+            "ridesync_rate_limited", "Requests answered 429", ["kind"], registry=registry
+        )
+        self.auth_failures = Counter(
+            "ridesync_auth_failures", "Requests refused for their token", ["code"], registry=registry
+        )

@@ -1,0 +1,115 @@
+"""The documents one sync connection may see and write: a `DocumentProvider` (engine/sync/session.py)
+backed by the backend's replica store.
+
+Visibility: a document the backend holds is known to the peer if its ride is readable by the token
+(auth.may_read). A document the backend lacks is known only if it is one the peer may create: the shared
+document or the peer's own document of a ride the connection named (`?ride=`). Everything else is
+`doc-unavailable`, so ids are not probeable beyond the peer's own rides.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from engine.backend import gate
+from engine.backend.service import Backend, Peer, hex_id
+from engine.ride import schema
+from engine.ride.schema import DocRef, Role
+from engine.sync.session import Applied, Rejected, SyncOutcome
+
+log = logging.getLogger(__name__)
+
+
+class RideDocuments:
+    def __init__(
+        self,
+        backend: Backend,
+        peer: Peer,
+        *,
+        device: str,
+        role: Role,
+        rides: frozenset[str],
+        may_read: Callable[[str], bool],
+    ) -> None:
+        self.backend = backend
+        self.peer = peer
+        self.device = device
+        self.role = role
+        self.may_read = may_read
+        self.sessions: dict[str, gate.StagedSync] = {}  # by hex id
+        self.rides_open: set[str] = set()
+        self.documents_open: set[str] = set()  # automerge-repo ids
+        self.rejection: str | None = None
+        creatable: list[DocRef] = []
+        if role is not Role.VIEWER:
+            for ride in sorted(rides):
+                creatable.append(schema.shared_ref(ride))
+                own = schema.own_ref(ride, device, role)
+                if own is not None:
+                    creatable.append(own)
+        self._creatable = {ref.doc_id: ref for ref in creatable}
+
+    def _ref(self, doc_id: str) -> DocRef | None:
+        hexid = hex_id(doc_id)
+        if hexid is None:
+            return None
+        store = self.backend.store
+        if store.has_doc(hexid):
+            ref = store.ref(hexid)
+            return ref if self.may_read(ref.ride_id) else None
+        return self._creatable.get(hexid)
+
+    # -- DocumentProvider -----------------------------------------------------------------------------
+
+    def is_known(self, doc_id: str) -> bool:
+        return self._ref(doc_id) is not None
+
+    def open(self, doc_id: str) -> None:
+        ref = self._ref(doc_id)
+        assert ref is not None, "open() follows is_known()"
+        self.backend.store.ensure_doc(ref)
+        self.sessions[ref.doc_id] = gate.StagedSync(self.backend.store, ref.doc_id)
+        self.documents_open.add(doc_id)
+        self.backend.subscribe(doc_id, self.peer)
+        if ref.ride_id not in self.rides_open:
+            self.rides_open.add(ref.ride_id)
+            self.backend.ride_opened(ref.ride_id)
+
+    def receive_sync(self, doc_id: str, data: bytes) -> SyncOutcome:
+        hexid = hex_id(doc_id)
+        assert hexid is not None and hexid in self.sessions
+        backend = self.backend
+        started = time.perf_counter()
+        ref = backend.store.ref(hexid)
+        outcome = self.sessions[hexid].receive(data, device=self.device, role=self.role)
+        if not outcome.accepted:
+            backend.metrics.gate_rejects.labels(outcome.code).inc()
+            # The connection is closed by the session; its sync states must not be reused either.
+            self.sessions.clear()
+            self.rejection = outcome.reason
+            log.warning(
+                "sync message rejected",
+                extra={
+                    "ride_id": ref.ride_id,
+                    "doc_id": hexid,
+                    "kind": ref.kind.value,
+                    "device": self.device,
+                    "role": self.role.value,
+                    "reason": outcome.reason,
+                    "code": outcome.code,
+                    "changes": len(outcome.new_changes),
+                },
+            )
+            backend.gate_rejected(ref.ride_id, self.device, self.role, outcome.reason)
+            return Rejected(outcome.reason)
+        if outcome.new_changes:
+            backend.ride_changed(ref.ride_id, self.device, self.peer)
+        backend.metrics.sync_seconds.observe(time.perf_counter() - started)
+        return Applied(changed=bool(outcome.new_changes))
+
+    def generate_sync(self, doc_id: str) -> bytes | None:
+        hexid = hex_id(doc_id)
+        staged = self.sessions.get(hexid) if hexid is not None else None
+        return None if staged is None else staged.generate()

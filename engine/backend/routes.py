@@ -1,0 +1,67 @@
+"""`setup_backend`: the durable lane on the backend application (an `extra_setup` for
+engine.server.app.build_app): `GET /v1/sync` (WebSocket) and the `/v1/rides` API."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from engine.backend.config import BackendConfig
+from engine.backend.http import add_routes
+from engine.backend.metrics import BackendMetrics
+from engine.backend.ratelimit import RateLimiter
+from engine.backend.service import Backend
+from engine.backend.state import BACKEND, BackendState
+from engine.backend.ws import sync_endpoint
+from engine.server.app import Setup
+from engine.server.keys import DATA_DIR, REGISTRY
+from engine.sync.session import CLOSE_NORMAL
+
+GOING_AWAY = 1001
+
+
+def make_setup(config: BackendConfig | None = None) -> Setup:
+    def setup(app: web.Application) -> None:
+        cfg = config if config is not None else BackendConfig.from_env()
+        metrics = BackendMetrics(app[REGISTRY])
+        state = BackendState(cfg, metrics, RateLimiter(cfg.rate_per_s, cfg.burst))
+        app[BACKEND] = state
+
+        async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+            state.backend = Backend(app[DATA_DIR], cfg, metrics)
+            try:
+                yield
+            finally:
+                backend, state.backend = state.backend, None
+                backend.close()
+
+        async def on_shutdown(app: web.Application) -> None:
+            # Peers get a close frame (1001) before the store closes under them.
+            backend = state.backend
+            if backend is None:
+                return
+            for peer in list(backend.peers):
+                ws = getattr(peer, "ws", None)
+                if isinstance(ws, web.WebSocketResponse) and not ws.closed:
+                    with contextlib.suppress(Exception):
+                        await ws.close(code=GOING_AWAY, message=b"server shutting down")
+
+        async def sync(request: web.Request) -> web.StreamResponse:
+            return await sync_endpoint(request, state)
+
+        app.cleanup_ctx.append(lifecycle)
+        app.on_shutdown.append(on_shutdown)
+        app.router.add_get("/v1/sync", sync)
+        add_routes(app)
+
+    return setup
+
+
+def setup_backend(app: web.Application) -> None:
+    """The default setup, limits from the environment (README.md)."""
+    make_setup()(app)
+
+
+__all__ = ["CLOSE_NORMAL", "make_setup", "setup_backend"]

@@ -1,0 +1,185 @@
+"""`ridesync ride`: a bike replica. Records from sensors, works offline, syncs when it can (DESIGN §9).
+
+With --json, every line is a JSON object: sync state changes (`{"event": "sync", "state", "reason",
+"unacked_samples"}`, e.g. "syncing 1,800 samples"), the end post, and last the summary
+`{"ride_id", "samples_recorded", "sync_state", "sync_reason", "end_events_counted", ...}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "ride",
+        help="run a bike replica: record from sensors, sync with the backend, end the ride",
+        description=(
+            "Record a ride on this bike: one sample per ride second from --hr and/or --serial, durable on "
+            "arrival, synced to --backend whenever it is reachable. --duration and --speed are in ride "
+            "time: --duration 1800 --speed 60 records a 30-minute ride in 30 s. At the end (or on Ctrl-C) "
+            "the ride is ended and the command waits, bounded by --sync-timeout, until the backend holds "
+            "it all. Running again with the same --data and --ride-id resumes the ride."
+        ),
+    )
+    p.add_argument("--backend", required=True, metavar="URL", help="backend, e.g. http://127.0.0.1:8750")
+    p.add_argument(
+        "--token", required=True, metavar="T", help="bike token (`ridesync token issue --role bike`)"
+    )
+    p.add_argument("--hr", metavar="sim|ADDRESS|NAME", help="heart-rate strap")
+    p.add_argument("--serial", metavar="sim|PORT", help="serial bike or cadence sensor")
+    p.add_argument("--protocol", choices=["peloton", "line"], default="peloton")
+    p.add_argument("--mode", choices=["listen", "poll"], default="poll", help="Peloton bus mode")
+    p.add_argument("--ride-id", default=None, metavar="ID", help="default: <device>-<unix time>")
+    p.add_argument("--class", dest="class_id", default=None, metavar="C", help="also publish live to class C")
+    p.add_argument(
+        "--duration", type=float, default=None, metavar="S", help="ride seconds; default: until Ctrl-C"
+    )
+    p.add_argument("--speed", type=float, default=1.0, metavar="X", help="simulation speed-up (ride time)")
+    p.add_argument("--data", default=None, metavar="DIR", help="data dir ($RIDESYNC_DATA or ./ridesync-data)")
+    p.add_argument("--sync-timeout", type=float, default=60.0, metavar="S", help="wait this long at the end")
+    p.add_argument("--retry-cap", type=float, default=30.0, metavar="S", help="longest reconnect backoff")
+    p.add_argument("--heartbeat", type=float, default=2.0, metavar="S", help="WebSocket ping interval")
+    p.add_argument("--fold-interval", type=float, default=10.0, metavar="S", help=argparse.SUPPRESS)
+    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--json", action="store_true", help="JSON lines: sync events, then the summary")
+    p.set_defaults(handler=_ride)
+
+
+def _ride(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from engine import logs
+    from engine.auth.tokens import TokenError
+    from engine.cli.main import CliError
+    from engine.device.bike import BikeOptions
+    from engine.device.identity import token_claims
+    from engine.ride import schema
+    from engine.server.config import default_data_dir
+
+    try:
+        claims = token_claims(args.token)
+    except TokenError as exc:
+        raise CliError(f"--token: {exc}") from exc
+    if claims.role.value != "bike":
+        raise CliError(f"--token is a {claims.role.value} token; `ridesync ride` needs a bike token")
+    if not args.hr and not args.serial:
+        raise CliError("give --hr and/or --serial (e.g. --hr sim)")
+    for name, value in (("--speed", args.speed), ("--sync-timeout", args.sync_timeout)):
+        if not value > 0:
+            raise CliError(f"{name} must be positive")
+    if args.duration is not None and not args.duration > 0:
+        raise CliError("--duration must be positive")
+    if not (args.retry_cap > 0 and args.heartbeat > 0 and args.fold_interval > 0):
+        raise CliError("--retry-cap, --heartbeat and --fold-interval must be positive")
+    ride_id = args.ride_id or f"{claims.device}-{int(time.time())}"
+    try:
+        schema.check_ride_id(ride_id)
+    except ValueError as exc:
+        raise CliError(f"--ride-id: {exc}") from exc
+    logs.configure(args.log_level)
+    options = BikeOptions(
+        backend=args.backend,
+        token=args.token,
+        device=claims.device,
+        ride_id=ride_id,
+        data_root=Path(args.data) if args.data else default_data_dir(),
+        sensors=_sensor_opener(args),
+        class_id=args.class_id,
+        duration_s=args.duration,
+        speed=args.speed,
+        fold_interval_s=args.fold_interval,
+        retry_cap_s=args.retry_cap,
+        heartbeat_s=args.heartbeat,
+        sync_timeout_s=args.sync_timeout,
+        on_event=_printer(args.json),
+    )
+    summary = _run(options)
+    _printer(args.json, final=True)(summary)
+    return 0 if summary.get("sync_state") == "reconciled" else 1
+
+
+def _sensor_opener(args: argparse.Namespace) -> Any:
+    """The composition root wires the adapters in: the engine never imports them."""
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    from engine.readings import SensorSource
+
+    @contextlib.asynccontextmanager
+    async def open_sensors() -> AsyncIterator[list[SensorSource]]:
+        async with contextlib.AsyncExitStack() as stack:
+            sources: list[SensorSource] = []
+            if args.hr:
+                from adapters.ble.factory import open_hr_sources
+
+                sources += await stack.enter_async_context(open_hr_sources(args.hr, speed=args.speed))
+            if args.serial:
+                from adapters.serial.factory import open_serial_sources
+
+                sources += await stack.enter_async_context(
+                    open_serial_sources(args.serial, protocol=args.protocol, mode=args.mode, speed=args.speed)
+                )
+            yield sources
+
+    return open_sensors
+
+
+def _printer(as_json: bool, final: bool = False) -> Any:
+    import sys
+
+    from engine.cli.output import emit
+
+    def show(obj: dict[str, Any]) -> None:
+        if as_json or final:
+            emit(obj)
+        elif obj.get("event") == "sync":
+            print(f"[{obj['ride_id']}] {obj['state']}: {obj['reason']}", file=sys.stderr, flush=True)
+        else:
+            print(f"{obj.get('event')}: {obj}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _run(options: Any) -> dict[str, Any]:
+    """Run the ride; the first Ctrl-C (or SIGTERM) ends it cleanly, a second one aborts."""
+    import asyncio
+    import contextlib
+    import signal
+
+    from adapters.ble.factory import HrSpecError
+    from adapters.serial.factory import SpecError
+    from engine.cli.main import CliError
+    from engine.device.bike import BikeRide
+    from engine.store import StoreError
+
+    async def main() -> dict[str, Any]:
+        try:
+            bike = BikeRide(options)
+        except StoreError as exc:
+            raise CliError(str(exc)) from exc
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_signal() -> None:
+            if bike.stop.is_set():
+                task.cancel()
+            bike.stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, on_signal)
+        try:
+            return await bike.run()
+        except asyncio.CancelledError:
+            return {**bike.summary(), "aborted": True}
+        finally:
+            bike.close()
+
+    try:
+        return asyncio.run(main())
+    except (HrSpecError, SpecError) as exc:
+        raise CliError(str(exc)) from exc

@@ -1,0 +1,1 @@
+"""The device side of sync: the bike and app replicas, their sync client and sync state (issue 6)."""

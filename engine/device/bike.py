@@ -1,0 +1,249 @@
+"""The bike replica: sensors → 1 Hz samples → the durable store → sync in the background.
+
+Lifecycle (`BikeRide.run`), every task in one TaskGroup:
+- sensors are opened and pumped into a `SampleBuilder` (and the live publisher, with a class);
+- the recorder takes one sample per ride second, appends it (durable on return: it survives kill -9) and
+  folds every `fold_interval_s` of ride time, then tells the sync client, which never holds it up;
+- at `--duration` (ride seconds) or on stop (Ctrl-C/SIGTERM) the ride ends: the end claim is written
+  locally, `POST /v1/rides/{id}/end` is sent with the ride's logical idempotency key (retried), and the
+  runner waits, bounded, for the backend to acknowledge everything (and to finalize);
+- a restart with the same data dir and ride id resumes: the store replays its raw log, recording goes on
+  at the next seq, and an ended ride is only synced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from engine.device.common import own_doc, replica_dir, ride_summary
+from engine.device.connection import DeviceSync
+from engine.device.end_event import EndResult, post_ride_end
+from engine.device.sampler import RideClock, SampleBuilder
+from engine.device.status import SyncEvent
+from engine.readings import SensorSource, SourceItem
+from engine.ride.schema import Phase, Role
+from engine.store import ReplicaStore
+from engine.sync.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def _no_sensors() -> AsyncIterator[list[SensorSource]]:
+    yield []
+
+
+@dataclass(slots=True)
+class BikeOptions:
+    backend: str
+    token: str
+    device: str
+    ride_id: str
+    data_root: Path
+    class_id: str | None = None
+    duration_s: float | None = None  # ride seconds; None = until stopped
+    speed: float = 1.0
+    fold_interval_s: float = 10.0
+    retry_cap_s: float = 30.0
+    heartbeat_s: float = 2.0
+    sync_timeout_s: float = 60.0
+    on_event: Callable[[dict[str, Any]], None] | None = None
+    # Opens the sensors; wired in by the composition root (engine/cli/commands/ride.py), since the engine
+    # never imports the adapters.
+    sensors: Callable[[], AbstractAsyncContextManager[list[SensorSource]]] = _no_sensors
+
+
+class BikeRide:
+    def __init__(self, options: BikeOptions) -> None:
+        self.o = options
+        self.clock = RideClock(speed=options.speed)
+        # The store's clock is the ride clock: folds happen every 10 s of *ride* time, as on a real bike.
+        self.store = ReplicaStore(
+            replica_dir(options.data_root, Role.BIKE, options.device),
+            device_id=options.device,
+            role=Role.BIKE,
+            fold_interval_s=options.fold_interval_s,
+            clock=self.clock.now,
+        )
+        self.builder = SampleBuilder()
+        self.sync = DeviceSync(
+            self.store,
+            options.backend,
+            options.token,
+            backoff=Backoff(base=min(0.5, options.retry_cap_s), cap=options.retry_cap_s),
+            heartbeat_s=options.heartbeat_s,
+            on_event=self._sync_event,
+        )
+        self.stop = asyncio.Event()
+        self.recorded_this_run = 0
+        self.resumed = False
+        self.end: EndResult | None = None
+
+    def _emit(self, obj: dict[str, Any]) -> None:
+        if self.o.on_event is not None:
+            self.o.on_event(obj)
+
+    def _sync_event(self, event: SyncEvent) -> None:
+        self._emit(event.to_json())
+
+    def close(self) -> None:
+        self.store.close()
+
+    async def run(self) -> dict[str, Any]:
+        ride_id = self.o.ride_id
+        store = self.store
+        first_seq = store.next_seq(ride_id) if ride_id in store.rides() else 0
+        store.start_ride(ride_id)
+        mine = own_doc(store, ride_id)
+        ended = mine is not None and mine.ended is not None
+        if first_seq > 0 or ended:
+            self.resumed = True
+            last_t = max((s.t for s in mine.samples), default=None) if mine is not None else None
+            if last_t is not None:
+                # Ride time goes on after the last recorded second, never back over it.
+                self.clock.rebase(max(time.time(), last_t + 1.0))
+        self._emit(
+            {
+                "event": "ride",
+                "ride_id": ride_id,
+                "device": store.device_id,
+                "resumed": self.resumed,
+                "next_seq": first_seq,
+                "ended": ended,
+                "recovery": {
+                    "raw_replayed": store.recovery.raw_replayed,
+                    "problems": store.recovery.problems,
+                },
+            }
+        )
+        self.sync.track(ride_id)
+        async with asyncio.TaskGroup() as tg:
+            sync_task = tg.create_task(self.sync.run(), name="device sync")
+            background = [sync_task]
+            if not ended:
+                async with self.o.sensors() as sources:
+                    publisher = None
+                    if self.o.class_id is not None:
+                        from engine.live.publisher import LivePublisher
+
+                        publisher = LivePublisher(self.o.backend, self.o.token, self.o.class_id)
+                        background.append(tg.create_task(publisher.run(), name="live publisher"))
+                    pumps = [
+                        tg.create_task(self._pump(s, publisher), name=f"sensor {s.source_id}")
+                        for s in sources
+                    ]
+                    try:
+                        await self._record(first_seq)
+                    finally:
+                        for pump in pumps:
+                            pump.cancel()
+                        await asyncio.gather(*pumps, return_exceptions=True)
+                self._end_locally()
+            async with aiohttp.ClientSession() as http:
+                self.end = await self._post_end(http)
+            await self._await_reconciled()
+            for task in background:
+                task.cancel()
+        return self.summary()
+
+    # ---- recording --------------------------------------------------------------------------------------
+
+    async def _pump(self, source: SensorSource, publisher: Any) -> None:
+        async for item in source.stream():
+            self._offer(item)
+            if publisher is not None:
+                publisher.offer(item)
+
+    def _offer(self, item: SourceItem) -> None:
+        self.builder.offer(item, time.monotonic())
+
+    async def _record(self, first_seq: int) -> None:
+        """One sample per ride second until the duration is reached or the ride is stopped."""
+        ride_id = self.o.ride_id
+        store = self.store
+        seq = first_seq
+        start_t = self.clock.now()
+        stop_wait = asyncio.ensure_future(self.stop.wait())
+        try:
+            while self.o.duration_s is None or seq < self.o.duration_s:
+                due = start_t + (seq - first_seq)
+                delay = self.clock.wall_delay(due)
+                if delay > 0:
+                    await asyncio.wait([stop_wait], timeout=delay)
+                if self.stop.is_set():
+                    break
+                store.append_sample(ride_id, self.builder.take(seq, due, time.monotonic()))
+                self.recorded_this_run += 1
+                seq += 1
+                if store.maybe_fold(ride_id):
+                    self.sync.notify(ride_id)
+        finally:
+            stop_wait.cancel()
+
+    def _end_locally(self) -> None:
+        ride_id = self.o.ride_id
+        self.store.fold(ride_id)
+        mine = own_doc(self.store, ride_id)
+        samples = mine.samples if mine is not None else ()
+        span = (max(s.t for s in samples) - min(s.t for s in samples) + 1.0) if samples else 0.0
+        self.store.end_ride(ride_id, duration_s=span)
+        self.sync.notify(ride_id)
+        self._emit({"event": "ride_ended", "ride_id": ride_id, "samples": self.store.next_seq(ride_id)})
+
+    async def _post_end(self, http: aiohttp.ClientSession) -> EndResult:
+        mine = own_doc(self.store, self.o.ride_id)
+        claim = mine.ended if mine is not None else None
+        body: dict[str, Any] = {"device": self.store.device_id, "role": Role.BIKE.value}
+        if claim is not None:
+            body.update(
+                {
+                    "t": claim.t,
+                    "last_seq": claim.last_seq,
+                    "count": claim.count,
+                    "duration_s": claim.duration_s,
+                }
+            )
+        result = await post_ride_end(
+            http,
+            self.o.backend,
+            self.o.token,
+            self.o.ride_id,
+            body,
+            backoff=Backoff(base=min(0.5, self.o.retry_cap_s), cap=self.o.retry_cap_s),
+            deadline_s=self.o.sync_timeout_s,
+        )
+        self._emit({"event": "end_posted", "ride_id": self.o.ride_id, **result.to_json()})
+        return result
+
+    async def _await_reconciled(self) -> None:
+        ride_id = self.o.ride_id
+
+        def done() -> bool:
+            return self.sync.reconciled(ride_id) and self.store.phase(ride_id) is Phase.FINALIZED
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.o.sync_timeout_s):
+                await self.sync.wait_for(done)
+
+    def summary(self) -> dict[str, Any]:
+        ride_id = self.o.ride_id
+        self.sync.tracker.refresh(ride_id, force=True)
+        self.sync.tracker.flush()
+        out = ride_summary(self.store, ride_id)
+        out["samples_recorded"] = self.store.next_seq(ride_id)
+        out["recorded_this_run"] = self.recorded_this_run
+        out["resumed"] = self.resumed
+        out["sync_connects"] = self.sync.connects
+        out["sync_last_error"] = self.sync.last_error
+        out["end_post"] = self.end.to_json() if self.end is not None else None
+        return out

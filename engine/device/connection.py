@@ -1,0 +1,343 @@
+"""The device sync client: one WebSocket to the backend, reconnected for ever, never in recording's way.
+
+`DeviceSync.run()` owns the connection (cancel it to stop; the socket is closed on the way out):
+- connect with aiohttp (`compress=15`: permessage-deflate, since Python sends changes uncompressed;
+  `heartbeat`: a ping every couple of seconds, so a dead link, such as a partition that swallows packets,
+  is noticed within a few seconds rather than at the next TCP timeout);
+- speak automerge-repo's protocol through the sans-I/O `ClientSession`, one fresh sync state per document
+  and connection;
+- after any failure wait `Backoff` (full jitter, capped), at least the server's `Retry-After`.
+
+Recording never waits on any of this: the runner writes to the store and calls `notify(ride)`, which only
+sets a flag. Sync state per ride is kept by `SyncTracker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from engine.device import session as cs
+from engine.device.status import SyncEvent, SyncTracker
+from engine.device.store_docs import StoreDocuments, to_hex, to_wire
+from engine.ride import schema
+from engine.ride.schema import DocKind
+from engine.store import ReplicaStore
+from engine.sync import wire
+from engine.sync.backoff import Attempts, Backoff, classify_exception
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEARTBEAT_S = 2.0
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+SYNC_PATH = "/v1/sync"
+
+
+def sync_url(backend: str) -> str:
+    """`http://host:port` → `ws://host:port/v1/sync`; a ws:// or wss:// URL with a path is used as given."""
+    parts = urlsplit(backend)
+    if parts.scheme in ("ws", "wss") and parts.path not in ("", "/"):
+        return backend
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss") or not parts.netloc:
+        raise ValueError(f"backend URL must be http(s):// or ws(s)://host:port, got {backend!r}")
+    return urlunsplit((scheme, parts.netloc, SYNC_PATH, "", ""))
+
+
+class DeviceSync:
+    def __init__(
+        self,
+        store: ReplicaStore,
+        backend: str,
+        token: str,
+        *,
+        peer: str = "backend",
+        backoff: Backoff | None = None,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        on_event: Callable[[SyncEvent], None] | None = None,
+        on_remote_change: Callable[[str], None] | None = None,
+        on_ack: Callable[[str], None] | None = None,
+        rng: random.Random | None = None,
+        max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.store = store
+        self._sleep = sleep  # injectable, so tests see the backoff decisions without waiting them out
+        self.url = sync_url(backend)
+        self.token = token
+        self.backoff = backoff if backoff is not None else Backoff()
+        self.heartbeat_s = heartbeat_s
+        self.connect_timeout_s = connect_timeout_s
+        self.on_remote_change = on_remote_change
+        self.on_ack = on_ack  # called with the store's doc id on every acknowledgement (benchmarks)
+        self.max_message_bytes = max_message_bytes
+        self.tracker = SyncTracker(store, peer, on_event)
+        self.attempts = Attempts(self.backoff, rng)
+        self.peer_id = f"{store.device_id}-{secrets.token_hex(4)}"
+        self.connected = asyncio.Event()
+        self.connects = 0
+        self.last_error = ""
+        self.delays: deque[float] = deque(maxlen=100)  # recent reconnect delays, for tests and diagnostics
+        self._changed = asyncio.Event()  # a tracker state or a document changed: waiters re-check
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._session: cs.ClientSession | None = None
+        self._conn_rides: frozenset[str] = frozenset()
+        self._settled: set[str] = set()  # documents the backend acknowledged on this connection
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+
+    # ---- the recording side: never blocks -------------------------------------------------------------
+
+    def track(self, ride_id: str) -> None:
+        self.tracker.track(ride_id)
+        self.notify(ride_id)
+
+    def notify(self, ride_id: str) -> None:
+        """This replica changed the ride's documents (a fold, a claim, an edit): offer the changes."""
+        self._dirty.add(ride_id)
+        self._wake.set()
+        self.tracker.refresh(ride_id)
+        self._pulse()
+
+    def reconciled(self, ride_id: str) -> bool:
+        return self.tracker.is_reconciled(ride_id)
+
+    def settled_on_this_connection(self, ride_id: str) -> bool:
+        """The backend acknowledged every document of the ride on the current connection.
+
+        `reconciled` alone may rest on heads acknowledged in an earlier run; a replica that reads others'
+        changes (the app) needs one fresh exchange to know it holds what the backend holds now.
+        """
+        refs = self.store.ride_refs(ride_id)
+        return bool(refs) and all(to_wire(r.doc_id) in self._settled for r in refs)
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Wait until `predicate()` holds; re-checked after every sync event and document change."""
+        while not predicate():
+            changed = self._changed
+            await changed.wait()
+
+    def _pulse(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # ---- the network side -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.tracker.flush()
+
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            while True:
+                retry_after: float | None = None
+                retryable = True
+                try:
+                    await self._connect_once(http)
+                    reason = self.last_error or "connection closed"
+                except aiohttp.WSServerHandshakeError as exc:
+                    decision = classify_exception(
+                        aiohttp.ClientResponseError(
+                            exc.request_info, exc.history, status=exc.status, headers=exc.headers
+                        ),
+                        datetime.now(UTC),
+                    )
+                    retry_after, retryable = decision.retry_after, decision.retry
+                    reason = f"backend refused the connection (HTTP {exc.status})"
+                except (aiohttp.ClientError, OSError, TimeoutError, EOFError) as exc:
+                    reason = (
+                        f"backend unreachable ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
+                    )
+                except Exception as exc:
+                    # A bug or a store problem in one session must not end syncing, let alone recording.
+                    log.exception("sync session failed", extra={"url": self.url})
+                    reason = f"sync error ({type(exc).__name__}: {exc})"
+                finally:
+                    self._disconnected()
+                # A refusal that retrying cannot fix (a bad token) still gets retried, at the cap, so a
+                # fixed backend finds the device again; the reason says what is wrong.
+                delay = self.backoff.cap if not retryable else self.attempts.next_delay(retry_after)
+                if retry_after is not None:
+                    delay = max(delay, retry_after)
+                self.last_error = reason
+                self.tracker.set_online(False, f"{reason}; retrying in {delay:.1f} s")
+                self._pulse()
+                log.info(
+                    "sync reconnecting", extra={"url": self.url, "delay_s": round(delay, 3), "reason": reason}
+                )
+                self.delays.append(delay)
+                await self._sleep(delay)
+
+    async def _connect_once(self, http: aiohttp.ClientSession) -> None:
+        self.last_error = ""
+        # The backend admits a connection to the rides it names (engine/backend/README.md).
+        self._conn_rides = frozenset(self.tracker.rides)
+        async with asyncio.timeout(self.connect_timeout_s):
+            ws = await http.ws_connect(
+                self.url,
+                params=[("ride", r) for r in sorted(self._conn_rides)],
+                headers={"Authorization": f"Bearer {self.token}"},
+                heartbeat=self.heartbeat_s,
+                compress=15,
+                max_msg_size=self.max_message_bytes,
+            )
+        self._ws = ws
+        try:
+            await self._run_session(ws)
+        finally:
+            self._ws = None
+            await ws.close()
+
+    def _settle(self, doc_id: str) -> None:
+        """The backend holds `doc_id` as we do, on this connection; a shared document's ride may go on."""
+        if doc_id not in self._settled:
+            self._settled.add(doc_id)
+            self._dirty.add(self.store.ref(to_hex(doc_id)).ride_id)
+            self._wake.set()
+
+    def _disconnected(self) -> None:
+        self.connected.clear()
+        self._session = None
+
+    async def _run_session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._settled = set()
+        session = cs.ClientSession(
+            peer_id=self.peer_id,
+            documents=StoreDocuments(self.store),
+            max_message_bytes=self.max_message_bytes,
+        )
+        self._session = session
+        send_lock = asyncio.Lock()
+        refused = False
+
+        async def apply(effects: list[cs.Effect]) -> None:
+            nonlocal refused
+            for effect in effects:
+                match effect:
+                    case cs.Send(frame):
+                        try:
+                            async with send_lock:
+                                await ws.send_bytes(frame)
+                        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+                            # Whichever task hits the dead link first ends the session for both.
+                            self.last_error = self.last_error or f"connection lost ({type(exc).__name__})"
+                            await ws.close()
+                            return
+                    case cs.Close(code, reason):
+                        self.last_error = self.last_error or reason
+                        await ws.close(code=code, message=reason.encode())
+                    case cs.Joined():
+                        self.connects += 1
+                        self.connected.set()
+                        self.tracker.set_online(True)
+                        self._dirty.update(self.tracker.rides)
+                        self._wake.set()
+                    case cs.Acknowledged(doc_id, heads):
+                        self._settle(doc_id)
+                        self.tracker.acknowledged(to_hex(doc_id), heads)
+                        if self.on_ack is not None:
+                            self.on_ack(to_hex(doc_id))
+                        self._pulse()
+                    case cs.Changed(doc_id):
+                        doc_hex = to_hex(doc_id)
+                        ride_id = self.store.ref(doc_hex).ride_id
+                        # The shared document indexes the others: a new entry is a new document to sync.
+                        self._dirty.add(ride_id)
+                        self._wake.set()
+                        if self.on_remote_change is not None:
+                            self.on_remote_change(ride_id)
+                        self.tracker.refresh(ride_id)
+                        self._pulse()
+                    case cs.Unavailable(doc_id):
+                        doc_hex = to_hex(doc_id)
+                        ride_id = self.store.ref(doc_hex).ride_id
+                        if not self.store.heads(doc_hex):
+                            # Neither side has anything of it (say, the backend has not written yet).
+                            self._settle(doc_id)
+                            self.tracker.acknowledged(doc_hex, ())
+                        else:
+                            self.tracker.refused(ride_id, f"it does not accept document {doc_hex}")
+                        self._pulse()
+                    case cs.ServerError(message):
+                        refused = True
+                        self.last_error = f"backend error: {message}"
+                        for ride_id in self.tracker.rides:
+                            self.tracker.refused(ride_id, message)
+                        self._pulse()
+
+        await apply(session.connect())
+        async with asyncio.TaskGroup() as tg:
+            pusher = tg.create_task(self._push(session, apply))
+            try:
+                async with asyncio.timeout(self.connect_timeout_s) as joined_deadline:
+                    async for msg in ws:
+                        if msg.type is aiohttp.WSMsgType.BINARY:
+                            await apply(session.receive(msg.data))
+                        else:
+                            await apply(session.fail(f"unexpected {msg.type.name} frame"))
+                        if session.state is cs.ClientState.JOINED:
+                            joined_deadline.reschedule(None)
+                        if session.state is cs.ClientState.CLOSED:
+                            break
+            except (ConnectionError, aiohttp.ClientError) as exc:
+                self.last_error = f"connection lost ({type(exc).__name__})"
+            finally:
+                pusher.cancel()
+        if isinstance(ws.exception(), aiohttp.ServerTimeoutError):
+            self.last_error = f"no answer to the heartbeat within {self.heartbeat_s / 2:g} s"
+        if session.state is cs.ClientState.JOINED and not refused:
+            # The link was fine until it dropped: the next reconnect starts from the shortest delay.
+            self.attempts.succeeded()
+        if not self.last_error:
+            err = ws.exception()
+            code = ws.close_code
+            if err is not None:
+                self.last_error = (
+                    f"connection lost ({type(err).__name__}{': ' + str(err) if str(err) else ''})"
+                )
+            else:
+                self.last_error = (
+                    f"connection closed (code {code})" if code is not None else "connection lost"
+                )
+
+    async def _push(
+        self, session: cs.ClientSession, apply: Callable[[list[cs.Effect]], Awaitable[None]]
+    ) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if session.state is not cs.ClientState.JOINED:
+                continue
+            if not set(self.tracker.rides) <= self._conn_rides and self._ws is not None:
+                # The connection names its rides on the upgrade: reconnect to add the new one.
+                self.last_error = "reconnecting to add a ride"
+                await self._ws.close()
+                return
+            rides, self._dirty = self._dirty, set()
+            for ride_id in rides:
+                refs = self.store.ride_refs(ride_id)
+                for ref in refs:
+                    self.store.ensure_doc(ref)
+                shared = to_wire(schema.shared_ref(ride_id).doc_id)
+                if shared not in self._settled:
+                    # The shared document first, the rest once the backend holds it: a device's own document
+                    # can carry the end claim that lets the backend finalize, and after that the gate refuses
+                    # this device's shared changes for good, even ones made long before.
+                    refs = [r for r in refs if r.kind is DocKind.SHARED]
+                wire_ids = [to_wire(r.doc_id) for r in refs]
+                known = [d for d in wire_ids if d in session.opened]
+                effects = session.open_documents(wire_ids)
+                for doc_id in known:
+                    effects += session.local_change(doc_id)
+                await apply(effects)
