@@ -29,9 +29,15 @@ class RideDirectory:
         self._by_class: dict[str, dict[str, RideEntry]] = {}
 
     def register(self, class_id: str, device: str, ride_id: str, name: str | None = None) -> RideEntry:
-        """A device's current ride in a class; a newer ride replaces the older one for that device."""
-        entry = RideEntry(ride_id, class_id, device, name)
+        """A device's current ride in a class; a newer ride replaces the older one for that device.
+
+        Registering the same ride again without a name keeps the name it had: the backend registers a
+        bike's ride when it connects, and knows no display name.
+        """
         old = self._by_class.setdefault(class_id, {}).get(device)
+        if name is None and old is not None and old.ride_id == ride_id:
+            name = old.name
+        entry = RideEntry(ride_id, class_id, device, name)
         if old is not None:
             self._by_ride.pop(old.ride_id, None)
         self._by_class[class_id][device] = entry

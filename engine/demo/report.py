@@ -1,9 +1,9 @@
 """The demo's end-of-run JSON report (`ridesync demo --json`).
 
 Live lane: per rider, what each sensor delivered, what the publisher sent, and what a viewer of the class
-received. Durable lane: `reconciliation_report(riders)` is the seam for the per-ride reconciliation report
-(samples on the bike vs the backend, end events counted, final phase, sync state; DESIGN §9). The durable
-lane is not built yet, so it says so instead of inventing numbers.
+received. Durable lane: `reconciliation_report(riders)`, per ride, samples on the bike vs the backend,
+lost and duplicated samples, end events counted, final phase and sync state (DESIGN §9), from what
+`DemoSession.end_rides` recorded; a ride whose outcome was never recorded says so rather than guessing.
 """
 
 from __future__ import annotations
@@ -11,19 +11,61 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-from engine.demo.session import DemoSession, Rider
+from engine.demo.session import DemoSession, DurableOutcome, Rider
 
-DURABLE_LANE = "not yet built"
+NOT_ENDED = "rides not ended (the demo stopped before end_rides)"
+NO_DURABLE_LANE = "off (DemoConfig.durable_lane=False)"
+
+
+def ride_reconciliation(device: str, outcome: DurableOutcome) -> dict[str, object]:
+    """One ride: the bike's own document against the same document on the backend, by sample seq.
+
+    `lost`: seqs the bike recorded that the backend does not hold; `duplicated`: extra copies of a seq on
+    the backend. Phase, end events and sync state are the backend's (`GET /v1/rides/{id}`)."""
+    bike = outcome.bike_seqs
+    backend = outcome.backend_seqs if outcome.backend_seqs is not None else []
+    view = outcome.backend_view or {}
+    summary = outcome.bike_summary
+    return {
+        "device": device,
+        "samples_bike": len(bike),
+        "samples_backend": len(backend),
+        "backend_samples_with": dict(outcome.backend_with),
+        "lost": len(set(bike) - set(backend)),
+        "duplicated": len(backend) - len(set(backend)),
+        "end_events_counted": view.get("end_events_counted"),
+        "phase": view.get("phase"),
+        "sync_state": view.get("sync_state"),
+        "sync_reason": view.get("sync_reason"),
+        "bike_sync_state": summary.get("sync_state"),
+        "bike_sync_reason": summary.get("sync_reason"),
+        "sync_connects": summary.get("sync_connects"),
+        "finished_in_time": outcome.finished,
+        **({"error": summary["error"]} if "error" in summary else {}),
+    }
 
 
 def reconciliation_report(riders: Sequence[Rider]) -> dict[str, dict[str, object]]:
-    """Per ride id: how the ride reconciled between the bike replica and the backend.
+    """Per ride id: how the ride reconciled between the bike replica and the backend."""
+    out: dict[str, dict[str, object]] = {}
+    for r in riders:
+        if r.replica is None:
+            out[r.ride_id] = {"device": r.spec.device, "durable_lane": NO_DURABLE_LANE}
+        elif r.outcome is None:
+            out[r.ride_id] = {"device": r.spec.device, "durable_lane": NOT_ENDED}
+        else:
+            out[r.ride_id] = ride_reconciliation(r.spec.device, r.outcome)
+    return out
 
-    Once bike replicas sync over the durable lane, this fills each entry from the backend's
-    `GET /v1/rides/{id}` and the bike's own summary: `samples_bike`, `samples_backend`, `lost`,
-    `duplicated`, `end_events_counted`, `phase`, `sync_state`.
-    """
-    return {r.ride_id: {"device": r.spec.device, "durable_lane": DURABLE_LANE} for r in riders}
+
+def durable_summary(reconciliation: dict[str, dict[str, object]]) -> dict[str, int]:
+    rides = reconciliation.values()
+    return {
+        "rides": len(reconciliation),
+        "reconciled": sum(1 for r in rides if r.get("sync_state") == "reconciled"),
+        "lost": sum(int(v) for r in rides if isinstance(v := r.get("lost"), int)),
+        "duplicated": sum(int(v) for r in rides if isinstance(v := r.get("duplicated"), int)),
+    }
 
 
 def percentiles_ms(values: Sequence[float]) -> dict[str, float | int | None]:
@@ -66,6 +108,7 @@ def rider_report(session: DemoSession, rider: Rider) -> dict[str, object]:
 
 
 def demo_report(session: DemoSession, latencies_s: Sequence[float] = ()) -> dict[str, object]:
+    reconciliation = reconciliation_report(session.riders)
     return {
         "report": "demo",
         "class": session.config.class_id,
@@ -79,7 +122,7 @@ def demo_report(session: DemoSession, latencies_s: Sequence[float] = ()) -> dict
         },
         # Sensor timestamp (host receipt of the notification) -> a class viewer's receipt, heart rate only.
         "live_latency_hr": percentiles_ms(latencies_s),
-        "durable_lane": DURABLE_LANE,
-        "reconciliation": reconciliation_report(session.riders),
+        "durable_lane": durable_summary(reconciliation),
+        "reconciliation": reconciliation,
         "chaos": "not yet built",
     }

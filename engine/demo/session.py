@@ -1,11 +1,15 @@
-"""Running the demo: the backend in-process, tokens, and per rider a live publisher fed by its sensors.
+"""Running the demo: the backend in-process, tokens, and per rider both lanes fed by its sensors.
 
     async with running_demo(DemoConfig(riders=8, speed=10), rig) as demo:
         print(demo.dashboard_url)
         await asyncio.sleep(60)
+        await demo.end_rides()  # the durable lane: end every ride, wait (bounded) until reconciled
 
-Everything long-running belongs to one TaskGroup inside the context; leaving it cancels the publishers,
-pumps and the monitor, closes the sensors (the rig's ptys and radio), then shuts the server down.
+Per rider, the same readings go to a `LivePublisher` (live lane, to the class hub) and to a bike replica
+(`engine.device.bike.BikeRide`, durable lane: its own store under DATA/replicas/, synced to the in-process
+backend). Everything long-running belongs to one TaskGroup inside the context; leaving it cancels the
+publishers, replicas, pumps and the monitor, closes the sensors (the rig's ptys and radio) and the
+replicas' stores, then shuts the server down.
 """
 
 from __future__ import annotations
@@ -20,16 +24,22 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 from aiohttp import web
 
 from engine.auth.tokens import KeyRing, Role
+from engine.backend.routes import setup_backend
+from engine.backend.state import BACKEND
 from engine.dashboard.directory import RIDES
 from engine.dashboard.routes import setup_dashboard
 from engine.demo.monitor import ClassMonitor, OnValue
 from engine.demo.roster import RiderSpec, make_roster
 from engine.demo.sensors import RiderSensors, SensorRig
+from engine.device.bike import BikeOptions, BikeRide
+from engine.device.common import own_doc
 from engine.live.config import HubConfig
 from engine.live.publisher import LivePublisher
 from engine.live.wire import METRIC_KEYS
@@ -57,6 +67,12 @@ class DemoConfig:
     seed: int = 2026
     start_at_s: int = 0  # join the class this many (simulated) seconds in: past the warm-up, say
     token_ttl_s: float = 7 * 86400.0
+    # The durable lane: the bike replicas' bounded wait at the end (end POST, then reconciliation), and
+    # their reconnect backoff cap (a class is short: 5 s rather than a bike's 30).
+    sync_timeout_s: float = 30.0
+    retry_cap_s: float = 5.0
+    # False: the live lane only, no backend sync endpoint (a test serving its own /v1/rides stand-in).
+    durable_lane: bool = True
 
 
 @dataclass(slots=True)
@@ -87,14 +103,30 @@ class SensorCounters:
 
 
 @dataclass(slots=True)
+class DurableOutcome:
+    """What the durable lane ended with for one ride: the bike's view and the backend's."""
+
+    bike_summary: dict[str, Any]  # BikeRide.summary(): sync state, phase, end post, ...
+    bike_seqs: list[int]  # sample seqs in the bike's own document
+    backend_seqs: list[int] | None  # the same document as the backend holds it (None: never arrived)
+    # Of those backend samples, how many carry a heart rate / a cadence: the readings really got there.
+    backend_with: dict[str, int]
+    backend_view: dict[str, Any] | None  # GET /v1/rides/{id} with the rider's token (None: unreachable)
+    finished: bool  # the replica's run returned within the bound (else it was cancelled)
+
+
+@dataclass(slots=True)
 class Rider:
     spec: RiderSpec
     ride_id: str
     token: str
     sensors: RiderSensors
     publisher: LivePublisher
+    replica: BikeRide | None
     hr: SensorCounters = field(default_factory=SensorCounters)
     bike: SensorCounters = field(default_factory=SensorCounters)
+    ride_task: asyncio.Task[dict[str, Any]] | None = None
+    outcome: DurableOutcome | None = None
 
     @property
     def reconnects(self) -> int:
@@ -125,14 +157,65 @@ class DemoSession:
                 return rider
         raise KeyError(device)
 
+    async def end_rides(self) -> None:
+        """End every rider's ride on its bike replica and wait, bounded, until each is reconciled (the
+        replica's own bound: the end POST and the reconciliation wait, `sync_timeout_s` each); then record
+        what the bike and the backend hold. Replicas that did not finish in time are cancelled."""
+        for rider in self.riders:
+            if rider.replica is not None:
+                rider.replica.stop.set()
+        tasks = [r.ride_task for r in self.riders if r.ride_task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=2 * self.config.sync_timeout_s + 5.0)
+        async with aiohttp.ClientSession() as http:
+            for rider in self.riders:
+                if rider.replica is not None:
+                    rider.outcome = await self._outcome(http, rider, rider.replica)
+
+    async def _outcome(self, http: aiohttp.ClientSession, rider: Rider, replica: BikeRide) -> DurableOutcome:
+        task = rider.ride_task
+        finished = task is not None and task.done() and not task.cancelled() and task.exception() is None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        summary = task.result() if finished and task is not None else replica.summary()
+        mine = own_doc(replica.store, rider.ride_id)
+        bike_seqs = [s.seq for s in mine.samples] if mine is not None else []
+        backend_seqs: list[int] | None = None
+        backend_with = {"hr": 0, "cadence": 0}
+        state = self.app[BACKEND]
+        if state.backend is not None and rider.ride_id in state.backend.store.rides():
+            for doc in state.backend.store.ride_docs(rider.ride_id).devices:
+                if doc.device == rider.spec.device and doc.ref.kind.value == "bike":
+                    backend_seqs = [s.seq for s in doc.samples]
+                    backend_with["hr"] = sum(1 for s in doc.samples if s.hr is not None)
+                    backend_with["cadence"] = sum(1 for s in doc.samples if s.cadence is not None)
+        view: dict[str, Any] | None = None
+        url = f"{self.base_url}/v1/rides/{quote(rider.ride_id, safe='')}"
+        try:
+            async with asyncio.timeout(10.0):
+                async with http.get(url, headers={"Authorization": f"Bearer {rider.token}"}) as resp:
+                    if resp.status == 200:
+                        view = await resp.json()
+                    else:
+                        log.warning("ride view refused", extra={"ride": rider.ride_id, "status": resp.status})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("ride view unreachable", extra={"ride": rider.ride_id, "error": repr(exc)})
+        return DurableOutcome(summary, bike_seqs, backend_seqs, backend_with, view, finished)
+
 
 def ride_id_for(class_id: str, device: str, started: float) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
     return f"{class_id}.{stamp}.{device}"
 
 
-async def _pump(source: SensorSource, counters: SensorCounters, publisher: LivePublisher) -> None:
-    """Feed one sensor into the rider's publisher, counting what it delivered. Runs until cancelled."""
+async def _pump(
+    source: SensorSource, counters: SensorCounters, publisher: LivePublisher, replica: BikeRide | None
+) -> None:
+    """Feed one sensor into both lanes of its rider, counting what it delivered. Runs until cancelled.
+
+    The bike replica gets every item (its sampler keeps what a sample carries), the same way
+    `BikeRide` feeds its own sensors; the live lane only the kinds it carries."""
     counters.source = source.source_id
     while True:
         try:
@@ -140,6 +223,8 @@ async def _pump(source: SensorSource, counters: SensorCounters, publisher: LiveP
             try:
                 async for item in stream:
                     counters.count(item)
+                    if replica is not None:
+                        replica.builder.offer(item, time.monotonic())
                     # Work-around: LivePublisher fans a source's state event out to every kind that source
                     # delivered, battery and body location included, and the hub closes the connection
                     # (4400) on those kinds. Offer only the kinds the live lane carries.
@@ -157,6 +242,15 @@ async def _pump(source: SensorSource, counters: SensorCounters, publisher: LiveP
                 "sensor stream failed; restarting", extra={"source": source.source_id, "error": repr(exc)}
             )
         await asyncio.sleep(PUMP_RESTART_S)
+
+
+async def _ride(replica: BikeRide) -> dict[str, Any]:
+    """One rider's bike replica; its failure is reported for that ride and does not end the class."""
+    try:
+        return await replica.run()
+    except Exception as exc:
+        log.warning("bike replica failed", extra={"device": replica.o.device, "error": repr(exc)})
+        return {"ride_id": replica.o.ride_id, "error": repr(exc)}
 
 
 async def _start_site(runner: web.AppRunner, host: str, port: int) -> int:
@@ -194,7 +288,8 @@ async def running_demo(
         keyring = KeyRing.load_or_create(data_dir)
         hub = HubConfig(stale_after_s=config.stale_after_s, leaderboard_s=config.leaderboard_s)
         server = ServerConfig(data_dir=data_dir, host=config.host, port=config.port, hub=hub)
-        app = build_app(server, extra_setup=[setup_dashboard, *extra_setup], keyring=keyring)
+        durable = [setup_backend] if config.durable_lane else []
+        app = build_app(server, extra_setup=[setup_dashboard, *durable, *extra_setup], keyring=keyring)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
@@ -212,9 +307,28 @@ async def running_demo(
         riders: list[Rider] = []
         for spec, rs in zip(specs, sensors, strict=True):
             ride_id = ride_id_for(config.class_id, spec.device, started)
-            token = keyring.issue(Role.BIKE, spec.device, classes=[config.class_id], ttl_s=config.token_ttl_s)
+            # Scoped to the rider's ride and class: the backend then registers the ride in the class when
+            # the replica connects, as it does for a real bike.
+            token = keyring.issue(
+                Role.BIKE, spec.device, classes=[config.class_id], rides=[ride_id], ttl_s=config.token_ttl_s
+            )
             publisher = LivePublisher(base_url, token, config.class_id, name=spec.name, max_hr=spec.max_hr)
-            riders.append(Rider(spec, ride_id, token, rs, publisher))
+            replica = None
+            if config.durable_lane:
+                replica = BikeRide(
+                    BikeOptions(
+                        backend=base_url,
+                        token=token,
+                        device=spec.device,
+                        ride_id=ride_id,
+                        data_root=data_dir / "replicas",
+                        speed=config.speed,
+                        retry_cap_s=config.retry_cap_s,
+                        sync_timeout_s=config.sync_timeout_s,
+                    )
+                )
+                stack.callback(replica.close)
+            riders.append(Rider(spec, ride_id, token, rs, publisher, replica))
             app[RIDES].register(config.class_id, spec.device, ride_id, spec.name)
         session = DemoSession(config, base_url, data_dir, viewer, riders, monitor, app)
         tasks: list[asyncio.Task[None]] = []
@@ -222,14 +336,23 @@ async def running_demo(
             tasks.append(tg.create_task(monitor.run(), name="demo-monitor"))
             for r in riders:
                 tasks.append(tg.create_task(r.publisher.run(), name=f"publisher {r.spec.device}"))
+                if r.replica is not None:
+                    r.ride_task = tg.create_task(_ride(r.replica), name=f"replica {r.spec.device}")
                 tasks.append(
-                    tg.create_task(_pump(r.sensors.hr, r.hr, r.publisher), name=f"hr {r.spec.device}")
+                    tg.create_task(
+                        _pump(r.sensors.hr, r.hr, r.publisher, r.replica), name=f"hr {r.spec.device}"
+                    )
                 )
                 tasks.append(
-                    tg.create_task(_pump(r.sensors.bike, r.bike, r.publisher), name=f"bike {r.spec.device}")
+                    tg.create_task(
+                        _pump(r.sensors.bike, r.bike, r.publisher, r.replica), name=f"bike {r.spec.device}"
+                    )
                 )
             try:
                 yield session
             finally:
                 for task in tasks:
                     task.cancel()
+                for r in riders:
+                    if r.ride_task is not None:
+                        r.ride_task.cancel()

@@ -133,3 +133,13 @@ async def test_a_newer_ride_replaces_the_devices_older_one(backend: Backend) -> 
     rides.register("spin", "bike-1", "ride-1b")
     assert rides.ride("ride-1") is None
     assert rides.class_rides("spin")["bike-1"].ride_id == "ride-1b"
+    assert rides.class_rides("spin")["bike-1"].name is None  # a new ride does not inherit a name
+
+
+async def test_registering_the_same_ride_again_keeps_its_name(backend: Backend) -> None:
+    rides = backend.app[RIDES]
+    rides.register("spin", "bike-1", "ride-1")  # as the backend does when the bike connects
+    entry = rides.ride("ride-1")
+    assert entry is not None and entry.name == "Ann"
+    rides.register("spin", "bike-1", "ride-1", "Annie")
+    assert rides.class_rides("spin")["bike-1"].name == "Annie"

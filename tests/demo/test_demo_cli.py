@@ -47,7 +47,8 @@ async def test_demo_json_report_shows_every_rider_streaming(tmp_path: Path) -> N
     assert any(line.get("event") == "summary" for line in lines)
     report = lines[-1]
     assert report["report"] == "demo"
-    assert report["durable_lane"] == "not yet built"
+    # The durable lane: every rider is also a bike replica, synced to the backend and ended at the end.
+    assert report["durable_lane"] == {"rides": 3, "reconciled": 3, "lost": 0, "duplicated": 0}
     riders = report["riders"]
     assert [r["device"] for r in riders] == ["bike-01", "bike-02", "bike-03"]
     assert {r["bike"] for r in riders} == {"peloton", "line"}
@@ -63,7 +64,21 @@ async def test_demo_json_report_shows_every_rider_streaming(tmp_path: Path) -> N
             assert r["received_by_viewer"]["pwr"] > 0, r
         else:  # a DIY reed-switch sensor has no power meter: no power, rather than a made-up one
             assert "pwr" not in r["received_by_viewer"], r
-        assert r["ride_id"] in report["reconciliation"]
+        rec = report["reconciliation"][r["ride_id"]]
+        assert rec["device"] == r["device"]
+        # 20 s at --speed 10 is ~200 ride seconds, one sample each; the backend holds exactly the bike's.
+        assert rec["samples_bike"] > 100, rec
+        assert rec["samples_backend"] == rec["samples_bike"], rec
+        assert rec["lost"] == 0, rec
+        assert rec["duplicated"] == 0, rec
+        assert rec["end_events_counted"] == 1, rec
+        assert rec["phase"] == "finalized", rec
+        assert rec["sync_state"] == "reconciled", rec
+        assert rec["bike_sync_state"] == "reconciled", rec
+        # The replica recorded the same readings the live lane streamed (fanned out by the demo's pumps).
+        assert rec["backend_samples_with"]["hr"] > 0, rec
+        assert rec["backend_samples_with"]["cadence"] > 0, rec
+    assert set(report["reconciliation"]) == {r["ride_id"] for r in riders}
     assert report["live_latency_hr"]["n"] > 0
 
 
@@ -95,6 +110,12 @@ async def test_ctrl_c_stops_cleanly_with_a_report(tmp_path: Path) -> None:
     report = _lines(rest.decode())[-1]
     assert report["report"] == "demo"
     assert all(r["received_by_viewer"]["hr"] > 0 for r in report["riders"])
+    # Ctrl-C ends every ride on its bike replica and waits for the backend before stopping.
+    assert len(report["reconciliation"]) == 2
+    for rec in report["reconciliation"].values():
+        assert rec["lost"] == 0 and rec["duplicated"] == 0, rec
+        assert rec["end_events_counted"] == 1, rec
+        assert (rec["phase"], rec["sync_state"]) == ("finalized", "reconciled"), rec
     # The simulated bikes' ptys and the demo's temporary data lived under TMPDIR: all closed and removed.
     assert sorted(p.name for p in tmpdir.iterdir()) == []
 

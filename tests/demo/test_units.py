@@ -7,8 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.demo.monitor import ClassMonitor, LiveValue
-from engine.demo.report import percentiles_ms
+from engine.demo.report import durable_summary, percentiles_ms, ride_reconciliation
 from engine.demo.roster import MAX_RIDERS, make_roster, shifted
+from engine.demo.session import DurableOutcome
 
 
 def test_roster_is_deterministic_and_varied() -> None:
@@ -86,3 +87,27 @@ def test_joining_a_class_later_shifts_the_profile() -> None:
     late = make_roster(3, start_at_s=300)
     assert all(r.start_at_s == 300 and r.hr_points[0][0] == 0.0 for r in late)
     assert [r.hr_points[0][1] for r in late] != [r.hr_points[0][1] for r in make_roster(3)]
+
+
+def _outcome(bike: list[int], backend: list[int] | None) -> DurableOutcome:
+    view = {"end_events_counted": 1, "phase": "finalized", "sync_state": "reconciled", "sync_reason": None}
+    summary = {"sync_state": "reconciled", "sync_reason": "", "sync_connects": 1}
+    return DurableOutcome(summary, bike, backend, {"hr": 0, "cadence": 0}, view, True)
+
+
+def test_reconciliation_counts_lost_and_duplicated_samples_by_seq() -> None:
+    clean = ride_reconciliation("bike-01", _outcome([0, 1, 2, 3], [3, 2, 1, 0]))
+    assert (clean["samples_bike"], clean["samples_backend"], clean["lost"], clean["duplicated"]) == (
+        4,
+        4,
+        0,
+        0,
+    )
+    # The backend misses seq 2 and holds seq 1 twice: one lost and one duplicated, though the totals match.
+    bad = ride_reconciliation("bike-01", _outcome([0, 1, 2, 3], [0, 1, 1, 3]))
+    assert (bad["samples_backend"], bad["lost"], bad["duplicated"]) == (4, 1, 1)
+    # A ride the backend never received: every sample is lost.
+    none = ride_reconciliation("bike-02", _outcome([0, 1, 2], None))
+    assert (none["samples_backend"], none["lost"]) == (0, 3)
+    totals = durable_summary({"a": clean, "b": bad, "c": none})
+    assert totals == {"rides": 3, "reconciled": 3, "lost": 4, "duplicated": 1}

@@ -143,7 +143,7 @@ def _validate(args: argparse.Namespace) -> None:
     from engine.demo.roster import MAX_RIDERS
 
     if args.chaos:
-        raise CliError("--chaos is not built yet: it needs the durable lane (issue 6); run without it")
+        raise CliError("--chaos is not built yet (network, range and USB faults); run without it")
     if not 1 <= args.riders <= MAX_RIDERS:
         raise CliError(f"--riders must be 1..{MAX_RIDERS}")
     if not (math.isfinite(args.speed) and 0 < args.speed <= 100):
@@ -260,6 +260,9 @@ async def _main(args: argparse.Namespace) -> None:
                     emit(summary_json(demo))
                 else:
                     print(summary_line(demo), flush=True)
+        if not args.json:
+            print("ending the rides and waiting for the backend to reconcile them...", flush=True)
+        await demo.end_rides()
         report = demo_report(demo, latencies)
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -277,4 +280,11 @@ def summary_footer(report: dict[str, object]) -> str:
         lat_text = f"; live HR latency p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms ({lat['n']} values)"
     riders = report.get("riders")
     n = len(riders) if isinstance(riders, list) else 0
-    return f"ridesync demo stopped after {report.get('elapsed_s')} s, {n} riders{lat_text}"
+    durable = report.get("durable_lane")
+    durable_text = ""
+    if isinstance(durable, dict):
+        durable_text = (
+            f"; durable lane: {durable['reconciled']}/{durable['rides']} rides reconciled, "
+            f"{durable['lost']} samples lost, {durable['duplicated']} duplicated"
+        )
+    return f"ridesync demo stopped after {report.get('elapsed_s')} s, {n} riders{lat_text}{durable_text}"
