@@ -216,6 +216,14 @@ class ChaosProxy:
     async def start(self) -> None:
         self._started = self._clock()
         self._server = await asyncio.start_server(self._accept, self.listen[0], self.listen[1])
+        if self.port == self.target[1] and self.target[0] in {self.listen[0], "127.0.0.1", "localhost"}:
+            # A proxy forwarding to itself would open connections until the process runs out of files.
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+            raise ChaosConfigError(
+                f"the proxy's target {self.target[0]}:{self.target[1]} is the proxy itself"
+            )
         if self.schedule:
             self._spawn(self._run_schedule())
         log.info(

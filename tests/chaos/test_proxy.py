@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -251,16 +252,17 @@ async def test_schedule_runs_in_order(
 
 
 async def test_unreachable_target_resets_the_client(make_proxy: Callable[..., Awaitable[ChaosProxy]]) -> None:
-    blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port = blocker.sockets[0].getsockname()[1]
-    blocker.close()
-    await blocker.wait_closed()
-    proxy = await make_proxy(port)
-    async with asyncio.timeout(HANG_GUARD):
-        reader, writer = await connect(proxy)
-        with pytest.raises(ConnectionResetError):
-            await read_all(reader)
-        writer.close()
+    # A port bound but never listening refuses connections, and nothing else can take it meanwhile (a
+    # closed port could be reused by another process's listener on a busy machine).
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        port = blocker.getsockname()[1]
+        proxy = await make_proxy(port)
+        async with asyncio.timeout(HANG_GUARD):
+            reader, writer = await connect(proxy)
+            with pytest.raises(ConnectionResetError):
+                await read_all(reader)
+            writer.close()
     assert proxy.count("upstream_unreachable") == 1
 
 
@@ -368,3 +370,12 @@ def test_parse_hostport() -> None:
     for bad in ("8080", "host:", ":80", "h:99999", "h:x"):
         with pytest.raises(ChaosConfigError):
             parse_hostport(bad)
+
+
+async def test_a_proxy_pointed_at_itself_is_refused() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proxy = ChaosProxy(("127.0.0.1", port), listen=("127.0.0.1", port))
+    with pytest.raises(ChaosConfigError, match="proxy itself"):
+        await proxy.start()
