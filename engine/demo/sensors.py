@@ -24,11 +24,20 @@ class StrapControl(Protocol):
     def walk_back(self) -> None: ...
 
 
+class CableControl(Protocol):
+    """The simulated bike's USB cable (adapters/serial/factory.py `SimulatorHandle` has it)."""
+
+    def unplug(self) -> None: ...
+
+    def replug(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RiderSensors:
     hr: SensorSource
     bike: SensorSource
     strap: StrapControl | None = None
+    cable: CableControl | None = None
     # Free text for the console and the report: "strap F0:52:.. on the virtual radio", "pty /tmp/...".
     describe: str = ""
 

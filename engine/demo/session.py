@@ -33,6 +33,7 @@ from aiohttp import web
 from engine.auth.tokens import KeyRing, Role
 from engine.backend.routes import setup_backend
 from engine.backend.state import BACKEND
+from engine.chaos.proxy import ChaosProxy
 from engine.dashboard.directory import RIDES
 from engine.dashboard.routes import setup_dashboard
 from engine.demo.monitor import ClassMonitor, OnValue
@@ -73,6 +74,9 @@ class DemoConfig:
     retry_cap_s: float = 5.0
     # False: the live lane only, no backend sync endpoint (a test serving its own /v1/rides stand-in).
     durable_lane: bool = True
+    # --chaos: the first rider's replica syncs through a ChaosProxy (engine/chaos) in front of the
+    # backend, so its durable-lane network can be dropped and restored (`DemoSession.proxy`).
+    chaos: bool = False
 
 
 @dataclass(slots=True)
@@ -143,6 +147,8 @@ class DemoSession:
     monitor: ClassMonitor
     app: web.Application
     started: float = field(default_factory=time.monotonic)
+    proxy: ChaosProxy | None = None  # the chaos rider's network (config.chaos), else None
+    proxied_device: str | None = None
 
     @property
     def dashboard_url(self) -> str:
@@ -172,6 +178,20 @@ class DemoSession:
                 if rider.replica is not None:
                     rider.outcome = await self._outcome(http, rider, rider.replica)
 
+    def _backend_doc(self, rider: Rider) -> Any:
+        """The rider's bike document as the backend's store holds it (None: not arrived yet)."""
+        state = self.app[BACKEND]
+        if state.backend is not None and rider.ride_id in state.backend.store.rides():
+            for doc in state.backend.store.ride_docs(rider.ride_id).devices:
+                if doc.device == rider.spec.device and doc.ref.kind.value == "bike":
+                    return doc
+        return None
+
+    def backend_seqs(self, rider: Rider) -> list[int]:
+        """Sample seqs of the rider's bike document on the backend so far."""
+        doc = self._backend_doc(rider)
+        return [] if doc is None else [s.seq for s in doc.samples]
+
     async def _outcome(self, http: aiohttp.ClientSession, rider: Rider, replica: BikeRide) -> DurableOutcome:
         task = rider.ride_task
         finished = task is not None and task.done() and not task.cancelled() and task.exception() is None
@@ -183,13 +203,11 @@ class DemoSession:
         bike_seqs = [s.seq for s in mine.samples] if mine is not None else []
         backend_seqs: list[int] | None = None
         backend_with = {"hr": 0, "cadence": 0}
-        state = self.app[BACKEND]
-        if state.backend is not None and rider.ride_id in state.backend.store.rides():
-            for doc in state.backend.store.ride_docs(rider.ride_id).devices:
-                if doc.device == rider.spec.device and doc.ref.kind.value == "bike":
-                    backend_seqs = [s.seq for s in doc.samples]
-                    backend_with["hr"] = sum(1 for s in doc.samples if s.hr is not None)
-                    backend_with["cadence"] = sum(1 for s in doc.samples if s.cadence is not None)
+        doc = self._backend_doc(rider)
+        if doc is not None:
+            backend_seqs = [s.seq for s in doc.samples]
+            backend_with["hr"] = sum(1 for s in doc.samples if s.hr is not None)
+            backend_with["cadence"] = sum(1 for s in doc.samples if s.cadence is not None)
         view: dict[str, Any] | None = None
         url = f"{self.base_url}/v1/rides/{quote(rider.ride_id, safe='')}"
         try:
@@ -303,9 +321,12 @@ async def running_demo(
             on_value,
         )
         sensors = await stack.enter_async_context(rig(specs, config.speed))
+        proxy: ChaosProxy | None = None
+        if config.chaos and config.durable_lane and specs:
+            proxy = await stack.enter_async_context(ChaosProxy((config.host, port), seed=config.seed))
         started = time.time()
         riders: list[Rider] = []
-        for spec, rs in zip(specs, sensors, strict=True):
+        for i, (spec, rs) in enumerate(zip(specs, sensors, strict=True)):
             ride_id = ride_id_for(config.class_id, spec.device, started)
             # Scoped to the rider's ride and class: the backend then registers the ride in the class when
             # the replica connects, as it does for a real bike.
@@ -317,7 +338,7 @@ async def running_demo(
             if config.durable_lane:
                 replica = BikeRide(
                     BikeOptions(
-                        backend=base_url,
+                        backend=f"http://{proxy.address}" if proxy is not None and i == 0 else base_url,
                         token=token,
                         device=spec.device,
                         ride_id=ride_id,
@@ -331,6 +352,9 @@ async def running_demo(
             riders.append(Rider(spec, ride_id, token, rs, publisher, replica))
             app[RIDES].register(config.class_id, spec.device, ride_id, spec.name)
         session = DemoSession(config, base_url, data_dir, viewer, riders, monitor, app)
+        if proxy is not None:
+            session.proxy = proxy
+            session.proxied_device = specs[0].device
         tasks: list[asyncio.Task[None]] = []
         async with asyncio.TaskGroup() as tg:
             tasks.append(tg.create_task(monitor.run(), name="demo-monitor"))

@@ -120,6 +120,44 @@ async def test_ctrl_c_stops_cleanly_with_a_report(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmpdir.iterdir()) == []
 
 
+@pytest.mark.slow
+async def test_chaos_faults_are_injected_healed_and_lose_nothing(tmp_path: Path) -> None:
+    rc, out, err = await _run(
+        "demo", "--headless", "--riders", "3", "--duration", "40", "--speed", "10", "--chaos", "--json",
+        "--port", "0", "--data", str(tmp_path / "data"),
+    )  # fmt: skip
+    assert rc == 0, err[-2000:]
+    assert "Traceback" not in err
+    lines = _lines(out)
+    # Each fault is shown as it happens: injected, healed, then recovered, in that order.
+    shown = [(e["fault"], e["phase"]) for e in lines if e.get("event") == "chaos"]
+    for fault in ("network", "strap_range", "usb"):
+        assert [p for f, p in shown if f == fault] == ["injected", "healed", "recovered"], shown
+    report = lines[-1]
+    assert report["report"] == "demo"
+    chaos = report["chaos"]
+    faults = {f["fault"]: f for f in chaos["faults"]}
+    assert set(faults) == {"network", "strap_range", "usb"}
+    # Three different riders: one loses its sync network, one its strap, one its bike's USB.
+    assert len({f["device"] for f in faults.values()}) == 3
+    for f in faults.values():
+        assert f["recovered"], f
+        assert f["injected_at_s"] < f["healed_at_s"] <= f["recovered_at_s"], f
+        assert f["ride_reconciled"], f
+    assert chaos["all_recovered"] is True
+    # The strap and the bike really went away: their adapters reported the link lost.
+    by_device = {r["device"]: r for r in report["riders"]}
+    assert by_device[faults["strap_range"]["device"]]["sensors"]["hr"]["reconnects"] >= 1
+    assert by_device[faults["usb"]["device"]]["sensors"]["bike"]["reconnects"] >= 1
+    assert report["durable_lane"] == {"rides": 3, "reconciled": 3, "lost": 0, "duplicated": 0}
+    assert len(report["reconciliation"]) == 3
+    for rec in report["reconciliation"].values():
+        assert rec["samples_backend"] == rec["samples_bike"], rec
+        assert rec["lost"] == 0 and rec["duplicated"] == 0, rec
+        assert rec["end_events_counted"] == 1, rec
+        assert (rec["phase"], rec["sync_state"]) == ("finalized", "reconciled"), rec
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -128,7 +166,7 @@ async def test_ctrl_c_stops_cleanly_with_a_report(tmp_path: Path) -> None:
         (["--speed", "0"], "--speed"),
         (["--duration", "-1"], "--duration"),
         (["--class", "no spaces/allowed"], "--class"),
-        (["--chaos"], "not built yet"),
+        (["--chaos", "--duration", "10"], "--chaos needs --duration"),
     ],
 )
 async def test_bad_options_are_refused_before_anything_starts(args: list[str], message: str) -> None:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.demo.chaos import MIN_DURATION_S, MIN_HOLD_S, ChaosPlan
 from engine.demo.monitor import ClassMonitor, LiveValue
 from engine.demo.report import durable_summary, percentiles_ms, ride_reconciliation
 from engine.demo.roster import MAX_RIDERS, make_roster, shifted
@@ -111,3 +112,32 @@ def test_reconciliation_counts_lost_and_duplicated_samples_by_seq() -> None:
     assert (none["samples_backend"], none["lost"]) == (0, 3)
     totals = durable_summary({"a": clean, "b": bad, "c": none})
     assert totals == {"rides": 3, "reconciled": 3, "lost": 4, "duplicated": 1}
+
+
+def test_chaos_plan_is_two_class_minutes_when_it_fits() -> None:
+    # --speed 10 --duration 120: two minutes of class time are 12 wall seconds, and they fit.
+    assert ChaosPlan.for_class(120.0, 10.0).hold_s == 12.0
+    assert ChaosPlan.for_class(None, 10.0).hold_s == 12.0
+
+
+@given(
+    duration=st.floats(min_value=MIN_DURATION_S, max_value=7200.0),
+    speed=st.floats(min_value=0.01, max_value=100.0),
+)
+def test_chaos_plan_heals_every_fault_by_half_the_class(duration: float, speed: float) -> None:
+    plan = ChaosPlan.for_class(duration, speed)
+    assert plan.hold_s >= MIN_HOLD_S
+    last_heal = plan.start_s + 2 * plan.stagger_s + plan.hold_s
+    assert last_heal <= 0.5 * duration + 1e-9
+
+
+def test_console_footer_counts_recovered_faults() -> None:
+    from engine.cli.commands.demo import summary_footer
+
+    faults = [
+        {"fault": "network", "recovered": True, "ride_reconciled": True},
+        {"fault": "usb", "recovered": True, "ride_reconciled": False},
+    ]
+    text = summary_footer({"elapsed_s": 40.0, "riders": [], "chaos": {"faults": faults}})
+    assert "chaos: 1/2 faults recovered with their rides reconciled" in text
+    assert "chaos" not in summary_footer({"elapsed_s": 40.0, "riders": [], "chaos": None})

@@ -17,7 +17,7 @@ from engine.cli.main import CliError
 
 if TYPE_CHECKING:
     from engine.demo.roster import RiderSpec
-    from engine.demo.sensors import RiderSensors
+    from engine.demo.sensors import CableControl, RiderSensors
     from engine.readings import SensorSource
 
 # (simulated strap, rider, speed): drives one strap's notifications until cancelled.
@@ -55,7 +55,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--start-at", type=int, default=0, metavar="S", help="start S simulated seconds into the class"
     )
-    p.add_argument("--chaos", action="store_true", help="(not built yet) network, range and USB faults")
+    p.add_argument(
+        "--chaos",
+        action="store_true",
+        help="during the class: drop one rider's sync network, walk one strap out of range, unplug one "
+        "bike's USB; each is healed and its recovery shown and reported",
+    )
     p.add_argument("--log-level", default="WARNING")
     p.set_defaults(handler=_run)
 
@@ -70,6 +75,14 @@ async def open_sim_bike(
     stack: contextlib.AsyncExitStack, spec: RiderSpec, speed: float
 ) -> tuple[SensorSource, str]:
     """The rider's simulated bike on its own pty (closed with `stack`), and the pty's path."""
+    bike, path, _cable = await open_sim_bike_with_cable(stack, spec, speed)
+    return bike, path
+
+
+async def open_sim_bike_with_cable(
+    stack: contextlib.AsyncExitStack, spec: RiderSpec, speed: float
+) -> tuple[SensorSource, str, CableControl]:
+    """`open_sim_bike`, plus the simulated USB cable (`--chaos` unplugs it)."""
     from adapters.serial.factory import open_serial_sources
     from adapters.serial.peloton.synth import BikeSample
     from adapters.serial.sim.profile import RideProfile
@@ -84,7 +97,7 @@ async def open_sim_bike(
     bikes = await stack.enter_async_context(
         open_serial_sources("sim", protocol=spec.bike, mode="poll", speed=speed, profile=ride)
     )
-    return bikes[0], bikes.simulators[0].paths[0]
+    return bikes[0], bikes.simulators[0].paths[0], bikes.simulators[0]
 
 
 @contextlib.asynccontextmanager
@@ -121,9 +134,9 @@ async def simulated_rig(
         assert sim is not None
         out: list[RiderSensors] = []
         for spec, source, strap in zip(specs, hr, sim.straps, strict=True):
-            bike, path = await open_sim_bike(stack, spec, speed)
+            bike, path, cable = await open_sim_bike_with_cable(stack, spec, speed)
             where = f"strap {strap.address} on the virtual radio; {spec.bike} bike on {path}"
-            out.append(RiderSensors(hr=source, bike=bike, strap=strap, describe=where))
+            out.append(RiderSensors(hr=source, bike=bike, strap=strap, cable=cable, describe=where))
         async with asyncio.TaskGroup() as tg:
             players = [
                 tg.create_task(player(strap, spec, speed), name=f"strap {spec.device}")
@@ -140,10 +153,11 @@ def _validate(args: argparse.Namespace) -> None:
     import math
 
     from engine.auth.tokens import valid_id
+    from engine.demo.chaos import MIN_DURATION_S
     from engine.demo.roster import MAX_RIDERS
 
-    if args.chaos:
-        raise CliError("--chaos is not built yet (network, range and USB faults); run without it")
+    if args.chaos and args.duration is not None and args.duration < MIN_DURATION_S:
+        raise CliError(f"--chaos needs --duration of at least {MIN_DURATION_S:g} s (or none)")
     if not 1 <= args.riders <= MAX_RIDERS:
         raise CliError(f"--riders must be 1..{MAX_RIDERS}")
     if not (math.isfinite(args.speed) and 0 < args.speed <= 100):
@@ -186,6 +200,7 @@ async def _main(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from engine.cli.output import emit
+    from engine.demo.chaos import ChaosPlan, ChaosRun, chaos_report
     from engine.demo.console import summary_json, summary_line
     from engine.demo.monitor import LiveValue
     from engine.demo.report import demo_report
@@ -220,7 +235,19 @@ async def _main(args: argparse.Namespace) -> None:
         port=args.port,
         data_dir=Path(args.data) if args.data else None,
         start_at_s=args.start_at,
+        chaos=args.chaos,
     )
+
+    def on_chaos(event: dict[str, Any]) -> None:
+        if args.json:
+            emit(event)
+            return
+        extra = f": {event['evidence']}" if event.get("evidence") else ""
+        print(
+            f"  chaos: {event['fault']} on {event['device']} {event['phase']} at {event['t_s']} s{extra}",
+            flush=True,
+        )
+
     async with running_demo(config, simulated_rig, on_value=on_value) as demo:
         if args.json:
             emit(
@@ -244,6 +271,11 @@ async def _main(args: argparse.Namespace) -> None:
 
             webbrowser.open(demo.dashboard_url)
         deadline = None if args.duration is None else time.monotonic() + args.duration
+        chaos: ChaosRun | None = None
+        chaos_task: asyncio.Task[None] | None = None
+        if args.chaos:
+            chaos = ChaosRun(demo, ChaosPlan.for_class(args.duration, args.speed), on_chaos)
+            chaos_task = asyncio.create_task(chaos.run(), name="demo-chaos")
         while not stop.is_set():
             wait = args.summary_every
             if deadline is not None:
@@ -262,8 +294,16 @@ async def _main(args: argparse.Namespace) -> None:
                     print(summary_line(demo), flush=True)
         if not args.json:
             print("ending the rides and waiting for the backend to reconcile them...", flush=True)
+        if chaos_task is not None:
+            # Recoveries still under way get the replicas' sync bound; cancelling heals what is broken.
+            await asyncio.wait([chaos_task], timeout=0 if stop.is_set() else config.sync_timeout_s)
+            chaos_task.cancel()
+            await asyncio.gather(chaos_task, return_exceptions=True)
         await demo.end_rides()
         report = demo_report(demo, latencies)
+        if chaos is not None:
+            reconciliation = report.get("reconciliation")
+            report["chaos"] = chaos_report(chaos, reconciliation if isinstance(reconciliation, dict) else {})
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(sig)
@@ -287,4 +327,16 @@ def summary_footer(report: dict[str, object]) -> str:
             f"; durable lane: {durable['reconciled']}/{durable['rides']} rides reconciled, "
             f"{durable['lost']} samples lost, {durable['duplicated']} duplicated"
         )
-    return f"ridesync demo stopped after {report.get('elapsed_s')} s, {n} riders{lat_text}{durable_text}"
+    chaos = report.get("chaos")
+    chaos_text = ""
+    if isinstance(chaos, dict):
+        faults = chaos.get("faults")
+        if isinstance(faults, list):
+            ok = sum(
+                1 for f in faults if isinstance(f, dict) and f.get("recovered") and f.get("ride_reconciled")
+            )
+            chaos_text = f"; chaos: {ok}/{len(faults)} faults recovered with their rides reconciled"
+    return (
+        f"ridesync demo stopped after {report.get('elapsed_s')} s, {n} riders"
+        f"{lat_text}{durable_text}{chaos_text}"
+    )
