@@ -103,28 +103,18 @@ def _ride(args: argparse.Namespace) -> int:
 
 def _sensor_opener(args: argparse.Namespace) -> Any:
     """The composition root wires the adapters in: the engine never imports them."""
-    import contextlib
-    from collections.abc import AsyncIterator
+    import functools
 
-    from engine.readings import SensorSource
+    from engine.cli.sensor_sources import open_sensor_sources
 
-    @contextlib.asynccontextmanager
-    async def open_sensors() -> AsyncIterator[list[SensorSource]]:
-        async with contextlib.AsyncExitStack() as stack:
-            sources: list[SensorSource] = []
-            if args.hr:
-                from adapters.ble.factory import open_hr_sources
-
-                sources += await stack.enter_async_context(open_hr_sources(args.hr, speed=args.speed))
-            if args.serial:
-                from adapters.serial.factory import open_serial_sources
-
-                sources += await stack.enter_async_context(
-                    open_serial_sources(args.serial, protocol=args.protocol, mode=args.mode, speed=args.speed)
-                )
-            yield sources
-
-    return open_sensors
+    return functools.partial(
+        open_sensor_sources,
+        hr=args.hr,
+        serial=args.serial,
+        protocol=args.protocol,
+        mode=args.mode,
+        speed=args.speed,
+    )
 
 
 def _printer(as_json: bool, final: bool = False) -> Any:

@@ -60,18 +60,11 @@ async def _pump(source: SensorSource) -> None:
 
 
 async def _stream(args: argparse.Namespace) -> None:
-    async with contextlib.AsyncExitStack() as stack:
-        sources: list[SensorSource] = []
-        if args.hr:
-            from adapters.ble.factory import open_hr_sources
+    from engine.cli.sensor_sources import open_sensor_sources
 
-            sources += await stack.enter_async_context(open_hr_sources(args.hr, speed=args.speed))
-        if args.serial:
-            from adapters.serial.factory import open_serial_sources
-
-            sources += await stack.enter_async_context(
-                open_serial_sources(args.serial, protocol=args.protocol, mode=args.mode, speed=args.speed)
-            )
+    async with open_sensor_sources(
+        hr=args.hr, serial=args.serial, protocol=args.protocol, mode=args.mode, speed=args.speed
+    ) as sources:
         started = time.monotonic()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(args.duration), asyncio.TaskGroup() as tg:
