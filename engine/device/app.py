@@ -111,11 +111,10 @@ class AppSession:
         ride_id = self.o.ride_id
 
         def done() -> bool:
-            return (
-                self.sync.reconciled(ride_id)
-                and self.sync.settled_on_this_connection(ride_id)
-                and (extra is None or extra())
-            )
+            if self.sync.closed_out(ride_id) is not None:
+                # Finalized without this app's late changes: nothing it waits for can happen any more.
+                return self.sync.finished(ride_id)
+            return self.sync.finished(ride_id) and (extra is None or extra())
 
         try:
             async with asyncio.timeout(self.o.sync_timeout_s):

@@ -229,6 +229,8 @@ class BikeRide:
         ride_id = self.o.ride_id
 
         def done() -> bool:
+            if self.sync.closed_out(ride_id) is not None:
+                return self.sync.finished(ride_id)
             return self.sync.reconciled(ride_id) and self.store.phase(ride_id) is Phase.FINALIZED
 
         with contextlib.suppress(TimeoutError):

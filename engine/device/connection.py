@@ -8,6 +8,15 @@
   and connection;
 - after any failure wait `Backoff` (full jitter, capped), at least the server's `Retry-After`.
 
+Refused after finalization. Once the backend has finalized a ride it refuses every other device's writes
+for good (DESIGN §3: after upload the backend is the authority). A device that made changes offline which
+reached the backend only after that (an app's late shared-field edit, say) would otherwise be refused,
+reconnect, offer the same changes and be refused again for ever. So when the backend refuses a connection,
+the client asks `GET /v1/rides/{id}` for each of its rides; a finalized ride is *closed out*: its state
+settles on `failed`, with a reason saying the backend finalized it without this device's late changes
+(kept on this device, never counted), and from then on the client syncs only the documents it never
+writes (the backend's and other devices'), so it still receives the official result.
+
 Recording never waits on any of this: the runner writes to the store and calls `notify(ride)`, which only
 sets a flag. Sync state per ride is kept by `SyncTracker`.
 """
@@ -26,10 +35,11 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from engine.device import session as cs
+from engine.device.end_event import http_base
 from engine.device.status import SyncEvent, SyncTracker
 from engine.device.store_docs import StoreDocuments, to_hex, to_wire
 from engine.ride import schema
-from engine.ride.schema import DocKind
+from engine.ride.schema import DocKind, DocRef
 from engine.store import ReplicaStore
 from engine.sync import wire
 from engine.sync.backoff import Attempts, Backoff, classify_exception
@@ -93,6 +103,7 @@ class DeviceSync:
         self._session: cs.ClientSession | None = None
         self._conn_rides: frozenset[str] = frozenset()
         self._settled: set[str] = set()  # documents the backend acknowledged on this connection
+        self._closed_out: dict[str, str] = {}  # ride → why it is finalized without our late changes
         self._ws: aiohttp.ClientWebSocketResponse | None = None
 
     # ---- the recording side: never blocks -------------------------------------------------------------
@@ -117,8 +128,25 @@ class DeviceSync:
         `reconciled` alone may rest on heads acknowledged in an earlier run; a replica that reads others'
         changes (the app) needs one fresh exchange to know it holds what the backend holds now.
         """
-        refs = self.store.ride_refs(ride_id)
+        refs = self._syncable(ride_id, self.store.ride_refs(ride_id))
         return bool(refs) and all(to_wire(r.doc_id) in self._settled for r in refs)
+
+    def closed_out(self, ride_id: str) -> str | None:
+        """Why the ride is finalized without some of this device's changes, or None (module docstring)."""
+        return self._closed_out.get(ride_id)
+
+    def finished(self, ride_id: str) -> bool:
+        """Nothing more will change for this ride on this connection: reconciled and freshly acknowledged,
+        or closed out and every document it still syncs acknowledged."""
+        if ride_id in self._closed_out:
+            return self.settled_on_this_connection(ride_id)
+        return self.reconciled(ride_id) and self.settled_on_this_connection(ride_id)
+
+    def _syncable(self, ride_id: str, refs: list[DocRef]) -> list[DocRef]:
+        if ride_id not in self._closed_out:
+            return refs
+        me = self.store.device_id
+        return [r for r in refs if r.kind is not DocKind.SHARED and r.device != me]
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         """Wait until `predicate()` holds; re-checked after every sync event and document change."""
@@ -144,8 +172,10 @@ class DeviceSync:
                 retry_after: float | None = None
                 retryable = True
                 try:
-                    await self._connect_once(http)
+                    refused = await self._connect_once(http)
                     reason = self.last_error or "connection closed"
+                    if refused:
+                        await self._close_out_finalized(http)
                 except aiohttp.WSServerHandshakeError as exc:
                     decision = classify_exception(
                         aiohttp.ClientResponseError(
@@ -179,7 +209,35 @@ class DeviceSync:
                 self.delays.append(delay)
                 await self._sleep(delay)
 
-    async def _connect_once(self, http: aiohttp.ClientSession) -> None:
+    async def _close_out_finalized(self, http: aiohttp.ClientSession) -> None:
+        """After a refusal: close out every ride the backend has finalized (module docstring)."""
+        for ride_id in self.tracker.rides:
+            if ride_id in self._closed_out:
+                continue
+            url = f"{http_base(self.url)}/v1/rides/{ride_id}"
+            try:
+                async with (
+                    asyncio.timeout(self.connect_timeout_s),
+                    http.get(url, headers={"Authorization": f"Bearer {self.token}"}) as resp,
+                ):
+                    if resp.status != 200:
+                        continue
+                    body = await resp.json(content_type=None)
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+                continue  # unknown: retried as any refusal is, and asked again after the next one
+            if not isinstance(body, dict) or body.get("phase") != "finalized":
+                continue
+            reason = (
+                "the backend finalized this ride before it received changes made on this device; "
+                "they are kept here and do not count"
+            )
+            self._closed_out[ride_id] = reason
+            self.tracker.closed_out(ride_id, reason)
+            log.warning("ride closed out", extra={"ride_id": ride_id, "reason": reason})
+        self._pulse()
+
+    async def _connect_once(self, http: aiohttp.ClientSession) -> bool:
+        """One connection, until it ends; True if the backend refused something on it."""
         self.last_error = ""
         # The backend admits a connection to the rides it names (engine/backend/README.md).
         self._conn_rides = frozenset(self.tracker.rides)
@@ -194,7 +252,7 @@ class DeviceSync:
             )
         self._ws = ws
         try:
-            await self._run_session(ws)
+            return await self._run_session(ws)
         finally:
             self._ws = None
             await ws.close()
@@ -210,7 +268,7 @@ class DeviceSync:
         self.connected.clear()
         self._session = None
 
-    async def _run_session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _run_session(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
         self._settled = set()
         session = cs.ClientSession(
             peer_id=self.peer_id,
@@ -273,7 +331,8 @@ class DeviceSync:
                         refused = True
                         self.last_error = f"backend error: {message}"
                         for ride_id in self.tracker.rides:
-                            self.tracker.refused(ride_id, message)
+                            if ride_id not in self._closed_out:
+                                self.tracker.refused(ride_id, message)
                         self._pulse()
 
         await apply(session.connect())
@@ -310,6 +369,7 @@ class DeviceSync:
                 self.last_error = (
                     f"connection closed (code {code})" if code is not None else "connection lost"
                 )
+        return refused
 
     async def _push(
         self, session: cs.ClientSession, apply: Callable[[list[cs.Effect]], Awaitable[None]]
@@ -326,11 +386,11 @@ class DeviceSync:
                 return
             rides, self._dirty = self._dirty, set()
             for ride_id in rides:
-                refs = self.store.ride_refs(ride_id)
+                refs = self._syncable(ride_id, self.store.ride_refs(ride_id))
                 for ref in refs:
                     self.store.ensure_doc(ref)
                 shared = to_wire(schema.shared_ref(ride_id).doc_id)
-                if shared not in self._settled:
+                if shared not in self._settled and ride_id not in self._closed_out:
                     # The shared document first, the rest once the backend holds it: a device's own document
                     # can carry the end claim that lets the backend finalize, and after that the gate refuses
                     # this device's shared changes for good, even ones made long before.

@@ -3,7 +3,9 @@
 The `Idempotency-Key` is derived from the ride (`ride_end_idempotency_key`), the same on every device
 and after any restart, and the body is built from the ride's stored end claim, so every retry is the
 same request. Connection failures, timeouts, 429 and 503 are retried with full-jitter backoff, at least
-`Retry-After`; any other status is final.
+`Retry-After`. So is 409 with the backend's `idempotency` code: an earlier attempt with this key (say, one
+whose answer a dead link swallowed) is still executing on the backend, and its stored answer is what the
+next try replays. Any other status is final.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from engine.events.idempotency import ride_end_idempotency_key
-from engine.sync.backoff import Attempts, Backoff, classify_exception, classify_status
+from engine.sync.backoff import (
+    Attempts,
+    Backoff,
+    Decision,
+    classify_exception,
+    classify_status,
+    parse_retry_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,19 @@ class EndResult:
             "error": self.error,
             "response": self.body,
         }
+
+
+# The backend's error code for "a request with this Idempotency-Key is still being processed"
+# (engine/events/idempotency.py StillInProgress); other 409s (a finalized ride) are final answers.
+IN_PROGRESS_CODE = "idempotency"
+
+
+def _classify(status: int, body: dict[str, Any], retry_after: str | None, now: datetime) -> Decision:
+    if status == 409 and body.get("error") == IN_PROGRESS_CODE:
+        return Decision(
+            True, parse_retry_after(retry_after, now), "http 409: the same request is still in progress"
+        )
+    return classify_status(status, retry_after, now)
 
 
 async def post_ride_end(
@@ -88,7 +110,7 @@ async def post_ride_end(
                     if resp.status < 400:
                         result.ok, result.error = True, ""
                         return result
-                    decision = classify_status(resp.status, resp.headers.get("Retry-After"), now)
+                    decision = _classify(resp.status, result.body, resp.headers.get("Retry-After"), now)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             decision = classify_exception(exc, now)
         result.error = decision.reason

@@ -74,6 +74,7 @@ class SyncTracker:
         self.online = False
         self.offline_reason = "not connected yet"
         self._refused: dict[str, str] = {}
+        self._closed_out: dict[str, str] = {}  # terminal: finalized without some of our changes
         self._acked_samples: dict[str, int] = {}
         self._acked: dict[str, tuple[bytes, ...]] = {}  # doc → heads the backend acknowledged
         self._unsaved_heads: set[str] = set()
@@ -113,6 +114,11 @@ class SyncTracker:
         self._refused[ride_id] = reason
         self.refresh(ride_id, force=True)
 
+    def closed_out(self, ride_id: str, reason: str) -> None:
+        """The backend finalized the ride without some of this device's changes: `failed` for good."""
+        self._closed_out[ride_id] = reason
+        self.refresh(ride_id, force=True)
+
     def set_online(self, online: bool, reason: str = "") -> None:
         self.online = online
         if not online:
@@ -143,6 +149,8 @@ class SyncTracker:
         backlog = (
             f"{samples_text(unacked)} not yet on the backend" if unacked else "changes not yet on the backend"
         )
+        if ride_id in self._closed_out:
+            return SyncState.FAILED, f"{self._closed_out[ride_id]}; {backlog}"
         if ride_id in self._refused:
             return SyncState.FAILED, f"refused by the backend: {self._refused[ride_id]}; {backlog}"
         if self.online:

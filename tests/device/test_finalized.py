@@ -1,0 +1,180 @@
+"""A device whose late changes reach the backend only after it finalized the ride: the real backend on
+loopback refuses them, and the device settles on `failed` (closed out) with a reason instead of offering
+them again for ever, while still receiving the official result. Also: the end POST retries the backend's
+409 "same request still in progress" answer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from engine.backend.config import BackendConfig
+from engine.backend.routes import make_setup
+from engine.backend.service import Backend
+from engine.backend.state import BACKEND
+from engine.device.connection import DeviceSync
+from engine.device.end_event import post_ride_end
+from engine.ride.samples import Sample
+from engine.ride.schema import Phase, Role, shared_ref
+from engine.server.app import build_app
+from engine.server.config import ServerConfig
+from engine.server.keys import KEYRING
+from engine.store import ReplicaStore, SyncState
+from engine.sync.backoff import Backoff
+
+RIDE = "ride-late"
+T0 = 1_795_000_000.0
+HANG_GUARD_S = 60
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[TestServer]:
+    cfg = BackendConfig(rate_per_s=10_000.0, burst=10_000.0)
+    app = build_app(ServerConfig(data_dir=tmp_path / "server", port=0), extra_setup=[make_setup(cfg)])
+    ts = TestServer(app, host="127.0.0.1", port=0)
+    await ts.start_server()
+    yield ts
+    await ts.close()
+
+
+def backend_of(ts: TestServer) -> Backend:
+    backend = ts.app[BACKEND].backend
+    assert backend is not None
+    return backend
+
+
+def url_of(ts: TestServer) -> str:
+    return str(ts.make_url("")).rstrip("/")
+
+
+def device_sync(ts: TestServer, store: ReplicaStore, role: str) -> DeviceSync:
+    token = ts.app[KEYRING].issue(role, store.device_id)
+    return DeviceSync(store, url_of(ts), token, backoff=Backoff(base=0.05, cap=0.2), heartbeat_s=2.0)
+
+
+@contextlib.asynccontextmanager
+async def running(sync: DeviceSync) -> AsyncIterator[DeviceSync]:
+    task = asyncio.create_task(sync.run())
+    try:
+        yield sync
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_late_offline_edit_after_finalization_closes_out_the_ride(
+    server: TestServer, tmp_path: Path
+) -> None:
+    backend = backend_of(server).store
+    bike = ReplicaStore(tmp_path / "bike", device_id="bike-1", role=Role.BIKE)
+    app = ReplicaStore(tmp_path / "app", device_id="app-1", role=Role.APP)
+    bike.start_ride(RIDE, t=T0)
+    bike.append_samples(RIDE, [Sample(seq=i, t=T0 + i, hr=120 + i) for i in range(20)])
+    bike.fold(RIDE)
+    app.ensure_doc(shared_ref(RIDE))
+    async with asyncio.timeout(HANG_GUARD_S):
+        # Both replicas sync the ride mid-way; then the app goes offline.
+        bike_sync = device_sync(server, bike, "bike")
+        bike_sync.track(RIDE)
+        async with running(bike_sync):
+            await bike_sync.wait_for(lambda: bike_sync.finished(RIDE))
+            app_sync = device_sync(server, app, "app")
+            app_sync.track(RIDE)
+            async with running(app_sync):
+                await app_sync.wait_for(lambda: app_sync.finished(RIDE))
+            # Offline, the app edits a shared field; meanwhile the bike ends and the backend finalizes.
+            app.edit_shared(RIDE, "title", "late title")
+            bike.end_ride(RIDE, t=T0 + 20, duration_s=20.0)
+            bike_sync.notify(RIDE)
+            await bike_sync.wait_for(
+                lambda: bike_sync.reconciled(RIDE) and bike.phase(RIDE) is Phase.FINALIZED
+            )
+        final = backend.ride_json(RIDE)
+        final_heads = {ref.doc_id: backend.heads(ref.doc_id) for ref in backend.ride_refs(RIDE)}
+        assert final["phase"] == "finalized"
+
+        # The app comes back: refused, closed out, and it still receives the official result.
+        app_sync = device_sync(server, app, "app")
+        app_sync.track(RIDE)
+        async with running(app_sync):
+            await app_sync.wait_for(lambda: app_sync.closed_out(RIDE) is not None and app_sync.finished(RIDE))
+            assert app.phase(RIDE) is Phase.FINALIZED
+            assert app_sync.connected.is_set()  # settled on a connection that is not being refused
+            state, reason = app_sync.tracker.compute(RIDE)
+            assert state is SyncState.FAILED
+            assert "finalized this ride before it received changes made on this device" in reason
+            # A further local change does not start the refusal loop again: the shared doc stays out.
+            app.edit_shared(RIDE, "notes", "still late")
+            app_sync.notify(RIDE)
+            connects = app_sync.connects
+            await app_sync.wait_for(lambda: app_sync.finished(RIDE))
+            assert app_sync.connects == connects
+    app_sync.tracker.flush()
+    assert app.sync_status(RIDE).state is SyncState.FAILED
+    assert app.view(RIDE).totals == final["totals"]
+    after = backend.ride_json(RIDE)
+    assert after["shared"] == final["shared"] and "late title" not in json.dumps(after["shared"])
+    assert {ref.doc_id: backend.heads(ref.doc_id) for ref in backend.ride_refs(RIDE)} == final_heads
+    bike.close()
+    app.close()
+
+
+async def test_end_post_retries_while_the_same_request_is_in_progress() -> None:
+    answers = [409, 409, 200]
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Idempotency-Key"))
+        status = answers[min(len(seen) - 1, len(answers) - 1)]
+        if status == 409:
+            return web.json_response(
+                {"error": "idempotency", "detail": "still being processed"},
+                status=409,
+                headers={"Retry-After": "0"},
+            )
+        return web.json_response({"ride_id": RIDE, "ended": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/rides/{ride}/end", handler)
+    ts = TestServer(app, host="127.0.0.1", port=0)
+    await ts.start_server()
+    try:
+        async with asyncio.timeout(HANG_GUARD_S), aiohttp.ClientSession() as http:
+            result = await post_ride_end(
+                http, url_of(ts), "token", RIDE, {"device": "app-1"}, backoff=Backoff(base=0.01, cap=0.05)
+            )
+    finally:
+        await ts.close()
+    assert result.ok and result.status == 200 and result.attempts == 3
+    assert len(set(seen)) == 1  # every retry is the same request
+
+
+async def test_end_post_does_not_retry_other_conflicts() -> None:
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return web.json_response({"error": "ride_finalized", "detail": "read-only"}, status=409)
+
+    app = web.Application()
+    app.router.add_post("/v1/rides/{ride}/end", handler)
+    ts = TestServer(app, host="127.0.0.1", port=0)
+    await ts.start_server()
+    try:
+        async with asyncio.timeout(HANG_GUARD_S), aiohttp.ClientSession() as http:
+            result = await post_ride_end(
+                http, url_of(ts), "token", RIDE, {"device": "app-1"}, backoff=Backoff(base=0.01, cap=0.05)
+            )
+    finally:
+        await ts.close()
+    assert not result.ok and result.status == 409 and calls == 1
