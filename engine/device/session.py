@@ -21,15 +21,31 @@ import enum
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Protocol
 
 from engine.device.syncmsg import SyncMessageError, announced_heads
 from engine.sync import wire
 
-log = logging.getLogger(__name__)
+# One Send/Close vocabulary for both ends of a connection, re-exported for the adapter.
+from engine.sync.session import CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, Close, Send
 
-CLOSE_NORMAL: Final = 1000
-CLOSE_PROTOCOL_ERROR: Final = 1002
+__all__ = [
+    "CLOSE_NORMAL",
+    "CLOSE_PROTOCOL_ERROR",
+    "Acknowledged",
+    "Changed",
+    "ClientDocuments",
+    "ClientSession",
+    "ClientState",
+    "Close",
+    "Effect",
+    "Joined",
+    "Send",
+    "ServerError",
+    "Unavailable",
+]
+
+log = logging.getLogger(__name__)
 
 
 class ClientDocuments(Protocol):
@@ -62,17 +78,6 @@ class ClientState(enum.Enum):
     AWAITING_PEER = "awaiting_peer"
     JOINED = "joined"
     CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    frame: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    code: int
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
