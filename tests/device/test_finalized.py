@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -21,7 +21,7 @@ from engine.backend.routes import make_setup
 from engine.backend.service import Backend
 from engine.backend.state import BACKEND
 from engine.device.connection import DeviceSync
-from engine.device.end_event import post_ride_end
+from engine.device.end_event import EndResult, post_ride_end
 from engine.ride.samples import Sample
 from engine.ride.schema import Phase, Role, shared_ref
 from engine.server.app import build_app
@@ -128,14 +128,31 @@ async def test_late_offline_edit_after_finalization_closes_out_the_ride(
     app.close()
 
 
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+async def post_end_to(handler: Handler) -> EndResult:
+    """`post_ride_end` against a real aiohttp server on loopback answering with `handler`."""
+    app = web.Application()
+    app.router.add_post("/v1/rides/{ride}/end", handler)
+    ts = TestServer(app, host="127.0.0.1", port=0)
+    await ts.start_server()
+    try:
+        async with asyncio.timeout(HANG_GUARD_S), aiohttp.ClientSession() as http:
+            return await post_ride_end(
+                http, url_of(ts), "token", RIDE, {"device": "app-1"}, backoff=Backoff(base=0.01, cap=0.05)
+            )
+    finally:
+        await ts.close()
+
+
 async def test_end_post_retries_while_the_same_request_is_in_progress() -> None:
     answers = [409, 409, 200]
     seen: list[str | None] = []
 
     async def handler(request: web.Request) -> web.Response:
         seen.append(request.headers.get("Idempotency-Key"))
-        status = answers[min(len(seen) - 1, len(answers) - 1)]
-        if status == 409:
+        if answers[min(len(seen) - 1, len(answers) - 1)] == 409:
             return web.json_response(
                 {"error": "idempotency", "detail": "still being processed"},
                 status=409,
@@ -143,17 +160,7 @@ async def test_end_post_retries_while_the_same_request_is_in_progress() -> None:
             )
         return web.json_response({"ride_id": RIDE, "ended": True})
 
-    app = web.Application()
-    app.router.add_post("/v1/rides/{ride}/end", handler)
-    ts = TestServer(app, host="127.0.0.1", port=0)
-    await ts.start_server()
-    try:
-        async with asyncio.timeout(HANG_GUARD_S), aiohttp.ClientSession() as http:
-            result = await post_ride_end(
-                http, url_of(ts), "token", RIDE, {"device": "app-1"}, backoff=Backoff(base=0.01, cap=0.05)
-            )
-    finally:
-        await ts.close()
+    result = await post_end_to(handler)
     assert result.ok and result.status == 200 and result.attempts == 3
     assert len(set(seen)) == 1  # every retry is the same request
 
@@ -166,15 +173,5 @@ async def test_end_post_does_not_retry_other_conflicts() -> None:
         calls += 1
         return web.json_response({"error": "ride_finalized", "detail": "read-only"}, status=409)
 
-    app = web.Application()
-    app.router.add_post("/v1/rides/{ride}/end", handler)
-    ts = TestServer(app, host="127.0.0.1", port=0)
-    await ts.start_server()
-    try:
-        async with asyncio.timeout(HANG_GUARD_S), aiohttp.ClientSession() as http:
-            result = await post_ride_end(
-                http, url_of(ts), "token", RIDE, {"device": "app-1"}, backoff=Backoff(base=0.01, cap=0.05)
-            )
-    finally:
-        await ts.close()
+    result = await post_end_to(handler)
     assert not result.ok and result.status == 409 and calls == 1
