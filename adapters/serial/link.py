@@ -4,11 +4,16 @@ Several links may share one queue (listen mode taps two lines of the bus): the c
 chunks of both ports in the order the event loop received them, which is what request/reply pairing
 needs. A link that dies (unplugged, read error) puts a PortLost marker on the queue instead of raising
 in a callback, so the source that owns it can report the loss as a state and reopen.
+
+A write that hits a port already gone (a USB cable pulled between two polls: EIO on the tty) is the same
+loss, not a crash: pyserial-asyncio-fast reports it to the event loop's exception handler, which logs an
+error-level "Fatal write error" with a traceback, so `_SerialTransport` reports it as the loss it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -41,6 +46,22 @@ class Chunk:
 QueueItem = Chunk | PortLost
 
 
+class _SerialTransport(serial_asyncio_fast.SerialTransport):
+    """pyserial-asyncio-fast's transport, but a port that fails under a write is lost, not an error.
+
+    asyncio's own transports treat a reset connection the same way (logged at debug, not passed to the
+    loop's exception handler). `_fatal_error`/`_abort` are the library's (0.16) own; tests/serial checks
+    that an unplug during a write still ends in one PortLost and no exception-handler call."""
+
+    def _fatal_error(self, exc: BaseException, message: str = "Fatal error on serial transport") -> None:
+        if not isinstance(exc, serial.SerialException | OSError):
+            super()._fatal_error(exc, message)
+            return
+        # connection_lost(exc) follows from _abort: the link puts its PortLost on the queue there.
+        log.debug("serial write failed; the port is gone", extra={"error": str(exc)})
+        self._abort(exc)
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, link: SerialLink) -> None:
         self._link = link
@@ -68,14 +89,14 @@ class SerialLink:
         """Opens the port or raises OSError/serial.SerialException (the caller backs off and retries)."""
         link = cls(path, queue, index)
         loop = asyncio.get_running_loop()
-        transport, _ = await serial_asyncio_fast.create_serial_connection(
-            loop, lambda: _Protocol(link), path, baudrate=baudrate, exclusive=True
+        # What serial_asyncio_fast.create_serial_connection does for a local port, with our transport.
+        ser = await loop.run_in_executor(
+            None, functools.partial(serial.serial_for_url, path, baudrate=baudrate, exclusive=True)
         )
+        transport = _SerialTransport(loop, _Protocol(link), ser)
         link._transport = transport
         # Whatever sat in the driver's buffer while nobody listened is stale: start from the live line.
-        ser = transport.serial
-        if ser is not None:
-            ser.reset_input_buffer()
+        ser.reset_input_buffer()
         return link
 
     def write(self, data: bytes) -> None:

@@ -12,6 +12,13 @@ Baseline: the same demo (same riders, the same simulated bikes on ptys, same hub
 strap replaced by a source that creates heart-rate readings directly at the same rate: latency is
 receipt minus the reading's creation time. The ratio is the price of the BLE stack plus its load on the
 shared event loop. Phases run one after the other in the same invocation.
+
+`--browser`: the dashboard page itself, in Debian's Chromium (Playwright, `executable_path`), is the
+receiver: the page records sensor timestamp -> its own receipt for every heart-rate value it newly sees
+(engine/dashboard/static/latency.js, `window.ridesyncLatency`). One phase, the BLE demo as above with the
+page open; its baseline is the Python class viewer in the same run, over the same seconds (the same
+values, received by a process that does nothing else). The browser runs on this machine, so the page's
+Date.now() and the sensor's time.time() are one clock.
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ from engine.demo.session import DemoConfig, DemoSession, running_demo
 from engine.readings import Contact, Kind, Reading, SourceItem
 
 NAME = "demo"
-HELP = "demo live latency: strap notify -> dashboard viewer, p50/p99, vs a no-BLE synthetic baseline"
+HELP = (
+    "demo live latency: strap notify -> dashboard viewer (or, with --browser, the page in Chromium), p50/p99"
+)
 CYCLE = 80  # distinct bpm values per strap: a value identifies its notification for CYCLE periods
 READY_GUARD_S = 60.0
 
@@ -42,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rate", type=float, default=1.0, help="notifications per second per strap (1 = real)"
     )
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds per phase")
+    parser.add_argument(
+        "--browser",
+        action="store_true",
+        help="measure in the dashboard page in Debian's Chromium (package `chromium`), next to the Python "
+        "viewer of the same run",
+    )
 
 
 def _bpm(spec: RiderSpec, k: int) -> int:
@@ -146,6 +161,75 @@ async def _phase(
     return out
 
 
+PAGE_ALL_LIVE_JS = "(n) => document.querySelectorAll('.hr-value[data-state=live]').length >= n"
+
+
+async def _browser_phase(
+    rig: SensorRig, riders: int, duration: float, sent_at: dict[tuple[str, int], float]
+) -> dict[str, Any]:
+    """The BLE demo with the dashboard open in Chromium: the page's own numbers and the Python viewer's,
+    over the same measured seconds."""
+    from playwright.async_api import async_playwright
+
+    from engine.demo.browser import CHROMIUM, CHROMIUM_ARGS
+
+    # (receipt time, latency) at the viewer: cut to the measured seconds afterwards, as the page's are.
+    e2e: list[tuple[float, float]] = []
+    from_t: list[tuple[float, float]] = []
+
+    def on_value(v: LiveValue) -> None:
+        if v.metric != "hr":
+            return
+        from_t.append((v.received, v.received - v.t))
+        sent = sent_at.get((v.device, int(v.value)))
+        if sent is not None:
+            e2e.append((v.received, v.received - sent))
+
+    config = DemoConfig(riders=riders, speed=1.0, port=0)
+    async with running_demo(config, rig, on_value=on_value) as demo, async_playwright() as pw:
+        await _all_live(demo)
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1600, "height": 900})
+            await page.goto(demo.dashboard_url)
+            async with asyncio.timeout(READY_GUARD_S):
+                # The page's state lives in the browser; poll it until every tile is live.
+                while not await page.evaluate(PAGE_ALL_LIVE_JS, riders):  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            await page.evaluate("window.ridesyncLatency.reset()")
+            # The page and this process share one clock: both sides are cut to exactly these seconds.
+            start = time.time()
+            await asyncio.sleep(duration)
+            end = time.time()
+            summary: dict[str, Any] = await page.evaluate("window.ridesyncLatency()")
+            entries: list[list[float]] = await page.evaluate("window.ridesyncLatency.entries()")
+            readout = await page.inner_text("#latency")
+            version = browser.version
+        finally:
+            await browser.close()
+        reconnects = sum(r.reconnects for r in demo.riders)
+
+    def cut(pairs: Sequence[Sequence[float]], scale: float) -> list[float]:
+        return [lat / scale for at, lat in pairs if start <= at / scale < end]
+
+    page_stats = pct(cut(entries, 1000.0))
+    return {
+        "page": {
+            "sensor_t_to_page": page_stats,
+            "values_seen_since_reset": summary["count"],
+            # The page keeps a bounded window; past it, the numbers are over the most recent values only.
+            "window_overflow": summary["count"] > summary["window"],
+            "footer": readout,
+        },
+        "viewer_baseline": {
+            "sensor_t_to_viewer": pct(cut(from_t, 1.0)),
+            "strap_notify_to_viewer": pct(cut(e2e, 1.0)),
+        },
+        "browser": f"{CHROMIUM} {version}",
+        "reconnects": reconnects,
+    }
+
+
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from engine.cli.commands.demo import simulated_rig
 
@@ -163,7 +247,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             with contextlib.suppress(Exception):  # a link dropping mid-notify: that value is simply lost
                 await strap.notify(bpm)
 
-    demo = await _phase(functools.partial(simulated_rig, player=player), args.riders, args.duration, sent_at)
+    ble_rig = functools.partial(simulated_rig, player=player)
+    if args.browser:
+        return await _run_browser(args, ble_rig, sent_at)
+    demo = await _phase(ble_rig, args.riders, args.duration, sent_at)
     baseline = await _phase(functools.partial(synthetic_rig, rate=rate), args.riders, args.duration, None)
 
     def ratio(key: str) -> float | None:
@@ -180,6 +267,35 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "ratio_p50": ratio("p50_ms"),
         "ratio_p99": ratio("p99_ms"),
         "note": "one process: straps, radio, bikes on ptys, publishers, hub and viewer share one event loop",
+    }
+
+
+async def _run_browser(
+    args: argparse.Namespace, rig: SensorRig, sent_at: dict[tuple[str, int], float]
+) -> dict[str, Any]:
+    from engine.demo.browser import browser_missing
+
+    head = {"riders": args.riders, "rate_hz_per_rider": args.rate, "duration_s": args.duration}
+    missing = browser_missing()
+    if missing is not None:
+        return {**head, "mode": "browser", "skipped": missing}
+    result = await _browser_phase(rig, args.riders, args.duration, sent_at)
+    page = result["page"]["sensor_t_to_page"]
+    viewer = result["viewer_baseline"]["sensor_t_to_viewer"]
+
+    def ratio(key: str) -> float | None:
+        a, b = page[key], viewer[key]
+        return round(a / b, 2) if a and b else None
+
+    return {
+        **head,
+        "mode": "browser",
+        **result,
+        "ratio_p50": ratio("p50_ms"),
+        "ratio_p99": ratio("p99_ms"),
+        "note": "sensor t = the bike's BLE adapter receiving the strap's notification; page = Date.now() in "
+        "Chromium's onmessage; viewer = the demo's Python subscriber (same hub, same seconds). One machine, "
+        "one clock; the hub carries t rounded to 1 ms and Date.now() has 1 ms resolution.",
     }
 
 

@@ -32,6 +32,7 @@ ASSETS: dict[str, str] = {
     "ride.js": "text/javascript",
     "common.js": "text/javascript",
     "chart.js": "text/javascript",
+    "latency.js": "text/javascript",
     "style.css": "text/css",
 }
 SECURITY_HEADERS = {

@@ -1,6 +1,9 @@
 """`ridesync demo --chaos`: three faults during the class, each healed, each recovery observed.
 
-1. **network**: the first rider's durable lane (its bike replica's sync) runs through a `ChaosProxy`
+Which rider gets which fault is drawn with `DemoConfig.chaos_seed` (`victims.py`, `--chaos-seed`): the
+same seed hits the same riders, another seed other riders.
+
+1. **network**: a rider's durable lane (its bike replica's sync) runs through a `ChaosProxy`
    (`DemoSession.proxy`); it is partitioned, then healed. Recovered: the backend again holds every sample
    the bike had recorded when the network came back (the sync caught up).
 2. **strap range**: a strap walks out of range and back. Recovered: the adapter reported the link lost and
@@ -16,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from engine.demo.session import DemoSession, Rider
+from engine.demo.victims import chaos_victims
 
 # Class time a fault lasts (the issue: "one rider's network drops for two minutes").
 FAULT_CLASS_S = 120.0
@@ -31,6 +35,9 @@ MIN_DURATION_S = 30.0
 POLL_S = 0.25
 
 OnChaos = Callable[[dict[str, Any]], None]
+# fault -> returns when that fault may heal (after the plan's hold): lets a watcher (a browser test) keep a
+# fault in place until it has seen its effect, instead of guessing how long that takes.
+HoldUntil = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,18 +100,29 @@ async def _until(predicate: Callable[[], bool]) -> None:
 class ChaosRun:
     """Runs the plan against a session; `records` say what happened (also while it runs)."""
 
-    def __init__(self, session: DemoSession, plan: ChaosPlan, on_event: OnChaos) -> None:
+    def __init__(
+        self, session: DemoSession, plan: ChaosPlan, on_event: OnChaos, *, hold_until: HoldUntil | None = None
+    ) -> None:
         self.session = session
         self.plan = plan
         self.on_event = on_event
-        riders = session.riders
-        n = len(riders)
-        self.records = [
-            FaultRecord("network", session.proxied_device or riders[0].spec.device),
-            FaultRecord("strap_range", riders[1 % n].spec.device),
-            FaultRecord("usb", riders[2 % n].spec.device),
-        ]
+        self.hold_until = hold_until
+        self.victims = chaos_victims([r.spec.device for r in session.riders], session.config.chaos_seed)
+        if session.proxied_device is not None:  # the rider whose replica really syncs through the proxy
+            self.victims["network"] = session.proxied_device
+        self.records = [FaultRecord(fault, device) for fault, device in self.victims.items()]
         self._t0 = time.monotonic()
+
+    def plan_event(self) -> dict[str, Any]:
+        """What the run will do, printed before the first fault: which rider gets which fault, and when."""
+        return {
+            "event": "chaos_plan",
+            "seed": self.session.config.chaos_seed,
+            "victims": dict(self.victims),
+            "start_s": self.plan.start_s,
+            "stagger_s": self.plan.stagger_s,
+            "hold_s": self.plan.hold_s,
+        }
 
     def _now(self) -> float:
         return round(time.monotonic() - self._t0, 2)
@@ -130,6 +148,11 @@ class ChaosRun:
             tg.create_task(self._strap(self.records[1], self.plan.start_s + self.plan.stagger_s))
             tg.create_task(self._usb(self.records[2], self.plan.start_s + 2 * self.plan.stagger_s))
 
+    async def _hold(self, record: FaultRecord) -> None:
+        await asyncio.sleep(self.plan.hold_s)
+        if self.hold_until is not None:
+            await self.hold_until(record.fault)
+
     async def _network(self, record: FaultRecord, at: float) -> None:
         proxy = self.session.proxy
         if proxy is None:
@@ -142,7 +165,7 @@ class ChaosRun:
         proxy.partition()
         self._mark(record, "injected")
         try:
-            await asyncio.sleep(self.plan.hold_s)
+            await self._hold(record)
         finally:
             proxy.heal()
         self._mark(record, "healed")
@@ -165,7 +188,7 @@ class ChaosRun:
         strap.walk_out_of_range()
         self._mark(record, "injected")
         try:
-            await asyncio.sleep(self.plan.hold_s)
+            await self._hold(record)
             # The adapter must have noticed (a link lost), else the walk did nothing observable.
             await _until(lambda: rider.hr.reconnects > lost_before)
         finally:
@@ -189,7 +212,7 @@ class ChaosRun:
         cable.unplug()
         self._mark(record, "injected")
         try:
-            await asyncio.sleep(self.plan.hold_s)
+            await self._hold(record)
         finally:
             cable.replug()
         self._mark(record, "healed")
@@ -218,7 +241,12 @@ def chaos_report(run: ChaosRun, reconciliation: dict[str, Any]) -> dict[str, Any
         )
         faults.append(out)
     return {
-        "plan": {"start_s": run.plan.start_s, "stagger_s": run.plan.stagger_s, "hold_s": run.plan.hold_s},
+        "plan": {
+            "start_s": run.plan.start_s,
+            "stagger_s": run.plan.stagger_s,
+            "hold_s": run.plan.hold_s,
+            "seed": run.session.config.chaos_seed,
+        },
         "faults": faults,
         "all_recovered": all(f["recovered"] and f["ride_reconciled"] for f in faults),
     }

@@ -39,6 +39,7 @@ from engine.dashboard.routes import setup_dashboard
 from engine.demo.monitor import ClassMonitor, OnValue
 from engine.demo.roster import RiderSpec, make_roster
 from engine.demo.sensors import RiderSensors, SensorRig
+from engine.demo.victims import DEFAULT_CHAOS_SEED, chaos_victims
 from engine.device.bike import BikeOptions, BikeRide
 from engine.device.common import own_doc
 from engine.live.config import HubConfig
@@ -74,9 +75,11 @@ class DemoConfig:
     retry_cap_s: float = 5.0
     # False: the live lane only, no backend sync endpoint (a test serving its own /v1/rides stand-in).
     durable_lane: bool = True
-    # --chaos: the first rider's replica syncs through a ChaosProxy (engine/chaos) in front of the
-    # backend, so its durable-lane network can be dropped and restored (`DemoSession.proxy`).
+    # --chaos: the network victim's replica (victims.chaos_victims with chaos_seed) syncs through a
+    # ChaosProxy (engine/chaos) in front of the backend, so its durable-lane network can be dropped and
+    # restored (`DemoSession.proxy`).
     chaos: bool = False
+    chaos_seed: int = DEFAULT_CHAOS_SEED
 
 
 @dataclass(slots=True)
@@ -322,11 +325,13 @@ async def running_demo(
         )
         sensors = await stack.enter_async_context(rig(specs, config.speed))
         proxy: ChaosProxy | None = None
+        proxied: str | None = None
         if config.chaos and config.durable_lane and specs:
             proxy = await stack.enter_async_context(ChaosProxy((config.host, port), seed=config.seed))
+            proxied = chaos_victims([s.device for s in specs], config.chaos_seed)["network"]
         started = time.time()
         riders: list[Rider] = []
-        for i, (spec, rs) in enumerate(zip(specs, sensors, strict=True)):
+        for spec, rs in zip(specs, sensors, strict=True):
             ride_id = ride_id_for(config.class_id, spec.device, started)
             # Scoped to the rider's ride and class: the backend then registers the ride in the class when
             # the replica connects, as it does for a real bike.
@@ -338,7 +343,9 @@ async def running_demo(
             if config.durable_lane:
                 replica = BikeRide(
                     BikeOptions(
-                        backend=f"http://{proxy.address}" if proxy is not None and i == 0 else base_url,
+                        backend=f"http://{proxy.address}"
+                        if proxy is not None and spec.device == proxied
+                        else base_url,
                         token=token,
                         device=spec.device,
                         ride_id=ride_id,
@@ -354,7 +361,7 @@ async def running_demo(
         session = DemoSession(config, base_url, data_dir, viewer, riders, monitor, app)
         if proxy is not None:
             session.proxy = proxy
-            session.proxied_device = specs[0].device
+            session.proxied_device = proxied
         tasks: list[asyncio.Task[None]] = []
         async with asyncio.TaskGroup() as tg:
             tasks.append(tg.create_task(monitor.run(), name="demo-monitor"))

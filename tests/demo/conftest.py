@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from engine.cli.commands.demo import simulated_rig
+from engine.demo.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing
 from engine.demo.session import DemoConfig, DemoSession, running_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
-# Debian's chromium, started the way it works in containers and CI (no sandbox, no GPU, no phoning home).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 HANG_GUARD_S = 60.0
 
 
@@ -40,6 +28,10 @@ async def demo(tmp_path: Path) -> AsyncIterator[DemoSession]:
 
 @pytest.fixture
 def chromium() -> Path:
-    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
-        pytest.skip("Debian's Chromium is not installed: apt-get install chromium (package `chromium`)")
+    missing = browser_missing()
+    if missing is not None:
+        pytest.skip(missing)
     return CHROMIUM
+
+
+__all__ = ["CHROMIUM_ARGS", "HANG_GUARD_S", "ROOT", "SCREENSHOTS"]

@@ -5,10 +5,13 @@ in-process demo: tiles appear and move, the leaderboard updates, a strap that wa
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import re
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -21,7 +24,7 @@ from tests.demo.conftest import CHROMIUM_ARGS, HANG_GUARD_S, ROOT, SCREENSHOTS
 pytestmark = pytest.mark.slow
 
 pytest.importorskip("playwright.async_api")
-from playwright.async_api import async_playwright  # noqa: E402
+from playwright.async_api import Page, async_playwright  # noqa: E402
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, guard_s: float = HANG_GUARD_S) -> None:
@@ -33,6 +36,36 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, guard_s: float 
                 await asyncio.sleep(0.1)
     except TimeoutError:
         raise AssertionError(f"gave up waiting for: {what}") from None
+
+
+LATENCY_TEXT = re.compile(r"^live latency p50 -?[\d.]+ ms · p99 -?[\d.]+ ms$")
+
+
+async def check_page_latency(page: Page, demo: DemoSession) -> dict[str, Any]:
+    """The page's own live-latency record (static/latency.js): one sample per heart-rate value it newly
+    received, bounded by what the straps delivered; shown in the footer. Numbers, not speeds, are checked."""
+    summary: dict[str, Any] = await page.evaluate("window.ridesyncLatency()")
+    samples: list[float] = await page.evaluate("window.ridesyncLatency.samples()")
+    # Read after the page: the sensors' counters only grow, so this bounds what the page can have seen.
+    delivered = sum(r.hr.readings["heart_rate"] for r in demo.riders)
+    # Every rider's shown value changed since the snapshot, so each contributed at least one new value.
+    assert len(demo.riders) <= summary["count"] <= delivered, (summary, delivered)
+    assert summary["window"] == len(samples) == min(summary["count"], summary["window_size"])
+    assert all(math.isfinite(x) for x in samples)
+    # Causality, not speed: no value arrives before the bike received it (t is rounded to 1 ms, Date.now()
+    # truncates to 1 ms; one machine, one clock).
+    assert min(samples) >= -2.0, summary
+    assert summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"] == round(max(samples), 2)
+
+    await latency_shown(page)
+    return summary
+
+
+async def latency_shown(page: Page) -> None:
+    async def footer_shows() -> bool:
+        return LATENCY_TEXT.match(await page.inner_text("#latency")) is not None
+
+    await until(footer_shows, "the live-latency readout in the footer")
 
 
 async def test_class_view_and_ride_page_in_chromium(demo: DemoSession, chromium: Path) -> None:
@@ -68,6 +101,7 @@ async def test_class_view_and_ride_page_in_chromium(demo: DemoSession, chromium:
                 return all([await hr_text(d) != first[d] for d in devices])
 
             await until(values_changed, "every rider's heart rate to change")
+            measured = await check_page_latency(page, demo)
 
             async def power_shown() -> bool:
                 text = await page.inner_text(f'.tile[data-device="{devices[0]}"] .pwr')
@@ -111,6 +145,8 @@ async def test_class_view_and_ride_page_in_chromium(demo: DemoSession, chromium:
             await until(lambda: state_is("live"), "live again after the strap came back", guard_s=90)
             assert (await hr_text(walker.spec.device)).isdigit()
             await page.screenshot(path=str(SCREENSHOTS / "recovered.png"))
+            later = await check_page_latency(page, demo)
+            assert later["count"] > measured["count"]
 
             # The sync state is the backend's for the rider's ride: its bike replica is syncing it.
             async def syncing() -> bool:
@@ -139,6 +175,7 @@ async def test_class_view_and_ride_page_in_chromium(demo: DemoSession, chromium:
             # Back to the class, later in the ride (riders in different zones), for the README.
             await page.click("#back")
             await until(all_live, "the class view again")
+            await latency_shown(page)  # a fresh page measures again (the README's screenshot shows it)
             await page.screenshot(path=str(SCREENSHOTS / "class-view-later.png"))
             # The README's screenshot: refreshed on request, so CI runs leave the tree clean.
             docs_png = ROOT / "docs" / "dashboard.png"

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from engine.demo.victims import DEFAULT_CHAOS_SEED, chaos_victims
 from tests.demo.conftest import ROOT
 
 # The installed console script, as a user runs it (`python -m engine.cli.main` would load the CLI twice).
@@ -129,6 +130,12 @@ async def test_chaos_faults_are_injected_healed_and_lose_nothing(tmp_path: Path)
     assert rc == 0, err[-2000:]
     assert "Traceback" not in err
     lines = _lines(out)
+    # Who gets which fault is printed before the first fault, from the (default, fixed) seed.
+    plan = next(e for e in lines if e.get("event") == "chaos_plan")
+    first_fault = next(i for i, e in enumerate(lines) if e.get("event") == "chaos")
+    assert lines.index(plan) < first_fault
+    assert plan["seed"] == DEFAULT_CHAOS_SEED
+    assert plan["victims"] == chaos_victims(["bike-01", "bike-02", "bike-03"], DEFAULT_CHAOS_SEED)
     # Each fault is shown as it happens: injected, healed, then recovered, in that order.
     shown = [(e["fault"], e["phase"]) for e in lines if e.get("event") == "chaos"]
     for fault in ("network", "strap_range", "usb"):
@@ -138,6 +145,8 @@ async def test_chaos_faults_are_injected_healed_and_lose_nothing(tmp_path: Path)
     chaos = report["chaos"]
     faults = {f["fault"]: f for f in chaos["faults"]}
     assert set(faults) == {"network", "strap_range", "usb"}
+    assert {f: faults[f]["device"] for f in faults} == plan["victims"]
+    assert chaos["plan"]["seed"] == DEFAULT_CHAOS_SEED
     # Three different riders: one loses its sync network, one its strap, one its bike's USB.
     assert len({f["device"] for f in faults.values()}) == 3
     for f in faults.values():
@@ -167,6 +176,7 @@ async def test_chaos_faults_are_injected_healed_and_lose_nothing(tmp_path: Path)
         (["--duration", "-1"], "--duration"),
         (["--class", "no spaces/allowed"], "--class"),
         (["--chaos", "--duration", "10"], "--chaos needs --duration"),
+        (["--chaos-seed", "7"], "--chaos-seed only applies with --chaos"),
     ],
 )
 async def test_bad_options_are_refused_before_anything_starts(args: list[str], message: str) -> None:

@@ -11,6 +11,7 @@ from engine.demo.monitor import ClassMonitor, LiveValue
 from engine.demo.report import durable_summary, percentiles_ms, ride_reconciliation
 from engine.demo.roster import MAX_RIDERS, make_roster, shifted
 from engine.demo.session import DurableOutcome
+from engine.demo.victims import DEFAULT_CHAOS_SEED, chaos_victims
 
 
 def test_roster_is_deterministic_and_varied() -> None:
@@ -141,3 +142,27 @@ def test_console_footer_counts_recovered_faults() -> None:
     text = summary_footer({"elapsed_s": 40.0, "riders": [], "chaos": {"faults": faults}})
     assert "chaos: 1/2 faults recovered with their rides reconciled" in text
     assert "chaos" not in summary_footer({"elapsed_s": 40.0, "riders": [], "chaos": None})
+
+
+def test_chaos_victims_are_seeded_and_move_with_the_seed() -> None:
+    devices = [r.device for r in make_roster(8)]
+    picked = chaos_victims(devices)
+    assert list(picked) == ["network", "strap_range", "usb"]  # the order the faults are injected in
+    assert picked == chaos_victims(devices, DEFAULT_CHAOS_SEED)  # reproducible
+    assert len(set(picked.values())) == 3
+    # The default no longer always hits riders 1-3, and other seeds hit other riders.
+    assert set(picked.values()) != {"bike-01", "bike-02", "bike-03"}
+    assert len({tuple(chaos_victims(devices, seed).values()) for seed in range(20)}) > 10
+    # The unplugged bike of the default 8-rider class is a Peloton bike, whose adapter writes to the cable.
+    assert {r.device: r for r in make_roster(8)}[picked["usb"]].has_power
+    assert chaos_victims(["solo"], 5) == {"network": "solo", "strap_range": "solo", "usb": "solo"}
+    with pytest.raises(ValueError, match="at least one rider"):
+        chaos_victims([])
+
+
+@given(n=st.integers(min_value=1, max_value=MAX_RIDERS), seed=st.integers())
+def test_chaos_victims_are_riders_of_the_class(n: int, seed: int) -> None:
+    devices = [f"bike-{i:02d}" for i in range(n)]
+    picked = chaos_victims(devices, seed)
+    assert set(picked.values()) <= set(devices)
+    assert len(set(picked.values())) == min(n, 3)

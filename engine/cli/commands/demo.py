@@ -18,6 +18,7 @@ from engine.cli.main import CliError
 if TYPE_CHECKING:
     from engine.demo.roster import RiderSpec
     from engine.demo.sensors import CableControl, RiderSensors
+    from engine.demo.session import DemoSession
     from engine.readings import SensorSource
 
 # (simulated strap, rider, speed): drives one strap's notifications until cancelled.
@@ -60,6 +61,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="during the class: drop one rider's sync network, walk one strap out of range, unplug one "
         "bike's USB; each is healed and its recovery shown and reported",
+    )
+    p.add_argument(
+        "--chaos-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --chaos: the seed that picks which rider gets which fault (default: a fixed seed, so "
+        "runs are reproducible; the picks are printed at the start)",
     )
     p.add_argument("--log-level", default="WARNING")
     p.set_defaults(handler=_run)
@@ -156,6 +165,8 @@ def _validate(args: argparse.Namespace) -> None:
     from engine.demo.chaos import MIN_DURATION_S
     from engine.demo.roster import MAX_RIDERS
 
+    if args.chaos_seed is not None and not args.chaos:
+        raise CliError("--chaos-seed only applies with --chaos")
     if args.chaos and args.duration is not None and args.duration < MIN_DURATION_S:
         raise CliError(f"--chaos needs --duration of at least {MIN_DURATION_S:g} s (or none)")
     if not 1 <= args.riders <= MAX_RIDERS:
@@ -205,6 +216,7 @@ async def _main(args: argparse.Namespace) -> None:
     from engine.demo.monitor import LiveValue
     from engine.demo.report import demo_report
     from engine.demo.session import DemoConfig, running_demo
+    from engine.demo.victims import DEFAULT_CHAOS_SEED
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -236,6 +248,7 @@ async def _main(args: argparse.Namespace) -> None:
         data_dir=Path(args.data) if args.data else None,
         start_at_s=args.start_at,
         chaos=args.chaos,
+        chaos_seed=DEFAULT_CHAOS_SEED if args.chaos_seed is None else args.chaos_seed,
     )
 
     def on_chaos(event: dict[str, Any]) -> None:
@@ -275,6 +288,10 @@ async def _main(args: argparse.Namespace) -> None:
         chaos_task: asyncio.Task[None] | None = None
         if args.chaos:
             chaos = ChaosRun(demo, ChaosPlan.for_class(args.duration, args.speed), on_chaos)
+            if args.json:
+                emit(chaos.plan_event())
+            else:
+                print(chaos_plan_line(demo, chaos.plan_event()), flush=True)
             chaos_task = asyncio.create_task(chaos.run(), name="demo-chaos")
         while not stop.is_set():
             wait = args.summary_every
@@ -311,6 +328,15 @@ async def _main(args: argparse.Namespace) -> None:
         emit(report)
     else:
         print(summary_footer(report), file=sys.stdout, flush=True)
+
+
+def chaos_plan_line(demo: DemoSession, plan: dict[str, Any]) -> str:
+    names = {r.spec.device: r.spec.name for r in demo.riders}
+    picks = ", ".join(f"{fault} -> {dev} ({names.get(dev, '?')})" for fault, dev in plan["victims"].items())
+    return (
+        f"  chaos plan (seed {plan['seed']}): {picks}; from {plan['start_s']:g} s, every "
+        f"{plan['stagger_s']:g} s, each lasting {plan['hold_s']:g} s"
+    )
 
 
 def summary_footer(report: dict[str, object]) -> str:

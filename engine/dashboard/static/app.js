@@ -1,6 +1,7 @@
 // The class view: one tile per rider (heart rate, zone, cadence, power, age, sync state) and the
 // leaderboard, from the hub's WebSocket (engine/live/README.md). `/classes/{class}?token=T`.
 import { HubConnection, clock, connectionText, el, fmtAge, getJSON, params, token, withToken } from "./common.js";
+import { LatencyWindow, latencyText, latencyTitle } from "./latency.js";
 
 // The hub marks values stale after its limit (default 3 s); the page applies the same limit itself, so a
 // dead connection can never leave a frozen number on screen.
@@ -16,6 +17,13 @@ const rides = new Map(); // device -> ride_id
 const sync = new Map(); // ride_id -> {text, state, title}
 let syncEndpoint = "unknown"; // unknown | present | missing
 let connState = { state: "connecting", detail: "" };
+// Sensor timestamp -> this page, per heart-rate value (latency.js); read by tests and `ridesync bench demo`.
+const latency = new LatencyWindow();
+window.ridesyncLatency = Object.assign(() => latency.summary(), {
+  samples: () => latency.samples(),
+  entries: () => latency.entries(),
+  reset: () => latency.reset(),
+});
 
 function classFromPath() {
   const m = location.pathname.match(/^\/classes\/([^/]+)\/?$/);
@@ -57,8 +65,9 @@ async function showPicker() {
 
 // --- frames -----------------------------------------------------------------------------------------
 
-function applyFrame(frame, { first }) {
+function applyFrame(frame, { first, received }) {
   if (frame.type === "delta" && frame.riders && typeof frame.riders === "object") {
+    latency.observe(frame.riders, received, first);
     if (first) {
       // A new subscription starts with a snapshot of every present rider: anyone else left meanwhile.
       for (const [device, entry] of riders) {
@@ -121,7 +130,7 @@ function makeTile(device) {
   const cad = el("dd", { class: "cad", "data-state": "none", text: "—" });
   const pwr = el("dd", { class: "pwr", "data-state": "none", text: "—" });
   const age = el("span", { class: "age" });
-  const syncEl = el("span", { class: "sync", "data-sync": "none", text: "sync: —" });
+  const syncEl = el("span", { class: "sync", "data-sync": "none", "data-link": "unknown", text: "sync: —" });
   tile.append(
     el("header", { class: "tile-head" }, name, presence),
     el("div", { class: "hr" }, hrValue, hrUnit, zone),
@@ -185,6 +194,7 @@ function renderTile(device, entry, now) {
   };
   t.sync.textContent = shown.text;
   t.sync.dataset.sync = shown.state;
+  t.sync.dataset.link = shown.link || "unknown";
   t.sync.title = shown.title;
 }
 
@@ -210,6 +220,22 @@ function render() {
   conn.dataset.connects = String(connState.opens || 0);
   document.getElementById("clock").textContent = new Date().toLocaleTimeString();
   renderBoardMeta();
+  renderLatency();
+}
+
+let latencyShownAt = 0;
+
+function renderLatency() {
+  // Once a second: the numbers move slowly and a readout that flickers 4x/s is noise in a room.
+  if (Date.now() - latencyShownAt < 1000) return;
+  latencyShownAt = Date.now();
+  const s = latency.summary();
+  const foot = document.getElementById("latency");
+  const view = latencyText(s);
+  foot.textContent = view.text;
+  foot.dataset.state = view.state;
+  foot.dataset.count = String(s.count);
+  foot.title = latencyTitle(s);
 }
 
 // Pick the fewest columns (largest tiles) that fit every tile on one screen, as a room's wall needs; when
@@ -227,7 +253,10 @@ function fitTiles() {
   const rem = parseFloat(getComputedStyle(document.documentElement).fontSize) || 16;
   const gap = parseFloat(getComputedStyle(tiles).columnGap) || 0;
   const width = tiles.clientWidth;
-  const height = window.innerHeight - tiles.getBoundingClientRect().top - gap;
+  // The latency footer sits under the tiles and stays on screen too.
+  const foot = document.querySelector(".page-foot");
+  const below = foot ? foot.offsetHeight + (parseFloat(getComputedStyle(tiles.parentElement).rowGap) || 0) : 0;
+  const height = window.innerHeight - tiles.getBoundingClientRect().top - gap - below;
   let cols = 0;
   for (let c = 1; c <= n; c++) {
     const w = (width - gap * (c - 1)) / c;
@@ -333,10 +362,18 @@ async function pollSync() {
       syncEndpoint = "present";
       const s = syncFrom(res.body);
       if (s) {
+        const title = s.reason || `phase ${res.body.phase ?? "?"}, ride ${rideId}`;
+        // The backend's state stays `syncing` through a dead network (it cannot tell a partition from a
+        // quiet bike), but it knows nobody is connected for the ride: say so, or the wall shows nothing.
+        const offline = s.state === "syncing" && res.body.connected_devices === 0;
         sync.set(rideId, {
-          text: `sync: ${s.state}`,
+          text: offline ? `sync: ${s.state} · offline` : `sync: ${s.state}`,
           state: s.state,
-          title: s.reason || `phase ${res.body.phase ?? "?"}, ride ${rideId}`,
+          link: offline ? "offline" : typeof res.body.connected_devices === "number" ? "online" : "unknown",
+          title: offline
+            ? `${title}. No replica of this ride is connected to the backend right now: the bike keeps its ` +
+              "samples and syncs them when its network is back."
+            : title,
         });
       } else {
         sync.set(rideId, { text: "sync: —", state: "none", title: "the backend reports no sync state for this ride" });

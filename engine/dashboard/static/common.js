@@ -68,7 +68,8 @@ export const clock = {
 
 // One class WebSocket (subscribe mode), reconnected with backoff. Calls
 //   onState({state, detail}) with state "connecting" | "live" | "reconnecting" | "refused"
-//   onFrame(frame, {first}) for every hub frame; `first` marks the snapshot a new subscription starts with.
+//   onFrame(frame, {first, received}) for every hub frame; `first` marks the snapshot a new subscription
+//   starts with, `received` is Date.now() when the message arrived.
 export class HubConnection {
   constructor(classId, { onFrame, onState }) {
     this.classId = classId;
@@ -107,6 +108,7 @@ export class HubConnection {
       this.onState({ state: "live", detail: "", opens: this.opens });
     };
     ws.onmessage = (ev) => {
+      const received = Date.now(); // before parsing: the page's receipt time (latency.js)
       let frame;
       try {
         frame = JSON.parse(ev.data);
@@ -117,7 +119,7 @@ export class HubConnection {
       clock.observe(frame.ts);
       const isFirst = first && frame.type === "delta";
       if (frame.type === "delta") first = false;
-      this.onFrame(frame, { first: isFirst });
+      this.onFrame(frame, { first: isFirst, received });
     };
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
