@@ -1,15 +1,32 @@
-"""Backend limits and their defaults, overridable from the environment (`ridesync serve` has no flags
-for them; the variables are listed in README.md)."""
+"""Backend limits and their defaults: `ridesync serve` flags win over environment variables, which win
+over the defaults here (README.md, "Limits and configuration")."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # A 4-hour offline backlog at the default 10 s fold is ~350 KB (engine/ride/README.md); 8 MiB leaves a
 # 20x margin for claims, edits and a denser commit interval.
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# Below this even a join with metadata or one fold's sync message may not fit.
+MIN_MESSAGE_BYTES = 4096
+MAX_MESSAGE_BYTES = 1024 * 1024 * 1024
+MAX_HEARTBEAT_S = 3600.0
+
+# (field, flag, environment variable): one table, so errors name what the user actually set.
+LIMITS = (
+    ("max_message_bytes", "--max-message-bytes", "RIDESYNC_MAX_MESSAGE_BYTES"),
+    ("heartbeat_s", "--heartbeat-s", "RIDESYNC_HEARTBEAT_S"),
+    ("rate_per_s", "--rate-per-s", "RIDESYNC_RATE_PER_S"),
+    ("burst", "--rate-burst", "RIDESYNC_RATE_BURST"),
+)
+
+
+class ConfigError(ValueError):
+    """A limit is out of range or not a number; the message names the flag or variable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,24 +45,66 @@ class BackendConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BackendConfig:
         env = os.environ if env is None else env
-        base = cls()
-
-        def num(name: str, default: float) -> float:
-            raw = env.get(name)
+        values: dict[str, float] = {}
+        for name, _, var in LIMITS:
+            raw = env.get(var)
             if raw is None or raw == "":
-                return default
+                continue
             try:
-                value = float(raw)
+                values[name] = float(raw)
             except ValueError:
-                raise ValueError(f"{name} must be a number, got {raw!r}") from None
-            if not value > 0:
-                raise ValueError(f"{name} must be positive, got {raw!r}")
-            return value
+                raise ConfigError(f"{var} must be a number, got {raw!r}") from None
+        config = cls()
+        config = replace(config, device_id=env.get("RIDESYNC_BACKEND_ID") or config.device_id)
+        return config._with(values, {name: var for name, _, var in LIMITS})
 
-        return cls(
-            max_message_bytes=int(num("RIDESYNC_MAX_MESSAGE_BYTES", base.max_message_bytes)),
-            heartbeat_s=num("RIDESYNC_HEARTBEAT_S", base.heartbeat_s),
-            rate_per_s=num("RIDESYNC_RATE_PER_S", base.rate_per_s),
-            burst=num("RIDESYNC_RATE_BURST", base.burst),
-            device_id=env.get("RIDESYNC_BACKEND_ID") or base.device_id,
+    def override(
+        self,
+        *,
+        max_message_bytes: float | None = None,
+        heartbeat_s: float | None = None,
+        rate_per_s: float | None = None,
+        burst: float | None = None,
+    ) -> BackendConfig:
+        """This config with the limits given (command-line flags; None = keep)."""
+        given = {"max_message_bytes": max_message_bytes, "heartbeat_s": heartbeat_s}
+        given |= {"rate_per_s": rate_per_s, "burst": burst}
+        values = {name: v for name, v in given.items() if v is not None}
+        return self._with(values, {name: flag for name, flag, _ in LIMITS})
+
+    def _with(self, values: Mapping[str, float], labels: Mapping[str, str]) -> BackendConfig:
+        for name, value in values.items():
+            _check(name, value, labels[name])
+        config = self
+        if "max_message_bytes" in values:
+            config = replace(config, max_message_bytes=int(values["max_message_bytes"]))
+        if "heartbeat_s" in values:
+            config = replace(config, heartbeat_s=float(values["heartbeat_s"]))
+        if "rate_per_s" in values:
+            config = replace(config, rate_per_s=float(values["rate_per_s"]))
+        if "burst" in values:
+            config = replace(config, burst=float(values["burst"]))
+        return config
+
+
+def _check(name: str, value: float, label: str) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"{label} must be a finite number, got {value!r}")
+    if name == "max_message_bytes":
+        if value != int(value) or not MIN_MESSAGE_BYTES <= value <= MAX_MESSAGE_BYTES:
+            raise ConfigError(
+                f"{label} must be a whole number of bytes from {MIN_MESSAGE_BYTES} to {MAX_MESSAGE_BYTES} "
+                f"(a 4-hour offline backlog needs ~350 KB), got {value:g}"
+            )
+    elif name == "heartbeat_s":
+        if not 0 < value <= MAX_HEARTBEAT_S:
+            raise ConfigError(
+                f"{label} must be more than 0 and at most {MAX_HEARTBEAT_S:g} seconds, got {value:g}"
+            )
+    elif name == "rate_per_s":
+        if not value > 0:
+            raise ConfigError(f"{label} must be positive (requests per second per device), got {value:g}")
+    elif name == "burst" and not value >= 1:
+        raise ConfigError(
+            f"{label} must be at least 1 (a bucket below one token refuses everything), got {value:g}"
         )

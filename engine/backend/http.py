@@ -118,7 +118,10 @@ async def get_ride(
     ride_id = _ride_id(request)
     auth.require_read(claims, ride_id, ride_classes(request.app, ride_id))
     _known(backend, ride_id)
-    return web.json_response(ride_json(backend, ride_id))
+    out = ride_json(backend, ride_id)
+    # The view (e.g. `reconciled`) is shown only once everything it reflects is committed.
+    await backend.store.flushed()
+    return web.json_response(out)
 
 
 async def list_rides(
@@ -200,6 +203,8 @@ async def end_ride(
         backend.ride_changed(ride_id, claims.device)
         log.info("ride end recorded", extra={"ride_id": ride_id, "device": claims.device, "first": first})
         answer = {"ride_id": ride_id, "ended": True, "end_key": end_key, "reported_by": claims.device}
+        # Committed before the ledger stores (and anyone receives) the answer.
+        await backend.store.flushed()
         return idem.StoredResponse(200, _dump(answer), JSON)
 
     async def per_device() -> idem.StoredResponse:
@@ -293,6 +298,7 @@ async def put_meta(
             backend.ride_changed(ride_id, claims.device)
             backend.broadcast(repo_id(ref))
         shared_now = store.view(ride_id).shared
+        await store.flushed()
         return idem.StoredResponse(
             200, _dump({"ride_id": ride_id, "written": written, "shared": shared_now}), JSON
         )

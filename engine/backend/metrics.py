@@ -36,6 +36,35 @@ class BackendMetrics:
         self.rate_limited = Counter(
             "ridesync_rate_limited", "Requests answered 429", ["kind"], registry=registry
         )
+        self.commit_wait_seconds = Histogram(
+            "ridesync_sync_commit_wait_seconds",
+            "Time a sync reply waited for the store's group commit before it could be sent",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+        self.store_group_seconds = Histogram(
+            "ridesync_store_group_seconds",
+            "Write-behind: time to run and commit one group of store writes (writer thread)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+        self.store_commit_seconds = Histogram(
+            "ridesync_store_commit_seconds",
+            "Write-behind: time of the COMMIT (fsync) of one group",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=registry,
+        )
+        self.store_group_jobs = Histogram(
+            "ridesync_store_group_jobs",
+            "Write-behind: store writes committed together in one transaction",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+            registry=registry,
+        )
+        self.token_expired_closes = Counter(
+            "ridesync_sync_token_expired",
+            "Sync connections closed because their token expired",
+            registry=registry,
+        )
         self.auth_failures = Counter(
             "ridesync_auth_failures", "Requests refused for their token", ["code"], registry=registry
         )

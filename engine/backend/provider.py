@@ -13,10 +13,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from engine.backend import gate
 from engine.backend.service import Backend, Peer, hex_id
+from engine.crdt import CrdtDecodeError
 from engine.ride import schema
 from engine.ride.schema import DocRef, Role
+from engine.store import GatedSync, GateResult
 from engine.sync.session import Applied, Rejected, SyncOutcome
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class RideDocuments:
         self.device = device
         self.role = role
         self.may_read = may_read
-        self.sessions: dict[str, gate.StagedSync] = {}  # by hex id
+        self.sessions: dict[str, GatedSync] = {}  # by hex id; the store's gate (engine/store/gate.py)
         self.rides_open: set[str] = set()
         self.documents_open: set[str] = set()  # automerge-repo ids
         self.rejection: str | None = None
@@ -70,7 +71,7 @@ class RideDocuments:
         ref = self._ref(doc_id)
         assert ref is not None, "open() follows is_known()"
         self.backend.store.ensure_doc(ref)
-        self.sessions[ref.doc_id] = gate.StagedSync(self.backend.store, ref.doc_id)
+        self.sessions[ref.doc_id] = self.backend.store.gated_sync(ref.doc_id)
         self.documents_open.add(doc_id)
         self.backend.subscribe(doc_id, self.peer)
         if ref.ride_id not in self.rides_open:
@@ -83,7 +84,10 @@ class RideDocuments:
         backend = self.backend
         started = time.perf_counter()
         ref = backend.store.ref(hexid)
-        outcome = self.sessions[hexid].receive(data, device=self.device, role=self.role)
+        try:
+            outcome = self.sessions[hexid].receive(data, device=self.device, role=self.role)
+        except CrdtDecodeError as exc:
+            outcome = GateResult(False, reason=f"garbage sync data: {exc}", code="garbage")
         if not outcome.accepted:
             backend.metrics.gate_rejects.labels(outcome.code).inc()
             # The connection is closed by the session; its sync states must not be reused either.

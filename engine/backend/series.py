@@ -26,25 +26,9 @@ Point = tuple[float, float | None]
 
 
 def filled_hr(bike: Sequence[Sample], apps: Sequence[tuple[str, Sequence[Sample]]]) -> list[Sample]:
-    """The app samples whose heart rate the policy uses to fill the bike's gaps (policy rule 3, the same
-    constants and order as `policy.compute_totals`)."""
-    if not bike or not apps:
-        return []
-    first, last = bike[0].t, bike[-1].t
-    bike_times = sorted(s.t for s in bike if s.hr_usable())
-    candidates = sorted(
-        ((dev, s.t, s.seq, s) for dev, samples in apps for s in samples), key=lambda c: (c[0], c[1], c[2])
-    )
-    used: list[float] = []
-    out: list[Sample] = []
-    for _dev, t, _seq, sample in candidates:
-        if not sample.hr_usable() or not first <= t <= last:
-            continue
-        if _near(bike_times, t, policy.GAP_MATCH_S) or any(abs(u - t) <= policy.FILL_SPACING_S for u in used):
-            continue
-        used.append(t)
-        out.append(sample)
-    return out
+    """The app samples whose heart rate the policy uses to fill the bike's gaps (rule 3, from the policy
+    itself: `policy.gap_fill`)."""
+    return [sample for _, sample in policy.gap_fill(bike, apps)]
 
 
 def _near(times: Sequence[float], t: float, window: float) -> bool:

@@ -1,8 +1,10 @@
 """The backend's durable-lane state: its replica store, the idempotency ledger, the open sync connections,
 per-ride sync state and finalization.
 
-Everything here runs on the event loop thread (the store is not thread-safe); the ledger's SQLite steps
-run in worker threads through `Ledger.run_async`.
+Everything here runs on the event loop thread, and so does every Automerge call (the store is not
+thread-safe, and Automerge documents stay on one thread). The store's commits run on its writer thread
+(write-behind with group commit: only SQL and bytes cross over); whoever answers a peer awaits
+`store.flushed()` first. The ledger's SQLite steps run in worker threads through `Ledger.run_async`.
 
 Backend sync state per ride (DESIGN §1.5), derived from what the backend holds:
 - `syncing` while the ride is in progress, and after its end while samples the bike declared are missing
@@ -62,6 +64,8 @@ class Backend:
         directory = Path(data_dir) / STORE_DIR
         directory.mkdir(parents=True, exist_ok=True)
         self.store = ReplicaStore(directory, device_id=config.device_id, role=Role.BACKEND)
+        # Commits leave the event loop (engine/store/writer.py); replies await store.flushed() first.
+        self.store.start_write_behind(on_group=self._observe_group)
         try:
             self.ledger = Ledger(directory / LEDGER_FILE)
         except BaseException:
@@ -75,6 +79,12 @@ class Backend:
         self._failed: dict[str, str] = {}
         self._event = asyncio.Event()
         self.version = 0  # bumped on every ride change; tests and pollers wait on it
+
+    def _observe_group(self, jobs: int, group_s: float, commit_s: float) -> None:
+        # On the store's writer thread: Prometheus metrics are thread-safe, nothing else is touched.
+        self.metrics.store_group_jobs.observe(jobs)
+        self.metrics.store_group_seconds.observe(group_s)
+        self.metrics.store_commit_seconds.observe(commit_s)
 
     def close(self) -> None:
         self.ledger.close()
@@ -121,7 +131,7 @@ class Backend:
     # -- rides ----------------------------------------------------------------------------------------
 
     def has_ride(self, ride_id: str) -> bool:
-        return ride_id in self.store.rides()
+        return self.store.has_ride(ride_id)
 
     def ride_changed(self, ride_id: str, device: str, origin: Peer | None = None) -> None:
         """A sync message or an HTTP event changed the ride: finalize if it is time, refresh its state."""

@@ -3,17 +3,27 @@
 One connection = a reader task (frames into a small bounded queue, so a flooding peer meets TCP
 backpressure) and a worker task, the only one that sends: it feeds frames to the session, and pushes
 documents that other connections changed (coalesced: a burst of changes is one generate per document).
+
+Acknowledgement only after commit: the store commits on its writer thread (write-behind, group commit),
+so before sending a `sync` frame the worker awaits `store.flushed()`: its heads may include new changes
+(this peer's or another's), and no peer may learn of heads a SIGKILL could still take back. (`peer`,
+`doc-unavailable` and `error` frames carry no document state and go out at once.) While one
+group commits, the other connections' writes gather into the next.
+
+A connection lives no longer than its token: at `exp` + the clock leeway that `verify` allows, it is
+closed with 4401 "token expired" (as the live hub does); the device reconnects with a fresh token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Final
 
 from aiohttp import WSMsgType, web
 
-from engine.auth.tokens import Claims
+from engine.auth.tokens import CLOCK_LEEWAY_S, Claims
 from engine.auth.tokens import Role as TokenRole
 from engine.backend import auth
 from engine.backend.provider import RideDocuments
@@ -21,11 +31,13 @@ from engine.backend.service import Backend
 from engine.backend.state import BackendState, ride_classes
 from engine.dashboard.directory import RIDES
 from engine.ride import schema
+from engine.store import StoreError
 from engine.sync import session as s
 
 log = logging.getLogger(__name__)
 
 QUEUE_FRAMES: Final = 8
+CLOSE_TOKEN_EXPIRED: Final = 4401  # as the live hub (engine/live/hub.py)
 
 
 class Connection:
@@ -41,6 +53,7 @@ class Connection:
         self.ws = ws
         self.device = claims.device
         self.role = auth.ride_role(claims)
+        self.expires_at = claims.exp + CLOCK_LEEWAY_S  # unix time; verify() accepts the token until then
         self.provider = RideDocuments(
             backend,
             self,
@@ -68,7 +81,7 @@ class Connection:
         try:
             async with asyncio.TaskGroup() as tg:
                 reader = tg.create_task(self._read())
-                await self._work()
+                await self._work_until_expiry()
                 reader.cancel()
         finally:
             self.backend.remove_peer(self, self.provider.rides_open, self.provider.documents_open)
@@ -82,6 +95,15 @@ class Connection:
             # The worker must learn that the peer is gone, also when this task is cancelled.
             self._eof = True
             self._wake.set()
+
+    async def _work_until_expiry(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(loop.time() + max(0.0, self.expires_at - time.time())):
+                await self._work()
+        except TimeoutError:
+            self.backend.metrics.token_expired_closes.inc()
+            await self._apply(self.session.fail("token expired", CLOSE_TOKEN_EXPIRED))
 
     async def _work(self) -> None:
         while True:
@@ -127,9 +149,11 @@ class Connection:
     async def _apply(self, effects: list[s.Effect]) -> None:
         for effect in effects:
             match effect:
-                case s.Send(frame):
+                case s.Send(frame, carries_state):
                     if self.ws.closed:
                         continue  # the peer resyncs what it missed when it reconnects
+                    if carries_state and not await self._durable():
+                        return
                     try:
                         await self.ws.send_bytes(frame)
                     except (ConnectionError, RuntimeError):
@@ -156,6 +180,25 @@ class Connection:
                     self.backend.broadcast(doc_id, exclude=self)
                 case s.EphemeralReceived():
                     pass  # ephemeral messages are not relayed (the live lane carries live data)
+
+    async def _durable(self) -> bool:
+        """Wait until everything the store holds is committed (group commit); False if it never will be,
+        after closing this connection (1011)."""
+        store = self.backend.store
+        writer = store.writer
+        if writer is None or writer.pending == 0:
+            return True
+        started = time.perf_counter()
+        try:
+            await store.flushed()
+        except StoreError as exc:
+            log.error("store commit failed; closing the connection", extra={"device": self.device})
+            self.session.fail(f"storage failure: {exc}", s.CLOSE_INTERNAL_ERROR)
+            self.backend.metrics.closes.labels(str(s.CLOSE_INTERNAL_ERROR)).inc()
+            await self.ws.close(code=s.CLOSE_INTERNAL_ERROR, message=b"storage failure")
+            return False
+        self.backend.metrics.commit_wait_seconds.observe(time.perf_counter() - started)
+        return True
 
 
 def _requested_rides(request: web.Request, claims: Claims, limit: int) -> frozenset[str]:
@@ -200,7 +243,13 @@ async def sync_endpoint(request: web.Request, state: BackendState) -> web.Stream
     if not ws.can_prepare(request).ok:
         return auth.RequestError(400, "not_websocket", "GET /v1/sync is a WebSocket endpoint").response()
     _register_class_rides(request, claims, rides)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionError:
+        # The device vanished during the handshake (a partition, a reset): nothing to serve, nothing
+        # changed. aiohttp finishes the response quietly on a closed transport.
+        log.info("sync client gone during the upgrade", extra={"device": claims.device})
+        return ws
     connection = Connection(backend, ws, claims, rides, request.app)
     try:
         await connection.run()

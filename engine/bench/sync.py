@@ -7,11 +7,20 @@
   in one HTTP POST to a server that loads and stores them durably.
 - **Fleet**: N bikes (default 500) riding at once, multiplexed in a few processes, each appending one
   sample per second and folding every 10 s: acknowledgement latency (fold → the backend acknowledged
-  heads that include it) p50/p99. Baseline: the same bikes POST their whole saved document at every fold.
+  heads that include it; every fold an acknowledgement covers counts, the oldest included) p50/p99, and
+  `/healthz` latency polled every 100 ms meanwhile. Two shapes: **spread** (joins spread over 80% of a
+  warm-up, folds after it measured) and **burst** (a class starting: every bike joins within
+  `--burst-join-s`, everything measured from the first join, including each bike's join: connect →
+  its first acknowledgement; their folds then land within the same few seconds every 10 s). Baseline:
+  the same bikes POST their whole saved document at every fold.
 - **Backend RSS per open ride**: the serve process's RSS growth with the fleet connected, per ride, next
   to the baseline server's.
 
-Everything runs on loopback on this machine, clients and servers sharing its cores.
+Every process opens its bikes' stores before a common start instant, so client setup is not counted.
+Each fleet result carries the 1-minute load average before and during the run, and `server_side`: the
+backend's own histograms from `/metrics` (time per sync message, time a reply waited for the group
+commit, the writer's group and fsync times and group sizes), which separate the backend's work from
+queueing for a CPU. Everything runs on loopback on this machine, clients and servers sharing its cores.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import shutil
@@ -49,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--repeats", type=int, default=3, help="offline reconciles timed per size (best)")
     parser.add_argument("--skip-fleet", action="store_true", help="only the offline figures")
+    parser.add_argument("--burst-join-s", type=float, default=3.0, help="burst: every bike joins within this")
+    parser.add_argument("--burst-seconds", type=float, default=30.0, help="burst: how long the fleet rides")
+    parser.add_argument("--skip-spread", action="store_true", help="fleet: only the burst shape")
+    parser.add_argument("--skip-burst", action="store_true", help="fleet: only the spread shape")
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
@@ -168,6 +182,9 @@ async def upload(request):
     return web.json_response({"stored": len(body)})
 app = web.Application(client_max_size=64 * 1024 * 1024)
 app.router.add_post("/naive/{doc}", upload)
+async def healthz(request):
+    return web.json_response({"ok": True})
+app.router.add_get("/healthz", healthz)
 async def main():
     runner = web.AppRunner(app, access_log=None); await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0); await site.start()
@@ -329,11 +346,24 @@ async def fleet_worker(spec: dict[str, Any]) -> dict[str, Any]:
     mode, url, duration = spec["mode"], spec["url"], float(spec["seconds"])
     root = Path(spec["dir"])
     latencies: list[float] = []
+    joins: list[float] = []
+    connects: list[float] = []
     counters = {"folds": 0, "acks": 0, "errors": 0, "joined": 0}
     stores: list[Any] = []
-    warm_until = time.monotonic() + float(spec["warmup"])
-    stop_at = time.monotonic() + duration
+    # Every process opens its bikes' stores first; the ride starts for all of them at `start_at` (wall
+    # clock, shared by the processes), so store setup is not mistaken for the backend's latency.
+    start_in = max(0.0, float(spec["start_at"]) - time.time())
+    counters["late_start_ms"] = 0
+    start = time.monotonic() + start_in
+    warm_until = start + float(spec["warmup"])
+    join_s = float(spec["join_s"])
+    stop_at = start + duration
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+    async def connected(sync: Any, t0: float) -> None:
+        """Upgrade + join/peer: the part of a join before any document syncs."""
+        await sync.connected.wait()
+        connects.append(time.monotonic() - t0)
 
     async def bike(index: int, token: str, device: str) -> None:
         rng = random.Random(device)
@@ -343,20 +373,28 @@ async def fleet_worker(spec: dict[str, Any]) -> dict[str, Any]:
         store.start_ride(ride_id)
         own = next(r.doc_id for r in store.ride_refs(ride_id) if r.kind is DocKind.BIKE)
         pending: list[float] = []
+        joined_at: list[float] = []
 
         def on_ack(doc_hex: str) -> None:
-            if doc_hex == own and pending:
+            if doc_hex != own:
+                return
+            now = time.monotonic()
+            if joined_at:
+                joins.append(now - joined_at.pop())
+            if pending:
                 counters["acks"] += 1
-                t0 = pending.pop()
+                # The acknowledged heads cover every fold made so far: each one's latency counts.
+                latencies.extend(now - t0 for t0 in pending if t0 >= warm_until)
                 pending.clear()
-                if t0 >= warm_until:
-                    latencies.append(time.monotonic() - t0)
 
         sync = DeviceSync(store, url, token, on_ack=on_ack) if mode == "sync" else None
-        # Bikes start spread over the warm-up, as riders do; each folds on its own 10 s phase.
-        await asyncio.sleep(rng.uniform(0, float(spec["warmup"]) * 0.8))
+        # Bikes start spread over the join window; each folds on its own 10 s phase from then on.
+        await asyncio.sleep(max(0.0, start - time.monotonic()) + rng.uniform(0, join_s))
         async with asyncio.TaskGroup() as tg:
             if sync is not None:
+                if time.monotonic() >= warm_until:
+                    joined_at.append(time.monotonic())
+                    tg.create_task(connected(sync, joined_at[0]))
                 sync.track(ride_id)
                 runner = tg.create_task(sync.run())
             seq = 0
@@ -387,15 +425,26 @@ async def fleet_worker(spec: dict[str, Any]) -> dict[str, Any]:
                 counters["joined"] += 1 if sync.connects else 0
                 runner.cancel()
 
+    async def check_start() -> None:
+        await asyncio.sleep(0)  # after every bike's setup step has run
+        counters["late_start_ms"] = max(0, round((time.monotonic() - start) * 1000))
+
     try:
         async with asyncio.TaskGroup() as tg:
             for index, (device, token) in enumerate(spec["bikes"]):
                 tg.create_task(bike(index, token, device))
+            tg.create_task(check_start())
     finally:
         await http.close()
         for store in stores:
             store.close()
-    return {"latencies": latencies, "cpu_s": time.process_time(), **counters}
+    return {
+        "latencies": latencies,
+        "joins": joins,
+        "connects": connects,
+        "cpu_s": time.process_time(),
+        **counters,
+    }
 
 
 _FLEET_CHILD = """
@@ -406,6 +455,88 @@ print(json.dumps(asyncio.run(fleet_worker(spec))))
 """
 
 
+class HealthProbe:
+    """GET /healthz every `interval_s` from a thread of this (otherwise idle) process: the latency an
+    operator's probe sees while the fleet runs. A probe that times out counts as its timeout."""
+
+    def __init__(self, url: str, interval_s: float = 0.1, timeout_s: float = 10.0) -> None:
+        import threading
+
+        self.url = url + "/healthz"
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.latencies: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="healthz-probe", daemon=True)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import urllib.error
+        import urllib.request
+
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=self.timeout_s) as resp:
+                    resp.read()
+            except (urllib.error.URLError, OSError):
+                self.failures += 1
+                self.latencies.append(time.monotonic() - started)
+            else:
+                self.latencies.append(time.monotonic() - started)
+            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    def summary(self) -> dict[str, Any]:
+        lat = self.latencies
+        return {
+            "healthz_probes": len(lat),
+            "healthz_failures": self.failures,
+            "healthz_p50_ms": _ms(_pct(lat, 0.5) or 0.0),
+            "healthz_p99_ms": _ms(_pct(lat, 0.99) or 0.0),
+            "healthz_max_ms": _ms(max(lat, default=0.0)),
+        }
+
+
+def server_histograms(url: str) -> dict[str, Any]:
+    """The backend's own view from `/metrics`: per incoming sync message, the time to gate, merge and
+    answer, and the time a reply waited for the group commit, as bucket bounds (p50/p99 ≤ bound). Next to
+    the devices' acknowledgement latency, it separates the backend's work from queueing for a CPU."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    out: dict[str, Any] = {}
+    for name, label in (
+        ("ridesync_sync_message_seconds", "message"),
+        ("ridesync_sync_commit_wait_seconds", "commit_wait"),
+        ("ridesync_store_group_seconds", "group"),
+        ("ridesync_store_commit_seconds", "fsync"),
+        ("ridesync_store_group_jobs", "group_jobs"),
+    ):
+        buckets: list[tuple[float, float]] = []
+        for line in text.splitlines():
+            if line.startswith(name + "_bucket{"):
+                bound = line.split('le="', 1)[1].split('"', 1)[0]
+                buckets.append((math.inf if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
+        total = buckets[-1][1] if buckets else 0.0
+        out[f"{label}_count"] = int(total)
+        for q in (0.5, 0.99):
+            bound = next((b for b, n in buckets if total and n >= q * total), math.inf)
+            if label == "group_jobs":
+                out[f"{label}_p{int(q * 100)}_le"] = None if bound == math.inf else int(bound)
+            else:
+                out[f"{label}_p{int(q * 100)}_le_ms"] = None if bound == math.inf else _ms(bound)
+    return out
+
+
 def run_fleet(
     mode: str,
     url: str,
@@ -414,8 +545,14 @@ def run_fleet(
     *,
     args: argparse.Namespace,
     tokens: list[tuple[str, str]],
+    shape: str = "spread",
 ) -> dict[str, Any]:
-    warmup = min(args.warmup, args.fleet_seconds / 2)
+    if shape == "burst":
+        seconds, warmup, join_s = args.burst_seconds, 0.0, args.burst_join_s
+    else:
+        seconds = args.fleet_seconds
+        warmup = min(args.warmup, args.fleet_seconds / 2)
+        join_s = warmup * 0.8
     shares = [tokens[i :: args.processes] for i in range(args.processes)]
     rss_before = rss_of(server_pid)
     cpu_before = cpu_of(server_pid)
@@ -424,14 +561,19 @@ def run_fleet(
     shm = Path("/dev/shm")
     bikes_root = Path(tempfile.mkdtemp(prefix="ridesync-fleet-", dir=shm)) if shm.is_dir() else tmp
     procs = []
+    load_before = os.getloadavg()
+    # Time for the processes to start and open their bikes' stores before the ride starts for all.
+    start_at = time.time() + 3.0 + len(tokens) * 0.01
+    probe = HealthProbe(url).__enter__()
     for n, share in enumerate(shares):
         spec = {
             "mode": mode,
             "url": url,
-            "seconds": args.fleet_seconds,
-            "warmup_s": warmup,
+            "seconds": seconds,
             "warmup": warmup,
-            "dir": str(bikes_root / f"{mode}-{n}"),
+            "join_s": join_s,
+            "start_at": start_at,
+            "dir": str(bikes_root / f"{mode}-{shape}-{n}"),
             "bikes": share,
         }
         proc = subprocess.Popen(
@@ -445,26 +587,39 @@ def run_fleet(
         proc.stdin.write(json.dumps(spec))
         proc.stdin.close()
         procs.append(proc)
-    time.sleep(warmup + (args.fleet_seconds - warmup) / 2)
+    time.sleep(max(0.0, start_at - time.time()) + max(warmup, join_s) + (seconds - max(warmup, join_s)) / 2)
     rss_during = rss_of(server_pid)
+    load_during = os.getloadavg()
     results = []
-    for proc in procs:
-        assert proc.stdout is not None
-        out = proc.stdout.read()
-        proc.wait()
-        try:
-            results.append(json.loads(out.strip().splitlines()[-1]))
-        except (ValueError, IndexError):
-            results.append({"latencies": [], "folds": 0, "acks": 0, "errors": 1, "joined": 0})
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            text = proc.stdout.read()
+            proc.wait()
+            try:
+                results.append(json.loads(text.strip().splitlines()[-1]))
+            except (ValueError, IndexError):
+                results.append(
+                    {"latencies": [], "joins": [], "folds": 0, "acks": 0, "errors": 1, "joined": 0}
+                )
+    finally:
+        probe.__exit__()
     server_cpu = cpu_of(server_pid) - cpu_before
     if bikes_root != tmp:
         shutil.rmtree(bikes_root, ignore_errors=True)
     lat = [x for r in results for x in r["latencies"]]
-    return {
+    joins = [x for r in results for x in r.get("joins", [])]
+    connects = [x for r in results for x in r.get("connects", [])]
+    out: dict[str, Any] = {
+        "shape": shape,
         "bike_stores": "tmpfs" if bikes_root != tmp else "disk",
         "server_cpu_s": round(server_cpu, 2),
         "clients_cpu_s": round(sum(r.get("cpu_s", 0.0) for r in results), 2),
-        "seconds": args.fleet_seconds,
+        "loadavg_1m_before": round(load_before[0], 2),
+        "loadavg_1m_during": round(load_during[0], 2),
+        "seconds": seconds,
+        "joins_within_s": round(join_s, 2),
+        "late_start_ms_max": max((r.get("late_start_ms", 0) for r in results), default=0),
         "warmup_s": warmup,
         "bikes": len(tokens),
         "processes": args.processes,
@@ -478,19 +633,36 @@ def run_fleet(
         "ack_mean_ms": _ms(statistics.fmean(lat)) if lat else None,
         "server_rss_bytes_per_open_ride": (rss_during - rss_before) // max(len(tokens), 1),
         "server_rss_before_bytes": rss_before,
+        **probe.summary(),
     }
+    if mode == "sync":
+        try:
+            out["server_side"] = server_histograms(url)
+        except (OSError, ValueError, IndexError):
+            out["server_side"] = None
+        # Joins are measured only in the burst (the spread shape joins during its unmeasured warm-up).
+        out["joins_acked"] = len(joins)
+        if joins:
+            out["join_ack_p50_ms"] = _ms(_pct(joins, 0.5) or 0.0)
+            out["join_ack_p99_ms"] = _ms(_pct(joins, 0.99) or 0.0)
+            out["join_ack_max_ms"] = _ms(max(joins))
+        if connects:
+            out["join_connected_p50_ms"] = _ms(_pct(connects, 0.5) or 0.0)
+            out["join_connected_p99_ms"] = _ms(_pct(connects, 0.99) or 0.0)
+    return out
 
 
-def bench_fleet(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+def bench_fleet(tmp: Path, args: argparse.Namespace, shape: str) -> dict[str, Any]:
+    """One fleet shape against a fresh `ridesync serve` and a fresh naive server (fresh data dirs)."""
     from engine.auth.tokens import KeyRing
 
-    server = serve(tmp / "fleet-serve")
-    naive = naive_server(tmp / "fleet-naive")
+    server = serve(tmp / f"fleet-{shape}-serve")
+    naive = naive_server(tmp / f"fleet-{shape}-naive")
     try:
-        ring = KeyRing.load_or_create(tmp / "fleet-serve")
+        ring = KeyRing.load_or_create(tmp / f"fleet-{shape}-serve")
         tokens = [(f"fleet-{i:04d}", ring.issue("bike", f"fleet-{i:04d}")) for i in range(args.bikes)]
-        synced = run_fleet("sync", server.url, server.proc.pid, tmp, args=args, tokens=tokens)
-        baseline = run_fleet("naive", naive.url, naive.proc.pid, tmp, args=args, tokens=tokens)
+        synced = run_fleet("sync", server.url, server.proc.pid, tmp, args=args, tokens=tokens, shape=shape)
+        baseline = run_fleet("naive", naive.url, naive.proc.pid, tmp, args=args, tokens=tokens, shape=shape)
     finally:
         server.stop()
         naive.stop()
@@ -509,14 +681,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "offline_4h": asyncio.run(bench_offline(tmp, 240, args.repeats)),
             "offline_30min_after_3h30_synced": asyncio.run(bench_incremental(tmp, 210, 30)),
         }
-        if not args.skip_fleet:
-            result["fleet"] = bench_fleet(tmp, args)
+        if not args.skip_fleet and not args.skip_spread:
+            result["fleet"] = bench_fleet(tmp, args, "spread")
+        if not args.skip_fleet and not args.skip_burst:
+            result["fleet_burst"] = bench_fleet(tmp, args, "burst")
         result["targets"] = {
             "offline_30min_reconciled_under_500ms": result["offline_30min"]["reconciled_ms"] < 500,
             "offline_30min_under_64KB": result["offline_30min"]["wire_bytes"] < 64 * 1024,
         }
         if "fleet" in result:
             result["targets"]["fleet_p99_under_250ms"] = result["fleet"]["sync"]["ack_p99_ms"] < 250
+        if "fleet_burst" in result:
+            burst = result["fleet_burst"]["sync"]
+            result["targets"]["fleet_burst_p99_under_250ms"] = burst["ack_p99_ms"] < 250
+            result["targets"]["fleet_burst_join_p99_under_250ms"] = (
+                burst.get("join_ack_p99_ms", math.inf) < 250
+            )
         return result
     finally:
         with contextlib.suppress(OSError):

@@ -253,28 +253,41 @@ def may_write(ref: DocRef, device: str, role: Role, phase: Phase) -> bool:
     return ref.kind.value == role.value and ref.device == device
 
 
+def gap_fill(
+    bike: Sequence[Sample], apps: Sequence[tuple[str, Sequence[Sample]]]
+) -> list[tuple[str, Sample]]:
+    """Rule 3: the app samples (with their device) whose heart rate fills the bike's gaps, in the order
+    the rule considers them. The one place the rule lives: totals and the ride page's series use it."""
+    if not bike or not apps:
+        return []
+    bike_hr_times = sorted(s.t for s in bike if s.hr_usable())
+    first, last = bike[0].t, bike[-1].t
+    candidates = sorted(
+        ((s.t, dev, s.seq, s) for dev, samples in apps for s in samples),
+        key=lambda c: (c[1], c[0], c[2]),
+    )
+    used_times: list[float] = []
+    out: list[tuple[str, Sample]] = []
+    for t, dev, _seq, sample in candidates:
+        if not sample.hr_usable() or sample.hr is None or not first <= t <= last:
+            continue
+        if _near(bike_hr_times, t, GAP_MATCH_S) or any(abs(u - t) <= FILL_SPACING_S for u in used_times):
+            continue
+        used_times.append(t)
+        out.append((dev, sample))
+    return out
+
+
 def compute_totals(
     bike: Sequence[Sample], apps: Sequence[Sequence[Sample]], app_devices: Sequence[str]
 ) -> tuple[Totals, dict[str, int]]:
     """Totals over `bike` samples, with heart-rate gaps filled from `apps` by rule 3."""
     hr_points = [float(s.hr) for s in bike if s.hr is not None and s.hr_usable()]
-    bike_hr_times = sorted(s.t for s in bike if s.hr_usable())
     fill: dict[str, int] = {}
-    if bike and apps:
-        first, last = bike[0].t, bike[-1].t
-        candidates = sorted(
-            ((s.t, dev, s.seq, s) for dev, samples in zip(app_devices, apps, strict=True) for s in samples),
-            key=lambda c: (c[1], c[0], c[2]),
-        )
-        used_times: list[float] = []
-        for t, dev, _seq, sample in candidates:
-            if not sample.hr_usable() or sample.hr is None or not first <= t <= last:
-                continue
-            if _near(bike_hr_times, t, GAP_MATCH_S) or any(abs(u - t) <= FILL_SPACING_S for u in used_times):
-                continue
-            used_times.append(t)
-            hr_points.append(float(sample.hr))
-            fill[dev] = fill.get(dev, 0) + 1
+    for dev, sample in gap_fill(bike, list(zip(app_devices, apps, strict=True))):
+        assert sample.hr is not None
+        hr_points.append(float(sample.hr))
+        fill[dev] = fill.get(dev, 0) + 1
 
     output_j = 0.0
     has_power = False

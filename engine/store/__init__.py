@@ -1,6 +1,7 @@
 """The durable local store of a replica: ride documents, the raw sample log and sync bookkeeping."""
 
 from engine.store.db import StoreCorrupt, StoreError
+from engine.store.gate import GatedSync, shared_content_problem
 from engine.store.replica import (
     GateResult,
     RecoveryReport,
@@ -13,9 +14,11 @@ from engine.store.replica import (
     SyncStatus,
     UnknownRide,
 )
+from engine.store.writer import StoreWriter, WriterFailed
 
 __all__ = [
     "GateResult",
+    "GatedSync",
     "RecoveryReport",
     "ReplicaStore",
     "RetentionPolicy",
@@ -24,7 +27,10 @@ __all__ = [
     "StorageStatus",
     "StoreCorrupt",
     "StoreError",
+    "StoreWriter",
     "SyncState",
     "SyncStatus",
     "UnknownRide",
+    "WriterFailed",
+    "shared_content_problem",
 ]

@@ -50,7 +50,9 @@ class StoreCorrupt(StoreError):
     """The store file itself is unreadable (not a database, empty, or malformed)."""
 
 
-def connect(data_dir: Path) -> sqlite3.Connection:
+def connect(data_dir: Path, *, quick_check: bool = True) -> sqlite3.Connection:
+    """Open (or create) the replica's file. `quick_check=False` for a second connection to a file the
+    store has just checked (its write-behind writer)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / DB_NAME
     if path.exists() and path.stat().st_size == 0 and not Path(f"{path}-wal").exists():
@@ -78,7 +80,7 @@ def connect(data_dir: Path) -> sqlite3.Connection:
             )
         # A full page scan at every open is cheap for a device's store and too slow for a big backend one;
         # there, per-record CRCs and SQLite's own page checks on read still catch damage.
-        if path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
+        if quick_check and path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
             check = conn.execute("PRAGMA quick_check").fetchone()
             if check is None or check[0] != "ok":
                 raise StoreCorrupt(f"{path} failed SQLite's integrity check: {check}")

@@ -35,6 +35,8 @@ from engine.ride.samples import Sample, SampleDecodeError, decode_record, encode
 from engine.ride.schema import DocKind, DocRef, Phase, Role
 from engine.store import db
 from engine.store.db import StoreCorrupt, StoreError
+from engine.store.gate import GatedSync
+from engine.store.writer import GroupObserver, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,7 @@ class GateResult:
     accepted: bool
     new_changes: tuple[ChangeInfo, ...] = ()
     reason: str = ""
+    code: str = ""  # why it was refused, for metrics: actor | not_allowed | counter | content | panic
 
 
 @dataclass(slots=True)
@@ -143,7 +146,10 @@ class RetentionPolicy:
 
 
 class ReplicaStore:
-    """One replica (bike, app or backend) on one SQLite file in `data_dir`. Not thread-safe."""
+    """One replica (bike, app or backend) on one SQLite file in `data_dir`. Not thread-safe: call it from
+    one thread. By default every write commits before the call returns. `start_write_behind()` (the
+    backend) hands commits to a writer thread instead (engine/store/writer.py): then await `flushed()`
+    before acknowledging anything."""
 
     def __init__(
         self,
@@ -167,12 +173,23 @@ class ReplicaStore:
         self._clock = clock
         self._conn = db.connect(self.data_dir)
         self._docs: dict[str, _OpenDoc] = {}
+        # The same entries by ride: per-message lookups (phase, views) must not scan every ride held.
+        self._by_ride: dict[str, dict[str, _OpenDoc]] = {}
+        self._phases: dict[str, tuple[tuple[tuple[str, tuple[bytes, ...]], ...], Phase]] = {}
         self._seqs: dict[str, set[int]] = {}
         self._pending: dict[str, dict[int, Sample]] = {}
         self._unlogged: dict[str, list[tuple[str, str, int, bytes, int]]] = {}
         self._last_fold: dict[str, float] = {}
         self._top: dict[str, int] = {}  # highest seq this device recorded per ride, once known
         self._low_logged = 0.0
+        self._writer: StoreWriter | None = None
+        # What this process wrote, so reads never depend on whether the writer thread has committed yet.
+        self._known_rides: set[str] = set()
+        self._status: dict[str, SyncStatus] = {}
+        self._actors: dict[bytes, tuple[str, Role]] = {}
+        self._acked: dict[tuple[str, str], list[bytes]] = {}
+        # receive_sync_gated's staging copies, by (doc id, id of the caller's SyncSession).
+        self._gated: dict[tuple[str, int], GatedSync] = {}
         self.actor = new_actor_id(self.device_id)
         self.recovery = RecoveryReport()
         try:
@@ -190,7 +207,40 @@ class ReplicaStore:
     # -- lifecycle ------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        self._conn.close()
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            self._conn.close()
+
+    def start_write_behind(self, max_group: int = 2000, on_group: GroupObserver | None = None) -> None:
+        """From now on, commits happen on a writer thread in groups (engine/store/writer.py). Every method
+        keeps working from the owner's thread and reads what it wrote; only durability is deferred: await
+        `flushed()` (or call `flush()`) before acknowledging anything to anyone."""
+        if self._writer is None:
+            self._writer = StoreWriter(self.data_dir, max_group=max_group, on_group=on_group)
+
+    @property
+    def writer(self) -> StoreWriter | None:
+        return self._writer
+
+    async def flushed(self) -> None:
+        """Return once every write made so far is committed (at once without write-behind)."""
+        if self._writer is not None:
+            await self._writer.flushed()
+
+    def flush(self) -> None:
+        """Blocking `flushed()`."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def _write(self, job: Callable[[sqlite3.Cursor], object]) -> None:
+        """Run SQL writes in a transaction: now (committed on return), or queued for the writer thread."""
+        if self._writer is not None:
+            self._writer.submit(job)
+            return
+        with self._tx() as cur:
+            job(cur)
 
     def __enter__(self) -> ReplicaStore:
         return self
@@ -202,7 +252,11 @@ class ReplicaStore:
         """Tear down every in-memory document and load the replica again from disk, under a fresh actor.
 
         Used after an Automerge panic: the poisoned document stays in engine.crdt's graveyard."""
+        self.flush()  # loading reads the file: it must hold everything written so far
         self._docs.clear()
+        self._by_ride.clear()
+        self._phases.clear()
+        self._gated.clear()
         self._seqs.clear()
         self._pending.clear()
         self._top.clear()
@@ -264,10 +318,11 @@ class ReplicaStore:
             if ref.doc_id != doc_id:
                 self.recovery.problem(f"doc {doc_id}: id does not match its ride/kind/device; skipped")
                 continue
-            self._docs[doc_id] = self._load_doc(ref)
+            self._add_entry(self._load_doc(ref))
             self.recovery.docs_loaded += 1
         # Rides are found wherever they left a trace, so a damaged `rides` row cannot hide unfolded samples.
         listed = {r for (r,) in self._conn.execute("SELECT ride_id FROM rides")}
+        self._known_rides = set(listed)
         traced = {r for (r,) in self._conn.execute("SELECT DISTINCT ride_id FROM raw_samples")}
         traced |= {e.ref.ride_id for e in self._docs.values()}
         for ride_id in sorted(listed | traced):
@@ -380,11 +435,12 @@ class ReplicaStore:
                 continue
             pending[seq] = sample
         if stale_folded:
-            with self._tx() as cur:
-                cur.executemany(
-                    "UPDATE raw_samples SET folded=1 WHERE ride_id=? AND device=? AND seq=?",
-                    [(ride_id, self.device_id, s) for s in stale_folded],
+            rows = [(ride_id, self.device_id, s) for s in stale_folded]
+            self._write(
+                lambda cur: cur.executemany(
+                    "UPDATE raw_samples SET folded=1 WHERE ride_id=? AND device=? AND seq=?", rows
                 )
+            )
         if pending:
             self.recovery.raw_replayed += len(pending)
             self.fold(ride_id)
@@ -425,12 +481,13 @@ class ReplicaStore:
         self._last_fold.setdefault(ride_id, self._clock())
 
     def _ensure_ride_row(self, ride_id: str) -> None:
+        if ride_id in self._known_rides:
+            return
         now = self._clock()
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT OR IGNORE INTO rides VALUES(?, ?, ?, ?, ?)",
-                (ride_id, now, SyncState.SYNCING.value, "not yet synced", now),
-            )
+        row = (ride_id, now, SyncState.SYNCING.value, "not yet synced", now)
+        self._write(lambda cur: cur.execute("INSERT OR IGNORE INTO rides VALUES(?, ?, ?, ?, ?)", row))
+        self._known_rides.add(ride_id)
+        self._status[ride_id] = SyncStatus(ride_id, SyncState.SYNCING, "not yet synced", now)
 
     def ensure_doc(self, ref: DocRef) -> CrdtDoc:
         """The document `ref`, created empty (registered, nothing written) if this replica lacks it.
@@ -439,21 +496,29 @@ class ReplicaStore:
         entry = self._docs.get(ref.doc_id)
         if entry is None:
             self._ensure_ride_row(ref.ride_id)
-            with self._tx() as cur:
-                cur.execute(
-                    "INSERT OR IGNORE INTO docs VALUES(?, ?, ?, ?)",
-                    (ref.doc_id, ref.ride_id, ref.kind.value, ref.device),
-                )
+            row = (ref.doc_id, ref.ride_id, ref.kind.value, ref.device)
+            self._write(lambda cur: cur.execute("INSERT OR IGNORE INTO docs VALUES(?, ?, ?, ?)", row))
             doc = CrdtDoc.new(self.actor)
-            entry = self._docs[ref.doc_id] = _OpenDoc(ref, doc, doc.heads())
+            entry = self._add_entry(_OpenDoc(ref, doc, doc.heads()))
         return entry.doc
 
+    def _add_entry(self, entry: _OpenDoc) -> _OpenDoc:
+        self._docs[entry.ref.doc_id] = entry
+        self._by_ride.setdefault(entry.ref.ride_id, {})[entry.ref.doc_id] = entry
+        return entry
+
+    def _ride_entries(self, ride_id: str) -> list[_OpenDoc]:
+        return list(self._by_ride.get(ride_id, {}).values())
+
     def rides(self) -> list[str]:
-        return [r for (r,) in self._conn.execute("SELECT ride_id FROM rides ORDER BY ride_id")]
+        return sorted(self._known_rides)
+
+    def has_ride(self, ride_id: str) -> bool:
+        return ride_id in self._known_rides
 
     def ride_refs(self, ride_id: str) -> list[DocRef]:
         """The documents of `ride_id` this replica holds, plus any the shared index names that it lacks."""
-        refs = {e.ref.doc_id: e.ref for e in self._docs.values() if e.ref.ride_id == ride_id}
+        refs = {e.ref.doc_id: e.ref for e in self._ride_entries(ride_id)}
         shared = self._docs.get(schema.shared_ref(ride_id).doc_id)
         if shared is not None:
             decoded = shared.decode()
@@ -496,12 +561,12 @@ class ReplicaStore:
             heads = entry.doc.heads()
         if not changes:
             if extra is not None:
-                with self._tx() as cur:
-                    extra(cur)
+                self._write(extra)
             return 0
         data = b"".join(c.data for c in changes)
         packed = db.pack_heads(heads)
-        with self._tx() as cur:
+
+        def write(cur: sqlite3.Cursor) -> None:
             cur.execute(
                 "INSERT INTO changes(doc_id, data, heads, crc) VALUES(?, ?, ?, 0)", (doc_id, data, packed)
             )
@@ -510,6 +575,8 @@ class ReplicaStore:
             cur.execute("UPDATE changes SET crc=? WHERE id=?", (db.crc(doc_id, rec_id, packed, data), rec_id))
             if extra is not None:
                 extra(cur)
+
+        self._write(write)
         entry.persisted = heads
         entry.records += 1
         if entry.records >= self.compact_every:
@@ -543,7 +610,9 @@ class ReplicaStore:
             data = entry.doc.save()
             heads = entry.doc.heads()
         packed = db.pack_heads(heads)
-        with self._tx() as cur:
+
+        def write(cur: sqlite3.Cursor) -> None:
+            # Inside the transaction: every change record queued before this snapshot is in the table.
             upto = cur.execute(
                 "SELECT COALESCE(MAX(id), 0) FROM changes WHERE doc_id=?", (doc_id,)
             ).fetchone()[0]
@@ -552,6 +621,8 @@ class ReplicaStore:
                 (doc_id, data, packed, upto, db.crc(doc_id, packed, upto, data)),
             )
             cur.execute("DELETE FROM changes WHERE doc_id=? AND id<=?", (doc_id, upto))
+
+        self._write(write)
         entry.records = 0
         return len(data)
 
@@ -753,9 +824,7 @@ class ReplicaStore:
         shared = None
         devices = []
         backends = []
-        for entry in sorted(self._docs.values(), key=lambda e: e.ref.doc_id):
-            if entry.ref.ride_id != ride_id:
-                continue
+        for entry in sorted(self._ride_entries(ride_id), key=lambda e: e.ref.doc_id):
             decoded = entry.decode()
             if isinstance(decoded, SharedDoc):
                 shared = decoded
@@ -769,30 +838,39 @@ class ReplicaStore:
         return policy.resolve(self.ride_docs(ride_id))
 
     def phase(self, ride_id: str) -> Phase:
-        """The ride's phase from claims and finalization only (no sample decoding): cheap per message."""
+        """The ride's phase from claims and finalization only (no sample decoding): cheap per message, and
+        cached until one of the ride's device or backend documents changes (a gate asks on every message)."""
+        entries = [e for e in self._ride_entries(ride_id) if e.ref.kind is not DocKind.SHARED]
+        with self._crdt_guard():
+            key = tuple((e.ref.doc_id, tuple(e.doc.heads())) for e in entries)
+        cached = self._phases.get(ride_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         devices = []
         backends = []
-        for entry in self._docs.values():
-            if entry.ref.ride_id != ride_id or entry.ref.kind is DocKind.SHARED:
-                continue
+        for entry in entries:
             decoded = documents.decode(entry.doc, entry.ref, samples=False)
             if isinstance(decoded, DeviceDoc):
                 devices.append(decoded)
             elif isinstance(decoded, BackendDoc):
                 backends.append(decoded)
-        return policy.phase_of(devices, backends)
+        phase = policy.phase_of(devices, backends)
+        self._phases[ride_id] = (key, phase)
+        return phase
 
     # -- sync bookkeeping -----------------------------------------------------------------------------
 
     def set_peer_heads(self, doc_id: str, peer: str, heads: Iterable[bytes]) -> None:
         """Record the heads `peer` acknowledged for `doc_id` (durable)."""
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT OR REPLACE INTO peer_heads VALUES(?, ?, ?, ?)",
-                (doc_id, peer, db.pack_heads(list(heads)), self._clock()),
-            )
+        heads = list(heads)
+        row = (doc_id, peer, db.pack_heads(heads), self._clock())
+        self._write(lambda cur: cur.execute("INSERT OR REPLACE INTO peer_heads VALUES(?, ?, ?, ?)", row))
+        self._acked[(doc_id, peer)] = sorted(heads)
 
     def peer_heads(self, doc_id: str, peer: str) -> list[bytes]:
+        known = self._acked.get((doc_id, peer))
+        if known is not None:
+            return list(known)
         row = self._conn.execute(
             "SELECT heads FROM peer_heads WHERE doc_id=? AND peer=?", (doc_id, peer)
         ).fetchone()
@@ -800,19 +878,25 @@ class ReplicaStore:
 
     def acknowledged(self, ride_id: str, peer: str) -> bool:
         """True when `peer` acknowledged the current heads of every document of the ride held here."""
-        refs = [e.ref for e in self._docs.values() if e.ref.ride_id == ride_id]
+        refs = [e.ref for e in self._ride_entries(ride_id)]
         return bool(refs) and all(self.peer_heads(r.doc_id, peer) == self.heads(r.doc_id) for r in refs)
 
     def set_sync_state(self, ride_id: str, state: SyncState, reason: str = "") -> None:
         state = SyncState(state)
         self._ensure_ride_row(ride_id)
-        with self._tx() as cur:
-            cur.execute(
-                "UPDATE rides SET sync_state=?, sync_reason=?, updated=? WHERE ride_id=?",
-                (state.value, reason, self._clock(), ride_id),
+        now = self._clock()
+        row = (state.value, reason, now, ride_id)
+        self._write(
+            lambda cur: cur.execute(
+                "UPDATE rides SET sync_state=?, sync_reason=?, updated=? WHERE ride_id=?", row
             )
+        )
+        self._status[ride_id] = SyncStatus(ride_id, state, reason, now)
 
     def sync_status(self, ride_id: str) -> SyncStatus:
+        known = self._status.get(ride_id)
+        if known is not None:
+            return known
         row = self._conn.execute(
             "SELECT sync_state, sync_reason, updated FROM rides WHERE ride_id=?", (ride_id,)
         ).fetchone()
@@ -824,6 +908,12 @@ class ReplicaStore:
 
     def generate_sync(self, doc_id: str, session: SyncSession) -> bytes | None:
         """The next sync message for this connection's peer, or None when there is nothing to say."""
+        gated = self._gated.get((doc_id, id(session)))
+        if gated is not None and gated.session is session:
+            message = gated.generate()
+            if message is None:
+                del self._gated[(doc_id, id(session))]
+            return message
         with self._crdt_guard():
             return session.generate(self.doc(doc_id))
 
@@ -846,63 +936,54 @@ class ReplicaStore:
 
     def actor_owner(self, actor: bytes) -> tuple[str, Role] | None:
         """The device (and its role) an actor id is bound to, if any."""
+        known = self._actors.get(actor)
+        if known is not None:
+            return known
         row = self._conn.execute("SELECT device, role FROM actors WHERE actor=?", (actor,)).fetchone()
-        return None if row is None else (row[0], Role(row[1]))
+        if row is None:
+            return None
+        owner = self._actors[actor] = (row[0], Role(row[1]))
+        return owner
 
     def bind_actor(self, actor: bytes, device: str, role: Role) -> bool:
         """Trust on first use: bind `actor` to `device` unless it is bound already. True if the actor is
         (now) bound to this device, False if another device owns it."""
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT OR IGNORE INTO actors VALUES(?, ?, ?, ?)", (actor, device, role.value, self._clock())
-            )
         owner = self.actor_owner(actor)
-        return owner is not None and owner[0] == device
+        if owner is None:
+            row = (actor, device, role.value, self._clock())
+            self._write(lambda cur: cur.execute("INSERT OR IGNORE INTO actors VALUES(?, ?, ?, ?)", row))
+            owner = self._actors[actor] = (device, role)
+        return owner[0] == device
+
+    def gated_sync(self, doc_id: str) -> GatedSync:
+        """A new gated sync of `doc_id` for one connection (engine/store/gate.py): `receive(data, device=,
+        role=)` and `generate()`. A server keeps one per connection and document."""
+        self.ref(doc_id)
+        return GatedSync(self, doc_id)
 
     def receive_sync_gated(
         self, doc_id: str, session: SyncSession, data: bytes, *, device: str, role: Role
     ) -> GateResult:
-        """Apply a peer's sync message only if every change it brings may be written by this connection.
+        """Apply a peer's sync message only if every change it brings may be written by this connection
+        (the gate: engine/store/gate.py). Accepted: new actors are bound, the changes are merged and
+        persisted before this returns. Rejected: nothing changes, and the caller drops the session and
+        closes the connection. Malformed bytes raise CrdtDecodeError, also changing nothing.
 
-        The message goes to a fork first. Every new change's actor must be unbound (it is then bound to
-        `device`: trust on first use) or already bound to `device`; an actor of another device is refused,
-        relayed or not, since changes are not signed and a relay could forge any bound actor. And `device`
-        as `role` must pass `policy.may_write` for the document in the ride's current phase. Accepted: new
-        actors are bound, the fork is merged and persisted before this returns. Rejected: nothing changes,
-        and the caller drops the session and closes the connection. Malformed bytes raise CrdtDecodeError,
-        also changing nothing.
-        """
-        entry = self._docs[doc_id]
-        ref = entry.ref
-        phase = self.phase(ref.ride_id)
-        old = entry.doc.heads()
-        with self._crdt_guard():
-            fork = entry.doc.fork()
+        The staging copy for `session` is kept here until `generate_sync(doc_id, session)` finds nothing
+        left to say (or the message is rejected); a server with many connections should hold its own
+        `gated_sync(doc_id)` per connection instead."""
+        key = (doc_id, id(session))
+        gated = self._gated.get(key)
+        if gated is None or gated.session is not session:
+            gated = self._gated[key] = GatedSync(self, doc_id, session)
         try:
-            session.receive(fork, data)
-            new = tuple(fork.changes_since(old))
-            counters = bool(new) and fork.counters_since(old)
-        except CrdtPanic as exc:
-            # Only the fork is poisoned (and kept in the graveyard); the replica's document is untouched.
-            return GateResult(accepted=False, reason=f"the message made Automerge panic: {exc}")
-        if counters:
-            return GateResult(accepted=False, new_changes=new, reason="counters are not allowed (DESIGN §8)")
-        if new and not policy.may_write(ref, device, role, phase):
-            reason = (
-                f"{role.value} {device} may not write {ref.kind.value} document {ref.doc_id} "
-                f"in phase {phase.label}"
-            )
-            return GateResult(accepted=False, new_changes=new, reason=reason)
-        for actor in sorted({c.actor for c in new}):
-            owner = self.actor_owner(actor)
-            if owner is not None and owner[0] != device:
-                reason = f"actor {actor.hex()} belongs to {owner[1].value} {owner[0]}, not {device}"
-                return GateResult(accepted=False, new_changes=new, reason=reason)
-        for actor in sorted({c.actor for c in new}):
-            self.bind_actor(actor, device, role)
-        if new:
-            self.merge_remote(doc_id, fork)
-        return GateResult(accepted=True, new_changes=new)
+            result = gated.receive(data, device=device, role=role)
+        except BaseException:
+            self._gated.pop(key, None)
+            raise
+        if not result.accepted:
+            self._gated.pop(key, None)
+        return result
 
     # -- retention and storage ------------------------------------------------------------------------
 
@@ -919,25 +1000,37 @@ class ReplicaStore:
 
     def compact_ride(self, ride_id: str) -> int:
         """Compact every document of the ride; prune folded raw samples once the ride is reconciled."""
-        total = sum(self.compact(e.ref.doc_id) for e in list(self._docs.values()) if e.ref.ride_id == ride_id)
+        total = sum(self.compact(e.ref.doc_id) for e in list(self._ride_entries(ride_id)))
         if self.sync_status(ride_id).state is SyncState.RECONCILED:
-            with self._tx() as cur:
-                cur.execute("DELETE FROM raw_samples WHERE ride_id=? AND folded=1", (ride_id,))
+            self._write(
+                lambda cur: cur.execute("DELETE FROM raw_samples WHERE ride_id=? AND folded=1", (ride_id,))
+            )
         return total
 
     def evict(self, ride_id: str) -> None:
         reason = self.evictable(ride_id)
         if reason is not None:
             raise RideNotEvictable(f"ride {ride_id} cannot be evicted: {reason}")
-        doc_ids = [e.ref.doc_id for e in self._docs.values() if e.ref.ride_id == ride_id]
-        with self._tx() as cur:
+        doc_ids = [e.ref.doc_id for e in self._ride_entries(ride_id)]
+
+        def write(cur: sqlite3.Cursor) -> None:
             for doc_id in doc_ids:
                 for table in ("snapshots", "changes", "peer_heads", "docs"):
                     cur.execute(f"DELETE FROM {table} WHERE doc_id=?", (doc_id,))
             cur.execute("DELETE FROM raw_samples WHERE ride_id=?", (ride_id,))
             cur.execute("DELETE FROM rides WHERE ride_id=?", (ride_id,))
+
+        self._write(write)
+        self._by_ride.pop(ride_id, None)
+        self._phases.pop(ride_id, None)
         for doc_id in doc_ids:
             del self._docs[doc_id]
+            for key in [k for k in self._acked if k[0] == doc_id]:
+                del self._acked[key]
+            for gated in [k for k in self._gated if k[0] == doc_id]:
+                del self._gated[gated]
+        self._known_rides.discard(ride_id)
+        self._status.pop(ride_id, None)
         self._seqs.pop(ride_id, None)
         self._pending.pop(ride_id, None)
         self._last_fold.pop(ride_id, None)

@@ -9,6 +9,7 @@ a hostile id can cause.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -67,6 +68,12 @@ def bs58check_decode(text: str) -> bytes:
     return payload
 
 
+# Every sync message names its document, and base58check is pure Python (two SHA-256 and a bignum
+# conversion per id): the few ids a server sees again and again are cached, a bounded number of them.
+_CACHE = 65536
+
+
+@functools.lru_cache(maxsize=_CACHE)
 def document_id_from_bytes(binary: bytes) -> str:
     if len(binary) != DOCUMENT_ID_BYTES:
         raise InvalidDocumentId(f"a document id is {DOCUMENT_ID_BYTES} bytes, got {len(binary)}")
@@ -80,6 +87,11 @@ def document_id_to_bytes(document_id: str) -> bytes:
         raise InvalidDocumentId("empty document id")
     if len(document_id) > MAX_DOCUMENT_ID_CHARS:
         raise InvalidDocumentId(f"document id longer than {MAX_DOCUMENT_ID_CHARS} characters")
+    return _decode(document_id)
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def _decode(document_id: str) -> bytes:
     payload = bs58check_decode(document_id)
     if len(payload) != DOCUMENT_ID_BYTES:
         raise InvalidDocumentId(f"a document id encodes {DOCUMENT_ID_BYTES} bytes, this one {len(payload)}")

@@ -81,6 +81,10 @@ class SessionState(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Send:
     frame: bytes
+    # True for a `sync` message: its heads tell the peer what the server holds, so an adapter whose
+    # storage commits asynchronously must have committed before sending it (join/peer, doc-unavailable
+    # and error frames carry no document state).
+    carries_state: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +264,9 @@ class ServerSession:
             return self.fail("internal error", CLOSE_INTERNAL_ERROR)
         if not data:
             return []
-        return [Send(wire.encode(wire.Sync(self.server_peer_id, self.peer_id, doc_id, data)))]
+        return [
+            Send(wire.encode(wire.Sync(self.server_peer_id, self.peer_id, doc_id, data)), carries_state=True)
+        ]
 
 
 def _kind(message: wire.Message) -> str:

@@ -1,6 +1,6 @@
 """Many short bike-then-app exchanges with the real endpoint all converge.
 
-Regression guard for the gate's staging copy (engine/backend/gate.py): with a fork per message, Automerge's
+Regression guard for the gate's staging copy (engine/store/gate.py): with a fork per message, Automerge's
 queue of changes waiting for a dependency was thrown away and some exchanges looped forever (this test
 failed 3 runs in 4 with a per-message fork). It cannot catch that on every run, but fails loudly (the hang
 guard) whenever it does."""

@@ -36,9 +36,20 @@ def _ride(draw: st.DrawFn) -> tuple[list[Sample], list[tuple[str, list[Sample]]]
 @settings(max_examples=200)
 @given(_ride())
 def test_gap_fill_matches_the_policy(ride: tuple[list[Sample], list[tuple[str, list[Sample]]]]) -> None:
+    """The series draws the samples the totals count: per device, and each one usable and in a gap."""
     bike, apps = ride
     _, fill = policy.compute_totals(bike, [s for _, s in apps], [d for d, _ in apps])
-    assert len(filled_hr(bike, apps)) == sum(fill.values())
+    drawn = filled_hr(bike, apps)
+    assert len(drawn) == sum(fill.values())
+    owners = {id(s): dev for dev, samples in apps for s in samples}
+    per_device: dict[str, int] = {}
+    for sample in drawn:
+        per_device[owners[id(sample)]] = per_device.get(owners[id(sample)], 0) + 1
+    assert per_device == fill
+    bike_hr = [s.t for s in bike if s.hr_usable()]
+    for sample in drawn:
+        assert sample.hr_usable() and sample.hr is not None
+        assert all(abs(t - sample.t) > policy.GAP_MATCH_S for t in bike_hr)
 
 
 def _docs(bike: list[Sample], app: list[Sample]) -> RideDocs:

@@ -1,8 +1,12 @@
-"""`ridesync serve`: the backend (class hub now; sync endpoint and dashboard as they land)."""
+"""`ridesync serve`: the backend (sync endpoint and ride API, class hub, dashboard)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.backend.config import BackendConfig
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,8 +43,61 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--relay", default=None, metavar="URL", help="share classes with other hubs via redis://HOST:PORT"
     )
+    limits = p.add_argument_group(
+        "sync limits", "each defaults to its environment variable, else the built-in default (flags win)"
+    )
+    limits.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest WebSocket sync message ($RIDESYNC_MAX_MESSAGE_BYTES; default 8 MiB)",
+    )
+    limits.add_argument(
+        "--heartbeat-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="sync ping interval; a dead peer is closed within 1.5x ($RIDESYNC_HEARTBEAT_S; default 5)",
+    )
+    limits.add_argument(
+        "--rate-per-s",
+        type=float,
+        default=None,
+        metavar="R",
+        help="per-device requests/s, HTTP and sync upgrades ($RIDESYNC_RATE_PER_S; default 10)",
+    )
+    limits.add_argument(
+        "--rate-burst",
+        type=float,
+        default=None,
+        metavar="N",
+        help="per-device burst above the rate ($RIDESYNC_RATE_BURST; default 40)",
+    )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(handler=_serve)
+
+
+def backend_config(args: argparse.Namespace) -> BackendConfig:
+    """The backend's limits: flags over environment variables over defaults. Raises CliError."""
+    import os
+
+    from engine.backend.config import LIMITS, BackendConfig, ConfigError
+    from engine.cli.main import CliError
+
+    flags = {
+        "max_message_bytes": args.max_message_bytes,
+        "heartbeat_s": args.heartbeat_s,
+        "rate_per_s": args.rate_per_s,
+        "burst": args.rate_burst,
+    }
+    # A variable a flag overrides is not read at all, so a stale bad value cannot block the flag.
+    shadowed = {var for name, _, var in LIMITS if flags[name] is not None}
+    env = {k: v for k, v in os.environ.items() if k not in shadowed}
+    try:
+        return BackendConfig.from_env(env).override(**flags)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -48,7 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from engine import logs
-    from engine.backend.routes import setup_backend
+    from engine.backend.routes import make_setup
     from engine.cli.main import CliError
     from engine.cli.output import emit
     from engine.dashboard.routes import setup_dashboard
@@ -72,6 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
             raise CliError(f"{name} must be positive")
     if args.relay is not None and not args.relay.startswith(("redis://", "rediss://", "unix://")):
         raise CliError(f"--relay wants a redis://HOST:PORT URL, got {args.relay!r}")
+    backend = backend_config(args)
     logs.configure(args.log_level)
     hub = HubConfig(
         stale_after_s=args.stale_after,
@@ -88,7 +146,7 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(
             serve(
                 config,
-                extra_setup=[setup_backend, setup_dashboard],
+                extra_setup=[make_setup(backend), setup_dashboard],
                 on_listening=lambda url: emit(
                     {"event": "listening", "url": url, "data_dir": str(config.data_dir)}
                 ),

@@ -1,57 +1,62 @@
-"""The backend's gate for incoming sync messages: one connection's sync of one document.
+"""The actor gate: one connection's gated sync of one document of a store (DESIGN §4).
 
-Checks, before anything reaches the replica's document (DESIGN §4):
+Checks, on every incoming sync message, before anything reaches the replica's document:
 1. the message is applied to a staging copy of the document, and the changes it adds are listed;
-2. counters are refused; the device must pass `policy.may_write` for the document in the ride's phase;
-3. every new change's actor must be unbound (then bound to this device: trust on first use) or bound to
-   this same device;
-4. shared document only: every key the message adds must be one the schema lets this device add:
-   `edit.<actor hex>.<n>` under one of the message's own actors and naming the connection's device and
-   role (otherwise an app could write an edit claiming `"role": "backend"` and outrank everyone in the
-   policy), a well-formed `doc.<id>` index entry of this ride, or the header (`schema`, `kind`,
-   `ride_id` with their fixed values); no existing key may change or disappear.
-Only then is the staging copy merged into the document (and persisted). Reason codes label metrics.
+2. counters are refused (DESIGN §8); the device must pass `policy.may_write` for the document in the
+   ride's current phase;
+3. every new change's actor must be unbound (it is then bound to this device: trust on first use) or bound
+   to this same device; an actor of another device is refused, relayed or not, since changes are not
+   signed and a relay could forge any bound actor;
+4. shared document only: every key the message adds must be one the schema lets this device add (see
+   `shared_content_problem`), so an app cannot write an edit claiming `"role": "backend"` and outrank
+   everyone in the policy.
+Only then is the staging copy merged into the document and persisted (with write-behind: queued, and the
+caller awaits `store.flushed()` before answering).
 
-Why a staging copy per connection and document, kept across messages, rather than a fork per message (as
-`ReplicaStore.receive_sync_gated` does): Automerge queues a received change whose dependencies it lacks
-(the sync protocol's Bloom filter has false positives, so a peer may skip a change it wrongly believes we
-have). A per-message fork throws that queue away; the backend then asks again for the change it cannot
-apply, the peer sends it again, and the two loop forever (seen under load in tests/backend). The staging
-copy keeps the queue until the missing dependency arrives. It lives only while an exchange is in
-progress: once there is nothing left to say it is dropped, and the next message starts a fresh one.
+Why a staging copy kept across the messages of an exchange rather than a fork per message: Automerge
+queues a received change whose dependencies it lacks (the sync protocol's Bloom filter has false
+positives, so a peer may skip a change it wrongly believes we have and send its descendants). A fork per
+message throws that queue away; the receiver asks again for the change it cannot apply, the peer sends it
+again, and the two loop forever (tests/store/test_gate_convergence.py). The staging copy keeps the queue
+until the missing dependency arrives; once there is nothing left to say it is dropped, and the next
+message starts a fresh one.
+
+Threads: every Automerge call here runs on the caller's thread, the store's owner thread.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from engine.crdt import ChangeInfo, CrdtDecodeError, CrdtDoc, CrdtPanic, SyncSession
+from engine.crdt import CrdtDoc, CrdtPanic, SyncSession
 from engine.ride import policy, schema
 from engine.ride.schema import DocKind, DocRef, Role
-from engine.store import ReplicaStore
+
+if TYPE_CHECKING:
+    from engine.store.replica import GateResult, ReplicaStore
 
 _EDIT_KEY = re.compile(r"^edit\.([0-9a-f]{2,64})\.([1-9][0-9]{0,9})$")
 _FIXED = {"schema": schema.SCHEMA_VERSION, "kind": DocKind.SHARED.value}
 
 
-@dataclass(frozen=True, slots=True)
-class GateOutcome:
-    accepted: bool
-    new_changes: tuple[ChangeInfo, ...] = ()
-    reason: str = ""
-    code: str = ""  # metrics label: actor | not_allowed | counter | content | garbage | panic
+class GatedSync:
+    """One connection's Automerge sync of one document of `store`, gated (see the module docstring).
 
+    `receive` raises CrdtDecodeError for bytes that are not a sync message (nothing changed). After a
+    rejection, the connection must be closed and this object dropped."""
 
-class StagedSync:
-    """One connection's Automerge sync of one document of the store, gated (see the module docstring)."""
-
-    def __init__(self, store: ReplicaStore, doc_id: str) -> None:
+    def __init__(self, store: ReplicaStore, doc_id: str, session: SyncSession | None = None) -> None:
         self.store = store
         self.doc_id = doc_id
-        self.session = SyncSession()
+        self.session = session if session is not None else SyncSession()
         self._staging: CrdtDoc | None = None
         self._merged: list[bytes] = []  # the document's heads last merged into the staging copy
+
+    @property
+    def exchanging(self) -> bool:
+        """True while a staging copy is held (an exchange is in progress)."""
+        return self._staging is not None
 
     def _stage(self) -> CrdtDoc:
         """The staging copy, holding everything the document holds (plus changes queued for deps)."""
@@ -64,68 +69,80 @@ class StagedSync:
                 self._staging.merge(real)
         except CrdtPanic:
             # The replica's own document panicked: reload it from disk, as the store does for its calls.
+            self._staging = None
             self.store.reload()
             raise
         self._merged = heads
         return self._staging
 
     def generate(self) -> bytes | None:
+        if self._staging is None:
+            # No exchange in progress, so nothing can be queued: the document itself answers (a push to
+            # an idle connection costs no fork).
+            try:
+                return self.session.generate(self.store.doc(self.doc_id))
+            except CrdtPanic:
+                self.store.reload()
+                raise
         message = self.session.generate(self._stage())
         if message is None:
             # In sync: no change can be waiting for a dependency, so the copy can go.
             self._staging = None
         return message
 
-    def receive(self, data: bytes, *, device: str, role: Role) -> GateOutcome:
-        """Apply one sync message if the gate allows it; on rejection nothing changed (drop this object)."""
-        try:
-            return self._receive(data, device=device, role=role)
-        except CrdtDecodeError as exc:
-            return GateOutcome(False, reason=f"garbage sync data: {exc}", code="garbage")
-        except CrdtPanic as exc:
-            return GateOutcome(False, reason=f"the message made Automerge panic: {exc}", code="panic")
+    def receive(self, data: bytes, *, device: str, role: Role) -> GateResult:
+        from engine.store.replica import GateResult
 
-    def _receive(self, data: bytes, *, device: str, role: Role) -> GateOutcome:
         store = self.store
         ref = store.ref(self.doc_id)
-        phase = store.phase(ref.ride_id)
         staging = self._stage()
         real = store.doc(self.doc_id)
         old = real.heads()
-        self.session.receive(staging, data)
-        new = tuple(staging.changes_since(old))
+        try:
+            self.session.receive(staging, data)
+            new = tuple(staging.changes_since(old))
+            counters = bool(new) and staging.counters_since(old)
+        except CrdtPanic as exc:
+            # Only the staging copy is poisoned (engine.crdt keeps it in its graveyard).
+            self._staging = None
+            return GateResult(False, reason=f"the message made Automerge panic: {exc}", code="panic")
         if not new:
-            return GateOutcome(True)
-        if staging.counters_since(old):
-            return GateOutcome(False, new, "counters are not allowed (DESIGN §8)", "counter")
+            return GateResult(True)
+        if counters:
+            return GateResult(False, new, "counters are not allowed (DESIGN §8)", "counter")
+        phase = store.phase(ref.ride_id)
         if not policy.may_write(ref, device, role, phase):
             reason = (
                 f"{role.value} {device} may not write {ref.kind.value} document {ref.doc_id} "
                 f"in phase {phase.label}"
             )
-            return GateOutcome(False, new, reason, "not_allowed")
+            return GateResult(False, new, reason, "not_allowed")
         actors = sorted({c.actor for c in new})
         for actor in actors:
             owner = store.actor_owner(actor)
             if owner is not None and owner[0] != device:
                 reason = f"actor {actor.hex()} belongs to {owner[1].value} {owner[0]}, not {device}"
-                return GateOutcome(False, new, reason, "actor")
+                return GateResult(False, new, reason, "actor")
         if ref.kind is DocKind.SHARED:
             problem = shared_content_problem(
                 ref, real, staging, actors={a.hex() for a in actors}, device=device, role=role
             )
             if problem is not None:
-                return GateOutcome(False, new, problem, "content")
+                return GateResult(False, new, problem, "content")
         for actor in actors:
             store.bind_actor(actor, device, role)
         self._merged = store.merge_remote(self.doc_id, staging)
-        return GateOutcome(True, new)
+        return GateResult(True, new)
 
 
 def shared_content_problem(
     ref: DocRef, old: CrdtDoc, new: CrdtDoc, *, actors: set[str], device: str, role: Role
 ) -> str | None:
-    """Why the keys `new` adds to the shared document `old` are not this device's to add, or None."""
+    """Why the keys `new` adds to the shared document `old` are not this device's to add, or None.
+
+    Allowed: `edit.<actor hex>.<n>` under one of the message's own actors (`actors`) and naming the
+    writing device and role, a well-formed `doc.<id>` index entry of this ride, and the header (`schema`,
+    `kind`, `ride_id` with their fixed values). No existing key may change or disappear."""
     before = old.items()
     after = new.items()
     for key in sorted(before):
