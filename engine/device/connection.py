@@ -39,7 +39,7 @@ from engine.device.end_event import http_base
 from engine.device.status import SyncEvent, SyncTracker
 from engine.device.store_docs import StoreDocuments, to_hex, to_wire
 from engine.ride import schema
-from engine.ride.schema import DocKind, DocRef
+from engine.ride.schema import DocKind, DocRef, Phase
 from engine.store import ReplicaStore
 from engine.sync import wire
 from engine.sync.backoff import Attempts, Backoff, classify_exception
@@ -390,10 +390,16 @@ class DeviceSync:
                 for ref in refs:
                     self.store.ensure_doc(ref)
                 shared = to_wire(schema.shared_ref(ride_id).doc_id)
-                if shared not in self._settled and ride_id not in self._closed_out:
-                    # The shared document first, the rest once the backend holds it: a device's own document
-                    # can carry the end claim that lets the backend finalize, and after that the gate refuses
-                    # this device's shared changes for good, even ones made long before.
+                if (
+                    shared not in self._settled
+                    and ride_id not in self._closed_out
+                    and self.store.phase(ride_id) >= Phase.ENDED
+                ):
+                    # An ended ride syncs the shared document first, the rest once the backend holds it: a
+                    # device's own document can carry the end claim that lets the backend finalize, and after
+                    # that the gate refuses this device's shared changes for good, even ones made long
+                    # before. Before the end nothing can finalize, so all documents go at once (one round
+                    # trip less per connection, which a class of bikes joining together notices).
                     refs = [r for r in refs if r.kind is DocKind.SHARED]
                 wire_ids = [to_wire(r.doc_id) for r in refs]
                 known = [d for d in wire_ids if d in session.opened]
