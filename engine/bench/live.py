@@ -37,6 +37,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -92,13 +93,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not pin the hub to the first CPU and the load generators to the others",
     )
     parser.add_argument(
+        "--hub-cpu-budget",
         "--hub-duty",
+        dest="hub_duty",
         type=float,
         default=None,
-        help="coalescing hub: share of time the tick may spend sending",
+        help="coalescing hub: share of a core it aims at by stretching its flush delay (cpu_budget)",
     )
     parser.add_argument(
-        "--hub-max-tick", type=float, default=None, help="coalescing hub: longest tick in seconds"
+        "--hub-max-tick", type=float, default=None, help="coalescing hub: longest flush delay in seconds"
+    )
+    parser.add_argument(
+        "--hub-loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="event loop of the hub processes (uvloop, if installed, is an experiment: serve uses asyncio)",
     )
     parser.add_argument("--no-knee", dest="knee", action="store_false", help="skip the knee search")
     parser.add_argument("--knee-start", type=int, default=4000, help="riders at the first knee probe")
@@ -155,10 +164,15 @@ class HubSpec:
     max_tick: float | None
     cpus: set[int] | None
     relay_url: str | None = None
+    loop: str = "asyncio"
+    share: float = 1.0  # of the hub core this hub may use (N hubs on one core: 1/N each)
 
 
 def _hub_main(ctl: Connection, spec: HubSpec) -> None:
     _pin(spec.cpus)
+    # The parent ends us with SIGTERM (serve()'s clean shutdown, once it runs); not its own handlers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     data_dir, impl, duty, max_tick = spec.data_dir, spec.impl, spec.duty, spec.max_tick
     import logging
     import threading
@@ -175,7 +189,9 @@ def _hub_main(ctl: Connection, spec: HubSpec) -> None:
     _raise_nofile()
     hub_config = HubConfig(impl=impl, relay_url=spec.relay_url)
     if duty is not None:
-        hub_config = dataclasses.replace(hub_config, duty=duty)
+        hub_config = dataclasses.replace(hub_config, cpu_budget=duty)
+    if spec.share < 1.0:
+        hub_config = dataclasses.replace(hub_config, cpu_limit=hub_config.cpu_limit * spec.share)
     if max_tick is not None:
         hub_config = dataclasses.replace(hub_config, max_tick_s=max_tick)
     config = ServerConfig(data_dir=Path(data_dir), host="127.0.0.1", port=0, hub=hub_config)
@@ -198,6 +214,10 @@ def _hub_main(ctl: Connection, spec: HubSpec) -> None:
             ctl.send(snap)
 
     threading.Thread(target=answer_stats, daemon=True).start()
+    if spec.loop == "uvloop":
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.run(serve(config, extra_setup=[apps.append], on_listening=ctl.send))
 
 
@@ -288,6 +308,10 @@ class _LoadConn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if isinstance(getattr(transport, "max_size", None), int):
+            # asyncio reads with recv(256 KiB), which glibc serves with a fresh mmap per read: page faults
+            # that made the generator's reads several times dearer (see engine/live/hub.py, Connection).
+            transport.max_size = 2 * DRAIN_LOWAT  # type: ignore[attr-defined]
         transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
@@ -368,7 +392,9 @@ class _LoadConn(asyncio.Protocol):
 def _gen_main(ctl: Connection, spec: GenSpec, cpus: set[int] | None) -> None:
     _pin(cpus)
     _raise_nofile()
+    # Only the parent decides when a run ends (Ctrl-C reaches the whole process group); it terminates us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     asyncio.run(_gen(ctl, spec))
 
 
@@ -465,7 +491,7 @@ def _percentile(sorted_vals: list[float], q: float) -> float:
     return sorted_vals[i]
 
 
-_DEFAULT_DUTY = 0.4  # HubConfig.duty
+_DEFAULT_DUTY = 0.45  # HubConfig.cpu_budget
 _REDIS_EPHEMERAL = ("--save", "", "--appendonly", "no", "--loglevel", "warning", "--dir")
 
 
@@ -525,7 +551,8 @@ def _run_point(point: Point, args: argparse.Namespace, data_dir: str) -> dict[st
     duty = args.hub_duty
     if relayed and hub_cpus is not None:
         # N hubs on the one hub core: each gets its share of the send budget the single hub has, or the
-        # adaptive ticks (each aiming at `duty` of "its" core) would spend N times the CPU.
+        # adaptive delays (each aiming at `duty` of "its" core) would spend N times the CPU; so do their
+        # CPU limits.
         duty = (args.hub_duty or _DEFAULT_DUTY) / point.hubs
     hubs: list[tuple[Any, Connection]] = []
     gens: list[tuple[Any, Connection]] = []
@@ -534,7 +561,14 @@ def _run_point(point: Point, args: argparse.Namespace, data_dir: str) -> dict[st
         for _i in range(point.hubs):
             rx, tx = ctx.Pipe()
             hub_spec = HubSpec(
-                data_dir, point.impl, duty, args.hub_max_tick, hub_cpus, redis.url if redis else None
+                data_dir,
+                point.impl,
+                duty,
+                args.hub_max_tick,
+                hub_cpus,
+                redis.url if redis else None,
+                loop=args.hub_loop,
+                share=1.0 / point.hubs if relayed and hub_cpus is not None else 1.0,
             )
             hub = ctx.Process(target=_hub_main, args=(tx, hub_spec), daemon=True)
             hub.start()
@@ -604,19 +638,7 @@ def _run_point(point: Point, args: argparse.Namespace, data_dir: str) -> dict[st
                 raise RuntimeError("load generator did not report")
             results.append(c.recv())
     finally:
-        for p, _c in gens:
-            p.join(10)
-            if p.is_alive():
-                p.kill()
-        for hub, _rx in hubs:
-            if hub.pid is not None and hub.is_alive():
-                os.kill(hub.pid, signal.SIGTERM)
-        for hub, _rx in hubs:
-            hub.join(15)
-            if hub.is_alive():
-                hub.kill()
-        if redis is not None:
-            redis.stop()
+        _stop_children(gens, hubs, redis, hurry=sys.exc_info()[0] is not None)
     lat: list[float] = []
     for r in results:
         a = array.array("d")
@@ -708,7 +730,43 @@ def _run_point(point: Point, args: argparse.Namespace, data_dir: str) -> dict[st
         }
         out["relay_cpus"] = args.relay_cpus
         out["hub_duty_each"] = duty
+    _measured.append(out)
     return out
+
+
+def _stop_children(
+    gens: list[tuple[Any, Connection]],
+    hubs: list[tuple[Any, Connection]],
+    redis: _Redis | None,
+    *,
+    hurry: bool,
+) -> None:
+    """End every process of a point. Interrupted (Ctrl-C, an error), nothing is waited for beyond a moment:
+    generators are terminated at once (they ignore SIGINT so that only this process decides), hubs get
+    SIGTERM (their clean shutdown), and whatever lingers is killed. A second Ctrl-C meanwhile is held
+    back until this is done, so it cannot leave processes behind."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        for p, _c in gens:
+            if hurry and p.is_alive():
+                p.terminate()
+        for p, _c in gens:
+            p.join(2 if hurry else 10)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+        for hub, _rx in hubs:
+            if hub.pid is not None and hub.is_alive():
+                os.kill(hub.pid, signal.SIGTERM)
+        for hub, _rx in hubs:
+            hub.join(5 if hurry else 15)
+            if hub.is_alive():
+                hub.kill()
+                hub.join(5)
+        if redis is not None:
+            redis.stop()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _bucket_delta(b0: list[tuple[str, float]], b1: list[tuple[str, float]]) -> dict[str, int]:
@@ -804,7 +862,42 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2)
 
 
+# Every point measured in the current run, for the partial report when it is interrupted.
+_measured: list[dict[str, Any]] = []
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark. Ctrl-C (or SIGTERM) stops it promptly with every child process ended; what was
+    measured until then is printed as JSON with `"interrupted": true`, and the exit status is non-zero."""
+    _measured.clear()
+    # Also when started where SIGINT is ignored (a background job of a non-interactive shell).
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _interrupt),
+    }
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        partial = {"benchmark": NAME, "interrupted": True, "points_measured": [_row(r) for r in _measured]}
+        print(json.dumps(partial, separators=(",", ":")), flush=True)
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.hub_loop == "uvloop":
+        import importlib.util
+
+        from engine.cli.main import CliError
+
+        if importlib.util.find_spec("uvloop") is None:
+            raise CliError("--hub-loop uvloop needs the uvloop package (pip install uvloop)")
     _raise_nofile()
     loadavg_at_start = os.getloadavg()
     configs: list[tuple[int, int]] = []
@@ -886,6 +979,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "pinned": args.pin,
                 "hub_duty": args.hub_duty,
                 "hub_max_tick_s": args.hub_max_tick,
+                "hub_loop": args.hub_loop,
                 "relay_hubs": max(2, args.hubs),
                 "relay_cpus": args.relay_cpus,
             },

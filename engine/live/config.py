@@ -12,11 +12,16 @@ class HubConfig:
     # Leaderboard deltas go out on this fixed tick; per-class overrides in `leaderboard_s_by_class`.
     leaderboard_s: float = 3.0
     leaderboard_s_by_class: dict[str, float] = field(default_factory=dict)
-    # Adaptive fan-out tick: as short as `min_tick_s` when idle, stretched so that sending takes at most
-    # `duty` of the hub's time, never longer than `max_tick_s`.
+    # Adaptive flush delay (how long a class's first change waits for more to share its frames): as short
+    # as `min_tick_s` when there is CPU to spare, stretched so that the hub process uses about `cpu_budget`
+    # of one core but for that never beyond `budget_tick_cap_s`; beyond that only to stay under
+    # `cpu_limit`, never longer than `max_tick_s`. Re-evaluated every `control_s` (hub.py, _control_loop).
     min_tick_s: float = 0.005
     max_tick_s: float = 0.5
-    duty: float = 0.4
+    cpu_budget: float = 0.45
+    budget_tick_cap_s: float = 0.1
+    cpu_limit: float = 0.85
+    control_s: float = 0.1
     # A peer whose unsent bytes exceed this is "not keeping up": it is skipped (its cursor stays) and
     # later receives one catch-up frame with only the newest values.
     peer_buffer_limit: int = 64 * 1024
@@ -29,6 +34,10 @@ class HubConfig:
     sweep_s: float = 0.25
     # Largest inbound message from a publisher.
     max_msg_bytes: int = 64 * 1024
+    # A connection silent this long is pinged, and dropped if it stays silent for half as long again.
+    heartbeat_s: float = 20.0
+    # Bytes asked of the socket per read (asyncio's default of 256 KiB is slow to allocate, see hub.py).
+    read_chunk: int = 16 * 1024
     # "coalescing" (the real hub) or "naive" (the benchmark's baseline: every sample to every peer at once).
     impl: str = "coalescing"
     # Multi-process fan-out: hubs given the same Redis URL share their classes (engine/live/redis_relay.py).

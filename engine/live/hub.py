@@ -1,9 +1,13 @@
-"""The class hub's I/O: owns the per-class fan-out planners, runs the adaptive tick, writes the frames.
+"""The class hub's I/O: owns the per-class fan-out planners, schedules each class's flushes, writes frames.
 
-One asyncio task group owns the tick loop, the staleness sweep, the leaderboard loop, the optional relay
-and any kick (stalled-peer close) tasks; cancelling `run()` stops them all. Frames are written straight to
-each peer's transport: a peer that keeps up costs one `transport.write` of a shared, pre-framed bytes
-object per tick; a peer that does not is skipped without awaiting anything, so it never delays the others.
+A class flushes `tick_interval` after its first change since its previous flush: no change waits longer
+than that, and the classes' flushes spread over time instead of piling into one global tick (which would
+add the whole tick's sending time to everyone's latency). The interval adapts to load: short when idle,
+stretched so that sending takes about `duty` of the hub's CPU. One asyncio task group owns the controller,
+the staleness sweep, the leaderboard loop, the optional relay and any kick (stalled-peer close) tasks;
+cancelling `run()` stops them all and cancels the pending flushes. A flush writes one shared, pre-framed
+bytes object to every peer that kept up, straight to its socket when nothing is buffered; a peer that
+cannot take it is skipped without awaiting anything, so it never delays the others.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from engine.live.config import HubConfig
 from engine.live.fanout import ClassFanout, Peer, Plan
 from engine.live.metrics import HubStats
 from engine.live.relay import Join, Leave, Relay, RelayEvent, Roster
+from engine.live.rfc6455 import close_frame
 from engine.live.wire import InboundEvent, SampleIn
 
 log = logging.getLogger(__name__)
@@ -36,21 +41,45 @@ CLOSE_STALLED = 4408
 
 
 class Connection:
-    """One peer's socket as the hub sees it: can it take a frame now, write one, close with a reason."""
+    """One peer's socket as the hub sees it: can it take a frame now, write one, close with a reason.
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, config: HubConfig) -> None:
+    Two kinds: the coalescing hub's connections speak WebSocket themselves (`ws` is None: frames in are
+    parsed by engine/live/ingest.py as they arrive, frames out are pre-framed bytes), while the naive
+    baseline's use aiohttp's WebSocketResponse (`ws`) the way a first implementation would.
+    """
+
+    def __init__(
+        self, transport: asyncio.Transport, config: HubConfig, ws: web.WebSocketResponse | None = None
+    ) -> None:
         self.ws = ws
         self.transport = transport
         self.buffer_limit = config.peer_buffer_limit
+        loop = asyncio.get_running_loop()
+        # Resolved when the handler has something to do: the peer is gone, or a close was asked for.
+        self.attention: asyncio.Future[None] = loop.create_future()
+        # Resolved when the peer is gone: connection lost, or its Close frame answered.
+        self.gone: asyncio.Future[None] = loop.create_future()
+        self.close_request: tuple[int, str] | None = None
+        # A Close frame went out: nothing may follow it (the fan-out checks this before every write).
+        self.closing = False
+        # Heartbeat bookkeeping (routes.py): anything received since the last look; a ping outstanding.
+        self.received = True
+        self.last_heard = loop.time()
+        self.ping_sent: float | None = None
         sock = transport.get_extra_info("socket")
         # Fast path: with nothing buffered in the transport, send on the socket directly (what
         # transport.write would do, minus its Python overhead, which is a fifth of a frame's cost). Only on
         # plain TCP: under TLS the socket carries ciphertext and every byte must go through the transport.
         # (asyncio hands out a restricted socket wrapper; its fd is ours to write while the transport is open,
-        # and `is_closing()` turns true before asyncio ever closes that fd.)
-        self._fd = -1
+        # and `is_closing()` turns true before asyncio ever closes that fd, so a reused fd is never written.)
+        self.fd = -1
         if sock is not None and transport.get_extra_info("sslcontext") is None:
-            self._fd = sock.fileno()
+            self.fd = sock.fileno()
+        if isinstance(getattr(transport, "max_size", None), int):
+            # asyncio's selector transport reads with recv(256 KiB): glibc serves a buffer that large with
+            # a fresh mmap and unmaps it after the read, and the page faults made every received sample
+            # cost ~20 us on this machine instead of ~6. Publishers send messages of a few hundred bytes.
+            transport.max_size = config.read_chunk  # type: ignore[attr-defined]
         if sock is not None and config.peer_sndbuf > 0:
             # A small kernel send buffer keeps the bytes in flight to a stalled peer (which it will read as
             # a backlog when it resumes) small, and makes the stall visible to us quickly.
@@ -59,24 +88,68 @@ class Connection:
 
     def writable(self) -> bool:
         t = self.transport
-        return not t.is_closing() and t.get_write_buffer_size() <= self.buffer_limit
+        return not self.closing and not t.is_closing() and t.get_write_buffer_size() <= self.buffer_limit
 
     def write(self, wire: bytes) -> None:
         t = self.transport
-        if self._fd >= 0 and not t.get_write_buffer_size() and not t.is_closing():
+        if self.closing or t.is_closing():
+            return
+        if self.fd >= 0 and not t.get_write_buffer_size():
             try:
-                sent = os.write(self._fd, wire)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
+                sent = os.write(self.fd, wire)
             except OSError:
-                # Let the transport meet the error on its own terms (it closes and reports it).
+                # Would block, or a dead peer: the transport buffers it or meets the error on its own terms.
                 sent = 0
             if sent == len(wire):
                 return
             wire = wire[sent:]
         t.write(wire)
 
+    # --- ending (self-spoken WebSocket connections) -------------------------------------------------------
+
+    def peer_gone(self) -> None:
+        for fut in (self.gone, self.attention):
+            if not fut.done():
+                fut.set_result(None)
+
+    def request_close(self, code: int, reason: str) -> None:
+        """Ask the connection's handler to close it (from code that cannot await, e.g. the frame parser)."""
+        if self.close_request is None and not self.closing:
+            self.close_request = (code, reason)
+            if not self.attention.done():
+                self.attention.set_result(None)
+
+    def peer_closed(self, code: int) -> None:
+        """The peer sent a Close frame: answer it (unless ours already went) and end the connection."""
+        if not self.closing:
+            self.closing = True
+            if not self.transport.is_closing():
+                self.transport.write(close_frame(code))
+        self.transport.close()
+        self.peer_gone()
+
     async def close(self, code: int, reason: str) -> None:
+        if self.ws is not None:
+            await self._close_aiohttp(code, reason)
+            return
+        if not self.closing:
+            self.closing = True
+            if not self.transport.is_closing():
+                # After whatever is still buffered: a peer reads every frame it was sent, then the reason.
+                self.transport.write(close_frame(code, reason))
+        try:
+            async with asyncio.timeout(2.0):
+                await asyncio.shield(self.gone)
+        except TimeoutError:
+            pass
+        finally:
+            # A stalled peer may never read our close frame: do not let it hold the socket open.
+            if not self.transport.is_closing():
+                self.transport.abort()
+            self.peer_gone()
+
+    async def _close_aiohttp(self, code: int, reason: str) -> None:
+        assert self.ws is not None
         try:
             async with asyncio.timeout(2.0):
                 await self.ws.close(code=code, message=reason.encode()[:120])
@@ -150,8 +223,7 @@ class Hub(HubBase):
     def __init__(self, config: HubConfig | None = None, relay: Relay | None = None) -> None:
         super().__init__(config or HubConfig())
         self.classes: dict[str, ClassFanout] = {}
-        self._dirty: set[str] = set()
-        self._wake = asyncio.Event()
+        self._dirty: set[str] = set()  # marked before run() started
         self._tg: asyncio.TaskGroup | None = None
         self._relay = relay
         self._outbox: dict[str, list[RelayEvent]] = {}
@@ -160,7 +232,12 @@ class Hub(HubBase):
         # heard from about each class (its rosters keep that fresh).
         self._remote: dict[str, dict[str, set[str]]] = {}
         self._heard: dict[tuple[str, str], float] = {}
+        # Per-class flushing: a class's changes go out `tick_interval` after the first one since its last
+        # flush (so nothing waits longer than that, and the classes' flushes spread over time instead of
+        # piling into one tick). The interval adapts to load (_control_loop).
         self.tick_interval = self.config.min_tick_s
+        self._timers: dict[str, tuple[float, asyncio.TimerHandle]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _class(self, class_id: str) -> ClassFanout:
         fan = self.classes.get(class_id)
@@ -169,9 +246,8 @@ class Hub(HubBase):
         return fan
 
     def _mark(self, class_id: str) -> None:
-        self._dirty.add(class_id)
-        if not self._wake.is_set():
-            self._wake.set()
+        # (A pending retry for lagging peers may be later than this; _schedule keeps the earlier one.)
+        self._schedule(class_id, self.tick_interval)
 
     # --- called by the routes ---------------------------------------------------------------------------
 
@@ -203,6 +279,9 @@ class Hub(HubBase):
             log.info("rider left", extra={"class_id": class_id, "device": device})
 
     async def publish(self, class_id: str, event: InboundEvent) -> None:
+        self.publish_now(class_id, event)
+
+    def publish_now(self, class_id: str, event: InboundEvent) -> None:
         if self.apply(class_id, event):
             self._relay_event(class_id, event)
 
@@ -311,14 +390,18 @@ class Hub(HubBase):
         if fan is not None and not fan.peers and not any(s.present for s in fan.slots.riders.values()):
             del self.classes[class_id]
             self._dirty.discard(class_id)
+            pending = self._timers.pop(class_id, None)
+            if pending is not None:
+                pending[1].cancel()
 
     # --- the loops ----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                tg.create_task(self._tick_loop(), name="live-tick")
+                tg.create_task(self._control_loop(), name="live-flush-control")
                 tg.create_task(self._sweep_loop(), name="live-sweep")
                 tg.create_task(self._leaderboard_loop(), name="live-leaderboard")
                 if self._relay is not None:
@@ -327,6 +410,10 @@ class Hub(HubBase):
             if self._flush is not None:
                 self._flush.cancel()
                 self._flush = None
+            for _when, handle in self._timers.values():
+                handle.cancel()
+            self._timers.clear()
+            self._loop = None
 
     def relay_stats(self) -> dict[str, object] | None:
         stats = getattr(self._relay, "stats", None)
@@ -337,58 +424,107 @@ class Hub(HubBase):
         out["remote_riders"] = sum(len(h) for c in self._remote.values() for h in c.values())
         return out
 
-    async def _tick_loop(self) -> None:
-        cfg = self.config
-        loop = asyncio.get_running_loop()
-        last = 0.0
-        smoothed = -1.0
-        while True:
-            if not self._dirty:
-                self._wake.clear()
-                await self._wake.wait()
-            # Coalescing window: the next tick starts no sooner than one interval after the previous one.
-            delay = last + self.tick_interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            last = loop.time()
-            t0, c0 = time.perf_counter(), time.thread_time()
-            try:
-                self._tick()
-            except Exception:
-                # A bug on one tick must not end the live lane for every class; it is logged loudly.
-                log.exception("live tick failed")
-            self.stats.ticks += 1
-            self.stats.tick_s.observe(time.perf_counter() - t0)
-            # Adaptive tick: sending may take at most `duty` of the hub's CPU; idle ticks are short. The cost
-            # is CPU time (being preempted on a shared machine is not work) and smoothed, so one slow tick
-            # does not stretch the next interval and spike everyone's latency.
-            cpu = time.thread_time() - c0
-            smoothed = cpu if smoothed < 0 else smoothed + 0.2 * (cpu - smoothed)
-            interval = min(cfg.max_tick_s, max(cfg.min_tick_s, smoothed / cfg.duty))
-            if self._dirty:
-                # Only lagging peers are left to retry: poll them at a relaxed pace rather than spinning.
-                interval = max(interval, 0.05)
-            self.tick_interval = interval
+    def _schedule(self, class_id: str, delay: float) -> None:
+        loop = self._loop
+        if loop is None:
+            # Not running (yet, or any more): run() flushes whatever is pending when it starts.
+            self._dirty.add(class_id)
+            return
+        when = loop.time() + delay
+        pending = self._timers.get(class_id)
+        if pending is not None:
+            if pending[0] <= when:
+                return
+            pending[1].cancel()
+        self._timers[class_id] = (when, loop.call_at(when, self._flush_class, class_id))
 
-    def _tick(self) -> None:
-        now = time.time()
-        dirty, self._dirty = self._dirty, set()
-        stats = self.stats
-        for class_id in dirty:
-            fan = self.classes.get(class_id)
-            if fan is None:
+    async def _control_loop(self) -> None:
+        """Adapt the flush delay to load. A busy class's frames per second, and so the cost of sending them,
+        go as 1 / delay, so the delay is the knob that trades CPU for latency. Two targets:
+
+        - the budget: stretch the delay so that the hub uses about `cpu_budget` of a core (short when there
+          is CPU to spare, `min_tick_s` when idle), but not beyond `budget_tick_cap_s`: past that, latency
+          matters more than saving CPU the core has to spare;
+        - the limit: stretch it further, up to `max_tick_s`, only to keep the hub under `cpu_limit`, where
+          it would otherwise fall behind (what it cannot shed, receiving samples, counts too).
+
+        Process CPU time, not wall time (being preempted on a shared machine is not work), over short
+        windows and smoothed, so one slow flush does not stretch everyone's delay."""
+        cfg = self.config
+        for class_id in list(self._dirty):
+            self._schedule(class_id, 0.0)
+        self._dirty.clear()
+        loop = asyncio.get_running_loop()
+        smoothed = -1.0
+        soft = cfg.min_tick_s
+        late_once = False
+        last_cpu, last_t = time.process_time(), loop.time()
+        while True:
+            await asyncio.sleep(cfg.control_s)
+            cpu, now_t = time.process_time(), loop.time()
+            window = now_t - last_t
+            if window <= 0:
                 continue
-            plan = fan.plan_tick(now, _writable)
-            self._execute(plan)
-            if plan.shared:
-                for slot in plan.shared:
+            # Woken late: the event loop is behind (short of CPU, or starved of it by other processes, when
+            # the CPU share alone would look fine) and every sample waits for it.
+            # Twice in a row: once is a hiccup (a preemption, a GC pass) that a longer delay would not mend.
+            late_once, was_late = window - cfg.control_s > _LOOP_BEHIND_S, late_once
+            behind = late_once and was_late
+            share = (cpu - last_cpu) / window
+            last_cpu, last_t = cpu, now_t
+            # Smoothed (a time constant of a few windows): a window's share jumps with every burst of
+            # flushes, leaderboards and sweeps, and a delay that follows the jumps sets p99 by its peaks.
+            smoothed = share if smoothed < 0 else smoothed + 0.3 * (share - smoothed)
+            # (Held at the cap, not wound up beyond it: coming back from a burst must not take seconds.)
+            soft = min(_towards(soft, smoothed / cfg.cpu_budget, cfg), cfg.budget_tick_cap_s)
+            delay = soft
+            # (Behind while busy: a hub well under its budget that wakes late is being preempted, and a
+            # longer delay would only add to its latency.)
+            saturated = (behind and smoothed > (cfg.cpu_budget + cfg.cpu_limit) / 2) or share >= _SATURATED
+            if smoothed > cfg.cpu_limit or saturated or self.tick_interval > delay:
+                # Over the limit, or coming back from it: steer the delay in use towards the limit. A hub
+                # that used all the CPU it got, or whose loop is behind, may need much more than that: back
+                # off fast until it no longer does.
+                ratio = 2.0 if saturated else smoothed / cfg.cpu_limit
+                delay = max(delay, _towards(self.tick_interval, ratio, cfg))
+            self.tick_interval = delay
+
+    def _flush_class(self, class_id: str) -> None:
+        self._timers.pop(class_id, None)
+        fan = self.classes.get(class_id)
+        if fan is None:
+            return
+        t0 = time.perf_counter()
+        now = time.time()
+        stats = self.stats
+        try:
+            fl = fan.flush(now, _writable)
+            sent = 0
+            if fl.wire is not None and fl.current:
+                missed = _write_shared(fl.current, fl.wire, self.config.peer_buffer_limit)
+                sent = len(fl.current) - len(missed)
+                if missed:
+                    fan.missed(fl, missed, now)
+                    stats.peer_skips += len(missed)
+                stats.deliveries += sent * len(fl.shared)
+                for slot in fl.shared:
                     m = slot.metrics.get("hr")
                     if m is not None and m.state == "live":
                         stats.latency_s.observe(now - m.t)
+            stats.frames_sent += sent
+            stats.deliveries += fl.catch_up_deliveries
+            stats.peer_skips += fl.skipped
+            self._execute(Plan(sends=fl.sends, kicks=fl.kicks))
             stats.superseded += fan.slots.superseded
             fan.slots.superseded = 0
-            if fan.behind:
-                self._dirty.add(class_id)
+        except Exception:
+            # A bug on one flush must not end the live lane for every class; it is logged loudly.
+            log.exception("live flush failed", extra={"class_id": class_id})
+        stats.ticks += 1
+        stats.tick_s.observe(time.perf_counter() - t0)
+        if fan.behind and class_id in self.classes:
+            # Only lagging peers are left to retry: poll them at a relaxed pace rather than spinning.
+            self._schedule(class_id, max(self.tick_interval, 0.05))
 
     def _execute(self, plan: Plan) -> None:
         stats = self.stats
@@ -443,9 +579,56 @@ class Hub(HubBase):
                     due[class_id] = at + self.config.leaderboard_interval(class_id)
                     if due[class_id] < now:
                         due[class_id] = now + self.config.leaderboard_interval(class_id)
-                    self._execute(fan.plan_leaderboard(now, _writable))
+                    # With the class's next flush (within one flush delay), in the same writes.
+                    fan.leaderboard_due = True
+                    self._schedule(class_id, self.tick_interval)
             for class_id in [c for c in due if c not in self.classes]:
                 del due[class_id]
+
+
+_SATURATED = 0.97  # share of a core above which the hub is taken to be short of CPU
+_LOOP_BEHIND_S = 0.05  # the controller's timer firing this late means the event loop is behind
+
+
+def _towards(delay: float, ratio: float, cfg: HubConfig) -> float:
+    """One damped step of a delay towards the one that would spend exactly its target (ratio = spent /
+    target): a square-root step, at most x1.5 or /1.5 per window."""
+    ratio = max(ratio, 1e-6)
+    step: float = min(1.5, max(1 / 1.5, ratio**0.5))
+    return min(cfg.max_tick_s, max(cfg.min_tick_s, delay * step))
+
+
+def _write_shared(peers: list[Peer], wire: bytes, limit: int) -> list[Peer]:
+    """Write one shared frame to every peer in `peers`; return those that could not take it.
+
+    The hot loop of the hub (one iteration per frame sent), so it is written flat: no per-peer calls
+    beyond the transport's own two getters. With nothing buffered in the transport the frame goes straight
+    to the socket (what transport.write would do, minus its Python overhead); otherwise through the
+    transport, after what is already buffered, as long as that is under `limit`.
+    """
+    missed: list[Peer] = []
+    n = len(wire)
+    write = os.write
+    for peer in peers:
+        conn: Connection = peer.link
+        t = conn.transport
+        if conn.closing or t.is_closing():
+            missed.append(peer)
+            continue
+        size = t.get_write_buffer_size()
+        if size == 0 and conn.fd >= 0:
+            try:
+                sent = write(conn.fd, wire)
+            except OSError:
+                # Would block, or a dead peer: the transport buffers it or meets the error on its own terms.
+                sent = 0
+            if sent != n:
+                t.write(wire[sent:] if sent else wire)
+        elif size <= limit:
+            t.write(wire)
+        else:
+            missed.append(peer)
+    return missed
 
 
 def _writable(peer: Peer) -> bool:

@@ -14,7 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 TICK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.04, 0.05, 0.06, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 @dataclass(slots=True)
@@ -121,7 +121,7 @@ class HubCollector(Collector):
         yield rej
         yield HistogramMetricFamily(
             "ridesync_live_tick_seconds",
-            "Time spent in one fan-out tick",
+            "Time spent in one class flush (encode once, write to every peer keeping up)",
             buckets=s.tick_s.buckets(),
             sum_value=s.tick_s.total,
         )

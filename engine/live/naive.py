@@ -52,6 +52,8 @@ class NaiveHub(HubBase):
         text = delta_text(class_id, slots.version, now, [slots.riders[event.device]])
         for peer in list(self.peers.get(class_id, {}).values()):
             conn: Connection = peer.link
+            if conn.ws is None:
+                continue
             try:
                 await conn.ws.send_str(text)
             except (ConnectionError, RuntimeError):

@@ -27,10 +27,13 @@ from engine.auth.tokens import (
     valid_id,
 )
 from engine.live.config import HubConfig
+from engine.live.fanout import Peer
 from engine.live.hub import CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_TOKEN_EXPIRED, Connection, Hub, LiveHub
+from engine.live.ingest import Ingest
 from engine.live.metrics import HubCollector
 from engine.live.naive import NaiveHub
 from engine.live.relay import Relay
+from engine.live.rfc6455 import OP_PING, HandshakeError, accept_handshake, server_frame
 from engine.live.wire import BATCH_PROTOCOL, WireError, parse_inbound_batch
 from engine.server.keys import KEYRING, REGISTRY
 
@@ -89,12 +92,28 @@ async def class_ws(request: web.Request) -> web.StreamResponse:
     if transport is None:
         return _error(400, "no_transport", "connection already closed")
 
+    if isinstance(hub, Hub):
+        return await _live_socket(request, hub, transport, class_id, claims, mode=mode)
     ws = web.WebSocketResponse(
         compress=False, max_msg_size=config.max_msg_bytes, heartbeat=20.0, protocols=(BATCH_PROTOCOL,)
     )
-    await ws.prepare(request)
-    assert isinstance(transport, asyncio.Transport)
-    conn = Connection(ws, transport, config)
+    try:
+        await ws.prepare(request)
+    except ConnectionError:
+        return ws  # the client vanished during the upgrade; aiohttp finishes quietly
+    conn = Connection(transport, config, ws)
+    async with _registered(request, hub, conn, class_id, claims, mode=mode):
+        await _read_messages(conn, hub, class_id, claims, mode != "sub")
+    return ws
+
+
+@contextlib.asynccontextmanager
+async def _registered(
+    request: web.Request, hub: LiveHub, conn: Connection, class_id: str, claims: Claims, *, mode: str
+) -> AsyncIterator[Peer | None]:
+    """The connection as the hub's for as long as the body runs: a rider while it publishes, a peer while
+    it subscribes, counted and closable at shutdown; and no longer than its token is valid."""
+    publishing = mode != "sub"
     open_conns = request.app[OPEN].conns
     open_conns.add(conn)
     hub.opened(mode)
@@ -108,7 +127,7 @@ async def class_ws(request: web.Request) -> web.StreamResponse:
         # The connection lives no longer than its token: verify() accepts up to exp + leeway, so do we.
         try:
             async with asyncio.timeout(max(0.0, claims.exp + CLOCK_LEEWAY_S - time.time())):
-                await _read_messages(conn, hub, class_id, claims, publishing)
+                yield peer
         except TimeoutError:
             hub.stats.reject("token_expired_open")
             await conn.close(CLOSE_TOKEN_EXPIRED, "token expired")
@@ -119,12 +138,42 @@ async def class_ws(request: web.Request) -> web.StreamResponse:
             hub.rider_leave(class_id, claims.device)
         hub.closed(mode)
         open_conns.discard(conn)
-    return ws
+
+
+async def _live_socket(
+    request: web.Request, hub: Hub, transport: asyncio.Transport, class_id: str, claims: Claims, *, mode: str
+) -> web.StreamResponse:
+    """The coalescing hub's connections speak WebSocket themselves (engine/live/ingest.py says why):
+    aiohttp answers the upgrade, then hands every byte the client sends to an `Ingest`."""
+    try:
+        shake = accept_handshake(request.headers, (BATCH_PROTOCOL,))
+    except HandshakeError as exc:
+        return _error(400, "bad_handshake", str(exc))
+    resp = web.StreamResponse(status=101, headers=shake.headers)
+    resp.force_close()
+    try:
+        await resp.prepare(request)
+    except ConnectionError:
+        return resp  # the client vanished during the upgrade; aiohttp finishes quietly
+    config = request.app[HUB_CONFIG]
+    conn = Connection(transport, config)
+    async with _registered(request, hub, conn, class_id, claims, mode=mode):
+        ingest = Ingest(
+            conn, hub, class_id, claims.device, publishing=mode != "sub", max_msg=config.max_msg_bytes
+        )
+        # (The same seam aiohttp's WebSocketResponse plugs its reader into; anything the client sent
+        # before this point was kept by aiohttp and is fed now.)
+        request.protocol.set_parser(ingest)  # type: ignore[arg-type]
+        await conn.attention
+        if conn.close_request is not None:
+            await conn.close(*conn.close_request)
+    return resp
 
 
 async def _read_messages(
     conn: Connection, hub: LiveHub, class_id: str, claims: Claims, publishing: bool
 ) -> None:
+    assert conn.ws is not None
     async for msg in conn.ws:
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
             return
@@ -141,6 +190,33 @@ async def _read_messages(
             return
         for event in events:
             await hub.publish(class_id, event)
+
+
+async def keep_alive(open_conns: OpenConnections, interval: float) -> None:
+    """Ping every self-spoken connection that has been silent for `interval`, and drop one that stays silent
+    for `interval / 2` more: what aiohttp's heartbeat does, with one timer for all connections instead of
+    one per connection reset on every message. Publishers that send samples are never pinged."""
+    loop = asyncio.get_running_loop()
+    ping = server_frame(OP_PING)
+    while True:
+        await asyncio.sleep(interval / 4)
+        now = loop.time()
+        for conn in list(open_conns.conns):
+            if conn.ws is not None or conn.closing:
+                continue
+            if conn.received:
+                conn.received = False
+                conn.last_heard, conn.ping_sent = now, None
+            elif conn.ping_sent is None:
+                if now - conn.last_heard >= interval:
+                    conn.write(ping)
+                    conn.ping_sent = now
+            elif now - conn.ping_sent >= interval / 2:
+                log.info(
+                    "no pong: dropping a live connection", extra={"silent_s": round(now - conn.last_heard)}
+                )
+                conn.transport.abort()
+                conn.peer_gone()
 
 
 async def class_snapshot(request: web.Request) -> web.Response:
@@ -202,8 +278,14 @@ def setup_live(app: web.Application, config: HubConfig | None = None, relay: Rel
     app.router.add_get("/live/v1/classes/{class_id}", class_snapshot)
     app.router.add_get("/live/v1/stats", stats)
 
+    async def live(app: web.Application) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(hub.run(), name="live-hub")
+            if isinstance(hub, Hub):
+                tg.create_task(keep_alive(app[OPEN], cfg.heartbeat_s), name="live-heartbeat")
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(hub.run(), name="live-hub")
+        task = asyncio.create_task(live(app), name="live")
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

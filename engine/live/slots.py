@@ -12,12 +12,14 @@ value null) and "stale" (nothing newer than the staleness limit, value null). A 
 from __future__ import annotations
 
 import json
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from engine.live.wire import HelloIn, SampleIn, StateIn
 
 LIVE, NO_CONTACT, STALE = "live", "no_contact", "stale"
+_dumps = json.dumps
 DEFAULT_MAX_HR = 190
 
 
@@ -89,9 +91,32 @@ class RiderSlot:
         return out
 
     def fragment(self) -> str:
-        if self._fragment is None:
-            self._fragment = json.dumps(self.device) + ":" + json.dumps(self.record(), separators=(",", ":"))
-        return self._fragment
+        """`"device":{record}`, exactly as json.dumps(record(), compact) would write it, built by hand:
+        every sample changes its rider's fragment, and json.dumps of the nested dicts cost several times
+        more than this (a test holds the two equal)."""
+        frag = self._fragment
+        if frag is None:
+            head = _dumps(self.device)
+            if not self.present:
+                frag = head + ':{"presence":"left"}'
+            else:
+                parts = [head, ':{"presence":"here"']
+                if self.name is not None:
+                    parts.append(',"name":' + _dumps(self.name))
+                parts.append(f',"zone":{self.zone()}')
+                for key, m in self.metrics.items():
+                    v = "null" if m.value is None or m.state != LIVE else repr(m.value)
+                    parts.append(
+                        f',"{key}":{{"v":{v},"t":{round(m.t, 3)!r},"seq":{m.seq},"src":{_dumps(m.src)},'
+                        f'"state":"{m.state}"'
+                    )
+                    if m.contact is not None:
+                        parts.append(',"contact":' + _dumps(m.contact))
+                    parts.append("}")
+                parts.append("}")
+                frag = "".join(parts)
+            self._fragment = frag
+        return frag
 
 
 class ClassSlots:
@@ -105,6 +130,11 @@ class ClassSlots:
         # Values replaced before any frame carried them: the coalescing at work (a metric, not an error).
         self.superseded = 0
         self._sent_version = 0
+        # Lower bounds that let the sweep skip a class with nothing to do (most sweeps, most classes):
+        # no value can turn stale before `_next_stale`, no departed rider is due to be forgotten before
+        # `_first_left` + the forget delay. Both only ever move earlier between full scans.
+        self._next_stale = math.inf
+        self._first_left = math.inf
 
     def _touch(self, slot: RiderSlot, now: float) -> None:
         if slot.version > self._sent_version:
@@ -137,6 +167,7 @@ class ClassSlots:
         slot.present = False
         slot.metrics.clear()
         self._touch(slot, now)
+        self._first_left = min(self._first_left, now)
 
     def apply(self, event: SampleIn | StateIn | HelloIn, now: float) -> bool:
         """Apply one publisher event; True when it changed what peers see."""
@@ -157,12 +188,15 @@ class ClassSlots:
             slot.metrics[event.metric] = MetricSlot(
                 event.value, event.t, event.seq, event.src, event.contact, state
             )
+            if state != STALE:
+                self._next_stale = min(self._next_stale, event.t + self.stale_after_s)
         elif isinstance(event, StateIn):
             cur = slot.metrics.get(event.metric)
             if cur is None:
                 if event.state == "ok":
                     return False
                 slot.metrics[event.metric] = MetricSlot(None, event.t, 0, event.device, None, NO_CONTACT)
+                self._next_stale = min(self._next_stale, event.t + self.stale_after_s)
             elif event.state == "no_contact":
                 if cur.state != LIVE:
                     return False
@@ -179,23 +213,34 @@ class ClassSlots:
 
     def sweep(self, now: float, forget_left_after_s: float) -> int:
         """Mark values older than the staleness limit stale; forget riders that left long ago."""
+        if now <= self._next_stale and now - self._first_left <= forget_left_after_s:
+            return 0
         changed = 0
         gone: list[str] = []
+        stale_after = self.stale_after_s
+        next_stale = first_left = math.inf
         for slot in list(self.riders.values()):
             if not slot.present:
                 if now - slot.changed_at > forget_left_after_s:
                     gone.append(slot.device)
+                else:
+                    first_left = min(first_left, slot.changed_at)
                 continue
             dirty = False
             for m in slot.metrics.values():
-                if m.state != STALE and now - m.t > self.stale_after_s:
+                if m.state == STALE:
+                    continue
+                if now - m.t > stale_after:
                     m.state = STALE
                     dirty = True
+                else:
+                    next_stale = min(next_stale, m.t + stale_after)
             if dirty:
                 self._touch(slot, now)
                 changed += 1
         for device in gone:
             del self.riders[device]
+        self._next_stale, self._first_left = next_stale, first_left
         return changed
 
     def changed_since(self, cursor: int) -> list[RiderSlot]:

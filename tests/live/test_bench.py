@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -74,3 +79,51 @@ def test_bench_live_relay_smoke() -> None:
     # Every class has riders on both hubs: batches flow both ways through redis, none malformed or dropped.
     assert r["relay"]["batches_received_per_s"] > 0 and r["relay"]["malformed_ignored"] == 0
     assert r["samples_per_s"] > 0 and len(r["per_hub_cpu_pct"]) == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_bench_with_its_children_and_reports_what_was_measured() -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during the second point: the run
+    stops promptly, no child process is left, the first point is printed, and the exit status says so."""
+    cmd = [sys.executable, "-m", "engine.cli.main", "bench", "live", "--json", "--configs", "2x5"]
+    cmd += ["--relay-configs", "", "--no-knee", "--procs", "1", "--warmup", "0.5", "--measure", "30"]
+    # The first point measures for 30 s: interrupted within it, nothing has been measured yet. Started
+    # with SIGINT ignored, as a background job of a non-interactive shell is: the bench re-enables it.
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_group(proc.pid)) < 3:  # the bench, its hub and its load generator
+            assert time.monotonic() < deadline, "the bench never started its children"
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report["interrupted"] is True and report["points_measured"] == []
+    deadline = time.monotonic() + 30
+    while _group(proc.pid):
+        assert time.monotonic() < deadline, f"children left behind: {_group(proc.pid)}"
+        time.sleep(0.1)
+
+
+def _group(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                pids.append(int(entry))
+    return pids

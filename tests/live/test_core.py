@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from typing import Any
 
@@ -187,6 +188,58 @@ def test_changed_since_walks_only_changes() -> None:
     assert "r2" not in slots.riders
 
 
+_text = st.text(max_size=12)
+_sample = st.builds(
+    SampleIn,
+    device=st.just("d"),
+    metric=st.sampled_from(["hr", "cad", "pwr", "res"]),
+    value=st.one_of(st.none(), st.floats(0, 100_000), st.integers(0, 100_000)),
+    t=st.floats(NOW - 10, NOW + 4),
+    seq=st.integers(0, 2**63 - 1),
+    src=_text,
+    contact=st.sampled_from([None, "detected", "not_detected", "unsupported"]),
+)
+
+
+@given(
+    st.lists(st.one_of(_sample, st.builds(HelloIn, st.just("d"), st.one_of(st.none(), _text), st.none()))),
+    st.sampled_from(["d", 'quo"te', "\u00e9\u2603"]),
+    st.booleans(),
+)
+def test_hand_built_fragment_is_exactly_the_json_of_the_record(
+    events: list[SampleIn | HelloIn], device: str, leave: bool
+) -> None:
+    slots = ClassSlots("c")
+    for ev in events:
+        slots.apply(dataclasses.replace(ev, device=device), NOW)
+        slots.apply(StateIn(device, "hr", "no_contact", NOW), NOW)
+    slots.sweep(NOW + 3.5, 100.0)
+    slot = slots.join(device, NOW)
+    if leave:
+        slots.leave(device, NOW)
+    assert slot.fragment() == json.dumps(device) + ":" + json.dumps(slot.record(), separators=(",", ":"))
+
+
+def test_sweep_skips_nothing_that_turned_stale() -> None:
+    slots = ClassSlots("c", stale_after_s=3.0)
+    slots.apply(s("a", 1, t=NOW), NOW)
+    slots.apply(s("b", 1, t=NOW + 2), NOW + 2)
+    assert slots.sweep(NOW + 2.9, 100.0) == 0
+    assert slots.sweep(NOW + 3.1, 100.0) == 1  # a's value, not b's
+    assert slots.riders["a"].metrics["hr"].state == "stale"
+    assert slots.riders["b"].metrics["hr"].state == "live"
+    slots.apply(s("a", 2, t=NOW + 3.2), NOW + 3.2)  # a fresh value, due to turn stale after b's
+    assert slots.sweep(NOW + 5.1, 100.0) == 1
+    assert slots.riders["b"].metrics["hr"].state == "stale"
+    assert slots.riders["a"].metrics["hr"].state == "live"
+    assert slots.sweep(NOW + 6.3, 100.0) == 1
+    slots.leave("b", NOW + 7)
+    slots.sweep(NOW + 50, 100.0)
+    assert "b" in slots.riders
+    slots.sweep(NOW + 108, 100.0)
+    assert "b" not in slots.riders
+
+
 def test_zones() -> None:
     assert [hr_zone(v, 200) for v in (None, 100, 125, 150, 170, 190)] == [0, 1, 2, 3, 4, 5]
 
@@ -289,14 +342,23 @@ def test_leaderboard_ranks_and_deltas() -> None:
     assert [rows[f"r{i}"]["rank_cad"] for i in range(3)] == [2, 3, 1]
     assert [rows[f"r{i}"]["rank_zone"] for i in range(3)] == [2, 3, 1]
     (p,) = peers(fan, 1)
-    first = decode(fan.plan_leaderboard(NOW, lambda _p: True).sends[0][1])
+
+    def board(at: float) -> list[dict[str, Any]]:
+        fan.leaderboard_due = True
+        plan = fan.plan_tick(at, lambda _p: True)
+        frames = []
+        for _peer, wire in plan.sends:
+            frames += [json.loads(payload) for _op, payload in FrameReader().feed(wire)]
+        return [f for f in frames if f["type"] == "leaderboard"]
+
+    (first,) = board(NOW)
     assert first["full"] is True and len(first["rows"]) == 3
-    assert fan.plan_leaderboard(NOW + 3, lambda _p: True).sends == []  # nothing changed
+    assert board(NOW + 3) == []  # nothing changed
     fan.slots.apply(s("r2", 2, 400.0, metric="pwr"), NOW)
-    delta = decode(fan.plan_leaderboard(NOW + 6, lambda _p: True).sends[0][1])
+    (delta,) = board(NOW + 6)  # in the same write as the live delta carrying r2's new power
     assert delta["full"] is False
     assert set(delta["rows"]) == {"r0", "r1", "r2"}  # every rank moved
     fan.slots.leave("r1", NOW)
-    delta = decode(fan.plan_leaderboard(NOW + 9, lambda _p: True).sends[0][1])
+    (delta,) = board(NOW + 9)
     assert delta["removed"] == ["r1"]
     assert p.lb_seq == fan.leaderboard.seq
