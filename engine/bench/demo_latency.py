@@ -201,8 +201,12 @@ async def _browser_phase(
             start = time.time()
             await asyncio.sleep(duration)
             end = time.time()
-            summary: dict[str, Any] = await page.evaluate("window.ridesyncLatency()")
-            entries: list[list[float]] = await page.evaluate("window.ridesyncLatency.entries()")
+            # One evaluate: the summary and the entries must describe the same moment of the page.
+            both: dict[str, Any] = await page.evaluate(
+                "() => ({summary: window.ridesyncLatency(), entries: window.ridesyncLatency.entries()})"
+            )
+            summary: dict[str, Any] = both["summary"]
+            entries: list[list[float]] = both["entries"]
             readout = await page.inner_text("#latency")
             version = browser.version
         finally:

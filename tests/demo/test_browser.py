@@ -44,8 +44,12 @@ LATENCY_TEXT = re.compile(r"^live latency p50 -?[\d.]+ ms · p99 -?[\d.]+ ms$")
 async def check_page_latency(page: Page, demo: DemoSession) -> dict[str, Any]:
     """The page's own live-latency record (static/latency.js): one sample per heart-rate value it newly
     received, bounded by what the straps delivered; shown in the footer. Numbers, not speeds, are checked."""
-    summary: dict[str, Any] = await page.evaluate("window.ridesyncLatency()")
-    samples: list[float] = await page.evaluate("window.ridesyncLatency.samples()")
+    # One evaluate, so the summary and the samples are the same moment of the page (values keep arriving).
+    both: dict[str, Any] = await page.evaluate(
+        "() => ({summary: window.ridesyncLatency(), samples: window.ridesyncLatency.samples()})"
+    )
+    summary: dict[str, Any] = both["summary"]
+    samples: list[float] = both["samples"]
     # Read after the page: the sensors' counters only grow, so this bounds what the page can have seen.
     delivered = sum(r.hr.readings["heart_rate"] for r in demo.riders)
     # Every rider's shown value changed since the snapshot, so each contributed at least one new value.
