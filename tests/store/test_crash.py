@@ -54,6 +54,33 @@ class LineReader:
         self.sel.close()
 
 
+def kill_at_random_point(module: str, data_dir: Path, rnd: random.Random, most_lines: int) -> list[str]:
+    """Run `python -m module data_dir`, SIGKILL it after 1..most_lines acknowledged lines plus a random
+    instant (not only right after a line: it may be mid-write), and return the lines it acknowledged."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, str(data_dir)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    reader = LineReader(proc)
+    try:
+        reader.until(1)
+        assert reader.lines[:1] == ["ready"]
+        reader.until(1 + rnd.randint(1, most_lines))
+        time.sleep(rnd.random() * 0.01)
+        proc.send_signal(signal.SIGKILL)
+        reader.drain()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return reader.lines[1:]
+
+
 def verify(data_dir: Path, acknowledged: set[int]) -> set[int]:
     store = ReplicaStore(data_dir, device_id="bike-crash", role=Role.BIKE)
     try:
@@ -79,30 +106,10 @@ def test_sigkill_at_random_points_loses_nothing_acknowledged(tmp_path: Path) -> 
     rnd = random.Random(20261127)
     data_dir = tmp_path / "bike"
     acknowledged: set[int] = set()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for _ in range(KILLS):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.store.crash_writer", str(data_dir)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        reader = LineReader(proc)
-        try:
-            reader.until(1)
-            assert reader.lines[:1] == ["ready"]
-            reader.until(1 + rnd.randint(1, 120))
-            # Kill at a random instant, not only right after a line: the writer may be mid-append or mid-fold.
-            time.sleep(rnd.random() * 0.01)
-            proc.send_signal(signal.SIGKILL)
-            reader.drain()
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        acknowledged.update(int(x) for x in reader.lines[1:])
+        # The writer may be mid-append or mid-fold when it dies.
+        lines = kill_at_random_point("tests.store.crash_writer", data_dir, rnd, 120)
+        acknowledged.update(int(x) for x in lines)
         present = verify(data_dir, acknowledged)
         # The sample in flight (committed, not yet printed) may survive the kill: at most one per kill.
         assert len(present - acknowledged) <= 1

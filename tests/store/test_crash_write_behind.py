@@ -3,12 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +12,7 @@ from engine.ride.schema import Role, shared_ref
 from engine.store import ReplicaStore
 
 from .crash_write_behind import CONNECTIONS, ride
-from .test_crash import ROOT, LineReader
+from .test_crash import kill_at_random_point
 
 KILLS = 25
 
@@ -46,29 +41,10 @@ def test_sigkill_loses_nothing_acknowledged_with_write_behind(tmp_path: Path) ->
     rnd = random.Random(20261128)
     data_dir = tmp_path / "backend"
     acknowledged: dict[int, int] = {}
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for _ in range(KILLS):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.store.crash_write_behind", str(data_dir)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        reader = LineReader(proc)
-        try:
-            reader.until(1)
-            assert reader.lines[:1] == ["ready"]
-            reader.until(1 + rnd.randint(1, 200))
-            time.sleep(rnd.random() * 0.01)  # a random instant: mid-group, mid-compaction
-            proc.send_signal(signal.SIGKILL)
-            reader.drain()
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        for line in reader.lines[1:]:
+        # A random instant: mid-group, mid-compaction.
+        lines = kill_at_random_point("tests.store.crash_write_behind", data_dir, rnd, 200)
+        for line in lines:
             i, n = (int(x) for x in line.split())
             acknowledged[i] = max(acknowledged.get(i, -1), n)
         present = verify(data_dir, acknowledged)
