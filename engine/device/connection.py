@@ -103,7 +103,6 @@ class DeviceSync:
         self._session: cs.ClientSession | None = None
         self._conn_rides: frozenset[str] = frozenset()
         self._settled: set[str] = set()  # documents the backend acknowledged on this connection
-        self._closed_out: dict[str, str] = {}  # ride → why it is finalized without our late changes
         self._ws: aiohttp.ClientWebSocketResponse | None = None
 
     # ---- the recording side: never blocks -------------------------------------------------------------
@@ -133,17 +132,17 @@ class DeviceSync:
 
     def closed_out(self, ride_id: str) -> str | None:
         """Why the ride is finalized without some of this device's changes, or None (module docstring)."""
-        return self._closed_out.get(ride_id)
+        return self.tracker.closed_out(ride_id)
 
     def finished(self, ride_id: str) -> bool:
         """Nothing more will change for this ride on this connection: reconciled and freshly acknowledged,
         or closed out and every document it still syncs acknowledged."""
-        if ride_id in self._closed_out:
+        if self.closed_out(ride_id) is not None:
             return self.settled_on_this_connection(ride_id)
         return self.reconciled(ride_id) and self.settled_on_this_connection(ride_id)
 
     def _syncable(self, ride_id: str, refs: list[DocRef]) -> list[DocRef]:
-        if ride_id not in self._closed_out:
+        if self.closed_out(ride_id) is None:
             return refs
         me = self.store.device_id
         return [r for r in refs if r.kind is not DocKind.SHARED and r.device != me]
@@ -212,7 +211,7 @@ class DeviceSync:
     async def _close_out_finalized(self, http: aiohttp.ClientSession) -> None:
         """After a refusal: close out every ride the backend has finalized (module docstring)."""
         for ride_id in self.tracker.rides:
-            if ride_id in self._closed_out:
+            if self.closed_out(ride_id) is not None:
                 continue
             url = f"{http_base(self.url)}/v1/rides/{ride_id}"
             try:
@@ -231,8 +230,7 @@ class DeviceSync:
                 "the backend finalized this ride before it received changes made on this device; "
                 "they are kept here and do not count"
             )
-            self._closed_out[ride_id] = reason
-            self.tracker.closed_out(ride_id, reason)
+            self.tracker.close_out(ride_id, reason)
             log.warning("ride closed out", extra={"ride_id": ride_id, "reason": reason})
         self._pulse()
 
@@ -331,7 +329,7 @@ class DeviceSync:
                         refused = True
                         self.last_error = f"backend error: {message}"
                         for ride_id in self.tracker.rides:
-                            if ride_id not in self._closed_out:
+                            if self.closed_out(ride_id) is None:
                                 self.tracker.refused(ride_id, message)
                         self._pulse()
 
@@ -392,7 +390,7 @@ class DeviceSync:
                 shared = to_wire(schema.shared_ref(ride_id).doc_id)
                 if (
                     shared not in self._settled
-                    and ride_id not in self._closed_out
+                    and self.closed_out(ride_id) is None
                     and self.store.phase(ride_id) >= Phase.ENDED
                 ):
                     # An ended ride syncs the shared document first, the rest once the backend holds it: a

@@ -114,10 +114,14 @@ class SyncTracker:
         self._refused[ride_id] = reason
         self.refresh(ride_id, force=True)
 
-    def closed_out(self, ride_id: str, reason: str) -> None:
+    def close_out(self, ride_id: str, reason: str) -> None:
         """The backend finalized the ride without some of this device's changes: `failed` for good."""
         self._closed_out[ride_id] = reason
         self.refresh(ride_id, force=True)
+
+    def closed_out(self, ride_id: str) -> str | None:
+        """Why the ride was closed out, or None."""
+        return self._closed_out.get(ride_id)
 
     def set_online(self, online: bool, reason: str = "") -> None:
         self.online = online

@@ -53,11 +53,6 @@ class GatedSync:
         self._staging: CrdtDoc | None = None
         self._merged: list[bytes] = []  # the document's heads last merged into the staging copy
 
-    @property
-    def exchanging(self) -> bool:
-        """True while a staging copy is held (an exchange is in progress)."""
-        return self._staging is not None
-
     def _stage(self) -> CrdtDoc:
         """The staging copy, holding everything the document holds (plus changes queued for deps)."""
         real = self.store.doc(self.doc_id)
