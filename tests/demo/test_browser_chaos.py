@@ -104,12 +104,18 @@ async def test_chaos_run_shows_each_fault_and_its_recovery_in_chromium(
             watcher_task = asyncio.create_task(watcher.run())
             devices = [r.spec.device for r in demo.riders]
 
-            async def streaming_and_syncing() -> bool:
-                return all(
-                    watcher.now(d, "hr") == "live" and watcher.now(d, "link") == "online" for d in devices
-                )
+            def all_live(d: str) -> bool:
+                # Every metric the rider has, so a fault can only take away what the page already showed
+                # (a Peloton bike's first power reading comes after its calibration read).
+                metrics = ["hr", "cad"] + (["pwr"] if demo.rider(d).spec.has_power else [])
+                return all(watcher.now(d, m) == "live" for m in metrics)
 
-            await until(streaming_and_syncing, "every rider live, its ride syncing with the bike connected")
+            async def streaming_and_syncing() -> bool:
+                return all(all_live(d) and watcher.now(d, "link") == "online" for d in devices)
+
+            await until(
+                streaming_and_syncing, "every rider's metrics live, its ride syncing with the bike connected"
+            )
 
             events: list[dict[str, Any]] = []
             shown: dict[str, asyncio.Future[Any]] = {}
