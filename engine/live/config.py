@@ -15,7 +15,7 @@ class HubConfig:
     # Adaptive flush delay (how long a class's first change waits for more to share its frames): as short
     # as `min_tick_s` when there is CPU to spare, stretched so that the hub process uses about `cpu_budget`
     # of one core but for that never beyond `budget_tick_cap_s`; beyond that only to stay under
-    # `cpu_limit`, never longer than `max_tick_s`. Re-evaluated every `control_s` (hub.py, _control_loop).
+    # `cpu_limit`, never longer than `max_tick_s`. Re-evaluated every `control_s` (engine/live/flush_control.py).
     min_tick_s: float = 0.005
     max_tick_s: float = 0.5
     cpu_budget: float = 0.45

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from engine.live.config import HubConfig
 from engine.live.fanout import ClassFanout, Peer, Plan
+from engine.live.flush_control import FlushController
 from engine.live.metrics import HubStats
 from engine.live.relay import Join, Leave, Relay, RelayEvent, Roster
 from engine.live.rfc6455 import close_frame
@@ -439,24 +440,14 @@ class Hub(HubBase):
         self._timers[class_id] = (when, loop.call_at(when, self._flush_class, class_id))
 
     async def _control_loop(self) -> None:
-        """Adapt the flush delay to load. A busy class's frames per second, and so the cost of sending them,
-        go as 1 / delay, so the delay is the knob that trades CPU for latency. Two targets:
-
-        - the budget: stretch the delay so that the hub uses about `cpu_budget` of a core (short when there
-          is CPU to spare, `min_tick_s` when idle), but not beyond `budget_tick_cap_s`: past that, latency
-          matters more than saving CPU the core has to spare;
-        - the limit: stretch it further, up to `max_tick_s`, only to keep the hub under `cpu_limit`, where
-          it would otherwise fall behind (what it cannot shed, receiving samples, counts too).
-
-        Process CPU time, not wall time (being preempted on a shared machine is not work), over short
-        windows and smoothed, so one slow flush does not stretch everyone's delay."""
+        """Adapt the flush delay to load (engine/live/flush_control.py). Process CPU time, not wall time
+        (being preempted on a shared machine is not work), over short windows."""
         cfg = self.config
         for class_id in list(self._dirty):
             self._schedule(class_id, 0.0)
         self._dirty.clear()
         loop = asyncio.get_running_loop()
-        smoothed = -1.0
-        soft = cfg.min_tick_s
+        control = FlushController(cfg)
         late_once = False
         last_cpu, last_t = time.process_time(), loop.time()
         while True:
@@ -469,25 +460,9 @@ class Hub(HubBase):
             # the CPU share alone would look fine) and every sample waits for it.
             # Twice in a row: once is a hiccup (a preemption, a GC pass) that a longer delay would not mend.
             late_once, was_late = window - cfg.control_s > _LOOP_BEHIND_S, late_once
-            behind = late_once and was_late
             share = (cpu - last_cpu) / window
             last_cpu, last_t = cpu, now_t
-            # Smoothed (a time constant of a few windows): a window's share jumps with every burst of
-            # flushes, leaderboards and sweeps, and a delay that follows the jumps sets p99 by its peaks.
-            smoothed = share if smoothed < 0 else smoothed + 0.3 * (share - smoothed)
-            # (Held at the cap, not wound up beyond it: coming back from a burst must not take seconds.)
-            soft = min(_towards(soft, smoothed / cfg.cpu_budget, cfg), cfg.budget_tick_cap_s)
-            delay = soft
-            # (Behind while busy: a hub well under its budget that wakes late is being preempted, and a
-            # longer delay would only add to its latency.)
-            saturated = (behind and smoothed > (cfg.cpu_budget + cfg.cpu_limit) / 2) or share >= _SATURATED
-            if smoothed > cfg.cpu_limit or saturated or self.tick_interval > delay:
-                # Over the limit, or coming back from it: steer the delay in use towards the limit. A hub
-                # that used all the CPU it got, or whose loop is behind, may need much more than that: back
-                # off fast until it no longer does.
-                ratio = 2.0 if saturated else smoothed / cfg.cpu_limit
-                delay = max(delay, _towards(self.tick_interval, ratio, cfg))
-            self.tick_interval = delay
+            self.tick_interval = control.step(share, late_once and was_late)
 
     def _flush_class(self, class_id: str) -> None:
         self._timers.pop(class_id, None)
@@ -586,16 +561,7 @@ class Hub(HubBase):
                 del due[class_id]
 
 
-_SATURATED = 0.97  # share of a core above which the hub is taken to be short of CPU
 _LOOP_BEHIND_S = 0.05  # the controller's timer firing this late means the event loop is behind
-
-
-def _towards(delay: float, ratio: float, cfg: HubConfig) -> float:
-    """One damped step of a delay towards the one that would spend exactly its target (ratio = spent /
-    target): a square-root step, at most x1.5 or /1.5 per window."""
-    ratio = max(ratio, 1e-6)
-    step: float = min(1.5, max(1 / 1.5, ratio**0.5))
-    return min(cfg.max_tick_s, max(cfg.min_tick_s, delay * step))
 
 
 def _write_shared(peers: list[Peer], wire: bytes, limit: int) -> list[Peer]:
