@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# Latency buckets, 0.5 ms to 2.5 s: a sync reply, a commit wait and a store group all live in this range.
+_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
 
 class BackendMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.sync_seconds = Histogram(
             "ridesync_sync_message_seconds",
             "Time to gate, merge, persist and answer one incoming sync message",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            buckets=_SECONDS,
             registry=registry,
         )
         self.sync_bytes = Counter(
@@ -39,19 +42,19 @@ class BackendMetrics:
         self.commit_wait_seconds = Histogram(
             "ridesync_sync_commit_wait_seconds",
             "Time a sync reply waited for the store's group commit before it could be sent",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            buckets=_SECONDS,
             registry=registry,
         )
         self.store_group_seconds = Histogram(
             "ridesync_store_group_seconds",
             "Write-behind: time to run and commit one group of store writes (writer thread)",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            buckets=_SECONDS,
             registry=registry,
         )
         self.store_commit_seconds = Histogram(
             "ridesync_store_commit_seconds",
             "Write-behind: time of the COMMIT (fsync) of one group",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            buckets=_SECONDS,
             registry=registry,
         )
         self.store_group_jobs = Histogram(

@@ -4,27 +4,14 @@ kernel-chosen port, real SQLite files in tmp_path, device replicas on their own 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from engine.auth.tokens import KeyRing
-from engine.backend.config import BackendConfig
-from engine.backend.routes import make_setup
-from engine.backend.service import Backend
-from engine.backend.state import BACKEND
 from engine.ride.samples import Sample
-from engine.ride.schema import Role
-from engine.server.app import Setup, build_app
-from engine.server.config import ServerConfig
-from engine.server.keys import KEYRING
-from engine.store import ReplicaStore
-from tests.backend.client import SyncClient
+from tests.backend.server import MakeServer, Server, make_server
+
+__all__ = ["HANG_GUARD", "T0", "MakeServer", "Server", "make_server", "now", "sample", "server"]
 
 HANG_GUARD = 30
 T0 = 1_795_000_000.0
@@ -40,92 +27,6 @@ def sample(seq: int, t0: float = T0, **kw: Any) -> Sample:
     }
     fields.update(kw)
     return Sample(seq=seq, t=t0 + seq, **fields)
-
-
-@dataclass
-class Server:
-    test_server: TestServer
-    tmp: Path
-    http: aiohttp.ClientSession
-
-    async def close(self) -> None:
-        if not self.http.closed:
-            await self.http.close()
-            await self.test_server.close()
-
-    @property
-    def url(self) -> str:
-        return str(self.test_server.make_url("")).rstrip("/")
-
-    @property
-    def backend(self) -> Backend:
-        backend = self.test_server.app[BACKEND].backend
-        assert backend is not None
-        return backend
-
-    @property
-    def ring(self) -> KeyRing:
-        return self.test_server.app[KEYRING]
-
-    def token(self, role: str, device: str, *, rides: list[str] | None = None, **kw: Any) -> str:
-        return self.ring.issue(role, device, rides=rides, **kw)
-
-    def holds_all_of(self, store: ReplicaStore, ride_id: str) -> bool:
-        """True once the backend holds every change `store` has for the ride."""
-        backend = self.backend.store
-        for ref in store.ride_refs(ride_id):
-            if not store.has_doc(ref.doc_id):
-                continue
-            if not backend.has_doc(ref.doc_id):
-                return False
-            theirs = {c.hash for c in backend.changes_since(ref.doc_id, [])}
-            if any(c.hash not in theirs for c in store.changes_since(ref.doc_id, [])):
-                return False
-        return True
-
-    def replica(self, role: Role, device: str) -> ReplicaStore:
-        return ReplicaStore(self.tmp / f"replica-{device}", device_id=device, role=role)
-
-    def client(self, token: str, store: ReplicaStore, ride_id: str) -> SyncClient:
-        return SyncClient(self.url, token, store, ride_id)
-
-    async def get(self, path: str, token: str | None) -> tuple[int, Any, dict[str, str]]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with self.http.get(self.url + path, headers=headers) as resp:
-            body = await resp.json(content_type=None)
-            return resp.status, body, dict(resp.headers)
-
-    async def send(
-        self, method: str, path: str, token: str, body: Any = None, key: str | None = None
-    ) -> tuple[int, Any, dict[str, str]]:
-        headers = {"Authorization": f"Bearer {token}"}
-        if key is not None:
-            headers["Idempotency-Key"] = key
-        async with self.http.request(method, self.url + path, headers=headers, json=body) as resp:
-            return resp.status, await resp.json(content_type=None), dict(resp.headers)
-
-
-MakeServer = Callable[..., Awaitable[Server]]
-
-
-@pytest.fixture
-async def make_server(tmp_path: Path) -> AsyncIterator[MakeServer]:
-    started: list[Server] = []
-
-    async def make(data: Path | None = None, extra_setup: tuple[Setup, ...] = (), **config: Any) -> Server:
-        defaults: dict[str, Any] = {"rate_per_s": 10_000.0, "burst": 10_000.0}
-        cfg = BackendConfig(**{**defaults, **config})
-        data = data if data is not None else tmp_path / f"server{len(started)}"
-        app = build_app(ServerConfig(data_dir=data, port=0), extra_setup=[make_setup(cfg), *extra_setup])
-        ts = TestServer(app, host="127.0.0.1", port=0)
-        await ts.start_server()
-        server = Server(ts, tmp_path, aiohttp.ClientSession())
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        await server.close()
 
 
 @pytest.fixture

@@ -16,19 +16,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from engine.backend.config import BackendConfig
-from engine.backend.routes import make_setup
-from engine.backend.service import Backend
-from engine.backend.state import BACKEND
 from engine.device.connection import DeviceSync
 from engine.device.end_event import EndResult, post_ride_end
 from engine.ride.samples import Sample
 from engine.ride.schema import Phase, Role, shared_ref
-from engine.server.app import build_app
-from engine.server.config import ServerConfig
-from engine.server.keys import KEYRING
 from engine.store import ReplicaStore, SyncState
 from engine.sync.backoff import Backoff
+from tests.backend.server import MakeServer, Server
 
 RIDE = "ride-late"
 T0 = 1_795_000_000.0
@@ -36,28 +30,13 @@ HANG_GUARD_S = 60
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[TestServer]:
-    cfg = BackendConfig(rate_per_s=10_000.0, burst=10_000.0)
-    app = build_app(ServerConfig(data_dir=tmp_path / "server", port=0), extra_setup=[make_setup(cfg)])
-    ts = TestServer(app, host="127.0.0.1", port=0)
-    await ts.start_server()
-    yield ts
-    await ts.close()
+async def server(make_server: MakeServer) -> Server:
+    return await make_server()
 
 
-def backend_of(ts: TestServer) -> Backend:
-    backend = ts.app[BACKEND].backend
-    assert backend is not None
-    return backend
-
-
-def url_of(ts: TestServer) -> str:
-    return str(ts.make_url("")).rstrip("/")
-
-
-def device_sync(ts: TestServer, store: ReplicaStore, role: str) -> DeviceSync:
-    token = ts.app[KEYRING].issue(role, store.device_id)
-    return DeviceSync(store, url_of(ts), token, backoff=Backoff(base=0.05, cap=0.2), heartbeat_s=2.0)
+def device_sync(server: Server, store: ReplicaStore, role: str) -> DeviceSync:
+    token = server.token(role, store.device_id)
+    return DeviceSync(store, server.url, token, backoff=Backoff(base=0.05, cap=0.2), heartbeat_s=2.0)
 
 
 @contextlib.asynccontextmanager
@@ -72,9 +51,9 @@ async def running(sync: DeviceSync) -> AsyncIterator[DeviceSync]:
 
 
 async def test_late_offline_edit_after_finalization_closes_out_the_ride(
-    server: TestServer, tmp_path: Path
+    server: Server, tmp_path: Path
 ) -> None:
-    backend = backend_of(server).store
+    backend = server.backend.store
     bike = ReplicaStore(tmp_path / "bike", device_id="bike-1", role=Role.BIKE)
     app = ReplicaStore(tmp_path / "app", device_id="app-1", role=Role.APP)
     bike.start_ride(RIDE, t=T0)
@@ -140,7 +119,12 @@ async def post_end_to(handler: Handler) -> EndResult:
     try:
         async with asyncio.timeout(HANG_GUARD_S), aiohttp.ClientSession() as http:
             return await post_ride_end(
-                http, url_of(ts), "token", RIDE, {"device": "app-1"}, backoff=Backoff(base=0.01, cap=0.05)
+                http,
+                str(ts.make_url("")).rstrip("/"),
+                "token",
+                RIDE,
+                {"device": "app-1"},
+                backoff=Backoff(base=0.01, cap=0.05),
             )
     finally:
         await ts.close()
