@@ -15,8 +15,10 @@ class HubConfig:
     # Adaptive flush delay (how long a class's first change waits for more to share its frames): as short
     # as `min_tick_s` when there is CPU to spare, stretched so that the hub process uses about `cpu_budget`
     # of one core but for that never beyond `budget_tick_cap_s`; beyond that only to stay under
-    # `cpu_limit`, never longer than `max_tick_s`. Re-evaluated every `control_s` (engine/live/flush_control.py).
-    min_tick_s: float = 0.005
+    # `cpu_limit`, never longer than `max_tick_s`. Re-evaluated every `control_s` (flush_control.py).
+    # 1 ms, not 0: the controller steps the delay by ratios, and a class's changes from one event-loop turn
+    # still share a frame.
+    min_tick_s: float = 0.001
     max_tick_s: float = 0.5
     cpu_budget: float = 0.45
     budget_tick_cap_s: float = 0.1
