@@ -23,9 +23,9 @@ from engine.live.config import HubConfig
 
 # A window's share above this means the hub got no idle time at all: short of CPU.
 SATURATED = 0.97
-# The fast estimate (a time constant of ~3 windows) decides whether the delay is far from right; the slow
-# one (~10 windows) steers it once it is near, where a window's share is mostly noise: flush bursts,
-# leaderboard ticks, sweeps, a preemption.
+# The share, smoothed with a time constant of ~3 windows. Near the budget what remains of a window's
+# deviation is mostly noise (flush bursts, leaderboard ticks, sweeps, a preemption), so the near step
+# follows it only with a small gain.
 _FAST = 0.3
 # "Near" the budget: the fast estimate within these ratios of it.
 _NEAR_LOW, _NEAR_HIGH = 0.7, 1.4

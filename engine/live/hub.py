@@ -3,11 +3,11 @@
 A class flushes `tick_interval` after its first change since its previous flush: no change waits longer
 than that, and the classes' flushes spread over time instead of piling into one global tick (which would
 add the whole tick's sending time to everyone's latency). The interval adapts to load: short when idle,
-stretched so that sending takes about `duty` of the hub's CPU. One asyncio task group owns the controller,
-the staleness sweep, the leaderboard loop, the optional relay and any kick (stalled-peer close) tasks;
-cancelling `run()` stops them all and cancels the pending flushes. A flush writes one shared, pre-framed
-bytes object to every peer that kept up, straight to its socket when nothing is buffered; a peer that
-cannot take it is skipped without awaiting anything, so it never delays the others.
+stretched so that the hub uses about `cpu_budget` of a core (flush_control.py). One asyncio task group owns
+the controller, the staleness sweep, the leaderboard loop, the optional relay and any kick (stalled-peer
+close) tasks; cancelling `run()` stops them all and cancels the pending flushes. A flush writes one shared,
+pre-framed bytes object to every peer that kept up, straight to its socket when nothing is buffered; a peer
+that cannot take it is skipped without awaiting anything, so it never delays the others.
 """
 
 from __future__ import annotations

@@ -6,10 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
-
 from engine.ride.samples import Sample
-from tests.backend.server import MakeServer, Server, make_server
+from tests.backend.server import MakeServer, Server, make_server, server
 
 __all__ = ["HANG_GUARD", "T0", "MakeServer", "Server", "make_server", "now", "sample", "server"]
 
@@ -27,11 +25,6 @@ def sample(seq: int, t0: float = T0, **kw: Any) -> Sample:
     }
     fields.update(kw)
     return Sample(seq=seq, t=t0 + seq, **fields)
-
-
-@pytest.fixture
-async def server(make_server: MakeServer) -> Server:
-    return await make_server()
 
 
 def now() -> float:

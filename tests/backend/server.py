@@ -109,3 +109,8 @@ async def make_server(tmp_path: Path) -> AsyncIterator[MakeServer]:
     yield make
     for server in started:
         await server.close()
+
+
+@pytest.fixture
+async def server(make_server: MakeServer) -> Server:
+    return await make_server()

@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 
 from engine.auth.tokens import KeyRing
-from tests.backend.server import make_server
+from tests.backend.server import make_server, server
 
-__all__ = ["make_server"]
+__all__ = ["make_server", "server"]
 
 RIDESYNC = [sys.executable, "-m", "engine.cli.main"]
 HANG_GUARD_S = 120

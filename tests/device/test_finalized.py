@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -22,16 +21,11 @@ from engine.ride.samples import Sample
 from engine.ride.schema import Phase, Role, shared_ref
 from engine.store import ReplicaStore, SyncState
 from engine.sync.backoff import Backoff
-from tests.backend.server import MakeServer, Server
+from tests.backend.server import Server
 
 RIDE = "ride-late"
 T0 = 1_795_000_000.0
 HANG_GUARD_S = 60
-
-
-@pytest.fixture
-async def server(make_server: MakeServer) -> Server:
-    return await make_server()
 
 
 def device_sync(server: Server, store: ReplicaStore, role: str) -> DeviceSync:
