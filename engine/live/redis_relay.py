@@ -9,7 +9,15 @@ and hands every class's batch of the rest to the hub.
 Either side that loses the broker reconnects on its own with capped full-jitter backoff; while the sender
 is disconnected, batches are dropped, not queued (live values are latest-wins; the next sample replaces
 them, and the hubs' periodic rosters repair presence). A silent broker link is noticed by pinging it after
-`ping_after_s` of silence and giving up on it after `dead_after_s`.
+`ping_after_s` of silence and giving up on it after `dead_after_s`; the sender pings an idle link too, so a
+broker restart is seen within seconds even when no class is publishing.
+
+Each side talks to the broker over one `BrokerLink`: a single redis-py `Connection`, not a client with a
+pool, and one that is never reconnected underneath us. Reconnecting belongs to this module alone (with our
+backoff, our `sending`/`subscribed` state and our counters) because client libraries change their policy
+between releases: redis-py 8.2's pool checks an idle connection when it is handed out and silently
+replaces one the server closed, so a relay built on `Redis.publish` never saw a broker restart (its
+publisher stayed "connected" through it, and `publisher_connects` never moved).
 """
 
 from __future__ import annotations
@@ -17,15 +25,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from engine.live.publisher import backoff_delay
@@ -35,6 +45,53 @@ from engine.live.relay_codec import CHANNEL, RelayCodecError, decode_message, en
 log = logging.getLogger(__name__)
 
 _LINK_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+class BrokerLink:
+    """One connection to the broker that fails loudly instead of reconnecting by itself.
+
+    redis-py's `Connection.send_command` connects a disconnected connection on its own; `command` and
+    `read` refuse first, so a link that broke stays broken until its owner opens a new one.
+    """
+
+    def __init__(self, url: str, *, connect_timeout_s: float = 5.0) -> None:
+        kwargs: dict[str, Any] = dict(parse_url(url))
+        connection_class: type[AbstractConnection] = kwargs.pop("connection_class", Connection)
+        # RESP2 whatever the URL asks: on RESP3 pub/sub messages become pushes that redis-py hands to
+        # callbacks instead of returning them from `read_response`.
+        kwargs["protocol"] = 2
+        # Any: redis-py's annotations differ between releases (8.2 left `connect` untyped), and a
+        # `type: ignore` that one release needs is an error under the next; this class is the typed edge.
+        self._conn: Any = connection_class(
+            **kwargs,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=None,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    async def open(self) -> None:
+        await self._conn.connect()
+
+    def _check(self) -> None:
+        if not self._conn.is_connected:
+            raise RedisConnectionError("broker link closed")
+
+    async def send(self, *args: Any) -> None:
+        self._check()
+        await self._conn.send_command(*args)
+
+    async def command(self, *args: Any) -> Any:
+        await self.send(*args)
+        return await self.read(None)
+
+    async def read(self, wait_s: float | None) -> Any:
+        """The next reply or push message; None when `wait_s` passes with nothing to read."""
+        self._check()
+        return await self._conn.read_response(timeout=wait_s if wait_s is not None else math.inf)
+
+    async def close(self) -> None:
+        with contextlib.suppress(*_LINK_ERRORS):
+            await self._conn.disconnect()
 
 
 @dataclass(slots=True)
@@ -83,11 +140,8 @@ class RedisRelay:
         self._outbox: list[tuple[str, Sequence[RelayEvent]]] = []
         self._wake = asyncio.Event()
 
-    def _client(self) -> aioredis.Redis:
-        # Reconnecting is ours to do (with our backoff, visible in stats): no hidden retries underneath.
-        return aioredis.Redis.from_url(
-            self.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5.0, socket_timeout=None
-        )
+    def _link(self) -> BrokerLink:
+        return BrokerLink(self.url)
 
     # --- the hub's side ------------------------------------------------------------------------------------
 
@@ -110,22 +164,22 @@ class RedisRelay:
     async def _send_loop(self) -> None:
         attempt = 0
         while True:
-            client = self._client()
+            link = self._link()
             try:
-                await client.ping()
+                await link.open()
+                await link.command("PING")
                 attempt = 0
                 self.stats.publisher_connects += 1
                 self.sending.set()
                 log.info("relay publisher connected", extra={"url": self.url, "origin": self.origin})
-                await self._send_batches(client)
+                await self._send_batches(link)
             except _LINK_ERRORS as exc:
                 self.stats.last_error = f"send: {type(exc).__name__}: {exc}"
             finally:
                 self.sending.clear()
                 self.stats.batches_dropped += len(self._outbox)
                 self._outbox.clear()
-                with contextlib.suppress(*_LINK_ERRORS):
-                    await client.aclose()
+                await link.close()
             delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s)
             attempt += 1
             log.warning(
@@ -134,9 +188,17 @@ class RedisRelay:
             )
             await asyncio.sleep(delay)
 
-    async def _send_batches(self, client: aioredis.Redis) -> None:
+    async def _send_batches(self, link: BrokerLink) -> None:
         while True:
-            await self._wake.wait()
+            try:
+                async with asyncio.timeout(self.ping_after_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                # Nothing to publish for a while: make sure the broker is still there (and the same one),
+                # so a restart is noticed now rather than at the next class's first sample.
+                async with asyncio.timeout(self.dead_after_s):
+                    await link.command("PING")
+                continue
             self._wake.clear()
             batch, self._outbox = self._outbox, []
             if not batch:
@@ -144,7 +206,7 @@ class RedisRelay:
             messages = encode_messages(self.origin, batch)
             try:
                 for message in messages:
-                    await client.publish(CHANNEL, message)
+                    await link.command("PUBLISH", CHANNEL, message)
             except BaseException:
                 self.stats.batches_dropped += len(batch)
                 raise
@@ -157,23 +219,20 @@ class RedisRelay:
     async def _receive_loop(self, deliver: Deliver) -> None:
         attempt = 0
         while True:
-            client = self._client()
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            link = self._link()
             try:
-                await pubsub.subscribe(CHANNEL)
+                await link.open()
+                await link.command("SUBSCRIBE", CHANNEL)  # its reply confirms the subscription
                 attempt = 0
                 self.stats.subscribes += 1
                 self.subscribed.set()
                 log.info("relay subscribed", extra={"url": self.url, "origin": self.origin})
-                await self._receive(pubsub, deliver)
+                await self._receive(link, deliver)
             except _LINK_ERRORS as exc:
                 self.stats.last_error = f"receive: {type(exc).__name__}: {exc}"
             finally:
                 self.subscribed.clear()
-                with contextlib.suppress(*_LINK_ERRORS):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                with contextlib.suppress(*_LINK_ERRORS):
-                    await client.aclose()
+                await link.close()
             delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s)
             attempt += 1
             log.warning(
@@ -182,21 +241,22 @@ class RedisRelay:
             )
             await asyncio.sleep(delay)
 
-    async def _receive(self, pubsub: Any, deliver: Deliver) -> None:
+    async def _receive(self, link: BrokerLink, deliver: Deliver) -> None:
         heard = time.monotonic()
         while True:
-            msg = await pubsub.get_message(timeout=self.ping_after_s)
+            msg = await link.read(self.ping_after_s)
             now = time.monotonic()
             if msg is None:
                 # Quiet classes are normal; a quiet link is not: ask the broker for a pong.
                 if now - heard > self.dead_after_s:
                     raise TimeoutError(f"broker silent for {self.dead_after_s:g} s")
-                await pubsub.ping()
+                await link.send("PING")
                 continue
             heard = now
-            if msg.get("type") != "message":
-                continue
-            self._handle(msg.get("data", b""), deliver)
+            # A subscribed connection carries pushes: [b"message", channel, data]; pongs and
+            # (un)subscribe confirmations are only signs of life.
+            if isinstance(msg, list) and len(msg) == 3 and msg[0] == b"message":
+                self._handle(msg[2], deliver)
 
     def _handle(self, data: object, deliver: Deliver) -> None:
         if isinstance(data, bytes) and data.startswith(self._own_prefix):

@@ -16,9 +16,10 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
+from redis.exceptions import RedisError
 
 from engine.live import relay_codec
-from engine.live.redis_relay import RedisRelay
+from engine.live.redis_relay import BrokerLink, RedisRelay
 from engine.live.relay import Join, Leave, RelayEvent, Roster
 from engine.live.relay_codec import CHANNEL, RelayCodecError, decode_message, encode_messages
 from engine.live.wire import HelloIn, SampleIn, StateIn
@@ -145,6 +146,34 @@ async def test_relay_reconnects_after_redis_restarts(
                             await dash.wait_for(lambda v, s=seq: (v.hr("bike-1") or {}).get("seq") == s)  # type: ignore[misc]
             assert dash.hr("bike-1")["state"] == "live"  # type: ignore[index]
         await bike.close()
+
+
+async def test_a_broker_link_never_reconnects_underneath_its_owner(redis_server: RedisProcess) -> None:
+    # redis-py 8.2's pooled client replaced a connection the server had closed without telling anyone;
+    # the relay's link must fail instead, so that the relay's own reconnect (and its counters) run.
+    link = BrokerLink(redis_server.url)
+    await link.open()
+    try:
+        assert await link.command("PING") == b"PONG"
+        await asyncio.to_thread(redis_server.restart)
+        with pytest.raises(RedisError):
+            for _ in range(3):  # the first write may still be accepted by the kernel; the read is not
+                await link.command("PING")
+        with pytest.raises(RedisError, match="broker link closed"):
+            await link.command("PING")  # and it stays closed: no silent new connection
+    finally:
+        await link.close()
+
+
+async def test_an_idle_publisher_notices_a_broker_restart(redis_server: RedisProcess) -> None:
+    relay = RedisRelay(redis_server.url, ping_after_s=0.2, dead_after_s=1.0)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(relay.run(lambda _c, _o, _e: None))
+        await ready(relay)
+        await asyncio.to_thread(redis_server.restart)
+        # Nothing is published at all: only the idle ping can find out.
+        await until(lambda: relay.stats.publisher_connects >= 2 and relay.stats.subscribes >= 2)
+        task.cancel()
 
 
 async def test_a_silent_hub_s_riders_leave_after_the_expiry_and_rosters_restore_lost_joins(
