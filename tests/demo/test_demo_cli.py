@@ -124,7 +124,8 @@ async def test_ctrl_c_stops_cleanly_with_a_report(tmp_path: Path) -> None:
 @pytest.mark.slow
 async def test_chaos_faults_are_injected_healed_and_lose_nothing(tmp_path: Path) -> None:
     rc, out, err = await _run(
-        "demo", "--headless", "--riders", "3", "--duration", "40", "--speed", "10", "--chaos", "--json",
+        # The shortest class the three faults and their recoveries fit in (chaos.MIN_DURATION_S).
+        "demo", "--headless", "--riders", "3", "--duration", "30", "--speed", "10", "--chaos", "--json",
         "--port", "0", "--data", str(tmp_path / "data"),
     )  # fmt: skip
     assert rc == 0, err[-2000:]
