@@ -8,13 +8,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
+from engine.auth.tokens import KeyRing
 from engine.backend.state import ride_classes
+from engine.cli.main import main
 from engine.dashboard.directory import RIDES
 from engine.dashboard.routes import setup_dashboard
 from engine.ride.schema import Phase, Role
@@ -278,3 +282,20 @@ async def test_ownership_and_class_survive_a_restart(make_server: MakeServer, tm
     assert viewer[0] == 200
     assert later is None
     assert server.backend.store.view(RIDE).samples == {"bike-1": 20}
+
+
+# -- the token CLI -----------------------------------------------------------------------------------------
+
+
+def test_token_issue_carries_the_rider(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(tmp_path / "keys")
+    assert (
+        main(["token", "issue", "--role", "app", "--device", "tablet-1", "--rider", "alice", "--data", data])
+        == 0
+    )
+    token = capsys.readouterr().out.strip()
+    claims = KeyRing.load_or_create(data).verify(token)
+    assert (claims.role.value, claims.device, claims.rider) == ("app", "tablet-1", "alice")
+    assert main(["token", "issue", "--role", "bike", "--device", "b", "--data", data, "--json"]) == 0
+    assert "rider" not in json.loads(capsys.readouterr().out)["claims"]  # no rider unless asked
+    assert main(["token", "issue", "--role", "app", "--device", "t", "--rider", "a b", "--data", data]) != 0
