@@ -7,6 +7,8 @@ bike whose sync connection opens it, and registering that ride in its class on t
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from engine.auth.tokens import Claims
@@ -15,14 +17,33 @@ from engine.backend.auth import RequestError
 from engine.backend.service import Backend
 from engine.dashboard.directory import RIDES
 
+log = logging.getLogger(__name__)
+
 NOT_RIDE_OWNER = "not_ride_owner"
+
+
+def refuse(backend: Backend, claims: Claims, ride_id: str, reason: str, where: str) -> RequestError:
+    """The 403 for a token that may not write the ride; counted and logged (a stranger's attempt is worth
+    knowing about)."""
+    backend.metrics.auth_failures.labels(NOT_RIDE_OWNER).inc()
+    log.warning(
+        "write refused: not the ride's owner",
+        extra={
+            "ride_id": ride_id,
+            "device": claims.device,
+            "role": claims.role.value,
+            "where": where,
+            "reason": reason,
+        },
+    )
+    return RequestError(403, NOT_RIDE_OWNER, reason)
 
 
 def require_owner(backend: Backend, claims: Claims, ride_id: str) -> None:
     """An HTTP write (end, meta) to a ride the token may not write: 403 `not_ride_owner`."""
     reason = backend.write_refusal(claims, ride_id)
     if reason is not None:
-        raise RequestError(403, NOT_RIDE_OWNER, reason)
+        raise refuse(backend, claims, ride_id, reason, "http")
 
 
 def admit_sync(request: web.Request, backend: Backend, claims: Claims, rides: frozenset[str]) -> None:
@@ -44,7 +65,7 @@ def admit_sync(request: web.Request, backend: Backend, claims: Claims, rides: fr
             continue
         if claims.role is TokenRole.APP and backend.owner(ride) is None:
             continue
-        raise RequestError(403, NOT_RIDE_OWNER, reason)
+        raise refuse(backend, claims, ride, reason, "sync")
     if claims.role is not TokenRole.BIKE:
         return
     class_id = _wanted_class(request, claims) if len(rides) == 1 else None

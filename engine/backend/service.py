@@ -160,7 +160,8 @@ class Backend:
 
     def write_refusal(self, claims: Claims, ride_id: str, *, starting: bool = False) -> str | None:
         """Why this token may not write the ride (create a document in it, sync changes into it, end it,
-        edit it), or None if it may. Nothing changes here.
+        edit it), or None if it may. Binds nothing (only `owner`'s adoption of a ride stored before owners
+        were recorded may write).
 
         - The backend (role backend) writes every ride.
         - The ride's owner: the bike whose first sync started it. `starting`: a bike's sync connection is

@@ -130,9 +130,12 @@ async def test_a_stranger_cannot_end_or_edit_a_ride_over_http(server: Server) ->
             answers.append(await server.send("PUT", f"/v1/rides/{RIDE}/meta", token, {"title": "pwned"}))
             answers.append(await server.send("POST", f"/v1/rides/{RIDE}/end", token, {}, key="evil-end"))
         after = await _view(server)
+        async with server.http.get(server.url + "/metrics") as resp:
+            metrics = await resp.text()
     assert [(a[0], a[1]["error"]) for a in answers] == [(403, "not_ride_owner")] * 6
     assert after == before
     assert (after["phase"], after["shared"], after["end_events_counted"]) == ("active", {}, 0)
+    assert 'ridesync_auth_failures_total{code="not_ride_owner"} 6.0' in metrics
 
 
 async def test_a_stranger_connected_before_the_ride_began_is_closed_when_it_writes(server: Server) -> None:
