@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -302,3 +303,29 @@ def test_token_issue_carries_the_rider(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["token", "issue", "--role", "bike", "--device", "b", "--data", data, "--json"]) == 0
     assert "rider" not in json.loads(capsys.readouterr().out)["claims"]  # no rider unless asked
     assert main(["token", "issue", "--role", "app", "--device", "t", "--rider", "a b", "--data", data]) != 0
+
+
+async def test_a_ride_stored_before_owners_were_recorded_is_adopted_by_its_bike(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    data = tmp_path / "legacy"
+    first = await make_server(data=data)
+    async with asyncio.timeout(HANG_GUARD):
+        owner = _bike(first, "bike-1", 10)
+        token = first.token("bike", "bike-1")
+        assert await _sync(first, token, owner) is None
+        await first.close()
+        # As a data dir written before ride owners existed: the ride, but no owner row.
+        with contextlib.closing(sqlite3.connect(data / "backend" / "ridesync.sqlite3")) as db:
+            db.execute("DELETE FROM ride_owners")
+            db.commit()
+        server = await make_server(data=data)
+        assert server.backend.store.ride_owner(RIDE) is None
+        refused = await _sync(server, server.token("bike", "a-evil"), _bike(server, "a-evil", 5, ended=True))
+        owner.append_samples(RIDE, [sample(i) for i in range(10, 20)])
+        owner.fold(RIDE)
+        later = await _sync(server, token, owner)
+    stored = server.backend.store.ride_owner(RIDE)
+    assert stored is not None and stored.device == "bike-1"
+    assert (refused, later) == (403, None)
+    assert server.backend.store.view(RIDE).samples == {"bike-1": 20}
