@@ -110,6 +110,9 @@ class Claims:
     iat: float
     exp: float
     kid: str = ""
+    # Who rides with this device: a bike's and an app's tokens with the same rider let the app write the
+    # rides that bike owns (engine/backend/README.md, "Ride owners").
+    rider: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -121,6 +124,8 @@ class Claims:
         }
         if self.rides is not None:
             out["rd"] = sorted(self.rides)
+        if self.rider is not None:
+            out["rider"] = self.rider
         return out
 
     @classmethod
@@ -140,6 +145,9 @@ class Claims:
             raise TokenMalformed("claims carry invalid classes")
         if rides is not None and (not isinstance(rides, list) or not all(valid_id(r) for r in rides)):
             raise TokenMalformed("claims carry invalid rides")
+        rider = obj.get("rider")
+        if rider is not None and not valid_id(rider):
+            raise TokenMalformed("claims carry an invalid rider")
         iat, exp = obj.get("iat"), obj.get("exp")
         if not _is_number(iat) or not _is_number(exp):
             raise TokenMalformed("claims carry no valid iat/exp")
@@ -152,6 +160,7 @@ class Claims:
             iat=float(iat),  # type: ignore[arg-type]
             exp=float(exp),  # type: ignore[arg-type]
             kid=kid,
+            rider=rider,
         )
 
     # Scope checks raise TokenScopeError with a reason a client can show.
@@ -251,6 +260,7 @@ class KeyRing:
         rides: Iterable[str] | None = None,
         ttl_s: float = 86400.0,
         now: float | None = None,
+        rider: str | None = None,
     ) -> str:
         t = time.time() if now is None else now
         claims = Claims(
@@ -261,9 +271,12 @@ class KeyRing:
             iat=t,
             exp=t + ttl_s,
             kid=self.current,
+            rider=rider,
         )
         if not valid_id(device):
             raise TokenMalformed(f"invalid device id {device!r}")
+        if rider is not None and not valid_id(rider):
+            raise TokenMalformed(f"invalid rider {rider!r}")
         for name in (*claims.classes, *(claims.rides or ())):
             if not valid_id(name):
                 raise TokenMalformed(f"invalid class or ride id {name!r}")

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from engine.auth.tokens import Claims
 from engine.auth.tokens import Role as TokenRole
-from engine.backend import auth
+from engine.backend import auth, owners
 from engine.backend.series import DEFAULT_MAX_POINTS, ride_series
 from engine.backend.service import Backend, repo_id
 from engine.backend.state import BACKEND, BackendState, ride_classes
@@ -182,9 +182,13 @@ async def end_ride(
 ) -> web.Response:
     """The ride ended (bike or app). Two idempotency layers (engine/events/idempotency.py): the device's
     own `Idempotency-Key` (same body replays, another body is 422), inside it the ride's one logical end
-    event, so the bike's and the app's ends are one event: `end_events_counted` stays 1."""
+    event, so the bike's and the app's ends are one event: `end_events_counted` stays 1. Only a ride's
+    writers may end it (its owning bike, an app it admits, the backend: 403 `not_ride_owner`), and only a
+    ride that exists (404 `unknown_ride`)."""
     ride_id = _ride_id(request)
     auth.require_writer(claims, ride_id)
+    _known(backend, ride_id)
+    owners.require_owner(backend, claims, ride_id)
     try:
         key = idem.parse_idempotency_header(request.headers.get(idem.IDEMPOTENCY_HEADER))
     except idem.InvalidKey as exc:
@@ -253,9 +257,12 @@ async def put_meta(
 ) -> web.Response:
     """Title, notes, rating and targets into the shared document, as edits by the requesting device (the
     policy ranks them by its role). A value equal to the current one is not written again, so a repeated
-    PUT changes nothing. An `Idempotency-Key` is optional here."""
+    PUT changes nothing. An `Idempotency-Key` is optional here. As for the end: the ride must exist (404)
+    and be the token's to write (403 `not_ride_owner`)."""
     ride_id = _ride_id(request)
     auth.require_writer(claims, ride_id)
+    _known(backend, ride_id)
+    owners.require_owner(backend, claims, ride_id)
     body = await _body(request, backend.config.max_body_bytes)
     fields = _meta_fields(_json_object(body, empty_ok=False))
     role = auth.ride_role(claims)

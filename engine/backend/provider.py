@@ -3,16 +3,24 @@ backed by the backend's replica store.
 
 Visibility: a document the backend holds is known to the peer if its ride is readable by the token
 (auth.may_read). A document the backend lacks is known only if it is one the peer may create: the shared
-document or the peer's own document of a ride the connection named (`?ride=`). Everything else is
-`doc-unavailable`, so ids are not probeable beyond the peer's own rides.
+document or the peer's own document of a ride the connection named (`?ride=`), and only while the peer
+may write that ride (`Backend.write_refusal`: its owning bike, an app it admits, the backend). Everything
+else is `doc-unavailable`, so ids are not probeable beyond the peer's own rides.
+
+Writing: a bike or app may sync only documents of rides it may write. Its sync message for any other
+ride (one that another bike started while this connection was open, or a readable ride it did not name)
+is refused before the gate sees it (`not_ride_owner`), and the connection is closed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
+from engine.auth.tokens import Claims
+from engine.auth.tokens import Role as TokenRole
 from engine.backend.service import Backend, Peer, hex_id
 from engine.crdt import CrdtDecodeError
 from engine.ride import schema
@@ -33,12 +41,20 @@ class RideDocuments:
         role: Role,
         rides: frozenset[str],
         may_read: Callable[[str], bool],
+        claims: Claims | None = None,
     ) -> None:
         self.backend = backend
         self.peer = peer
         self.device = device
         self.role = role
         self.may_read = may_read
+        # The token's claims decide which rides this peer may write; without them (tests driving the
+        # provider directly), a token for this device and role scoped to the connection's rides.
+        self.claims = (
+            claims
+            if claims is not None
+            else Claims(TokenRole(role.value), device, frozenset(), rides, 0.0, math.inf)
+        )
         self.sessions: dict[str, GatedSync] = {}  # by hex id; the store's gate (engine/store/gate.py)
         self.rides_open: set[str] = set()
         self.documents_open: set[str] = set()  # automerge-repo ids
@@ -60,7 +76,10 @@ class RideDocuments:
         if store.has_doc(hexid):
             ref = store.ref(hexid)
             return ref if self.may_read(ref.ride_id) else None
-        return self._creatable.get(hexid)
+        creatable = self._creatable.get(hexid)
+        if creatable is None or self.backend.write_refusal(self.claims, creatable.ride_id) is not None:
+            return None
+        return creatable
 
     # -- DocumentProvider -----------------------------------------------------------------------------
 
@@ -84,6 +103,25 @@ class RideDocuments:
         backend = self.backend
         started = time.perf_counter()
         ref = backend.store.ref(hexid)
+        refusal = None if self.role is Role.VIEWER else backend.write_refusal(self.claims, ref.ride_id)
+        if refusal is not None:
+            # Not this peer's ride: refused before anything is staged; the ride's own state is untouched.
+            backend.metrics.gate_rejects.labels("not_owner").inc()
+            self.sessions.clear()
+            self.rejection = f"not_ride_owner: {refusal}"
+            log.warning(
+                "sync message rejected",
+                extra={
+                    "ride_id": ref.ride_id,
+                    "doc_id": hexid,
+                    "kind": ref.kind.value,
+                    "device": self.device,
+                    "role": self.role.value,
+                    "reason": self.rejection,
+                    "code": "not_owner",
+                },
+            )
+            return Rejected(self.rejection)
         try:
             outcome = self.sessions[hexid].receive(data, device=self.device, role=self.role)
         except CrdtDecodeError as exc:

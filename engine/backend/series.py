@@ -38,9 +38,9 @@ def _near(times: Sequence[float], t: float, window: float) -> bool:
 
 def ride_series(docs: RideDocs, max_points: int = DEFAULT_MAX_POINTS) -> dict[str, Any]:
     devices = sorted(docs.devices, key=lambda d: d.device)
-    bikes = [d for d in devices if d.ref.kind is DocKind.BIKE]
+    authority, _ = policy.authoritative_bike(devices, docs.owner)
     apps = [(d.device, d.samples) for d in devices if d.ref.kind is DocKind.APP]
-    bike = list(bikes[0].samples) if bikes else []
+    bike = list(authority.samples) if authority is not None else []
     fill = filled_hr(bike, apps)
     if not bike:
         # No bike document (yet): the app's own heart rate is all there is.

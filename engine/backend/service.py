@@ -12,6 +12,9 @@ Backend sync state per ride (DESIGN §1.5), derived from what the backend holds:
 - `reconciled` once the backend finalized the ride (it holds every declared sample; official totals);
 - `failed` when a device that writes this ride had a sync message refused (the reason is the gate's),
   until that ride's next accepted change.
+
+Ride owners (README.md, "Ride owners"): `write_refusal` says whether a token may write a ride at all
+(create a document in it, sync changes into it, end it, edit it); the gate then checks each document.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from engine.auth.tokens import Claims
+from engine.auth.tokens import Role as TokenRole
 from engine.backend.config import BackendConfig
 from engine.backend.metrics import BackendMetrics
 from engine.events.idempotency import Ledger
 from engine.ride import policy, schema
-from engine.ride.schema import DocRef, Phase, Role
-from engine.store import ReplicaStore, SyncState
+from engine.ride.schema import DocKind, DocRef, Phase, Role
+from engine.store import ReplicaStore, RideOwner, SyncState
 from engine.sync.docid import InvalidDocumentId, document_id_from_bytes, document_id_to_bytes
 
 log = logging.getLogger(__name__)
@@ -127,6 +132,90 @@ class Backend:
         for peer in list(self._subscribers.get(document_id, ())):
             if peer is not exclude:
                 peer.document_changed(document_id)
+
+    # -- ride owners ----------------------------------------------------------------------------------
+
+    def owner(self, ride_id: str) -> RideOwner | None:
+        """The ride's owner. A ride stored before owners were recorded, holding exactly one bike's
+        document, is that bike's (adopted on first ask); one holding several stays without an owner: no
+        bike can take it and the policy names none of them the authority."""
+        store = self.store
+        owner = store.ride_owner(ride_id)
+        if owner is None and store.has_ride(ride_id):
+            bikes = self._bike_documents(ride_id)
+            if len(bikes) == 1:
+                owner = store.bind_ride_owner(ride_id, bikes[0])
+                log.info("ride owner adopted", extra={"ride_id": ride_id, "device": bikes[0]})
+        return owner
+
+    def _bike_documents(self, ride_id: str) -> list[str]:
+        store = self.store
+        return sorted(
+            {
+                ref.device
+                for ref in store.ride_refs(ride_id)
+                if ref.kind is DocKind.BIKE and store.has_doc(ref.doc_id)
+            }
+        )
+
+    def write_refusal(self, claims: Claims, ride_id: str, *, starting: bool = False) -> str | None:
+        """Why this token may not write the ride (create a document in it, sync changes into it, end it,
+        edit it), or None if it may. Binds nothing (only `owner`'s adoption of a ride stored before owners
+        were recorded may write).
+
+        - The backend (role backend) writes every ride.
+        - The ride's owner: the bike whose first sync started it. `starting`: a bike's sync connection is
+          opening; an unowned ride is then the bike's to start (`start_ride`).
+        - An app whose token names this ride (`--ride`) or the owner's rider (`--rider`).
+        - Nobody else: not another bike (not even with a token for this ride: a ride has one bike), not
+          another app, never a viewer. An app cannot start a ride; it joins once the bike has synced it.
+        """
+        role = claims.role
+        if role is TokenRole.BACKEND:
+            return None
+        if role is TokenRole.VIEWER:
+            return "viewers never write"
+        owner = self.owner(ride_id)
+        if owner is None:
+            if role is not TokenRole.BIKE:
+                return (
+                    f"ride {ride_id} has not been started: a ride starts with its bike's first sync, "
+                    "and an app joins it after that"
+                )
+            if not starting:
+                return f"ride {ride_id} has no owner: a ride belongs to the bike whose first sync starts it"
+            others = [d for d in self._bike_documents(ride_id) if d != claims.device]
+            if others:
+                return f"ride {ride_id} holds the documents of bike {', '.join(others)}"
+            return None
+        if role is TokenRole.BIKE:
+            return None if owner.device == claims.device else f"ride {ride_id} belongs to bike {owner.device}"
+        if claims.rides is not None and ride_id in claims.rides:
+            return None
+        if claims.rider is not None and claims.rider == owner.rider:
+            return None
+        rider = f"rider {owner.rider}" if owner.rider is not None else "no rider named"
+        return (
+            f"ride {ride_id} belongs to bike {owner.device} ({rider}); an app writes it with a token for "
+            "the same rider (--rider) or for this ride (--ride)"
+        )
+
+    def start_ride(self, claims: Claims, ride_id: str, class_id: str | None) -> RideOwner:
+        """A bike's sync connection opens the ride, after `write_refusal(..., starting=True)` allowed it:
+        bind the ride to the bike if nobody owns it (trust on first use, committed with the next group,
+        so before anything is acknowledged), and fill in the rider and class where still unset (a ride's
+        class is set once, by its owner)."""
+        assert claims.role is TokenRole.BIKE
+        store = self.store
+        owner = self.owner(ride_id)
+        if owner is None:
+            owner = store.bind_ride_owner(ride_id, claims.device, rider=claims.rider, class_id=class_id)
+            log.info(
+                "ride owner bound",
+                extra={"ride_id": ride_id, "device": claims.device, "rider": claims.rider, "class": class_id},
+            )
+        assert owner.device == claims.device, "start_ride follows write_refusal"
+        return store.complete_ride_owner(ride_id, rider=claims.rider, class_id=class_id)
 
     # -- rides ----------------------------------------------------------------------------------------
 

@@ -37,7 +37,13 @@ class BackendState:
 
 
 def ride_classes(app: web.Application, ride_id: str) -> frozenset[str]:
-    """The class a ride is registered in on the dashboard's directory (viewers read by class)."""
+    """The class a ride is in (viewers read by class): the class its owner gave it, kept in the backend's
+    store (set once), else the class it is registered in on the dashboard's directory."""
+    state = app.get(BACKEND)
+    if state is not None and state.backend is not None:
+        owner = state.backend.store.ride_owner(ride_id)
+        if owner is not None and owner.class_id is not None:
+            return frozenset({owner.class_id})
     if RIDES not in app:
         return frozenset()
     entry = app[RIDES].ride(ride_id)

@@ -24,12 +24,10 @@ from typing import Final
 from aiohttp import WSMsgType, web
 
 from engine.auth.tokens import CLOCK_LEEWAY_S, Claims
-from engine.auth.tokens import Role as TokenRole
-from engine.backend import auth
+from engine.backend import auth, owners
 from engine.backend.provider import RideDocuments
 from engine.backend.service import Backend
 from engine.backend.state import BackendState, ride_classes
-from engine.dashboard.directory import RIDES
 from engine.ride import schema
 from engine.store import StoreError
 from engine.sync import session as s
@@ -61,6 +59,7 @@ class Connection:
             role=self.role,
             rides=rides,
             may_read=lambda ride: auth.may_read(claims, ride, ride_classes(app, ride)),
+            claims=claims,
         )
         self.session = s.ServerSession(
             server_peer_id=backend.config.server_peer_id,
@@ -217,19 +216,6 @@ def _requested_rides(request: web.Request, claims: Claims, limit: int) -> frozen
     return frozenset(named)
 
 
-def _register_class_rides(request: web.Request, claims: Claims, rides: frozenset[str]) -> None:
-    """Tell the dashboard which ride a bike rides in its class (engine/dashboard/README.md)."""
-    if claims.role is not TokenRole.BIKE or RIDES not in request.app or len(rides) != 1:
-        return
-    wanted = request.query.get("class")
-    if wanted is not None:
-        classes = [wanted] if wanted in claims.classes else []
-    else:
-        classes = sorted(claims.classes) if len(claims.classes) == 1 else []
-    for class_id in classes:
-        request.app[RIDES].register(class_id, claims.device, next(iter(rides)))
-
-
 async def sync_endpoint(request: web.Request, state: BackendState) -> web.StreamResponse:
     backend = state.require()
     try:
@@ -242,7 +228,11 @@ async def sync_endpoint(request: web.Request, state: BackendState) -> web.Stream
     )
     if not ws.can_prepare(request).ok:
         return auth.RequestError(400, "not_websocket", "GET /v1/sync is a WebSocket endpoint").response()
-    _register_class_rides(request, claims, rides)
+    try:
+        # Ride owners: refuses strangers (403), starts the bike's new rides, registers the ride's class.
+        owners.admit_sync(request, backend, claims, rides)
+    except auth.RequestError as exc:
+        return exc.response()
     try:
         await ws.prepare(request)
     except ConnectionError:

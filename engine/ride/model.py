@@ -91,9 +91,11 @@ class SharedDoc:
 
 @dataclass(frozen=True, slots=True)
 class RideDocs:
-    """Everything one replica currently holds of a ride."""
+    """Everything one replica currently holds of a ride. `owner`: the device id of the bike that owns the
+    ride, where the replica knows it (the backend binds it at the bike's first sync); None elsewhere."""
 
     ride_id: str
     shared: SharedDoc | None = None
     devices: tuple[DeviceDoc, ...] = ()
     backends: tuple[BackendDoc, ...] = ()
+    owner: str | None = None

@@ -9,9 +9,13 @@ Rules:
 1. Phase = the highest phase any document supports, in the order pending → active → ended → finalized:
    finalized if a backend document holds `finalized`; ended if the bike or an app claims `ended` or the
    backend recorded an end event; active if any device claims `active` or holds samples; else pending.
-2. Authority: before `finalized`, the bike's document is the source of truth for ride metrics (the one
-   with the smallest device id, should a hostile ride have two); from `finalized` on, the backend's
-   official totals are, verbatim.
+2. Authority: before `finalized`, the owning bike's document is the source of truth for ride metrics;
+   from `finalized` on, the backend's official totals are, verbatim. The owning bike is `RideDocs.owner`
+   (the backend binds it at the bike's first sync, and lets no other bike create a document in the ride);
+   a replica that does not know the owner takes the ride's only bike document. Device ids never decide:
+   any other bike document of a ride with an owner is ignored for every rule (listed in `problems`), and
+   where several bike documents exist and the owner is unknown, none is authoritative (the ride cannot
+   be finalized).
 3. Gap filling (heart rate only; the app never supplies power or cadence). An app sample's heart rate is
    used iff (a) it is usable (present, contact detected or unsupported, not stale, no gap flag), (b) its
    time lies within the bike's recorded span [first bike sample, last bike sample], (c) no usable bike
@@ -150,17 +154,20 @@ class RideView:
 
 
 def resolve(docs: RideDocs) -> RideView:
-    devices = sorted(docs.devices, key=lambda d: (d.ref.kind.value, d.device))
+    bike, ignored = authoritative_bike(docs.devices, docs.owner)
+    devices = sorted(
+        (d for d in docs.devices if d not in ignored), key=lambda d: (d.ref.kind.value, d.device)
+    )
     bikes = [d for d in devices if d.ref.kind is DocKind.BIKE]
     apps = [d for d in devices if d.ref.kind is DocKind.APP]
     backends = sorted(docs.backends, key=lambda b: b.ref.device)
-    bike = bikes[0] if bikes else None
     problems = [f"{d.ref.kind.value}:{d.device}: {p}" for d in devices for p in d.problems]
     problems += [f"backend:{b.ref.device}: {p}" for b in backends for p in b.problems]
     if docs.shared is not None:
         problems += [f"shared: {p}" for p in docs.shared.problems]
-    if len(bikes) > 1:
-        problems.append(f"{len(bikes)} bike documents; {bikes[0].device} is authoritative")
+    problems += [f"bike:{d.device}: not the ride's bike ({docs.owner} owns it); ignored" for d in ignored]
+    if bike is None and len(bikes) > 1:
+        problems.append(f"{len(bikes)} bike documents and no known owner: none is authoritative")
 
     phase = phase_of(devices, backends)
     finalization = next((b.finalized for b in backends if b.finalized is not None), None)
@@ -239,10 +246,25 @@ def phase_of(devices: Iterable[DeviceDoc], backends: Iterable[BackendDoc]) -> Ph
     return Phase.PENDING
 
 
-def may_write(ref: DocRef, device: str, role: Role, phase: Phase) -> bool:
-    """Whether `device` acting as `role` may change document `ref` in `phase` (for the sync gate).
+def authoritative_bike(
+    devices: Iterable[DeviceDoc], owner: str | None
+) -> tuple[DeviceDoc | None, tuple[DeviceDoc, ...]]:
+    """Rule 2's bike document (or None), and the bike documents that do not count at all: with a known
+    owner, every other bike's. Never chosen by device-id order."""
+    bikes = sorted((d for d in devices if d.ref.kind is DocKind.BIKE), key=lambda d: d.device)
+    if owner is not None:
+        mine = [d for d in bikes if d.device == owner]
+        return (mine[0] if mine else None), tuple(d for d in bikes if d.device != owner)
+    return (bikes[0] if len(bikes) == 1 else None), ()
 
-    The gate also checks that the device belongs to the ride; that is not the policy's knowledge.
+
+def may_write(ref: DocRef, device: str, role: Role, phase: Phase) -> bool:
+    """Whether `device` acting as `role` may change document `ref` in `phase` (for the sync gate): the
+    document's kind and device, the phase and the role, nothing else.
+
+    Whether the device belongs to the ride at all is not the policy's knowledge: the backend checks it
+    before anything reaches the gate (only the ride's owning bike, the apps it admits and the backend may
+    write a ride; engine/backend/service.py, `Backend.write_refusal`).
     """
     if role is Role.VIEWER:
         return False

@@ -24,7 +24,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,23 @@ class GateResult:
     code: str = ""  # why it was refused, for metrics: actor | not_allowed | counter | content | panic
 
 
+@dataclass(frozen=True, slots=True)
+class RideOwner:
+    """Who owns a ride (kept by the backend; engine/backend/README.md, "Ride owners"): the bike whose first
+    sync started it, the rider its token named (an app with a token for the same rider may write the ride
+    too) and the class the ride is in. The binding is trust on first use, like an actor's; `rider` and
+    `class_id` are filled in once, by the owner, and never change afterwards."""
+
+    ride_id: str
+    device: str
+    rider: str | None = None
+    class_id: str | None = None
+    bound: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"device": self.device, "rider": self.rider, "class": self.class_id, "bound": self.bound}
+
+
 @dataclass(slots=True)
 class _OpenDoc:
     ref: DocRef
@@ -187,6 +204,8 @@ class ReplicaStore:
         self._known_rides: set[str] = set()
         self._status: dict[str, SyncStatus] = {}
         self._actors: dict[bytes, tuple[str, Role]] = {}
+        # Every ride owner, loaded at open: the backend asks on every sync message and HTTP write.
+        self._owners: dict[str, RideOwner] = {}
         self._acked: dict[tuple[str, str], list[bytes]] = {}
         # receive_sync_gated's staging copies, by (doc id, id of the caller's SyncSession).
         self._gated: dict[tuple[str, int], GatedSync] = {}
@@ -195,6 +214,7 @@ class ReplicaStore:
         try:
             self._check_identity()
             self.bind_actor(self.actor, self.device_id, self.role)
+            self._load_owners()
             self._load_all()
         except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
             # Anything unreadable that per-row checks did not catch: the file is left as found.
@@ -821,6 +841,7 @@ class ReplicaStore:
     # -- views ----------------------------------------------------------------------------------------
 
     def ride_docs(self, ride_id: str) -> RideDocs:
+        owner = self._owners.get(ride_id)
         shared = None
         devices = []
         backends = []
@@ -832,7 +853,13 @@ class ReplicaStore:
                 backends.append(decoded)
             else:
                 devices.append(decoded)
-        return RideDocs(ride_id=ride_id, shared=shared, devices=tuple(devices), backends=tuple(backends))
+        return RideDocs(
+            ride_id=ride_id,
+            shared=shared,
+            devices=tuple(devices),
+            backends=tuple(backends),
+            owner=None if owner is None else owner.device,
+        )
 
     def view(self, ride_id: str) -> policy.RideView:
         return policy.resolve(self.ride_docs(ride_id))
@@ -840,7 +867,15 @@ class ReplicaStore:
     def phase(self, ride_id: str) -> Phase:
         """The ride's phase from claims and finalization only (no sample decoding): cheap per message, and
         cached until one of the ride's device or backend documents changes (a gate asks on every message)."""
-        entries = [e for e in self._ride_entries(ride_id) if e.ref.kind is not DocKind.SHARED]
+        owner = self._owners.get(ride_id)
+        bike = None if owner is None else owner.device
+        # Another bike's document never counts in a ride with an owner (policy rule 2).
+        entries = [
+            e
+            for e in self._ride_entries(ride_id)
+            if e.ref.kind is not DocKind.SHARED
+            and (bike is None or e.ref.kind is not DocKind.BIKE or e.ref.device == bike)
+        ]
         with self._crdt_guard():
             key = tuple((e.ref.doc_id, tuple(e.doc.heads())) for e in entries)
         cached = self._phases.get(ride_id)
@@ -954,6 +989,55 @@ class ReplicaStore:
             self._write(lambda cur: cur.execute("INSERT OR IGNORE INTO actors VALUES(?, ?, ?, ?)", row))
             owner = self._actors[actor] = (device, role)
         return owner[0] == device
+
+    # -- ride owners ----------------------------------------------------------------------------------
+
+    def _load_owners(self) -> None:
+        self._owners.clear()
+        for ride_id, device, rider, class_id, bound in self._conn.execute("SELECT * FROM ride_owners"):
+            self._owners[ride_id] = RideOwner(ride_id, device, rider, class_id, float(bound))
+
+    def ride_owner(self, ride_id: str) -> RideOwner | None:
+        """The ride's owner, if one is bound (the backend's rule: engine/backend/README.md)."""
+        return self._owners.get(ride_id)
+
+    def ride_owners(self) -> dict[str, RideOwner]:
+        return dict(self._owners)
+
+    def bind_ride_owner(
+        self, ride_id: str, device: str, *, rider: str | None = None, class_id: str | None = None
+    ) -> RideOwner:
+        """Trust on first use, as for actors: `device` owns `ride_id` unless someone owns it already.
+        Returns the owner, whoever it is (compare its `device`). Check and set run on the store's thread
+        with nothing in between, so two devices can never both win; the row is committed with the next
+        write (with write-behind: before anything is acknowledged). Owners outlive eviction, so a ride id
+        never changes hands."""
+        schema.check_ride_id(ride_id)
+        owner = self._owners.get(ride_id)
+        if owner is None:
+            owner = self._owners[ride_id] = RideOwner(ride_id, device, rider, class_id, self._clock())
+            row = (ride_id, device, rider, class_id, owner.bound)
+            sql = "INSERT OR IGNORE INTO ride_owners VALUES(?, ?, ?, ?, ?)"
+            self._write(lambda cur: cur.execute(sql, row))
+        return owner
+
+    def complete_ride_owner(
+        self, ride_id: str, *, rider: str | None = None, class_id: str | None = None
+    ) -> RideOwner:
+        """Fill in the owner's rider and class where they are still unset; a value once set stays."""
+        owner = self._owners[ride_id]
+        new = replace(
+            owner,
+            rider=owner.rider if owner.rider is not None else rider,
+            class_id=owner.class_id if owner.class_id is not None else class_id,
+        )
+        if new != owner:
+            self._owners[ride_id] = new
+            row = (new.rider, new.class_id, ride_id)
+            self._write(
+                lambda cur: cur.execute("UPDATE ride_owners SET rider=?, class_id=? WHERE ride_id=?", row)
+            )
+        return new
 
     def gated_sync(self, doc_id: str) -> GatedSync:
         """A new gated sync of `doc_id` for one connection (engine/store/gate.py): `receive(data, device=,

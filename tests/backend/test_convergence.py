@@ -26,14 +26,14 @@ async def _exchange(server: Server, i: int) -> None:
     bike.append_samples(ride, [sample(j) for j in range(30)])
     bike.fold(ride)
     bike.edit_shared(ride, "title", f"bike {i}")
-    async with server.client(server.token("bike", bike_id), bike, ride) as bc:
+    async with server.client(server.token("bike", bike_id, rider=f"rider-{i}"), bike, ride) as bc:
         await bc.open_ride()
         await server.backend.wait_for(lambda: server.holds_all_of(bike, ride))
     app.start_ride(ride, t=T0)
     app.append_samples(ride, [sample(j, hr=90) for j in range(15)])
     app.end_ride(ride, t=T0 + 40, duration_s=1080.0)
     app.edit_shared(ride, "title", f"app {i}")
-    async with server.client(server.token("app", app_id), app, ride) as ac:
+    async with server.client(server.token("app", app_id, rider=f"rider-{i}"), app, ride) as ac:
         await ac.open_ride()
         await server.backend.wait_for(lambda: server.holds_all_of(app, ride))
         await ac.wait_for(lambda: app.view(ride).samples.get(bike_id) == 30)

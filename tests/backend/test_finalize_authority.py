@@ -67,7 +67,7 @@ async def test_app_edit_never_overrides_the_bikes_metrics_and_finalized_is_read_
     store = server.backend.store
     bike = server.replica(Role.BIKE, "bike-1")
     app = server.replica(Role.APP, "app-1")
-    bike_token, app_token = server.token("bike", "bike-1"), server.token("app", "app-1")
+    bike_token, app_token = server.token("bike", "bike-1"), server.token("app", "app-1", rides=[RIDE])
     async with asyncio.timeout(HANG_GUARD):
         await _ride_and_sync(server, bike, 30)
         # Mid-ride the app records its own (shorter, different) ride and ends it with 18:00.

@@ -9,15 +9,29 @@ import pytest
 from engine.backend.config import BackendConfig
 from engine.backend.ratelimit import RateLimiter
 from engine.ride.schema import Role
+from engine.store import ReplicaStore
 from tests.backend.conftest import HANG_GUARD, T0, MakeServer, Server, sample
 
 RIDE = "ride-http"
+
+
+async def _started(server: Server, n: int = 5) -> ReplicaStore:
+    """bike-1 starts the ride (its first sync makes it the ride's owner) with `n` samples."""
+    bike = server.replica(Role.BIKE, "bike-1")
+    bike.start_ride(RIDE, t=T0)
+    bike.append_samples(RIDE, [sample(i) for i in range(n)])
+    bike.fold(RIDE)
+    async with server.client(server.token("bike", "bike-1"), bike, RIDE) as bc:
+        await bc.open_ride()
+        await server.backend.wait_for(lambda: server.holds_all_of(bike, RIDE))
+    return bike
 
 
 async def test_end_replays_same_key_and_refuses_a_different_body(server: Server) -> None:
     bike = server.token("bike", "bike-1")
     path = f"/v1/rides/{RIDE}/end"
     async with asyncio.timeout(HANG_GUARD):
+        await _started(server)
         first = await server.send("POST", path, bike, {"t": T0 + 60}, key="k-1")
         again = await server.send("POST", path, bike, {"t": T0 + 60}, key="k-1")
         other = await server.send("POST", path, bike, {"t": T0 + 61}, key="k-1")
@@ -35,13 +49,11 @@ async def test_end_replays_same_key_and_refuses_a_different_body(server: Server)
 
 async def test_bike_and_app_ending_the_same_ride_count_once(server: Server) -> None:
     store = server.backend.store
-    bike_r = server.replica(Role.BIKE, "bike-1")
-    bike_r.start_ride(RIDE, t=T0)
-    bike_r.append_samples(RIDE, [sample(i) for i in range(5)])
-    bike_r.end_ride(RIDE, t=T0 + 5)
-    bike, app = server.token("bike", "bike-1"), server.token("app", "app-1")
+    bike, app = server.token("bike", "bike-1"), server.token("app", "app-1", rides=[RIDE])
     path = f"/v1/rides/{RIDE}/end"
     async with asyncio.timeout(HANG_GUARD):
+        bike_r = await _started(server)
+        bike_r.end_ride(RIDE, t=T0 + 5)
         answers = await asyncio.gather(
             server.send("POST", path, app, {}, key="app-key"),
             server.send("POST", path, bike, {}, key="bike-key"),
@@ -66,9 +78,10 @@ async def test_bike_and_app_ending_the_same_ride_count_once(server: Server) -> N
 
 
 async def test_meta_put_writes_shared_fields_as_the_device(server: Server) -> None:
-    app = server.token("app", "app-1")
+    app = server.token("app", "app-1", rides=[RIDE])
     path = f"/v1/rides/{RIDE}/meta"
     async with asyncio.timeout(HANG_GUARD):
+        await _started(server)
         ok = await server.send(
             "PUT", path, app, {"title": "Hill repeats", "rating": 4, "targets": {"power_w": 210}}
         )
@@ -190,13 +203,15 @@ CASES = [(b, True) for b in HOSTILE_BODIES] + [(b, False) for b in HOSTILE_META]
 async def test_hostile_bodies_get_a_clear_4xx_and_change_nothing(
     server: Server, body: bytes, for_end: bool
 ) -> None:
-    token = server.token("app", "app-1")
+    token = server.token("app", "app-1", rides=[RIDE])
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "hostile"}
     routes = [("PUT", f"/v1/rides/{RIDE}/meta")] + ([("POST", f"/v1/rides/{RIDE}/end")] if for_end else [])
     async with asyncio.timeout(HANG_GUARD):
+        await _started(server)
+        before = server.backend.store.ride_json(RIDE)
         for method, path in routes:
             async with server.http.request(method, server.url + path, data=body, headers=headers) as resp:
                 answer = await resp.json()
             assert 400 <= resp.status < 500, (method, resp.status, answer)
             assert isinstance(answer["error"], str) and answer["detail"]
-    assert not server.backend.store.rides()
+    assert server.backend.store.ride_json(RIDE) == before

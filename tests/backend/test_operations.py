@@ -157,7 +157,7 @@ async def test_an_http_end_is_pushed_to_connected_devices(server: Server) -> Non
         await client.open_ride()
         await server.backend.wait_for(lambda: server.backend.has_ride(RIDE))
         status, _, _ = await server.send(
-            "POST", f"/v1/rides/{RIDE}/end", server.token("app", "app-1"), {}, key="e"
+            "POST", f"/v1/rides/{RIDE}/end", server.token("app", "app-1", rides=[RIDE]), {}, key="e"
         )
         assert status == 200
         # The bike learns of the app's end from the backend's document, pushed over its open connection.

@@ -84,7 +84,8 @@ async def test_writing_under_another_devices_actor_is_rejected_and_changes_nothi
         store = server.backend.store
         shared = shared_ref(RIDE)
         before = store.heads(shared.doc_id)
-        # bike-2 forges a change under bike-1's actor id (which the backend bound to bike-1 on first use).
+        # The ride's app forges a change under bike-1's actor id (which the backend bound to bike-1 on first
+        # use). (A stranger's bike could not even connect: tests/backend/test_ownership.py.)
         forged = CrdtDoc.load(bike.doc(shared.doc_id).save(), bike.actor)
         edit = {
             "field": "title",
@@ -95,8 +96,8 @@ async def test_writing_under_another_devices_actor_is_rejected_and_changes_nothi
             "seen": None,
         }
         forged.put({f"edit.{bike.actor.hex()}.99": schema.dumps(edit)})
-        thief = server.replica(Role.BIKE, "bike-2")
-        async with SyncClient(server.url, server.token("bike", "bike-2"), thief, RIDE) as client:
+        thief = server.replica(Role.APP, "app-1")
+        async with SyncClient(server.url, server.token("app", "app-1", rides=[RIDE]), thief, RIDE) as client:
             await client.open_raw(shared, forged)
             await client.closed.wait()
         assert client.close_code == CLOSE_POLICY_VIOLATION
@@ -121,7 +122,7 @@ async def test_writing_another_devices_document_is_rejected(server: Server) -> N
         doc = CrdtDoc.load(bike.doc(bike_ref.doc_id).save(), bytes(range(16)))
         doc.put({"claim.ended": schema.dumps({"t": 5.0, "key": "x", "count": 3, "last_seq": 2})})
         app = server.replica(Role.APP, "app-1")
-        async with SyncClient(server.url, server.token("app", "app-1"), app, RIDE) as client:
+        async with SyncClient(server.url, server.token("app", "app-1", rides=[RIDE]), app, RIDE) as client:
             await client.open_raw(bike_ref, doc)
             await client.closed.wait()
     assert client.close_code == CLOSE_POLICY_VIOLATION
@@ -137,7 +138,7 @@ async def test_an_edit_claiming_another_role_is_rejected(server: Server) -> None
         app = server.replica(Role.APP, "app-1")
         app.start_ride(RIDE, t=2.0)
         shared = shared_ref(RIDE)
-        async with server.client(server.token("app", "app-1"), app, RIDE) as client:
+        async with server.client(server.token("app", "app-1", rides=[RIDE]), app, RIDE) as client:
             await client.open_ride()
             await client.wait_for(lambda: app.view(RIDE).samples.get("bike-1") == 10)
             doc = app.doc(shared.doc_id)
@@ -183,7 +184,7 @@ async def test_garbage_cbor_closes_only_that_connection(
         async with server.client(server.token("bike", "bike-1"), bike, RIDE) as good:
             await good.open_ride()
             other = server.replica(Role.APP, "app-1")
-            async with SyncClient(server.url, server.token("app", "app-1"), other, RIDE) as bad:
+            async with SyncClient(server.url, server.token("app", "app-1", rides=[RIDE]), other, RIDE) as bad:
                 await bad.send_raw(frame)
                 await bad.closed.wait()
             assert bad.close_code == code
@@ -202,7 +203,7 @@ async def test_garbage_sync_data_is_rejected_and_changes_nothing(server: Server)
         shared = shared_ref(RIDE)
         before = server.backend.store.heads(shared.doc_id)
         app = server.replica(Role.APP, "app-1")
-        async with SyncClient(server.url, server.token("app", "app-1"), app, RIDE) as client:
+        async with SyncClient(server.url, server.token("app", "app-1", rides=[RIDE]), app, RIDE) as client:
             doc_id = document_id_from_bytes(shared.raw_id)
             await client.send(wire.Sync(client.peer_id, SERVER_PEER, doc_id, b"\x42not a sync message"))
             await client.closed.wait()
@@ -218,7 +219,7 @@ async def test_an_oversized_frame_closes_only_that_connection(make_server: MakeS
         async with server.client(server.token("bike", "bike-1"), bike, RIDE) as good:
             await good.open_ride()
             app = server.replica(Role.APP, "app-1")
-            async with SyncClient(server.url, server.token("app", "app-1"), app, RIDE) as big:
+            async with SyncClient(server.url, server.token("app", "app-1", rides=[RIDE]), app, RIDE) as big:
                 await big.send_raw(b"\x00" * (100 * 1024))
                 await big.closed.wait()
             assert big.close_code == CLOSE_TOO_BIG
@@ -233,12 +234,12 @@ async def test_a_text_frame_and_a_spoofed_sender_are_refused(server: Server) -> 
     async with asyncio.timeout(HANG_GUARD):
         await _bike_synced(server)
         app = server.replica(Role.APP, "app-1")
-        async with SyncClient(server.url, server.token("app", "app-1"), app, RIDE) as client:
+        async with SyncClient(server.url, server.token("app", "app-1", rides=[RIDE]), app, RIDE) as client:
             assert client.ws is not None
             await client.ws.send_str(json.dumps({"type": "sync"}))
             await client.closed.wait()
         assert client.close_code == CLOSE_PROTOCOL_ERROR
-        async with SyncClient(server.url, server.token("app", "app-1"), app, RIDE) as client:
+        async with SyncClient(server.url, server.token("app", "app-1", rides=[RIDE]), app, RIDE) as client:
             doc_id = document_id_from_bytes(shared_ref(RIDE).raw_id)
             await client.send(wire.Sync("someone-else", SERVER_PEER, doc_id, b"\x42x"))
             await client.closed.wait()

@@ -17,12 +17,12 @@ async def test_bike_ride_reaches_the_backend_and_the_app_sees_it(server: Server)
     bike.fold(ride)
     bike.edit_shared(ride, "title", "Morning ride")
     async with asyncio.timeout(HANG_GUARD):
-        async with server.client(server.token("bike", "bike-1"), bike, ride) as bc:
+        async with server.client(server.token("bike", "bike-1", rider="alice"), bike, ride) as bc:
             await bc.open_ride()
             backend = server.backend
             await backend.wait_for(lambda: backend.store.view(ride).samples.get("bike-1") == 30)
             app.start_ride(ride, t=2.0)
-            async with server.client(server.token("app", "app-1"), app, ride) as ac:
+            async with server.client(server.token("app", "app-1", rider="alice"), app, ride) as ac:
                 await ac.open_ride()
                 bike_doc = own_ref(ride, "bike-1", Role.BIKE)
                 assert bike_doc is not None

@@ -127,8 +127,8 @@ class Backend:
                 self.proc.kill()
                 await self.proc.finish()
 
-    def token(self, role: str, device: str) -> str:
-        return KeyRing.load_or_create(self.data).issue(role, device)
+    def token(self, role: str, device: str, *, rider: str | None = None) -> str:
+        return KeyRing.load_or_create(self.data).issue(role, device, rider=rider)
 
     async def ride(self, ride_id: str, token: str) -> dict[str, Any]:
         async with (

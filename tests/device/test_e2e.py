@@ -89,8 +89,9 @@ def same_view(a: dict[str, object], b: dict[str, object]) -> None:
 
 
 async def test_double_end_through_a_faulty_link_counts_once(backend: Backend, tmp_path: Path) -> None:
-    bike_token = backend.token("bike", "bike-2")
-    app_token = backend.token("app", "tablet-2")
+    # Issued for the same rider, as in the README: the tablet may then write the rides bike-2 starts.
+    bike_token = backend.token("bike", "bike-2", rider="rider-2")
+    app_token = backend.token("app", "tablet-2", rider="rider-2")
     faults = Faults(reset=0.3, kill_min=200, kill_window=4000, stall_probability=0.05, stall_max=0.5)
     async with (
         asyncio.timeout(HANG_GUARD_S),

@@ -29,7 +29,7 @@ HANG_GUARD_S = 60
 
 
 def device_sync(server: Server, store: ReplicaStore, role: str) -> DeviceSync:
-    token = server.token(role, store.device_id)
+    token = server.token(role, store.device_id, rider="alice")  # the app writes the bike's ride
     return DeviceSync(store, server.url, token, backoff=Backoff(base=0.05, cap=0.2), heartbeat_s=2.0)
 
 

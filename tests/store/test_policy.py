@@ -173,3 +173,37 @@ def test_view_json_carries_the_contract_fields() -> None:
     )
     assert out["samples"] == {"bike-1": 30} and out["phase"] == "ended" and out["end_events_counted"] == 1
     assert out["totals"]["output_kj"] == 5.8  # 29 intervals of 1 s at 200 W
+
+
+def test_authority_is_the_owning_bike_never_the_smallest_device_id() -> None:
+    """A stranger's bike document (`a-evil` sorts first) with an end claim neither ends the ride nor
+    supplies its numbers: the owner's bike is the authority, the other is ignored for every rule."""
+    owner = DeviceDoc(BIKE, samples=bike_samples(30))
+    evil = DeviceDoc(DocRef(RIDE, DocKind.BIKE, "a-evil"), samples=bike_samples(20), ended=ended(20, 20.0))
+    for devices in ((owner, evil), (evil, owner)):
+        view = policy.resolve(RideDocs(RIDE, devices=devices, owner="bike-1"))
+        assert view.phase is Phase.ACTIVE
+        assert view.samples == {"bike-1": 30}
+        assert view.duration_s == 29.0
+        assert not view.ready_to_finalize and view.end_events_counted == 0
+        assert any("a-evil" in p and "ignored" in p for p in view.problems)
+    # The owner's own end finalizes as usual; the stranger's claim still counts for nothing.
+    done = DeviceDoc(BIKE, samples=bike_samples(30), ended=ended(30, 1800.0))
+    view = policy.resolve(RideDocs(RIDE, devices=(evil, done), owner="bike-1"))
+    assert (
+        view.ready_to_finalize
+        and view.duration_s == 1800.0
+        and view.declared == {"bike-1": {"last_seq": 29, "count": 30}}
+    )
+
+
+def test_two_bike_documents_and_no_known_owner_name_no_authority() -> None:
+    """A replica that does not know the owner never picks one of several bikes by its id."""
+    one = DeviceDoc(BIKE, samples=bike_samples(30), ended=ended(30, 1800.0))
+    other = DeviceDoc(DocRef(RIDE, DocKind.BIKE, "a-evil"), samples=bike_samples(20), ended=ended(20, 20.0))
+    view = policy.resolve(RideDocs(RIDE, devices=(one, other)))
+    assert view.duration_s == 0.0 and not view.ready_to_finalize
+    assert any("no known owner" in p for p in view.problems)
+    # With one bike document, that one is the authority, owner known or not.
+    assert policy.resolve(RideDocs(RIDE, devices=(one,))).duration_s == 1800.0
+    assert policy.resolve(RideDocs(RIDE, devices=(one,), owner="bike-1")).ready_to_finalize

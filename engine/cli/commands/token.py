@@ -30,6 +30,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="ride the token may touch; repeatable (default: any)",
     )
     issue.add_argument(
+        "--rider",
+        default=None,
+        metavar="NAME",
+        help="who rides with this device: an app token and a bike token with the same rider let the app "
+        "write the rides that bike starts",
+    )
+    issue.add_argument(
         "--ttl", type=float, default=86400.0, metavar="S", help="lifetime in seconds (default 86400)"
     )
     issue.add_argument(
@@ -67,7 +74,9 @@ def _issue(args: argparse.Namespace) -> int:
     ring = _ring(args.data)
     assert isinstance(ring, KeyRing)
     try:
-        token = ring.issue(args.role, args.device, classes=args.classes, rides=args.rides, ttl_s=args.ttl)
+        token = ring.issue(
+            args.role, args.device, classes=args.classes, rides=args.rides, ttl_s=args.ttl, rider=args.rider
+        )
     except TokenError as exc:
         raise CliError(str(exc)) from exc
     if args.json:
