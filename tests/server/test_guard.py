@@ -251,3 +251,26 @@ async def test_a_client_resetting_mid_request_is_one_info_line(
     lines = [r for r in caplog.records if r.name == "engine.server.guard"]
     assert len(lines) == 1 and lines[0].levelno == logging.INFO
     assert lines[0].__dict__["client"] == "127.0.0.1"
+
+
+async def test_a_burst_of_tokened_clients_from_one_address_is_not_refused(serve: ServeFactory) -> None:
+    # A class behind one NAT address reconnecting at once: far more connections than the cap open before
+    # any has sent its first request; each carries a valid token, so none is refused.
+    srv = await serve(max_pending_per_ip=2)
+    head = (
+        "GET /live/v1/classes/c1/ws?token={} HTTP/1.1\r\nHost: x\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    socks = [await _raw(srv.port) for _ in range(20)]
+    await until(lambda: srv.guard.pending.get("127.0.0.1") == 20)  # 18 of them opened past the cap
+    loop = asyncio.get_running_loop()
+    for i, sock in enumerate(socks):
+        await loop.sock_sendall(sock, head.format(srv.token("viewer", f"v{i}")).encode())
+    for sock in socks:
+        async with asyncio.timeout(HANG_GUARD_S):
+            answer = await loop.sock_recv(sock, 12)
+        assert answer == b"HTTP/1.1 101"
+    assert srv.guard.closed["pending_cap"] == 0
+    for sock in socks:
+        sock.close()
