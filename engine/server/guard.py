@@ -256,6 +256,10 @@ class GuardedRequestHandler(RequestHandler):
         body = self._body
         if body is None or body.is_eof() or self.transport is None:
             return
+        if self._reading_paused or self._buffer_paused:
+            # The pause is ours (the handler has not taken what arrived yet), not the client's.
+            self._arm_body()
+            return
         self._guard.count("body_timeout")
         log.info(
             "closing a connection: request body stalled",

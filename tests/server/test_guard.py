@@ -58,7 +58,13 @@ def _test_routes(app: web.Application) -> None:
         await resp.write(b"x" * 1000)
         return resp
 
+    async def slow_reader(request: web.Request) -> web.Response:
+        # Takes its time before reading: meanwhile aiohttp stops reading the socket (its buffer is full).
+        await asyncio.sleep(float(request.query["wait"]))
+        return web.Response(text=str(len(await request.read())))
+
     app.router.add_post("/test/echo", echo)
+    app.router.add_post("/test/slow-reader", slow_reader)
     app.router.add_get("/test/late", late)
 
 
@@ -163,6 +169,18 @@ async def test_a_whole_body_in_pieces_is_answered(serve: ServeFactory) -> None:
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"12345" * 4)
     assert srv.guard.closed["body_timeout"] == 0
     sock.close()
+
+
+async def test_a_body_the_server_itself_paused_is_not_a_stall(serve: ServeFactory) -> None:
+    srv = await serve(body_timeout_s=0.2)
+    body = b"z" * 900_000  # under aiohttp's 1 MiB request limit, far over what it buffers before pausing
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(srv.url("/test/slow-reader?wait=1.0"), data=body) as resp,
+    ):
+        assert resp.status == 200
+        assert await resp.text() == str(len(body))
+    assert srv.guard.closed["body_timeout"] == 0
 
 
 async def test_one_connection_past_the_pending_cap_is_refused_and_tokened_clients_still_work(
