@@ -27,7 +27,8 @@ class HubConfig:
     # A peer whose unsent bytes exceed this is "not keeping up": it is skipped (its cursor stays) and
     # later receives one catch-up frame with only the newest values.
     peer_buffer_limit: int = 64 * 1024
-    # No connection (any mode) ever holds more than this unsent: past it, it is closed with 4408 at once.
+    # A connection (any mode) found with more than this unsent is closed with 4408 without waiting for the
+    # stall limit.
     # Live frames stop at `peer_buffer_limit` and control frames never pass it, so only a frame larger
     # than the difference could get here.
     peer_buffer_max: int = 256 * 1024

@@ -54,11 +54,12 @@ class Connection:
     ) -> None:
         self.ws = ws
         self.transport = transport
+        self.device = ""  # the token's device, for logs
         self.buffer_limit = config.peer_buffer_limit
         self.buffer_max = config.peer_buffer_max
         # The one write-buffer rule for every connection and every frame (routes.watch_connections): more
-        # than `buffer_limit` unsent bytes for longer than the stall limit, or more than `buffer_max` at
-        # any time, closes it with 4408. Loop time at which its unsent bytes last went over the limit.
+        # than `buffer_limit` unsent bytes for longer than the stall limit, or more than `buffer_max` when
+        # looked at, closes it with 4408. Loop time at which its unsent bytes last went over the limit.
         self.backed_up_since: float | None = None
         # A ping that arrived while the buffer was full: only the newest is answered (RFC 6455 §5.5.3),
         # once the peer reads again. Never a queue of pongs.

@@ -123,6 +123,7 @@ async def _registered(
     it subscribes, counted and closable at shutdown; and no longer than its token is valid."""
     publishing = mode != "sub"
     open_conns = request.app[OPEN].conns
+    conn.device = claims.device
     open_conns.add(conn)
     hub.opened(mode)
     peer = None
@@ -209,9 +210,9 @@ async def watch_connections(open_conns: OpenConnections, config: HubConfig, stat
       prove it sends, not that it reads). Publishers that send samples are never pinged.
     - Write buffer, whatever the mode (publisher or subscriber) and the frames (live data, pongs, pings):
       a connection that is not keeping up (more than `peer_buffer_limit` bytes unsent, or a pong owed that
-      does not fit under it) for longer than `stall_limit_s`, or with more than `peer_buffer_max` unsent
-      at any time, is closed with 4408. The fan-out applies the same rule to
-      its peers on every flush; this covers publishers and quiet classes, where no flush looks.
+      does not fit under it) for longer than `stall_limit_s`, or found with more than `peer_buffer_max`
+      unsent, is closed with 4408. The fan-out applies the same rule to its peers on every flush; this
+      covers publishers and quiet classes, where no flush looks.
     """
     loop = asyncio.get_running_loop()
     ping = server_frame(OP_PING)
@@ -258,7 +259,10 @@ def _over_buffer(conn: Connection, now: float, stall: float, stats: HubStats) ->
     else:
         return False
     stats.stalls_disconnected += 1
-    log.info("live connection not reading, closing", extra={"reason": reason, "unsent": size})
+    log.info(
+        "live connection not reading, closing",
+        extra={"device": conn.device, "reason": reason, "unsent": size},
+    )
     conn.request_close(CLOSE_STALLED, reason)
     return True
 

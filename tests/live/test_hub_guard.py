@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+from typing import Any, cast
 
 import aiohttp
 import pytest
 
 from engine.live.hub import Connection
+from engine.live.metrics import HubStats
 from engine.live.rfc6455 import OP_CLOSE, OP_PING
-from engine.live.routes import OPEN
+from engine.live.routes import OPEN, _over_buffer
 from tests.live.conftest import HANG_GUARD_S, LiveServer, RawClient, ServerFactory, sample, until, viewing
 from tests.live.test_rfc6455 import frame
 
@@ -96,3 +99,46 @@ async def test_pings_from_a_peer_that_never_reads_are_not_liveness(make_server: 
         pings += 1
         await asyncio.sleep(0.04)
     client.close()
+
+
+class _Stub:
+    """Just what the write-buffer rule reads of a connection."""
+
+    def __init__(self) -> None:
+        self.unsent = 0
+        self.transport = self
+        self.buffer_limit, self.buffer_max = 100, 1000
+        self.pending_pong: bytes | None = None
+        self.backed_up_since: float | None = None
+        self.device = "d"
+        self.closes: list[tuple[int, str]] = []
+
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
+
+    def pong(self, payload: bytes) -> None:
+        if self.unsent + 2 + len(payload) <= self.buffer_limit:
+            self.pending_pong = None
+
+    def request_close(self, code: int, reason: str) -> None:
+        self.closes.append((code, reason))
+
+
+def test_write_buffer_rule_stall_time_and_hard_limit() -> None:
+    stats = HubStats()
+    conn = _Stub()
+    rule = functools.partial(_over_buffer, stall=10.0, stats=stats)
+    c: Any = conn
+    conn.unsent = 500  # over the limit: the clock starts, nothing closes yet
+    assert not rule(c, 0.0) and not rule(c, 10.0)
+    conn.unsent = 50  # it read: the clock stops
+    assert not rule(c, 10.5) and conn.backed_up_since is None
+    conn.unsent, conn.pending_pong = 90, b"x" * 20  # a pong owed that does not fit: not keeping up either
+    assert not rule(c, 11.0)
+    assert rule(c, 21.5)
+    assert conn.closes == [(4408, "stalled: not reading for more than 10 s")]
+    other = _Stub()
+    other.unsent = 5000  # past the hard limit: closed at the first look
+    assert rule(cast(Any, other), 0.0)
+    assert other.closes[0][0] == 4408 and "5000 bytes unsent" in other.closes[0][1]
+    assert stats.stalls_disconnected == 2
