@@ -125,6 +125,10 @@ async def test_half_open_request_head_is_closed_after_the_header_timeout(serve: 
     assert answer.startswith(b"HTTP/1.1 408")
     assert srv.guard.closed["header_timeout"] == 1
     sock.close()
+    async with aiohttp.ClientSession() as session, session.get(srv.url("/metrics")) as resp:
+        metrics = await resp.text()
+    assert 'ridesync_http_guard_closed_total{reason="header_timeout"} 1.0' in metrics
+    assert "ridesync_http_pending_connections 1.0" in metrics  # the /metrics request's own connection
 
 
 async def test_a_head_trickled_byte_by_byte_is_still_closed(serve: ServeFactory) -> None:
