@@ -27,10 +27,16 @@ class HubConfig:
     # A peer whose unsent bytes exceed this is "not keeping up": it is skipped (its cursor stays) and
     # later receives one catch-up frame with only the newest values.
     peer_buffer_limit: int = 64 * 1024
+    # A connection (any mode) found with more than this unsent is closed with 4408 without waiting for the
+    # stall limit.
+    # Live frames stop at `peer_buffer_limit` and control frames never pass it, so only a frame larger
+    # than the difference could get here.
+    peer_buffer_max: int = 256 * 1024
     # Kernel send buffer per subscriber socket: bounds the bytes in flight that a stalled peer would read
     # as a backlog once it resumes.
     peer_sndbuf: int = 32 * 1024
-    # A peer that stays not-keeping-up this long is disconnected with close code 4408.
+    # A connection (any mode) that stays not-keeping-up (more than `peer_buffer_limit` unsent) this long
+    # is disconnected with close code 4408.
     stall_limit_s: float = 10.0
     # How often values are checked for staleness.
     sweep_s: float = 0.25

@@ -29,7 +29,7 @@ from engine.live.fanout import ClassFanout, Peer, Plan
 from engine.live.flush_control import FlushController
 from engine.live.metrics import HubStats
 from engine.live.relay import Join, Leave, Relay, RelayEvent, Roster
-from engine.live.rfc6455 import close_frame
+from engine.live.rfc6455 import OP_PONG, close_frame, server_frame
 from engine.live.wire import InboundEvent, SampleIn
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,16 @@ class Connection:
     ) -> None:
         self.ws = ws
         self.transport = transport
+        self.device = ""  # the token's device, for logs
         self.buffer_limit = config.peer_buffer_limit
+        self.buffer_max = config.peer_buffer_max
+        # The one write-buffer rule for every connection and every frame (routes.watch_connections): more
+        # than `buffer_limit` unsent bytes for longer than the stall limit, or more than `buffer_max` when
+        # looked at, closes it with 4408. Loop time at which its unsent bytes last went over the limit.
+        self.backed_up_since: float | None = None
+        # A ping that arrived while the buffer was full: only the newest is answered (RFC 6455 §5.5.3),
+        # once the peer reads again. Never a queue of pongs.
+        self.pending_pong: bytes | None = None
         loop = asyncio.get_running_loop()
         # Resolved when the handler has something to do: the peer is gone, or a close was asked for.
         self.attention: asyncio.Future[None] = loop.create_future()
@@ -63,7 +72,8 @@ class Connection:
         self.close_request: tuple[int, str] | None = None
         # A Close frame went out: nothing may follow it (the fan-out checks this before every write).
         self.closing = False
-        # Heartbeat bookkeeping (routes.py): anything received since the last look; a ping outstanding.
+        # Heartbeat bookkeeping (routes.py): a message or a pong received since the last look (never the
+        # peer's own pings); a ping of ours outstanding.
         self.received = True
         self.last_heard = loop.time()
         self.ping_sent: float | None = None
@@ -105,6 +115,22 @@ class Connection:
                 return
             wire = wire[sent:]
         t.write(wire)
+
+    def send_control(self, frame: bytes) -> bool:
+        """Write a control frame (ping, pong) only if it keeps the unsent bytes within the limit: a peer
+        that does not read gets no more of them buffered. False when it was not written."""
+        t = self.transport
+        if self.closing or t.is_closing() or t.get_write_buffer_size() + len(frame) > self.buffer_limit:
+            return False
+        self.write(frame)
+        return True
+
+    def pong(self, payload: bytes) -> None:
+        """Answer a ping: now if the peer is reading, else later (routes.watch_connections), newest only."""
+        if self.send_control(server_frame(OP_PONG, payload)):
+            self.pending_pong = None
+        else:
+            self.pending_pong = payload
 
     # --- ending (self-spoken WebSocket connections) -------------------------------------------------------
 
@@ -514,14 +540,17 @@ class Hub(HubBase):
         stats.deliveries += plan.deliveries
         stats.peer_skips += plan.skipped
         for peer in plan.kicks:
-            self.stats.stalls_disconnected += 1
             for fan in self.classes.values():
                 if peer.peer_id in fan.peers:
                     fan.remove_peer(peer)
-            log.warning("peer stalled, disconnecting", extra={"device": peer.device, "peer": peer.peer_id})
+            link: Connection = peer.link
+            if link.closing or link.close_request is not None:
+                continue  # already being closed (by the connection watchdog, or at its own request)
+            self.stats.stalls_disconnected += 1
+            log.info("peer stalled, disconnecting", extra={"device": peer.device, "peer": peer.peer_id})
             reason = f"stalled: not reading for more than {self.config.stall_limit_s:g} s"
             if self._tg is not None:
-                self._tg.create_task(peer.link.close(CLOSE_STALLED, reason))
+                self._tg.create_task(link.close(CLOSE_STALLED, reason))
 
     async def _sweep_loop(self) -> None:
         forget_after = self.config.stall_limit_s + 5.0

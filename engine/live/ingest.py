@@ -27,7 +27,6 @@ from engine.live.rfc6455 import (
     ClientFrameParser,
     FrameError,
     parse_close,
-    server_frame,
 )
 from engine.live.wire import WireError, parse_inbound_batch
 
@@ -51,7 +50,6 @@ class Ingest:
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         conn = self.conn
-        conn.received = True
         if self.broken:
             return False, b""
         try:
@@ -62,6 +60,9 @@ class Ingest:
             return False, b""
         for op, payload in frames:
             if op in (OP_TEXT, OP_BINARY):
+                # Liveness for the heartbeat: a message, or a pong (an answer proves the peer reads). Not its
+                # own pings: a peer that floods pings and never reads must still be found out.
+                conn.received = True
                 if not self.failed:
                     self._message(payload)
             elif op == OP_CLOSE:
@@ -72,9 +73,9 @@ class Ingest:
                 conn.peer_closed(code)
                 break
             elif op == OP_PING:
-                conn.write(server_frame(OP_PONG, payload))
+                conn.pong(payload)
             elif op == OP_PONG:
-                pass
+                conn.received = True
         return False, b""
 
     def feed_eof(self) -> None:

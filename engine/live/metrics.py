@@ -105,7 +105,7 @@ class HubCollector(Collector):
             ),
             (
                 "ridesync_live_stalls_disconnected",
-                "Peers disconnected for staying stalled",
+                "Connections closed with 4408 for not reading (unsent bytes over the limit too long)",
                 s.stalls_disconnected,
             ),
             (

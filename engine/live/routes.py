@@ -28,9 +28,17 @@ from engine.auth.tokens import (
 )
 from engine.live.config import HubConfig
 from engine.live.fanout import Peer
-from engine.live.hub import CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_TOKEN_EXPIRED, Connection, Hub, LiveHub
+from engine.live.hub import (
+    CLOSE_FORBIDDEN,
+    CLOSE_GOING_AWAY,
+    CLOSE_STALLED,
+    CLOSE_TOKEN_EXPIRED,
+    Connection,
+    Hub,
+    LiveHub,
+)
 from engine.live.ingest import Ingest
-from engine.live.metrics import HubCollector
+from engine.live.metrics import HubCollector, HubStats
 from engine.live.naive import NaiveHub
 from engine.live.relay import Relay
 from engine.live.rfc6455 import OP_PING, HandshakeError, accept_handshake, server_frame
@@ -115,6 +123,7 @@ async def _registered(
     it subscribes, counted and closable at shutdown; and no longer than its token is valid."""
     publishing = mode != "sub"
     open_conns = request.app[OPEN].conns
+    conn.device = claims.device
     open_conns.add(conn)
     hub.opened(mode)
     peer = None
@@ -192,24 +201,35 @@ async def _read_messages(
             await hub.publish(class_id, event)
 
 
-async def keep_alive(open_conns: OpenConnections, interval: float) -> None:
-    """Ping every self-spoken connection that has been silent for `interval`, and drop one that stays silent
-    for `interval / 2` more: what aiohttp's heartbeat does, with one timer for all connections instead of
-    one per connection reset on every message. Publishers that send samples are never pinged."""
+async def watch_connections(open_conns: OpenConnections, config: HubConfig, stats: HubStats) -> None:
+    """One timer for every self-spoken connection (instead of one per connection reset on every message):
+    the heartbeat, and the write-buffer rule.
+
+    - Heartbeat: a connection from which no message and no pong came for `heartbeat_s` is pinged, and
+      dropped if it stays silent for `heartbeat_s / 2` more. The peer's own pings are not liveness (they
+      prove it sends, not that it reads). Publishers that send samples are never pinged.
+    - Write buffer, whatever the mode (publisher or subscriber) and the frames (live data, pongs, pings):
+      a connection that is not keeping up (more than `peer_buffer_limit` bytes unsent, or a pong owed that
+      does not fit under it) for longer than `stall_limit_s`, or found with more than `peer_buffer_max`
+      unsent, is closed with 4408. The fan-out applies the same rule to its peers on every flush; this
+      covers publishers and quiet classes, where no flush looks.
+    """
     loop = asyncio.get_running_loop()
     ping = server_frame(OP_PING)
+    interval, stall = config.heartbeat_s, config.stall_limit_s
     while True:
-        await asyncio.sleep(interval / 4)
+        await asyncio.sleep(min(interval, stall) / 4)
         now = loop.time()
         for conn in list(open_conns.conns):
-            if conn.ws is not None or conn.closing:
+            if conn.ws is not None or conn.closing or conn.close_request is not None:
+                continue
+            if _over_buffer(conn, now, stall, stats):
                 continue
             if conn.received:
                 conn.received = False
                 conn.last_heard, conn.ping_sent = now, None
             elif conn.ping_sent is None:
-                if now - conn.last_heard >= interval:
-                    conn.write(ping)
+                if now - conn.last_heard >= interval and conn.send_control(ping):
                     conn.ping_sent = now
             elif now - conn.ping_sent >= interval / 2:
                 log.info(
@@ -217,6 +237,34 @@ async def keep_alive(open_conns: OpenConnections, interval: float) -> None:
                 )
                 conn.transport.abort()
                 conn.peer_gone()
+
+
+def _over_buffer(conn: Connection, now: float, stall: float, stats: HubStats) -> bool:
+    """Apply the write-buffer rule to one connection; True when it is being closed for it."""
+    size = conn.transport.get_write_buffer_size()
+    if size <= conn.buffer_limit:
+        if conn.pending_pong is not None:
+            conn.pong(conn.pending_pong)
+        if conn.pending_pong is None:
+            conn.backed_up_since = None
+            return False
+        # else: a pong it is owed does not fit either: not keeping up, like a peer with frames unsent.
+    if size > conn.buffer_max:
+        reason = f"stalled: {size} bytes unsent, more than {conn.buffer_max}"
+    elif conn.backed_up_since is None:
+        conn.backed_up_since = now
+        return False
+    elif now - conn.backed_up_since > stall:
+        reason = f"stalled: not reading for more than {stall:g} s"
+    else:
+        return False
+    stats.stalls_disconnected += 1
+    log.info(
+        "live connection not reading, closing",
+        extra={"device": conn.device, "reason": reason, "unsent": size},
+    )
+    conn.request_close(CLOSE_STALLED, reason)
+    return True
 
 
 async def class_snapshot(request: web.Request) -> web.Response:
@@ -282,7 +330,7 @@ def setup_live(app: web.Application, config: HubConfig | None = None, relay: Rel
         async with asyncio.TaskGroup() as tg:
             tg.create_task(hub.run(), name="live-hub")
             if isinstance(hub, Hub):
-                tg.create_task(keep_alive(app[OPEN], cfg.heartbeat_s), name="live-heartbeat")
+                tg.create_task(watch_connections(app[OPEN], cfg, hub.stats), name="live-watch")
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(live(app), name="live")

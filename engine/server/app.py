@@ -21,6 +21,7 @@ from engine.auth.tokens import KeyRing
 from engine.live.relay import Relay
 from engine.live.routes import setup_live
 from engine.server.config import ServerConfig
+from engine.server.guard import GUARD, ConnectionGuard, GuardCollector, refuse_over_cap
 from engine.server.keys import DATA_DIR, KEYRING, REGISTRY
 
 Setup = Callable[[web.Application], None]
@@ -32,10 +33,14 @@ def build_app(
     keyring: KeyRing | None = None,
     relay: Relay | None = None,
 ) -> web.Application:
-    app = web.Application()
+    # The guard's middleware answers, before any handler, a request the pending cap refused (guard.py).
+    app = web.Application(middlewares=[refuse_over_cap])
     app[DATA_DIR] = config.data_dir
     app[KEYRING] = keyring if keyring is not None else KeyRing.load_or_create(config.data_dir)
     app[REGISTRY] = CollectorRegistry()
+    # Enforced when the app is run by engine.server.guard.GuardedRunner (as `ridesync serve` runs it).
+    app[GUARD] = ConnectionGuard(config.http, app[KEYRING].verify)
+    app[REGISTRY].register(GuardCollector(app[GUARD]))
     started = time.time()
 
     async def healthz(request: web.Request) -> web.Response:

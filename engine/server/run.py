@@ -13,6 +13,7 @@ from aiohttp import web
 
 from engine.server.app import Setup, build_app
 from engine.server.config import ServerConfig
+from engine.server.guard import GuardedRunner
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ async def serve(
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    # The guard's limits (header and body timeouts, pending cap, keep-alive) apply to every path.
+    runner = GuardedRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port, backlog=4096)

@@ -27,6 +27,7 @@ from engine.live.routes import HUB
 from engine.live.wire import FrameReader
 from engine.server.app import build_app
 from engine.server.config import ServerConfig
+from engine.server.guard import GuardedRunner
 
 HANG_GUARD_S = 30.0
 
@@ -70,7 +71,8 @@ async def start_server(
     app = build_app(
         ServerConfig(data_dir=tmp, host="127.0.0.1", port=port, hub=hub), keyring=keyring, relay=relay
     )
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    # Run as `ridesync serve` runs it: with the HTTP guard (engine/server/guard.py).
+    runner = GuardedRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
     await site.start()

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from engine.server.config import HttpLimits
+
 if TYPE_CHECKING:
     from engine.backend.config import BackendConfig
+
+HTTP_DEFAULTS = HttpLimits()
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,6 +78,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="per-device burst above the rate ($RIDESYNC_RATE_BURST; default 40)",
     )
+    guard = p.add_argument_group(
+        "connection limits",
+        "what a client may hold before it presents a valid token, on every path (engine/server/guard.py)",
+    )
+    guard.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HTTP_DEFAULTS.header_timeout_s,
+        metavar="S",
+        help="a request's line and headers must arrive within this; else 408 and close (default %(default)g)",
+    )
+    guard.add_argument(
+        "--body-timeout",
+        type=float,
+        default=HTTP_DEFAULTS.body_timeout_s,
+        metavar="S",
+        help="longest pause while reading a request body; else close (default %(default)g)",
+    )
+    guard.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=HTTP_DEFAULTS.keepalive_timeout_s,
+        metavar="S",
+        help="close an idle keep-alive HTTP connection after this (default %(default)g)",
+    )
+    guard.add_argument(
+        "--max-pending-per-ip",
+        type=int,
+        default=HTTP_DEFAULTS.max_pending_per_ip,
+        metavar="N",
+        help="connections per address without a valid token yet; one more is refused with 429 unless its "
+        "first request carries a valid token (default %(default)d)",
+    )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(handler=_serve)
 
@@ -124,6 +161,10 @@ def _serve(args: argparse.Namespace) -> int:
         ("--stale-after", args.stale_after),
         ("--leaderboard-interval", args.leaderboard_interval),
         ("--stall-limit", args.stall_limit),
+        ("--header-timeout", args.header_timeout),
+        ("--body-timeout", args.body_timeout),
+        ("--keepalive-timeout", args.keepalive_timeout),
+        ("--max-pending-per-ip", args.max_pending_per_ip),
     ):
         if not v > 0:
             raise CliError(f"{name} must be positive")
@@ -139,8 +180,18 @@ def _serve(args: argparse.Namespace) -> int:
         impl=args.hub,
         relay_url=args.relay,
     )
+    http = HttpLimits(
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        keepalive_timeout_s=args.keepalive_timeout,
+        max_pending_per_ip=args.max_pending_per_ip,
+    )
     config = ServerConfig(
-        data_dir=Path(args.data) if args.data else default_data_dir(), host=args.host, port=args.port, hub=hub
+        data_dir=Path(args.data) if args.data else default_data_dir(),
+        host=args.host,
+        port=args.port,
+        hub=hub,
+        http=http,
     )
     try:
         asyncio.run(
