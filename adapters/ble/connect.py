@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from bleak import BleakClient
 from bleak.backends.client import BaseBleakClient
@@ -46,6 +47,7 @@ async def connect_strap(
     timeout_s: float,
     client_backend: type[BaseBleakClient] | None = None,
     disconnected_callback: Callable[[BleakClient], None] | None = None,
+    **client_kwargs: Any,
 ) -> BleakClient:
     """A new, connected BleakClient for `device`, or StrapConnectTimeout / StrapConnectError."""
     try:
@@ -58,6 +60,7 @@ async def connect_strap(
                 max_attempts=1,
                 backend=client_backend,
                 timeout=timeout_s,
+                **client_kwargs,
             )
     except TimeoutError:
         raise StrapConnectTimeout(device.address, timeout_s) from None

@@ -27,6 +27,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import BaseBleakScanner
 from bleak.exc import BleakError
 
+from adapters.ble.adapter import BleAdapter
 from adapters.ble.budget import ConnectionBudget
 from adapters.ble.connect import (
     HARDWARE_CONNECT_TIMEOUT_S,
@@ -44,7 +45,7 @@ from adapters.ble.hrm import (
     parse_hrm,
 )
 from adapters.ble.link_state import BackoffPolicy, StrapLinkMachine
-from adapters.ble.scan import BluetoothUnavailable, StrapNotFound, find_strap, is_address
+from adapters.ble.scan import BluetoothUnavailable, StrapNotFound, is_address
 from engine.readings import Contact, Kind, Reading, SourceEvent, SourceItem, SourceState
 
 log = logging.getLogger(__name__)
@@ -83,19 +84,28 @@ class BleHeartRateSource:
         self,
         selector: str,
         *,
-        budget: ConnectionBudget,
+        budget: ConnectionBudget | None = None,
         settings: StrapSettings | None = None,
         scanner_backend: type[BaseBleakScanner] | None = None,
         client_backend: type[BaseBleakClient] | None = None,
+        adapter: BleAdapter | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
+        """`adapter` is where the strap connects (its slots, its shared discovery, its backend);
+        without one, an adapter is made of `budget` and the bleak backend classes."""
         self.selector = selector
         self.settings = settings or StrapSettings()
         self.stats = StrapStats()
-        self._budget = budget
-        self._scanner_backend = scanner_backend
-        self._client_backend = client_backend
+        if adapter is None:
+            if budget is None:
+                raise TypeError("BleHeartRateSource needs an adapter or a budget")
+            adapter = BleAdapter(
+                budget.adapter, budget, scanner_backend=scanner_backend, client_backend=client_backend
+            )
+        self.adapter = adapter
+        self._budget = adapter.budget
+        self._client_backend = adapter.client_backend
         self._clock = clock
         self._source_id = f"ble-hr:{selector}"
         self._machine = StrapLinkMachine(
@@ -199,10 +209,12 @@ class BleHeartRateSource:
     async def _open(self, lost: asyncio.Future[str], generation: int) -> BleakClient:
         # Re-scan by name every time (a strap may rotate its address); keep the device by address
         # once seen, since BlueZ connects fine to a known device that is in range.
+        if self._device is None and is_address(self.selector):
+            # A strap still connected from a crashed run does not advertise: close that connection
+            # (and take the adapter's record of the device) before looking for it.
+            self._device = await self.adapter.recover_stale(self.selector)
         if self._device is None or not is_address(self.selector):
-            self._device, _ = await find_strap(
-                self.selector, self.settings.scan_timeout_s, backend=self._scanner_backend
-            )
+            self._device, _ = await self.adapter.scanner().find(self.selector, self.settings.scan_timeout_s)
         device = self._device
 
         def on_disconnect(_client: BleakClient) -> None:
@@ -214,6 +226,7 @@ class BleHeartRateSource:
             timeout_s=self.settings.connect_timeout_s,
             client_backend=self._client_backend,
             disconnected_callback=on_disconnect,
+            **self.adapter.client_kwargs(),
         )
 
     async def _session(

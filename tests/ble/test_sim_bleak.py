@@ -8,7 +8,7 @@ import pytest
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
-from bleak.exc import BleakError
+from bleak.exc import BleakDBusError, BleakError
 from bumble import hci
 from bumble.core import AdvertisingData
 from bumble.device import LegacyAdvertisement
@@ -58,12 +58,22 @@ async def test_discovery_filters_on_heart_rate_service(sim: Simulation) -> None:
         if min(heard.get(a, 0) for a in (strap.address, CADENCE_SENSOR)) >= 3:
             enough.set()
 
-    # Both scanners hear the same advertisements; once the unfiltered one has heard the cadence sensor
-    # three times, the filtered one has been offered it three times too.
-    filtered = BleakScanner(service_uuids=[HEART_RATE_SERVICE_UUID], backend=sim.scanner_backend)
     unfiltered = BleakScanner(count, backend=sim.scanner_backend)
-    async with asyncio.timeout(HANG_GUARD_S), filtered, unfiltered:
+    async with asyncio.timeout(HANG_GUARD_S), unfiltered:
         await enough.wait()
+    # One discovery at a time, as on BlueZ: the filtered scan runs after. Both nodes advertise at the
+    # same interval, so by the strap's third advertisement the cadence sensor has been offered too.
+    strap_heard = asyncio.Event()
+    strap_count = [0]
+
+    def count_strap(device: BLEDevice, _adv: AdvertisementData) -> None:
+        strap_count[0] += 1
+        if strap_count[0] >= 3:
+            strap_heard.set()
+
+    filtered = BleakScanner(count_strap, service_uuids=[HEART_RATE_SERVICE_UUID], backend=sim.scanner_backend)
+    async with asyncio.timeout(HANG_GUARD_S), filtered:
+        await strap_heard.wait()
     everything = unfiltered.discovered_devices_and_advertisement_data
     straps = filtered.discovered_devices_and_advertisement_data
     assert set(everything) == {strap.address, CADENCE_SENSOR}
@@ -72,6 +82,19 @@ async def test_discovery_filters_on_heart_rate_service(sim: Simulation) -> None:
     assert adv.local_name == strap.name
     assert HEART_RATE_SERVICE_UUID in adv.service_uuids
     assert isinstance(adv.rssi, int)
+
+
+async def test_second_concurrent_discovery_is_refused_like_bluez(sim: Simulation) -> None:
+    """BlueZ allows one discovery per D-Bus client; bleak raises its InProgress reply as it is."""
+    first = BleakScanner(backend=sim.scanner_backend)
+    second = BleakScanner(backend=sim.scanner_backend)
+    async with first:
+        with pytest.raises(BleakDBusError) as refused:
+            await second.start()
+    assert refused.value.dbus_error == "org.bluez.Error.InProgress"
+    assert str(refused.value) == "[org.bluez.Error.InProgress] Operation already in progress"
+    async with second:  # once the first has stopped, the adapter discovers again
+        pass
 
 
 async def test_garbage_advertisements_are_skipped(sim: Simulation) -> None:

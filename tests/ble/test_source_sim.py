@@ -9,7 +9,7 @@ from contextlib import aclosing
 import pytest
 
 from adapters.ble.budget import ConnectionBudget, ConnectionBudgetExceeded
-from adapters.ble.factory import open_hr_sources
+from adapters.ble.factory import AdapterBudgetError, open_hr_sources
 from adapters.ble.hrm import encode_hrm
 from adapters.ble.sim import Simulation
 from adapters.ble.source import BleHeartRateSource
@@ -188,10 +188,32 @@ async def test_three_straps_at_once() -> None:
 
 
 async def test_budget_exceeded_is_a_typed_error_up_front() -> None:
-    with pytest.raises(ConnectionBudgetExceeded) as info:
+    with pytest.raises(AdapterBudgetError) as info:
         async with open_hr_sources("sim:3", slots=2):
             pytest.fail("opened three straps on a two-slot adapter")
-    assert (info.value.adapter, info.value.slots) == ("sim", 2)
+    assert str(info.value) == (
+        "3 simulated straps need 2 adapters (2 connection slots each), 1 given: use --hr sim:3@2"
+    )
+    with pytest.raises(AdapterBudgetError, match=r"5 straps need 3 adapters .* add --adapter hci0,hci1,hci2"):
+        async with open_hr_sources("A,B,C,D,E", slots=2, adapters=["hci0"]):
+            pytest.fail("opened five straps on a two-slot adapter")
+
+
+async def test_straps_spread_over_simulated_adapters_within_their_slots() -> None:
+    async with open_hr_sources("sim:5@2", slots=3, speed=20) as sources:
+        assert sources.simulation is not None
+        placed = [s.adapter.name for s in sources if isinstance(s, BleHeartRateSource)]
+        assert sorted(placed) == ["sim0", "sim0", "sim0", "sim1", "sim1"]
+        recorders = [Recorder(s) for s in sources]
+        tasks = [asyncio.create_task(r.run()) for r in recorders]
+        try:
+            for r in recorders:
+                r.task = tasks[recorders.index(r)]
+                await r.until(lambda rec: len(rec.heart_rates()) >= 2)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_budget_exceeded_when_a_source_starts(sim: Simulation) -> None:

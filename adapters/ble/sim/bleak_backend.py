@@ -115,13 +115,14 @@ class SimBleakScanner(BaseBleakScanner):
     async def start(self) -> None:
         self.seen_devices = {}
         if not self._scanning:
+            # Raises BleakDBusError InProgress while another scanner of this process is discovering.
+            await self.central.start_discovery(self._on_advertisement)
             self._scanning = True
-            await self.central.add_scan_listener(self._on_advertisement)
 
     async def stop(self) -> None:
         if self._scanning:
             self._scanning = False
-            await self.central.remove_scan_listener(self._on_advertisement)
+            await self.central.stop_discovery(self._on_advertisement)
 
     def _on_advertisement(self, adv: Any) -> None:
         try:
