@@ -250,7 +250,11 @@ class BleHeartRateSource:
         except BleakError as exc:
             return f"subscribe failed: {exc}"
         for event in self._machine.subscribed(
-            self._clock(), address=client.address, mtu=client.mtu_size, backend=str(client.backend_id)
+            self._clock(),
+            address=client.address,
+            mtu=client.mtu_size,
+            backend=str(client.backend_id),
+            adapter=self.adapter.name,
         ):
             out(event)
         await self._read_once(client, BODY_SENSOR_LOCATION_UUID, out)
