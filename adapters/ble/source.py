@@ -17,6 +17,7 @@ import contextlib
 import logging
 import random
 import time
+import warnings
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
@@ -42,7 +43,7 @@ from adapters.ble.hrm import (
     HrmError,
     parse_battery_level,
     parse_body_sensor_location,
-    parse_hrm,
+    parse_hrm_lenient,
 )
 from adapters.ble.link_state import BackoffPolicy, StrapLinkMachine
 from adapters.ble.scan import BluetoothUnavailable, StrapNotFound, is_address
@@ -67,6 +68,10 @@ class StrapSettings:
 class StrapStats:
     notifications: int = 0
     malformed: int = 0
+    # Readings kept although their payload was damaged past the heart rate (odd byte, RR flag, ...).
+    payload_defects: int = 0
+    # Notifications that arrived before start_notify returned (kept, not lost).
+    early_notifications: int = 0
     connects: int = 0
     connect_failures: int = 0
     links_lost: int = 0
@@ -236,11 +241,19 @@ class BleHeartRateSource:
         generation: int,
         out: Callable[[SourceItem], None],
     ) -> str:
+        # A strap may notify as soon as its CCCD is written, before start_notify returns (bleak #374):
+        # those are held and delivered once the link is reported as streaming.
+        early: list[tuple[float, bytes]] | None = []
+
         def on_notify(_char: BleakGATTCharacteristic, data: bytearray) -> None:
             if generation != self._generation:
                 return  # a late callback from a connection we already gave up: never a duplicate
+            if early is not None:
+                early.append((self._clock(), bytes(data)))
+                return
             self._on_measurement(bytes(data), out)
 
+        mtu = await self._acquire_mtu(client)
         try:
             # Bounded: a start_notify that never returns (bleak #484) must not freeze the source.
             async with asyncio.timeout(self.settings.connect_timeout_s):
@@ -252,11 +265,16 @@ class BleHeartRateSource:
         for event in self._machine.subscribed(
             self._clock(),
             address=client.address,
-            mtu=client.mtu_size,
+            mtu=mtu,
             backend=str(client.backend_id),
             adapter=self.adapter.name,
         ):
             out(event)
+        held: list[tuple[float, bytes]] = early or []
+        early = None
+        self.stats.early_notifications += len(held)
+        for t, payload in held:
+            self._on_measurement(payload, out, t)
         await self._read_once(client, BODY_SENSOR_LOCATION_UUID, out)
         await self._read_once(client, BATTERY_LEVEL_UUID, out)
         while not lost.done():
@@ -267,6 +285,26 @@ class BleHeartRateSource:
                 for event in self._machine.tick(self._clock()):
                     out(event)
         return lost.result()
+
+    async def _acquire_mtu(self, client: BleakClient) -> int | None:
+        """The ATT MTU the link really uses, or None when the backend cannot say.
+
+        BlueZ negotiates the MTU itself but bleak only learns it from `_acquire_mtu()` (bleak's own
+        advice); until then `mtu_size` warns and answers 23. Best effort: the MTU is only reported.
+        """
+        backend = getattr(client, "_backend", None)
+        acquire = getattr(backend, "_acquire_mtu", None)
+        if acquire is not None:
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    await acquire()
+            except (BleakError, TimeoutError, AssertionError, OSError) as exc:
+                log.info("MTU not acquired", extra={"source": self._source_id, "error": str(exc)})
+                return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mtu = client.mtu_size
+        return mtu
 
     async def _read_once(self, client: BleakClient, uuid: str, out: Callable[[SourceItem], None]) -> None:
         """Read an optional characteristic; a strap without it, or a bad value, is logged, not fatal."""
@@ -302,10 +340,12 @@ class BleHeartRateSource:
             return
         out(reading)
 
-    def _on_measurement(self, payload: bytes, out: Callable[[SourceItem], None]) -> None:
-        t = self._clock()
+    def _on_measurement(
+        self, payload: bytes, out: Callable[[SourceItem], None], t: float | None = None
+    ) -> None:
+        t = self._clock() if t is None else t
         try:
-            m = parse_hrm(payload)
+            m, defects = parse_hrm_lenient(payload)
         except HrmError as exc:
             # Hostile or torn bytes: reported and dropped; they consume no sequence number.
             self.stats.malformed += 1
@@ -315,6 +355,15 @@ class BleHeartRateSource:
             )
             return
         self.stats.notifications += 1
+        extra: dict[str, object] = {}
+        if defects:
+            # The heart rate is whole; what followed it was damaged. Keep the rate, say what was wrong.
+            self.stats.payload_defects += 1
+            extra["defects"] = list(defects)
+            log.info(
+                "heart rate kept from a damaged payload",
+                extra={"source": self._source_id, "defects": defects, "payload": payload.hex()},
+            )
         for event in self._machine.measurement(t, m.contact):
             out(event)
         # "No contact" and a 0 are not heart rates: the value is absent, the state says why.
@@ -329,6 +378,7 @@ class BleHeartRateSource:
                 contact=m.contact,
                 rr_s=m.rr_s,
                 energy_kj=m.energy_kj,
+                extra=extra,
             )
         )
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_nothing_to_read_is_a_json_error() -> None:
     assert json.loads(proc.stderr)["error"].startswith("give --hr")
 
 
-def _run_sensors(*args: str, timeout: float = 180) -> tuple[list[dict[str, object]], str]:
+def _run_sensors(*args: str, timeout: float = 180) -> tuple[list[dict[str, Any]], str]:
     proc = subprocess.run(
         [RIDESYNC, "sensors", *args], capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -65,11 +66,11 @@ def _run_sensors(*args: str, timeout: float = 180) -> tuple[list[dict[str, objec
     return [json.loads(line) for line in proc.stdout.splitlines()], proc.stderr
 
 
-def _states(lines: list[dict[str, object]]) -> dict[str, list[object]]:
-    out: dict[str, list[object]] = defaultdict(list)
+def _states(lines: list[dict[str, Any]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
     for d in lines:
         if d["kind"] == "state":
-            out[str(d["source"])].append(d["state"])
+            out[str(d["source"])].append(str(d["state"]))
     return out
 
 
@@ -92,7 +93,7 @@ def test_six_straps_and_four_bikes_stream_and_only_the_strap_walked_away_goes_lo
             assert "streaming" in seen[seen.index("lost") :], seen
         else:
             assert seen == ["connecting", "streaming"], (source, seen)
-    heart = defaultdict(int)
+    heart: dict[str, int] = defaultdict(int)
     for d in lines:
         if d["kind"] in {"heart_rate", "cadence"}:
             heart[d["source"]] += 1

@@ -92,13 +92,17 @@ class Simulation:
         address: str | None = None,
         *,
         location: BodySensorLocation = BodySensorLocation.CHEST,
+        notify_on_subscribe: bool = True,
     ) -> SimStrap:
+        """A strap on the radio. `notify_on_subscribe=False`: a strap that stays silent until its
+        first beat after subscription (default: it notifies at once, as many real straps do)."""
         index = len(self.straps) + 1
         strap = await SimStrap.create(
             self.link,
             name or f"{STRAP_NAME_PREFIX}{index}",
             address or strap_address(index),
             location=location,
+            notify_on_subscribe=notify_on_subscribe,
         )
         self.straps.append(strap)
         return strap

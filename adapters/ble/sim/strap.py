@@ -9,6 +9,10 @@ the simulation handles a test or a demo needs:
 * `walk_out_of_range()` / `walk_back()`: traffic to and from the strap is dropped; after the radio's
   supervision timeout its connections end with reason 0x08;
 * `set_battery(pct)`.
+
+Like many real straps it notifies its current heart rate as soon as a central enables notifications,
+in the same breath as the CCCD write: the notification reaches the central before the write response,
+so before bleak's `start_notify` returns.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import logging
 import time
 from typing import Any
 
-from bumble import gatt
+from bumble import att, gatt
 from bumble.core import AdvertisingData
 from bumble.device import Device
 from bumble.profiles.battery_service import BatteryService
@@ -58,6 +62,7 @@ class SimStrap:
         self.address = address
         self.battery_pct = 87
         self.notifications_sent = 0
+        self.notify_on_subscribe = True
         self._hrs = hrs
         self._battery = battery
         self._last_hr = 70
@@ -74,6 +79,7 @@ class SimStrap:
         address: str,
         *,
         location: BodySensorLocation = BodySensorLocation.CHEST,
+        notify_on_subscribe: bool = True,
     ) -> SimStrap:
         device, controller = await new_node(link, name, address)
         holder: list[SimStrap] = []
@@ -88,9 +94,17 @@ class SimStrap:
         battery = BatteryService(read_battery_level=lambda _connection: holder[0].battery_pct)
         device.add_service(hrs)
         device.add_service(battery)
+        measurement: Any = hrs.heart_rate_measurement_characteristic
+
+        def on_subscription(bearer: Any, notify_enabled: bool, _indicate_enabled: bool) -> None:
+            if notify_enabled and holder and holder[0].notify_on_subscribe:
+                holder[0]._notify_now(bearer, measurement.handle)
+
+        measurement.on("subscription", on_subscription)
         strap = cls(
             device, controller=controller, link=link, hrs=hrs, battery=battery, name=name, address=address
         )
+        strap.notify_on_subscribe = notify_on_subscribe
         holder.append(strap)
         device.advertising_data = bytes(
             AdvertisingData(
@@ -141,6 +155,13 @@ class SimStrap:
         """Wait until a central has connected (since the last call)."""
         await self._connected.wait()
         self._connected.clear()
+
+    def _notify_now(self, bearer: Any, handle: int) -> None:
+        """Notify the current heart rate right away (inside the CCCD write, before its response)."""
+        payload = encode_hrm(self._last_hr, contact=Contact.DETECTED)
+        pdu = att.ATT_Handle_Value_Notification(attribute_handle=handle, attribute_value=payload)
+        self.device.gatt_server.send_gatt_pdu(bearer, bytes(pdu))
+        self.notifications_sent += 1
 
     # --- simulation handles -------------------------------------------------------------------------
 
