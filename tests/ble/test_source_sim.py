@@ -6,12 +6,16 @@ import asyncio
 import itertools
 import warnings
 from contextlib import aclosing
+from dataclasses import replace
 
 import pytest
+from bleak import BleakScanner
+from bleak.exc import BleakDBusError, BleakError
 
 from adapters.ble.budget import ConnectionBudget, ConnectionBudgetExceeded
 from adapters.ble.factory import AdapterBudgetError, open_hr_sources
 from adapters.ble.hrm import encode_hrm
+from adapters.ble.shared_scanner import is_transient
 from adapters.ble.sim import Simulation
 from adapters.ble.source import BleHeartRateSource
 from engine.readings import Contact, Kind, SourceState
@@ -331,3 +335,35 @@ async def test_three_straps_lose_range_together_and_all_come_back(sim: Simulatio
         for i, rec in enumerate(recs):
             await rec.until(lambda r, i=i: [h.value for h in r.heart_rates()] == [100.0 + i])  # type: ignore[misc]
         assert all(s.connection_count == 1 for s in straps)
+
+
+async def test_a_discovery_already_in_progress_is_waited_out_not_fatal(sim: Simulation) -> None:
+    """Another scanner of this process holds the adapter's one discovery (BlueZ: InProgress) when the
+    strap starts: the source retries and streams once it is free, instead of failing for good."""
+    strap = await sim.add_strap(notify_on_subscribe=False)
+    source = sim_source(sim, strap.address, settings=replace(FAST, scan_timeout_s=5.0))
+    other = BleakScanner(backend=sim.scanner_backend)
+    await other.start()
+    try:
+        async with recording(source) as rec:
+            await rec.until(lambda _: source.adapter.scanner().transient_refusals >= 2)
+            await other.stop()
+            await rec.until(streaming)
+    finally:
+        await other.stop()
+    assert not any(s.state is SourceState.FAILED for s in rec.states)
+    assert sim.central.discoveries_refused >= 2
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (BleakDBusError("org.bluez.Error.InProgress", ["Operation already in progress"]), True),
+        (BleakDBusError("org.bluez.Error.NotReady", ["Resource Not Ready"]), True),
+        (BleakError("adapter hci0 is powering up"), True),
+        (BleakDBusError("org.bluez.Error.NotPermitted", ["Not permitted"]), False),
+        (BleakError("Bluetooth adapter not found"), False),
+    ],
+)
+def test_which_discovery_refusals_are_transient(error: Exception, transient: bool) -> None:
+    assert is_transient(error) is transient
