@@ -15,6 +15,7 @@ from bleak.exc import BleakDBusError, BleakError
 from adapters.ble.budget import ConnectionBudget, ConnectionBudgetExceeded
 from adapters.ble.factory import AdapterBudgetError, open_hr_sources
 from adapters.ble.hrm import encode_hrm
+from adapters.ble.scan import StrapNotFound, find_strap
 from adapters.ble.shared_scanner import is_transient
 from adapters.ble.sim import Simulation
 from adapters.ble.source import BleHeartRateSource
@@ -367,3 +368,44 @@ async def test_a_discovery_already_in_progress_is_waited_out_not_fatal(sim: Simu
 )
 def test_which_discovery_refusals_are_transient(error: Exception, transient: bool) -> None:
     assert is_transient(error) is transient
+
+
+async def test_a_strap_left_connected_by_a_crashed_run_is_recovered(sim: Simulation) -> None:
+    """BlueZ keeps a connection when the process that made it dies, and the strap stops advertising.
+    Named by address, the source closes that stale connection first (bleak-retry-connector's
+    close_stale_connections_by_address on BlueZ), then finds and streams the strap."""
+    strap = await sim.add_strap(notify_on_subscribe=False)
+    await sim.strand(strap)
+    assert sim.central.stranded_connection(strap.address)
+    with pytest.raises(StrapNotFound):  # a plain scan cannot see it any more
+        await find_strap(strap.address, 0.5, backend=sim.scanner_backend)
+    source = sim_source(sim, strap.address)
+    async with recording(source) as rec:
+        await rec.until(streaming)
+        await strap.notify(77)
+        await rec.until(lambda _: len(rec.heart_rates()) == 1)
+    assert not sim.central.stranded_connection(strap.address)
+    assert not any(s.state is SourceState.FAILED for s in rec.states)
+
+
+async def test_bluez_stale_recovery_uses_bleak_retry_connector(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bleak_retry_connector
+    from bleak.backends.device import BLEDevice
+
+    from adapters.ble import adapter as adapter_module
+
+    known = BLEDevice("AA:BB:CC:DD:EE:FF", "strap", {"path": "/org/bluez/hci0/dev_AA_BB_CC_DD_EE_FF"})
+    calls: list[str] = []
+
+    async def get_device(address: str) -> BLEDevice:
+        calls.append(f"get_device {address}")
+        return known
+
+    async def close_stale(address: str, only_other_adapters: bool = False) -> None:
+        calls.append(f"close_stale {address}")
+
+    monkeypatch.setattr(bleak_retry_connector, "get_device", get_device)
+    monkeypatch.setattr(bleak_retry_connector, "close_stale_connections_by_address", close_stale)
+    device = await adapter_module.bluez_recover_stale("AA:BB:CC:DD:EE:FF")
+    assert device is known
+    assert calls == ["get_device AA:BB:CC:DD:EE:FF", "close_stale AA:BB:CC:DD:EE:FF"]
