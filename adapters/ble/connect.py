@@ -29,6 +29,23 @@ from bleak_retry_connector import establish_connection
 HARDWARE_CONNECT_TIMEOUT_S = 10.0
 
 
+# bleak's BlueZ client raises this on every connect when bluetoothd is older than 5.55.
+BLEAK_BLUEZ_TOO_OLD = "Bleak requires BlueZ >= 5.55"
+MIN_BLUEZ = (5, 55)
+
+
+class BluezTooOld(RuntimeError):
+    """BlueZ is too old for bleak: no connect can ever succeed, so this is fatal, not retried."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(
+            f"{address}: cannot connect: bleak needs BlueZ >= 5.55 and this machine's is older. "
+            "Fix: upgrade the bluez package (Debian 11, Ubuntu 22.04 and later ship a new enough one) "
+            "and restart bluetoothd; `ridesync doctor` shows the installed version"
+        )
+        self.address = address
+
+
 class StrapConnectError(ConnectionError):
     def __init__(self, address: str, message: str) -> None:
         super().__init__(f"{address}: {message}")
@@ -65,4 +82,6 @@ async def connect_strap(
     except TimeoutError:
         raise StrapConnectTimeout(device.address, timeout_s) from None
     except BleakError as exc:
+        if BLEAK_BLUEZ_TOO_OLD in str(exc):
+            raise BluezTooOld(device.address) from exc
         raise StrapConnectError(device.address, str(exc)) from exc

@@ -32,6 +32,7 @@ from adapters.ble.adapter import BleAdapter
 from adapters.ble.budget import ConnectionBudget
 from adapters.ble.connect import (
     HARDWARE_CONNECT_TIMEOUT_S,
+    BluezTooOld,
     StrapConnectError,
     StrapConnectTimeout,
     connect_strap,
@@ -175,6 +176,10 @@ class BleHeartRateSource:
             generation = self._generation
             try:
                 client = await self._open(lost, generation)
+            except BluezTooOld as exc:
+                # No connect can ever succeed on this machine: say what to upgrade, and stop.
+                out(SourceEvent(self._clock(), self._source_id, SourceState.FAILED, str(exc)))
+                raise
             except BluetoothUnavailable as exc:
                 # Before any connection this is a machine that is not set up: say so at once.
                 # After one, it is more likely an adapter reset: retry like any other failure.

@@ -13,13 +13,14 @@ from bleak import BleakScanner
 from bleak.exc import BleakDBusError, BleakError
 
 from adapters.ble.budget import ConnectionBudget, ConnectionBudgetExceeded
+from adapters.ble.connect import BluezTooOld
 from adapters.ble.factory import AdapterBudgetError, open_hr_sources
 from adapters.ble.hrm import encode_hrm
 from adapters.ble.scan import StrapNotFound, find_strap
 from adapters.ble.shared_scanner import is_transient
 from adapters.ble.sim import Simulation
 from adapters.ble.source import BleHeartRateSource
-from engine.readings import Contact, Kind, SourceState
+from engine.readings import Contact, Kind, Reading, SourceState
 
 from .conftest import FAST, HANG_GUARD_S, Recorder, recording, sim_source
 
@@ -409,3 +410,17 @@ async def test_bluez_stale_recovery_uses_bleak_retry_connector(monkeypatch: pyte
     device = await adapter_module.bluez_recover_stale("AA:BB:CC:DD:EE:FF")
     assert device is known
     assert calls == ["get_device AA:BB:CC:DD:EE:FF", "close_stale AA:BB:CC:DD:EE:FF"]
+
+
+async def test_bluez_older_than_5_55_is_fatal_with_the_fix(sim: Simulation) -> None:
+    """bleak raises "Bleak requires BlueZ >= 5.55." on every connect there: retrying cannot help."""
+    sim.central.bluez_version = (5, 53)
+    strap = await sim.add_strap(notify_on_subscribe=False)
+    source = sim_source(sim, strap.address)
+    states: list[SourceState] = []
+    with pytest.raises(BluezTooOld, match=r"upgrade the bluez package"):
+        async with asyncio.timeout(HANG_GUARD_S), aclosing(source.stream()) as stream:
+            async for item in stream:
+                if not isinstance(item, Reading):
+                    states.append(item.state)
+    assert states == [SourceState.CONNECTING, SourceState.FAILED]

@@ -199,6 +199,9 @@ class SimBleakClient(BaseBleakClient):
     async def connect(self, pair: bool, **kwargs: Any) -> None:
         if self._connection is not None:
             raise BleakError(f"{self.address}: already connected")
+        if self.central.bluez_version < (5, 55):
+            # bleak/backends/bluezdbus/client.py, BleakClientBlueZDBus.connect, word for word.
+            raise BleakError("Bleak requires BlueZ >= 5.55.")
         if pair:
             log.debug("pairing requested; the simulated strap needs none", extra={"address": self.address})
         # Like bleak's BlueZ backend: a per-call timeout overrides the constructor's.

@@ -51,6 +51,8 @@ class SimCentral:
         self._scan_lock = asyncio.Lock()
         self._connect_lock = asyncio.Lock()
         self._stranded: dict[str, Connection] = {}
+        # The BlueZ this adapter stands for; bleak refuses every connect below 5.55.
+        self.bluez_version: tuple[int, int] = (5, 66)
         self.discoveries_refused = 0
         device.on("advertisement", self._dispatch)
 
