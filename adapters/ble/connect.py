@@ -25,8 +25,15 @@ from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
 from bleak_retry_connector import establish_connection
 
-# Home Assistant's experience with real adapters: anything shorter fails healthy straps.
-HARDWARE_CONNECT_TIMEOUT_S = 10.0
+from adapters.ble.timeouts import HARDWARE_CONNECT_TIMEOUT_S
+
+__all__ = [
+    "HARDWARE_CONNECT_TIMEOUT_S",
+    "BluezTooOld",
+    "StrapConnectError",
+    "StrapConnectTimeout",
+    "connect_strap",
+]
 
 
 # bleak's BlueZ client raises this on every connect when bluetoothd is older than 5.55.

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING
 
 from adapters.ble.adapter import BleAdapter, assign
 from adapters.ble.budget import DEFAULT_SLOTS, adapter_budget
-from adapters.ble.connect import HARDWARE_CONNECT_TIMEOUT_S
 from adapters.ble.source import BleHeartRateSource, StrapSettings
+from adapters.ble.timeouts import HARDWARE_CONNECT_TIMEOUT_S, SIM_CONNECT_TIMEOUT_S, SIM_SCAN_TIMEOUT_S
 from engine.readings import SensorSource
 
 if TYPE_CHECKING:
@@ -47,9 +47,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_SIM_STRAPS = 64
-# The simulated radio answers in milliseconds; a real adapter needs >= 10 s (see connect.py).
-SIM_CONNECT_TIMEOUT_S = 2.0
-SIM_SCAN_TIMEOUT_S = 3.0
+__all__ = [
+    "SIM_CONNECT_TIMEOUT_S",
+    "SIM_SCAN_TIMEOUT_S",
+    "AdapterBudgetError",
+    "HrSources",
+    "HrSpecError",
+    "open_hr_sources",
+    "parse_adapters",
+    "parse_sim",
+    "parse_spec",
+]
 
 _SIM = re.compile(r"^sim(?::(\d+)(?:@(\d+))?)?$")
 _ADAPTER = re.compile(r"^(default|hci\d{1,2})$")

@@ -31,7 +31,6 @@ from bleak.exc import BleakError
 from adapters.ble.adapter import BleAdapter
 from adapters.ble.budget import ConnectionBudget
 from adapters.ble.connect import (
-    HARDWARE_CONNECT_TIMEOUT_S,
     BluezTooOld,
     StrapConnectError,
     StrapConnectTimeout,
@@ -48,6 +47,12 @@ from adapters.ble.hrm import (
 )
 from adapters.ble.link_state import BackoffPolicy, StrapLinkMachine
 from adapters.ble.scan import BluetoothUnavailable, StrapNotFound, is_address
+from adapters.ble.timeouts import (
+    DISCONNECT_TIMEOUT_S,
+    GATT_TIMEOUT_S,
+    HARDWARE_CONNECT_TIMEOUT_S,
+    SCAN_TIMEOUT_S,
+)
 from engine.readings import Contact, Kind, Reading, SourceEvent, SourceItem, SourceState
 
 log = logging.getLogger(__name__)
@@ -55,14 +60,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class StrapSettings:
+    # Defaults and where they come from: adapters/ble/timeouts.py.
     connect_timeout_s: float = HARDWARE_CONNECT_TIMEOUT_S
-    scan_timeout_s: float = 15.0
+    scan_timeout_s: float = SCAN_TIMEOUT_S
+    gatt_timeout_s: float = GATT_TIMEOUT_S
     stale_after_s: float = 3.0
     stable_after_s: float = 10.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     # How often the watchdog looks for staleness; a fraction of stale_after_s.
     tick_s: float = 0.5
-    disconnect_timeout_s: float = 5.0
+    disconnect_timeout_s: float = DISCONNECT_TIMEOUT_S
 
 
 @dataclass
@@ -125,6 +132,7 @@ class BleHeartRateSource:
         self._generation = 0
         self._device: BLEDevice | None = None
         self._running = False
+        self._connect_s = 0.0
 
     @property
     def source_id(self) -> str:
@@ -231,13 +239,18 @@ class BleHeartRateSource:
             if generation == self._generation and not lost.done():
                 lost.set_result("link lost (strap disconnected or out of range)")
 
-        return await connect_strap(
+        started = time.monotonic()
+        client = await connect_strap(
             device,
             timeout_s=self.settings.connect_timeout_s,
             client_backend=self._client_backend,
             disconnected_callback=on_disconnect,
             **self.adapter.client_kwargs(),
         )
+        # How long the whole attempt took (BlueZ pre-steps, connect, service discovery): reported
+        # with the streaming state, so a lab sees its margin under connect_timeout_s.
+        self._connect_s = time.monotonic() - started
+        return client
 
     async def _session(
         self,
@@ -261,10 +274,10 @@ class BleHeartRateSource:
         mtu = await self._acquire_mtu(client)
         try:
             # Bounded: a start_notify that never returns (bleak #484) must not freeze the source.
-            async with asyncio.timeout(self.settings.connect_timeout_s):
+            async with asyncio.timeout(self.settings.gatt_timeout_s):
                 await client.start_notify(HEART_RATE_MEASUREMENT_UUID, on_notify)
         except TimeoutError:
-            return f"subscribe got no answer within {self.settings.connect_timeout_s:g} s"
+            return f"subscribe got no answer within {self.settings.gatt_timeout_s:g} s"
         except BleakError as exc:
             return f"subscribe failed: {exc}"
         for event in self._machine.subscribed(
@@ -273,6 +286,7 @@ class BleHeartRateSource:
             mtu=mtu,
             backend=str(client.backend_id),
             adapter=self.adapter.name,
+            connect_s=round(self._connect_s, 3),
         ):
             out(event)
         held: list[tuple[float, bytes]] = early or []
@@ -301,7 +315,7 @@ class BleHeartRateSource:
         acquire = getattr(backend, "_acquire_mtu", None)
         if acquire is not None:
             try:
-                async with asyncio.timeout(self.settings.connect_timeout_s):
+                async with asyncio.timeout(self.settings.gatt_timeout_s):
                     await acquire()
             except (BleakError, TimeoutError, AssertionError, OSError) as exc:
                 log.info("MTU not acquired", extra={"source": self._source_id, "error": str(exc)})
@@ -316,7 +330,7 @@ class BleHeartRateSource:
         try:
             if client.services.get_characteristic(uuid) is None:
                 return
-            async with asyncio.timeout(self.settings.connect_timeout_s):
+            async with asyncio.timeout(self.settings.gatt_timeout_s):
                 data = bytes(await client.read_gatt_char(uuid))
         except (BleakError, TimeoutError) as exc:  # includes a link that dropped under the read
             log.warning(

@@ -424,3 +424,26 @@ async def test_bluez_older_than_5_55_is_fatal_with_the_fix(sim: Simulation) -> N
                 if not isinstance(item, Reading):
                     states.append(item.state)
     assert states == [SourceState.CONNECTING, SourceState.FAILED]
+
+
+def test_hardware_timeouts_cover_service_discovery_and_have_one_home() -> None:
+    """The connect cap covers BlueZ's pre-steps and service discovery: bleak-retry-connector's 20 s,
+    not the 10 s that only fits the radio connect. GATT operations keep their own, shorter bound."""
+    from bleak_retry_connector import BLEAK_TIMEOUT
+
+    from adapters.ble import timeouts
+    from adapters.ble.source import StrapSettings
+
+    settings = StrapSettings()
+    assert settings.connect_timeout_s == timeouts.HARDWARE_CONNECT_TIMEOUT_S == BLEAK_TIMEOUT
+    assert settings.gatt_timeout_s == timeouts.GATT_TIMEOUT_S < settings.connect_timeout_s
+    assert settings.scan_timeout_s == timeouts.SCAN_TIMEOUT_S
+
+
+async def test_streaming_state_reports_how_long_the_connect_took(sim: Simulation) -> None:
+    strap = await sim.add_strap(notify_on_subscribe=False)
+    source = sim_source(sim, strap.address)
+    async with recording(source) as rec:
+        await rec.until(streaming)
+    up = next(s for s in rec.states if s.state is SourceState.STREAMING)
+    assert isinstance(up.extra["connect_s"], float) and up.extra["connect_s"] > 0
