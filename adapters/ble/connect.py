@@ -30,6 +30,7 @@ from adapters.ble.timeouts import HARDWARE_CONNECT_TIMEOUT_S
 __all__ = [
     "HARDWARE_CONNECT_TIMEOUT_S",
     "BluezTooOld",
+    "NotAHeartRateDevice",
     "StrapConnectError",
     "StrapConnectTimeout",
     "connect_strap",
@@ -50,6 +51,18 @@ class BluezTooOld(RuntimeError):
             "Fix: upgrade the bluez package (Debian 11, Ubuntu 22.04 and later ship a new enough one) "
             "and restart bluetoothd; `ridesync doctor` shows the installed version"
         )
+        self.address = address
+
+
+class NotAHeartRateDevice(LookupError):
+    """The named device connected but serves no Heart Rate service: the wrong device was named."""
+
+    def __init__(self, selector: str, address: str) -> None:
+        super().__init__(
+            f"{selector!r} ({address}) connected but serves no Heart Rate service (0x180D): "
+            "name a heart-rate strap or watch (`ridesync scan` lists those that advertise it)"
+        )
+        self.selector = selector
         self.address = address
 
 

@@ -32,6 +32,7 @@ from adapters.ble.adapter import BleAdapter
 from adapters.ble.budget import ConnectionBudget
 from adapters.ble.connect import (
     BluezTooOld,
+    NotAHeartRateDevice,
     StrapConnectError,
     StrapConnectTimeout,
     connect_strap,
@@ -40,6 +41,7 @@ from adapters.ble.hrm import (
     BATTERY_LEVEL_UUID,
     BODY_SENSOR_LOCATION_UUID,
     HEART_RATE_MEASUREMENT_UUID,
+    HEART_RATE_SERVICE_UUID,
     HrmError,
     parse_battery_level,
     parse_body_sensor_location,
@@ -184,8 +186,9 @@ class BleHeartRateSource:
             generation = self._generation
             try:
                 client = await self._open(lost, generation)
-            except BluezTooOld as exc:
-                # No connect can ever succeed on this machine: say what to upgrade, and stop.
+            except (BluezTooOld, NotAHeartRateDevice) as exc:
+                # No connect can ever succeed on this machine, or the user named the wrong device:
+                # say what to fix, and stop.
                 out(SourceEvent(self._clock(), self._source_id, SourceState.FAILED, str(exc)))
                 raise
             except BluetoothUnavailable as exc:
@@ -250,6 +253,14 @@ class BleHeartRateSource:
         # How long the whole attempt took (BlueZ pre-steps, connect, service discovery): reported
         # with the streaming state, so a lab sees its margin under connect_timeout_s.
         self._connect_s = time.monotonic() - started
+        # The device was found by name or address, not by an advertised 0x180D (some watches and
+        # bands serve it without advertising it): check that it really serves heart rate.
+        if client.services.get_service(HEART_RATE_SERVICE_UUID) is None:
+            self._generation += 1
+            with contextlib.suppress(BleakError, TimeoutError, OSError):
+                async with asyncio.timeout(self.settings.disconnect_timeout_s):
+                    await asyncio.shield(client.disconnect())
+            raise NotAHeartRateDevice(self.selector, client.address)
         return client
 
     async def _session(

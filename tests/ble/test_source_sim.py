@@ -11,14 +11,17 @@ from dataclasses import replace
 import pytest
 from bleak import BleakScanner
 from bleak.exc import BleakDBusError, BleakError
+from bumble.core import AdvertisingData
 
 from adapters.ble.budget import ConnectionBudget, ConnectionBudgetExceeded
-from adapters.ble.connect import BluezTooOld
+from adapters.ble.connect import BluezTooOld, NotAHeartRateDevice
 from adapters.ble.factory import AdapterBudgetError, open_hr_sources
 from adapters.ble.hrm import encode_hrm
 from adapters.ble.scan import StrapNotFound, find_strap
 from adapters.ble.shared_scanner import is_transient
 from adapters.ble.sim import Simulation
+from adapters.ble.sim.radio import new_node
+from adapters.ble.sim.simulation import strap_address
 from adapters.ble.source import BleHeartRateSource
 from engine.readings import Contact, Kind, Reading, SourceState
 
@@ -447,3 +450,47 @@ async def test_streaming_state_reports_how_long_the_connect_took(sim: Simulation
         await rec.until(streaming)
     up = next(s for s in rec.states if s.state is SourceState.STREAMING)
     assert isinstance(up.extra["connect_s"], float) and up.extra["connect_s"] > 0
+
+
+@pytest.mark.parametrize("by", ["name", "address"])
+async def test_a_device_serving_heart_rate_without_advertising_it_is_found(sim: Simulation, by: str) -> None:
+    """Some watches and bands serve 0x180D but advertise only their name: a named device is looked
+    for without the service filter, and the service is checked after connecting."""
+    watch = await sim.add_strap(name="Mi Band 7", notify_on_subscribe=False, advertise_heart_rate=False)
+    source = sim_source(sim, watch.name if by == "name" else watch.address)
+    async with recording(source) as rec:
+        await rec.until(streaming)
+        await watch.notify(64)
+        await rec.until(lambda _: len(rec.heart_rates()) == 1)
+    assert rec.heart_rates()[0].value == 64.0
+
+
+async def test_a_named_device_without_heart_rate_is_a_clear_error(sim: Simulation) -> None:
+    sensor, _ = await new_node(sim.link, "cadence", "F0:52:53:43:00:01")
+    sensor.advertising_data = bytes(AdvertisingData([(AdvertisingData.COMPLETE_LOCAL_NAME, b"cadence-1")]))
+    await sensor.start_advertising(advertising_interval_min=50.0, advertising_interval_max=50.0)
+    source = sim_source(sim, "cadence-1")
+    states: list[SourceState] = []
+    with pytest.raises(NotAHeartRateDevice, match=r"serves no Heart Rate service \(0x180D\)"):
+        async with asyncio.timeout(HANG_GUARD_S), aclosing(source.stream()) as stream:
+            async for item in stream:
+                if not isinstance(item, Reading):
+                    states.append(item.state)
+    assert states == [SourceState.CONNECTING, SourceState.FAILED]
+
+
+async def test_a_strap_that_rotates_its_address_is_found_again_by_name(sim: Simulation) -> None:
+    phone = await sim.add_strap(name="Pixel Watch HR", notify_on_subscribe=False)
+    source = sim_source(sim, phone.name)
+    async with recording(source) as rec:
+        await rec.until(streaming)
+        phone.walk_out_of_range()
+        await rec.until(lambda r: r.count_state(SourceState.LOST) == 1)
+        await phone.wait_idle()
+        phone.walk_back()
+        await phone.rotate_address("F0:52:53:99:00:07")
+        await rec.until(lambda r: streaming(r, 2))
+        await phone.notify(66)
+        await rec.until(lambda _: len(rec.heart_rates()) == 1)
+    ups = [s for s in rec.states if s.state is SourceState.STREAMING]
+    assert [u.extra["address"] for u in ups] == [strap_address(1), "F0:52:53:99:00:07"]

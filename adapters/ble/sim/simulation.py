@@ -93,6 +93,7 @@ class Simulation:
         *,
         location: BodySensorLocation = BodySensorLocation.CHEST,
         notify_on_subscribe: bool = True,
+        advertise_heart_rate: bool = True,
     ) -> SimStrap:
         """A strap on the radio. `notify_on_subscribe=False`: a strap that stays silent until its
         first beat after subscription (default: it notifies at once, as many real straps do)."""
@@ -103,6 +104,7 @@ class Simulation:
             address or strap_address(index),
             location=location,
             notify_on_subscribe=notify_on_subscribe,
+            advertise_heart_rate=advertise_heart_rate,
         )
         self.straps.append(strap)
         return strap

@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Any
 
-from bumble import att, gatt
+from bumble import att, gatt, hci
 from bumble.core import AdvertisingData
 from bumble.device import Device
 from bumble.profiles.battery_service import BatteryService
@@ -80,7 +80,10 @@ class SimStrap:
         *,
         location: BodySensorLocation = BodySensorLocation.CHEST,
         notify_on_subscribe: bool = True,
+        advertise_heart_rate: bool = True,
     ) -> SimStrap:
+        """`advertise_heart_rate=False`: a device that serves 0x180D without listing it in its
+        advertisement (some watches' HR broadcast, Mi Band, PineTime): only its name is advertised."""
         device, controller = await new_node(link, name, address)
         holder: list[SimStrap] = []
 
@@ -106,25 +109,39 @@ class SimStrap:
         )
         strap.notify_on_subscribe = notify_on_subscribe
         holder.append(strap)
-        device.advertising_data = bytes(
-            AdvertisingData(
-                [
-                    (AdvertisingData.FLAGS, bytes([0x06])),
-                    (AdvertisingData.COMPLETE_LOCAL_NAME, name.encode()),
-                    (
-                        AdvertisingData.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS,
-                        bytes(gatt.GATT_HEART_RATE_SERVICE) + bytes(gatt.GATT_BATTERY_SERVICE),
-                    ),
-                ]
+        fields: list[tuple[int, bytes]] = [
+            (AdvertisingData.FLAGS, bytes([0x06])),
+            (AdvertisingData.COMPLETE_LOCAL_NAME, name.encode()),
+        ]
+        if advertise_heart_rate:
+            fields.append(
+                (
+                    AdvertisingData.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS,
+                    bytes(gatt.GATT_HEART_RATE_SERVICE) + bytes(gatt.GATT_BATTERY_SERVICE),
+                )
             )
-        )
+        device.advertising_data = bytes(AdvertisingData(fields))
+        await strap._advertise()
+        return strap
+
+    async def _advertise(self) -> None:
         # auto_restart: a strap advertises again as soon as its central is gone, as real straps do.
-        await device.start_advertising(
+        await self.device.start_advertising(
             auto_restart=True,
             advertising_interval_min=SIM_ADVERTISING_INTERVAL_MS,
             advertising_interval_max=SIM_ADVERTISING_INTERVAL_MS,
         )
-        return strap
+
+    async def rotate_address(self, address: str) -> None:
+        """Take a new random address, as phones and watches do now and then (not while connected)."""
+        if self.device.connections:
+            raise RuntimeError(f"{self.name}: rotate the address while no central is connected")
+        await self.device.stop_advertising()
+        new = hci.Address(address)
+        await self.device.send_sync_command(hci.HCI_LE_Set_Random_Address_Command(random_address=new))
+        self.device.random_address = new
+        self.address = address
+        await self._advertise()
 
     # --- state --------------------------------------------------------------------------------------
 
