@@ -29,7 +29,7 @@ from bleak.backends.scanner import BaseBleakScanner
 from bleak.exc import BleakError
 
 from adapters.ble.adapter import BleAdapter
-from adapters.ble.budget import ConnectionBudget
+from adapters.ble.budget import ConnectionBudget, ConnectionBudgetExceeded
 from adapters.ble.connect import (
     BluezTooOld,
     NotAHeartRateDevice,
@@ -58,6 +58,15 @@ from adapters.ble.timeouts import (
 from engine.readings import Contact, Kind, Reading, SourceEvent, SourceItem, SourceState
 
 log = logging.getLogger(__name__)
+
+
+# Errors that end a source for good (each says what to fix); everything else is retried with backoff.
+FATAL_ERRORS: tuple[type[Exception], ...] = (
+    BluetoothUnavailable,
+    BluezTooOld,
+    NotAHeartRateDevice,
+    ConnectionBudgetExceeded,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,3 +126,19 @@ def test_budget_overrun_is_one_line_naming_the_fix() -> None:
     assert json.loads(proc.stderr)["error"] == (
         "8 simulated straps need 2 adapters (7 connection slots each), 1 given: use --hr sim:8@2"
     )
+
+
+@pytest.mark.skipif(
+    Path("/run/dbus/system_bus_socket").exists(), reason="this machine has a system bus (maybe BlueZ)"
+)
+def test_no_bluetooth_is_one_line_not_a_traceback() -> None:
+    proc = subprocess.run(
+        [RIDESYNC, "sensors", "--hr", "AA:BB:CC:DD:EE:FF", "--duration", "20"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert json.loads(proc.stderr)["error"].startswith("Bluetooth unavailable")

@@ -61,6 +61,17 @@ def _run(args: argparse.Namespace) -> int:
             asyncio.run(_stream(args))
     except (HrSpecError, SpecError, RangeWalkError, ConnectionBudgetExceeded) as exc:
         raise CliError(str(exc)) from exc
+    except BaseExceptionGroup as group:
+        # A strap that can never work here (no Bluetooth, BlueZ too old, not a heart-rate device):
+        # its one-line reason, not a traceback.
+        from adapters.ble.source import FATAL_ERRORS
+
+        fatal = group.subgroup(FATAL_ERRORS)
+        if fatal is None:
+            raise
+        while isinstance(fatal, BaseExceptionGroup):
+            fatal = fatal.exceptions[0]
+        raise CliError(str(fatal)) from None
     return 0
 
 
