@@ -66,9 +66,10 @@ def _run(args: argparse.Namespace) -> int:
         # its one-line reason, not a traceback.
         from adapters.ble.source import FATAL_ERRORS
 
-        fatal = group.subgroup(FATAL_ERRORS)
-        if fatal is None:
+        matched = group.subgroup(FATAL_ERRORS)
+        if matched is None:
             raise
+        fatal: BaseException = matched
         while isinstance(fatal, BaseExceptionGroup):
             fatal = fatal.exceptions[0]
         raise CliError(str(fatal)) from None
