@@ -234,8 +234,11 @@ async def run_checks(
 ) -> list[Check]:
     env = dict(os.environ) if env is None else env
     checks = [check_bluetoothd_installed(root), check_bluetoothd_running(root)]
-    if checks[0].ok:
-        checks.append(check_bluez_version(bluetoothd_version(root)))
+    checks.append(
+        check_bluez_version(bluetoothd_version(root))
+        if checks[0].ok
+        else Check("bluez version", None, "BlueZ is not installed")
+    )
     bus_check, bus_path = check_system_bus(root, env)
     checks.append(bus_check)
     adapter_check, _ = check_adapters(root)
