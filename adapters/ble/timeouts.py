@@ -8,7 +8,8 @@ Real adapters (BlueZ):
   Assistant settled on across its fleet of BlueZ adapters and proxies; bleak's own default is 30 s.
   The previous 10 s covered the radio connect comfortably but not service discovery on a busy adapter,
   where healthy straps then failed and backed off. Every `streaming` state reports `connect_s`, the
-  time the attempt really took, so a lab sees its margin (the simulated radio takes 0.01-0.05 s).
+  time the attempt really took, so a lab sees its margin (the simulated radio takes 0.05-0.15 s with
+  twelve straps connecting at once).
 * `GATT_TIMEOUT_S` = 10 s bounds each later GATT operation (subscribe, one-off reads), so a
   `start_notify` that never returns (bleak #484) cannot freeze a source.
 * `SCAN_TIMEOUT_S` = 15 s to find a strap (straps advertise about once a second, slower when idle).
