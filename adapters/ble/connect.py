@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from bleak import BleakClient
 from bleak.backends.client import BaseBleakClient
@@ -24,8 +25,45 @@ from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
 from bleak_retry_connector import establish_connection
 
-# Home Assistant's experience with real adapters: anything shorter fails healthy straps.
-HARDWARE_CONNECT_TIMEOUT_S = 10.0
+from adapters.ble.timeouts import HARDWARE_CONNECT_TIMEOUT_S
+
+__all__ = [
+    "HARDWARE_CONNECT_TIMEOUT_S",
+    "BluezTooOld",
+    "NotAHeartRateDevice",
+    "StrapConnectError",
+    "StrapConnectTimeout",
+    "connect_strap",
+]
+
+
+# bleak's BlueZ client raises this on every connect when bluetoothd is older than 5.55.
+BLEAK_BLUEZ_TOO_OLD = "Bleak requires BlueZ >= 5.55"
+MIN_BLUEZ = (5, 55)
+
+
+class BluezTooOld(RuntimeError):
+    """BlueZ is too old for bleak: no connect can ever succeed, so this is fatal, not retried."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(
+            f"{address}: cannot connect: bleak needs BlueZ >= 5.55 and this machine's is older. "
+            "Fix: upgrade the bluez package (Debian 11, Ubuntu 22.04 and later ship a new enough one) "
+            "and restart bluetoothd; `ridesync doctor` shows the installed version"
+        )
+        self.address = address
+
+
+class NotAHeartRateDevice(LookupError):
+    """The named device connected but serves no Heart Rate service: the wrong device was named."""
+
+    def __init__(self, selector: str, address: str) -> None:
+        super().__init__(
+            f"{selector!r} ({address}) connected but serves no Heart Rate service (0x180D): "
+            "name a heart-rate strap or watch (`ridesync scan` lists those that advertise it)"
+        )
+        self.selector = selector
+        self.address = address
 
 
 class StrapConnectError(ConnectionError):
@@ -46,6 +84,7 @@ async def connect_strap(
     timeout_s: float,
     client_backend: type[BaseBleakClient] | None = None,
     disconnected_callback: Callable[[BleakClient], None] | None = None,
+    **client_kwargs: Any,
 ) -> BleakClient:
     """A new, connected BleakClient for `device`, or StrapConnectTimeout / StrapConnectError."""
     try:
@@ -58,8 +97,11 @@ async def connect_strap(
                 max_attempts=1,
                 backend=client_backend,
                 timeout=timeout_s,
+                **client_kwargs,
             )
     except TimeoutError:
         raise StrapConnectTimeout(device.address, timeout_s) from None
     except BleakError as exc:
+        if BLEAK_BLUEZ_TOO_OLD in str(exc):
+            raise BluezTooOld(device.address) from exc
         raise StrapConnectError(device.address, str(exc)) from exc

@@ -190,11 +190,55 @@ async def probe_bluez(bus_path: Path, timeout_s: float = 3.0) -> Check:
     return Check("bluez access", True, f"BlueZ manages {', '.join(sorted(adapters))}, powered")
 
 
+def bluetoothd_version(root: Path) -> str | None:
+    """`bluetoothd --version` of the installed daemon (e.g. "5.66"), or None if it cannot be run."""
+    import subprocess
+
+    candidates = [root / p for p in BLUETOOTHD_PATHS if (root / p).exists()]
+    if root == Path("/") and (which := shutil.which("bluetoothd")):
+        candidates.append(Path(which))
+    for path in candidates:
+        try:
+            proc = subprocess.run(
+                [str(path), "--version"], capture_output=True, text=True, timeout=5, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if proc.returncode == 0 and proc.stdout.strip():
+            return proc.stdout.strip().split()[-1]
+    return None
+
+
+def check_bluez_version(version: str | None) -> Check:
+    """bleak 3.1 refuses every connection on BlueZ older than 5.55 ("Bleak requires BlueZ >= 5.55")."""
+    name = "bluez version"
+    if version is None:
+        return Check(name, None, "could not run bluetoothd --version")
+    try:
+        parts = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return Check(name, None, f"unrecognised BlueZ version {version!r}")
+    if parts >= (5, 55):
+        return Check(name, True, f"BlueZ {version} (bleak needs >= 5.55)")
+    return Check(
+        name,
+        False,
+        f"BlueZ {version} is older than 5.55: bleak refuses every connection",
+        "upgrade the bluez package (Debian 11, Ubuntu 22.04 and later ship >= 5.55), "
+        "then sudo systemctl restart bluetooth",
+    )
+
+
 async def run_checks(
     root: Path = Path("/"), env: dict[str, str] | None = None, bus_timeout_s: float = 3.0
 ) -> list[Check]:
     env = dict(os.environ) if env is None else env
     checks = [check_bluetoothd_installed(root), check_bluetoothd_running(root)]
+    checks.append(
+        check_bluez_version(bluetoothd_version(root))
+        if checks[0].ok
+        else Check("bluez version", None, "BlueZ is not installed")
+    )
     bus_check, bus_path = check_system_bus(root, env)
     checks.append(bus_check)
     adapter_check, _ = check_adapters(root)

@@ -14,9 +14,17 @@ Heart Rate Measurement layout (Bluetooth Heart Rate Service 1.0, §3.1.1):
     energy   uint16, if bit3
     rr...    uint16 each, if bit4 (at least one)
 
-Reserved flag bits are ignored, as the spec asks of a client, so a future strap still decodes. Everything
-else that does not add up (a missing field, an odd byte left over, RR flagged but absent) is an `HrmError`
-naming the field, because a strap that sends a torn notification must not become a number on a screen.
+Reserved flag bits are ignored, as the spec asks of a client, so a future strap still decodes.
+
+Two readers:
+
+* `parse_hrm` is strict (`ridesync decode hrm`, tests): everything that does not add up (a missing field,
+  an odd byte left over, RR flagged but absent) is an `HrmError` naming the field, and carrying the heart
+  rate when it could be read (`HrmError.hr`);
+* `parse_hrm_lenient` is for live straps: real straps send an odd trailing byte or set the RR flag with no
+  interval now and then (pycycling and bleakheart keep those readings too). When the heart rate itself
+  is whole it is kept, the damaged fields are dropped, and each defect is named in `defects`. A payload
+  without a whole heart rate is still an `HrmError`.
 """
 
 from __future__ import annotations
@@ -56,10 +64,19 @@ class HrmError(ValueError):
     `field` names what was missing or inconsistent; `payload` is the offending bytes, kept for reports.
     """
 
-    def __init__(self, field: str, message: str, payload: bytes) -> None:
-        super().__init__(f"{field}: {message} (payload {payload.hex(' ') or 'empty'})")
+    def __init__(self, field: str, message: str, payload: bytes, hr: int | None = None) -> None:
+        read = f"; heart rate read: {hr} bpm" if hr is not None else ""
+        super().__init__(f"{field}: {message} (payload {payload.hex(' ') or 'empty'}){read}")
         self.field = field
         self.payload = bytes(payload)
+        self.hr = hr
+
+
+# Defects a live strap's payload may have that still leave a whole heart rate (parse_hrm_lenient).
+DEFECT_ENERGY_TRUNCATED = "energy_truncated"
+DEFECT_RR_FLAG_WITHOUT_RR = "rr_flag_without_rr"
+DEFECT_RR_ODD_BYTE = "rr_odd_trailing_byte"
+DEFECT_TRAILING_BYTES = "trailing_bytes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +99,20 @@ def _contact(flags: int) -> Contact:
 
 
 def parse_hrm(payload: bytes) -> HeartRateMeasurement:
-    data = bytes(payload)
+    """Strict: any inconsistency is an HrmError (with the heart rate, when it was whole)."""
+    m, _ = _parse(bytes(payload), strict=True)
+    return m
+
+
+def parse_hrm_lenient(payload: bytes) -> tuple[HeartRateMeasurement, tuple[str, ...]]:
+    """For live straps: the measurement with damaged optional fields dropped, and the defects found.
+
+    Raises HrmError only when the flags or the heart rate itself are missing.
+    """
+    return _parse(bytes(payload), strict=False)
+
+
+def _parse(data: bytes, *, strict: bool) -> tuple[HeartRateMeasurement, tuple[str, ...]]:
     if not data:
         raise HrmError("flags", "empty payload, expected at least flags and heart rate", data)
     flags = data[0]
@@ -99,25 +129,42 @@ def parse_hrm(payload: bytes) -> HeartRateMeasurement:
         hr = data[pos]
         pos += 1
 
+    defects: list[str] = []
+
+    def defect(name: str, field: str, message: str) -> None:
+        if strict:
+            raise HrmError(field, message, data, hr)
+        defects.append(name)
+
     energy: int | None = None
     if flags & _FLAG_ENERGY:
         if len(data) < pos + 2:
-            raise HrmError("energy_expended", "flagged present but fewer than 2 bytes follow", data)
-        (energy,) = _U16.unpack_from(data, pos)
-        pos += 2
+            defect(
+                DEFECT_ENERGY_TRUNCATED, "energy_expended", "flagged present but fewer than 2 bytes follow"
+            )
+            pos = len(data)
+        else:
+            (energy,) = _U16.unpack_from(data, pos)
+            pos += 2
 
     rest = len(data) - pos
     rr: tuple[int, ...] = ()
     if flags & _FLAG_RR:
-        if rest == 0:
-            raise HrmError("rr_interval", "flagged present but no RR interval follows", data)
-        if rest % 2:
-            raise HrmError("rr_interval", f"{rest} bytes left, not a whole number of uint16 intervals", data)
-        rr = tuple(v for (v,) in _U16.iter_unpack(data[pos:]))
+        if rest == 0 and DEFECT_ENERGY_TRUNCATED not in defects:
+            defect(DEFECT_RR_FLAG_WITHOUT_RR, "rr_interval", "flagged present but no RR interval follows")
+        elif rest % 2:
+            defect(
+                DEFECT_RR_ODD_BYTE,
+                "rr_interval",
+                f"{rest} bytes left, not a whole number of uint16 intervals",
+            )
+        whole = rest - rest % 2
+        rr = tuple(v for (v,) in _U16.iter_unpack(data[pos : pos + whole]))
     elif rest:
-        raise HrmError("length", f"{rest} unexpected trailing bytes for flags 0x{flags:02x}", data)
+        defect(DEFECT_TRAILING_BYTES, "length", f"{rest} unexpected trailing bytes for flags 0x{flags:02x}")
 
-    return HeartRateMeasurement(hr=hr, contact=_contact(flags), energy_kj=energy, rr_raw=rr, uint16=uint16)
+    m = HeartRateMeasurement(hr=hr, contact=_contact(flags), energy_kj=energy, rr_raw=rr, uint16=uint16)
+    return m, tuple(defects)
 
 
 def encode_hrm(

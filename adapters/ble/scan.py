@@ -33,10 +33,14 @@ class BluetoothUnavailable(RuntimeError):
 
 
 class StrapNotFound(LookupError):
-    def __init__(self, selector: str, timeout_s: float) -> None:
+    def __init__(self, selector: str, timeout_s: float, reason: str = "") -> None:
         super().__init__(
             f"no heart-rate strap matching {selector!r} advertised within {timeout_s:g} s "
-            "(is it worn and awake, and not connected to another phone or watch?)"
+            + (
+                f"({reason})"
+                if reason
+                else "(is it worn and awake, and not connected to another phone or watch?)"
+            )
         )
         self.selector = selector
         self.timeout_s = timeout_s

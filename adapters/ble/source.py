@@ -17,6 +17,7 @@ import contextlib
 import logging
 import random
 import time
+import warnings
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
@@ -27,9 +28,11 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import BaseBleakScanner
 from bleak.exc import BleakError
 
-from adapters.ble.budget import ConnectionBudget
+from adapters.ble.adapter import BleAdapter
+from adapters.ble.budget import ConnectionBudget, ConnectionBudgetExceeded
 from adapters.ble.connect import (
-    HARDWARE_CONNECT_TIMEOUT_S,
+    BluezTooOld,
+    NotAHeartRateDevice,
     StrapConnectError,
     StrapConnectTimeout,
     connect_strap,
@@ -38,34 +41,56 @@ from adapters.ble.hrm import (
     BATTERY_LEVEL_UUID,
     BODY_SENSOR_LOCATION_UUID,
     HEART_RATE_MEASUREMENT_UUID,
+    HEART_RATE_SERVICE_UUID,
     HrmError,
     parse_battery_level,
     parse_body_sensor_location,
-    parse_hrm,
+    parse_hrm_lenient,
 )
 from adapters.ble.link_state import BackoffPolicy, StrapLinkMachine
-from adapters.ble.scan import BluetoothUnavailable, StrapNotFound, find_strap, is_address
+from adapters.ble.scan import BluetoothUnavailable, StrapNotFound, is_address
+from adapters.ble.timeouts import (
+    DISCONNECT_TIMEOUT_S,
+    GATT_TIMEOUT_S,
+    HARDWARE_CONNECT_TIMEOUT_S,
+    SCAN_TIMEOUT_S,
+)
 from engine.readings import Contact, Kind, Reading, SourceEvent, SourceItem, SourceState
 
 log = logging.getLogger(__name__)
 
 
+# Errors that end a source for good (each says what to fix); everything else is retried with backoff.
+FATAL_ERRORS: tuple[type[Exception], ...] = (
+    BluetoothUnavailable,
+    BluezTooOld,
+    NotAHeartRateDevice,
+    ConnectionBudgetExceeded,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class StrapSettings:
+    # Defaults and where they come from: adapters/ble/timeouts.py.
     connect_timeout_s: float = HARDWARE_CONNECT_TIMEOUT_S
-    scan_timeout_s: float = 15.0
+    scan_timeout_s: float = SCAN_TIMEOUT_S
+    gatt_timeout_s: float = GATT_TIMEOUT_S
     stale_after_s: float = 3.0
     stable_after_s: float = 10.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     # How often the watchdog looks for staleness; a fraction of stale_after_s.
     tick_s: float = 0.5
-    disconnect_timeout_s: float = 5.0
+    disconnect_timeout_s: float = DISCONNECT_TIMEOUT_S
 
 
 @dataclass
 class StrapStats:
     notifications: int = 0
     malformed: int = 0
+    # Readings kept although their payload was damaged past the heart rate (odd byte, RR flag, ...).
+    payload_defects: int = 0
+    # Notifications that arrived before start_notify returned (kept, not lost).
+    early_notifications: int = 0
     connects: int = 0
     connect_failures: int = 0
     links_lost: int = 0
@@ -83,19 +108,28 @@ class BleHeartRateSource:
         self,
         selector: str,
         *,
-        budget: ConnectionBudget,
+        budget: ConnectionBudget | None = None,
         settings: StrapSettings | None = None,
         scanner_backend: type[BaseBleakScanner] | None = None,
         client_backend: type[BaseBleakClient] | None = None,
+        adapter: BleAdapter | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
+        """`adapter` is where the strap connects (its slots, its shared discovery, its backend);
+        without one, an adapter is made of `budget` and the bleak backend classes."""
         self.selector = selector
         self.settings = settings or StrapSettings()
         self.stats = StrapStats()
-        self._budget = budget
-        self._scanner_backend = scanner_backend
-        self._client_backend = client_backend
+        if adapter is None:
+            if budget is None:
+                raise TypeError("BleHeartRateSource needs an adapter or a budget")
+            adapter = BleAdapter(
+                budget.adapter, budget, scanner_backend=scanner_backend, client_backend=client_backend
+            )
+        self.adapter = adapter
+        self._budget = adapter.budget
+        self._client_backend = adapter.client_backend
         self._clock = clock
         self._source_id = f"ble-hr:{selector}"
         self._machine = StrapLinkMachine(
@@ -109,6 +143,7 @@ class BleHeartRateSource:
         self._generation = 0
         self._device: BLEDevice | None = None
         self._running = False
+        self._connect_s = 0.0
 
     @property
     def source_id(self) -> str:
@@ -160,6 +195,11 @@ class BleHeartRateSource:
             generation = self._generation
             try:
                 client = await self._open(lost, generation)
+            except (BluezTooOld, NotAHeartRateDevice) as exc:
+                # No connect can ever succeed on this machine, or the user named the wrong device:
+                # say what to fix, and stop.
+                out(SourceEvent(self._clock(), self._source_id, SourceState.FAILED, str(exc)))
+                raise
             except BluetoothUnavailable as exc:
                 # Before any connection this is a machine that is not set up: say so at once.
                 # After one, it is more likely an adapter reset: retry like any other failure.
@@ -199,22 +239,38 @@ class BleHeartRateSource:
     async def _open(self, lost: asyncio.Future[str], generation: int) -> BleakClient:
         # Re-scan by name every time (a strap may rotate its address); keep the device by address
         # once seen, since BlueZ connects fine to a known device that is in range.
+        if self._device is None and is_address(self.selector):
+            # A strap still connected from a crashed run does not advertise: close that connection
+            # (and take the adapter's record of the device) before looking for it.
+            self._device = await self.adapter.recover_stale(self.selector)
         if self._device is None or not is_address(self.selector):
-            self._device, _ = await find_strap(
-                self.selector, self.settings.scan_timeout_s, backend=self._scanner_backend
-            )
+            self._device, _ = await self.adapter.scanner().find(self.selector, self.settings.scan_timeout_s)
         device = self._device
 
         def on_disconnect(_client: BleakClient) -> None:
             if generation == self._generation and not lost.done():
                 lost.set_result("link lost (strap disconnected or out of range)")
 
-        return await connect_strap(
+        started = time.monotonic()
+        client = await connect_strap(
             device,
             timeout_s=self.settings.connect_timeout_s,
             client_backend=self._client_backend,
             disconnected_callback=on_disconnect,
+            **self.adapter.client_kwargs(),
         )
+        # How long the whole attempt took (BlueZ pre-steps, connect, service discovery): reported
+        # with the streaming state, so a lab sees its margin under connect_timeout_s.
+        self._connect_s = time.monotonic() - started
+        # The device was found by name or address, not by an advertised 0x180D (some watches and
+        # bands serve it without advertising it): check that it really serves heart rate.
+        if client.services.get_service(HEART_RATE_SERVICE_UUID) is None:
+            self._generation += 1
+            with contextlib.suppress(BleakError, TimeoutError, OSError):
+                async with asyncio.timeout(self.settings.disconnect_timeout_s):
+                    await asyncio.shield(client.disconnect())
+            raise NotAHeartRateDevice(self.selector, client.address)
+        return client
 
     async def _session(
         self,
@@ -223,23 +279,41 @@ class BleHeartRateSource:
         generation: int,
         out: Callable[[SourceItem], None],
     ) -> str:
+        # A strap may notify as soon as its CCCD is written, before start_notify returns (bleak #374):
+        # those are held and delivered once the link is reported as streaming.
+        early: list[tuple[float, bytes]] | None = []
+
         def on_notify(_char: BleakGATTCharacteristic, data: bytearray) -> None:
             if generation != self._generation:
                 return  # a late callback from a connection we already gave up: never a duplicate
+            if early is not None:
+                early.append((self._clock(), bytes(data)))
+                return
             self._on_measurement(bytes(data), out)
 
+        mtu = await self._acquire_mtu(client)
         try:
             # Bounded: a start_notify that never returns (bleak #484) must not freeze the source.
-            async with asyncio.timeout(self.settings.connect_timeout_s):
+            async with asyncio.timeout(self.settings.gatt_timeout_s):
                 await client.start_notify(HEART_RATE_MEASUREMENT_UUID, on_notify)
         except TimeoutError:
-            return f"subscribe got no answer within {self.settings.connect_timeout_s:g} s"
+            return f"subscribe got no answer within {self.settings.gatt_timeout_s:g} s"
         except BleakError as exc:
             return f"subscribe failed: {exc}"
         for event in self._machine.subscribed(
-            self._clock(), address=client.address, mtu=client.mtu_size, backend=str(client.backend_id)
+            self._clock(),
+            address=client.address,
+            mtu=mtu,
+            backend=str(client.backend_id),
+            adapter=self.adapter.name,
+            connect_s=round(self._connect_s, 3),
         ):
             out(event)
+        held: list[tuple[float, bytes]] = early or []
+        early = None
+        self.stats.early_notifications += len(held)
+        for t, payload in held:
+            self._on_measurement(payload, out, t)
         await self._read_once(client, BODY_SENSOR_LOCATION_UUID, out)
         await self._read_once(client, BATTERY_LEVEL_UUID, out)
         while not lost.done():
@@ -251,12 +325,32 @@ class BleHeartRateSource:
                     out(event)
         return lost.result()
 
+    async def _acquire_mtu(self, client: BleakClient) -> int | None:
+        """The ATT MTU the link really uses, or None when the backend cannot say.
+
+        BlueZ negotiates the MTU itself but bleak only learns it from `_acquire_mtu()` (bleak's own
+        advice); until then `mtu_size` warns and answers 23. Best effort: the MTU is only reported.
+        """
+        backend = getattr(client, "_backend", None)
+        acquire = getattr(backend, "_acquire_mtu", None)
+        if acquire is not None:
+            try:
+                async with asyncio.timeout(self.settings.gatt_timeout_s):
+                    await acquire()
+            except (BleakError, TimeoutError, AssertionError, OSError) as exc:
+                log.info("MTU not acquired", extra={"source": self._source_id, "error": str(exc)})
+                return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mtu = client.mtu_size
+        return mtu
+
     async def _read_once(self, client: BleakClient, uuid: str, out: Callable[[SourceItem], None]) -> None:
         """Read an optional characteristic; a strap without it, or a bad value, is logged, not fatal."""
         try:
             if client.services.get_characteristic(uuid) is None:
                 return
-            async with asyncio.timeout(self.settings.connect_timeout_s):
+            async with asyncio.timeout(self.settings.gatt_timeout_s):
                 data = bytes(await client.read_gatt_char(uuid))
         except (BleakError, TimeoutError) as exc:  # includes a link that dropped under the read
             log.warning(
@@ -285,10 +379,12 @@ class BleHeartRateSource:
             return
         out(reading)
 
-    def _on_measurement(self, payload: bytes, out: Callable[[SourceItem], None]) -> None:
-        t = self._clock()
+    def _on_measurement(
+        self, payload: bytes, out: Callable[[SourceItem], None], t: float | None = None
+    ) -> None:
+        t = self._clock() if t is None else t
         try:
-            m = parse_hrm(payload)
+            m, defects = parse_hrm_lenient(payload)
         except HrmError as exc:
             # Hostile or torn bytes: reported and dropped; they consume no sequence number.
             self.stats.malformed += 1
@@ -298,6 +394,15 @@ class BleHeartRateSource:
             )
             return
         self.stats.notifications += 1
+        extra: dict[str, object] = {}
+        if defects:
+            # The heart rate is whole; what followed it was damaged. Keep the rate, say what was wrong.
+            self.stats.payload_defects += 1
+            extra["defects"] = list(defects)
+            log.info(
+                "heart rate kept from a damaged payload",
+                extra={"source": self._source_id, "defects": defects, "payload": payload.hex()},
+            )
         for event in self._machine.measurement(t, m.contact):
             out(event)
         # "No contact" and a 0 are not heart rates: the value is absent, the state says why.
@@ -312,6 +417,7 @@ class BleHeartRateSource:
                 contact=m.contact,
                 rr_s=m.rr_s,
                 energy_kj=m.energy_kj,
+                extra=extra,
             )
         )
 

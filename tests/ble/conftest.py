@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from adapters.ble.adapter import BleAdapter
 from adapters.ble.budget import ConnectionBudget
 from adapters.ble.link_state import BackoffPolicy
 from adapters.ble.sim import Simulation
@@ -39,13 +40,14 @@ async def sim() -> AsyncIterator[Simulation]:
 def sim_source(
     sim: Simulation, selector: str, budget: ConnectionBudget | None = None, settings: StrapSettings = FAST
 ) -> BleHeartRateSource:
-    return BleHeartRateSource(
-        selector,
-        budget=budget or ConnectionBudget("sim", 7),
-        settings=settings,
+    adapter = BleAdapter(
+        "sim",
+        budget or ConnectionBudget("sim", 7),
         scanner_backend=sim.scanner_backend,
         client_backend=sim.client_backend,
+        recover=sim.adapters[0].recover_stale,
     )
+    return BleHeartRateSource(selector, adapter=adapter, settings=settings)
 
 
 class Recorder:

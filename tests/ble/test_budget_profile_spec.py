@@ -117,3 +117,26 @@ def test_specs(spec: str, parsed: object) -> None:
 def test_bad_specs(spec: str) -> None:
     with pytest.raises(HrSpecError):
         parse_spec(spec)
+
+
+def test_sim_adapter_and_out_of_range_specs() -> None:
+    from adapters.ble.factory import HrSpecError, parse_adapters, parse_sim
+    from adapters.ble.sim.range_walk import RangeWalk, RangeWalkError
+
+    assert parse_sim("sim") == (1, 1)
+    assert parse_sim("sim:12@2") == (12, 2)
+    assert parse_sim("AA:BB:CC:DD:EE:FF") is None
+    for bad in ("sim:12@0", "sim:3@x", "sim@2"):
+        with pytest.raises(HrSpecError):
+            parse_sim(bad)
+    assert parse_adapters(None) == ["default"]
+    assert parse_adapters("hci0, hci1") == ["hci0", "hci1"]
+    with pytest.raises(HrSpecError):
+        parse_adapters("hci0,hci0")
+    assert RangeWalk.parse("2:10@5") == RangeWalk(2, 10.0, 5.0)
+    assert RangeWalk.parse("1:3") == RangeWalk(1, 3.0, 0.0)
+    for bad in ("0:10@5", "2:0", "two:10", "2:10@"):
+        with pytest.raises(RangeWalkError):
+            RangeWalk.parse(bad)
+    with pytest.raises(RangeWalkError, match="only 3 run"):
+        RangeWalk.parse("4:1").check(3)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.ble.doctor import ready, run_checks
+from adapters.ble.doctor import check_bluez_version, ready, run_checks
 from engine.cli.main import main
 
 
@@ -121,3 +121,11 @@ def test_bench_ble_reports_both_paths_and_ratios(capsys: pytest.CaptureFixture[s
         "p99_latency_bleak_over_raw",
         "throughput_bleak_over_raw",
     }
+
+
+def test_bluez_version_check() -> None:
+    old = check_bluez_version("5.53")
+    assert old.ok is False and "older than 5.55" in old.detail and "upgrade the bluez package" in old.fix
+    assert check_bluez_version("5.66").ok is True
+    assert check_bluez_version("5.55").ok is True
+    assert check_bluez_version(None).ok is None

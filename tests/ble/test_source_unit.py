@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.ble.budget import ConnectionBudget
-from adapters.ble.hrm import HrmError, parse_hrm
+from adapters.ble.hrm import HrmError, parse_hrm_lenient
 from adapters.ble.scan import BluetoothUnavailable
 from adapters.ble.source import BleHeartRateSource
 from engine.readings import Contact, Kind, Reading, SourceItem, SourceState
@@ -31,16 +31,19 @@ def test_any_bytes_give_valid_readings_or_nothing(payloads: list[bytes]) -> None
     source = streaming_source()
     out: list[SourceItem] = []
     valid = 0
+    damaged = 0
     for payload in payloads:
         source._on_measurement(payload, out.append)
         try:
-            parse_hrm(payload)
+            _, defects = parse_hrm_lenient(payload)
             valid += 1
+            damaged += bool(defects)
         except HrmError:
             pass
     readings = [i for i in out if isinstance(i, Reading)]
     assert len(readings) == valid == source.stats.notifications
     assert source.stats.malformed == len(payloads) - valid
+    assert source.stats.payload_defects == damaged == sum(1 for r in readings if "defects" in r.extra)
     assert [r.seq for r in readings] == list(range(1, valid + 1))
     for r in readings:
         assert r.kind is Kind.HEART_RATE and r.t == 1000.0

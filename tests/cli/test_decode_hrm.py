@@ -36,6 +36,21 @@ def test_invalid_payloads_are_json_errors_and_exit_1(capsys: pytest.CaptureFixtu
     assert lines[2] == {"error": "not hexadecimal", "input": "not-hex!"}
 
 
+def test_damaged_payloads_stay_errors_naming_the_defect_and_the_heart_rate(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The live source keeps these readings; the offline decoder stays strict but says what it read."""
+    rc, lines = run(capsys, "10 48", "16 41 b1 03 07", "01")
+    assert rc == 1
+    assert [(d["field"], d.get("hr")) for d in lines] == [
+        ("rr_interval", 72),
+        ("rr_interval", 65),
+        ("heart_rate", None),
+    ]
+    assert str(lines[0]["error"]).endswith("no RR interval follows (payload 10 48); heart rate read: 72 bpm")
+    assert "not a whole number of uint16 intervals" in str(lines[1]["error"])
+
+
 def test_console_script_reads_stdin() -> None:
     exe = Path(sys.executable).with_name("ridesync")
     proc = subprocess.run(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +56,89 @@ def test_nothing_to_read_is_a_json_error() -> None:
     proc = subprocess.run([RIDESYNC, "sensors"], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
     assert json.loads(proc.stderr)["error"].startswith("give --hr")
+
+
+def _run_sensors(*args: str, timeout: float = 180) -> tuple[list[dict[str, Any]], str]:
+    proc = subprocess.run(
+        [RIDESYNC, "sensors", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [json.loads(line) for line in proc.stdout.splitlines()], proc.stderr
+
+
+def _states(lines: list[dict[str, Any]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
+    for d in lines:
+        if d["kind"] == "state":
+            out[str(d["source"])].append(str(d["state"]))
+    return out
+
+
+@pytest.mark.slow
+def test_six_straps_and_four_bikes_stream_and_only_the_strap_walked_away_goes_lost() -> None:
+    """Six straps share one adapter's single discovery (BlueZ refuses a second one); strap 2 walks out
+    of range for longer than the supervision timeout, goes lost, and streams again; nothing else does."""
+    lines, _ = _run_sensors(
+        "--hr", "sim:6", "--serial", "sim:4", "--duration", "25", "--speed", "5",
+        "--sim-out-of-range", "2:6@2", "--json",
+    )  # fmt: skip
+    assert lines[-1]["kind"] == "summary" and lines[-1]["sources"] == 10
+    states = _states(lines)
+    assert len(states) == 10
+    walked = "ble-hr:F0:52:53:48:00:02"
+    for source, seen in states.items():
+        if source == walked:
+            assert seen[:2] == ["connecting", "streaming"]
+            assert "lost" in seen
+            assert "streaming" in seen[seen.index("lost") :], seen
+        else:
+            assert seen == ["connecting", "streaming"], (source, seen)
+    heart: dict[str, int] = defaultdict(int)
+    for d in lines:
+        if d["kind"] in {"heart_rate", "cadence"}:
+            heart[d["source"]] += 1
+    assert len(heart) == 10 and min(heart.values()) > 0
+    lost_at = next(d["t"] for d in lines if d.get("state") == "lost")
+    assert any(d["source"] == walked and d["kind"] == "heart_rate" and d["t"] > lost_at for d in lines)
+
+
+@pytest.mark.slow
+def test_twelve_straps_over_two_simulated_adapters_all_stream() -> None:
+    lines, _ = _run_sensors("--hr", "sim:12@2", "--duration", "10", "--speed", "5", "--json")
+    streaming = [d for d in lines if d.get("state") == "streaming"]
+    assert len({d["source"] for d in streaming}) == 12
+    assert sorted(d["adapter"] for d in streaming) == ["sim0"] * 6 + ["sim1"] * 6
+    rates = {d["source"] for d in lines if d["kind"] == "heart_rate"}
+    assert len(rates) == 12
+
+
+def test_budget_overrun_is_one_line_naming_the_fix() -> None:
+    proc = subprocess.run(
+        [RIDESYNC, "sensors", "--hr", "sim:8", "--duration", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    assert json.loads(proc.stderr)["error"] == (
+        "8 simulated straps need 2 adapters (7 connection slots each), 1 given: use --hr sim:8@2"
+    )
+
+
+@pytest.mark.skipif(
+    Path("/run/dbus/system_bus_socket").exists(), reason="this machine has a system bus (maybe BlueZ)"
+)
+def test_no_bluetooth_is_one_line_not_a_traceback() -> None:
+    proc = subprocess.run(
+        [RIDESYNC, "sensors", "--hr", "AA:BB:CC:DD:EE:FF", "--duration", "20"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert json.loads(proc.stderr)["error"].startswith("Bluetooth unavailable")

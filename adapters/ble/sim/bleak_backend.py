@@ -7,7 +7,8 @@
 bleak instantiates the backend class itself, so the classes returned by `bind_backend` carry their
 radio as a class attribute. As with bleak 3.1's own backends, `connect()` discovers the GATT database
 and fills `self.services`; it also exchanges a 247-byte ATT MTU, as BlueZ does, so notifications longer
-than 20 bytes arrive whole.
+than 20 bytes arrive whole. Like bleak's BlueZ client, `mtu_size` does not know that MTU until
+`_acquire_mtu()` is called: before, it warns (bleak's own warning text) and answers 23.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import logging
 import struct
 import uuid
+import warnings
 from collections.abc import Awaitable
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -41,6 +43,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REQUESTED_MTU = 247
+DEFAULT_ATT_MTU = 23
+# bleak/backends/bluezdbus/client.py, BleakClientBlueZDBus.mtu_size before _acquire_mtu().
+BLUEZ_MTU_WARNING = (
+    "Using default MTU value. Call _acquire_mtu() or set _mtu_size first to avoid this warning."
+)
 _HCI_REMOTE_USER_TERMINATED = 0x13
 
 _UUID_LIST_TYPES = (
@@ -115,13 +122,14 @@ class SimBleakScanner(BaseBleakScanner):
     async def start(self) -> None:
         self.seen_devices = {}
         if not self._scanning:
+            # Raises BleakDBusError InProgress while another scanner of this process is discovering.
+            await self.central.start_discovery(self._on_advertisement)
             self._scanning = True
-            await self.central.add_scan_listener(self._on_advertisement)
 
     async def stop(self) -> None:
         if self._scanning:
             self._scanning = False
-            await self.central.remove_scan_listener(self._on_advertisement)
+            await self.central.stop_discovery(self._on_advertisement)
 
     def _on_advertisement(self, adv: Any) -> None:
         try:
@@ -159,6 +167,7 @@ class SimBleakClient(BaseBleakClient):
         self._peer: Peer | None = None
         self._lost: asyncio.Future[int] | None = None
         self._mtu = att.ATT_DEFAULT_MTU
+        self._mtu_size: int | None = None
         self._closing = False
         self._subscribers: dict[int, Any] = {}
 
@@ -170,7 +179,16 @@ class SimBleakClient(BaseBleakClient):
 
     @property
     def mtu_size(self) -> int:
-        return self._mtu
+        if self._mtu_size is None:
+            warnings.warn(BLUEZ_MTU_WARNING, stacklevel=2)
+            return DEFAULT_ATT_MTU
+        return self._mtu_size
+
+    async def _acquire_mtu(self) -> None:
+        """What BlueZ's AcquireWrite/AcquireNotify tell bleak: the MTU the link negotiated."""
+        if self._connection is None:
+            raise BleakError(f"{self.address}: not connected")
+        self._mtu_size = self._mtu
 
     @property
     def is_connected(self) -> bool:
@@ -181,6 +199,9 @@ class SimBleakClient(BaseBleakClient):
     async def connect(self, pair: bool, **kwargs: Any) -> None:
         if self._connection is not None:
             raise BleakError(f"{self.address}: already connected")
+        if self.central.bluez_version < (5, 55):
+            # bleak/backends/bluezdbus/client.py, BleakClientBlueZDBus.connect, word for word.
+            raise BleakError("Bleak requires BlueZ >= 5.55.")
         if pair:
             log.debug("pairing requested; the simulated strap needs none", extra={"address": self.address})
         # Like bleak's BlueZ backend: a per-call timeout overrides the constructor's.

@@ -1,13 +1,18 @@
-"""A running simulation: one virtual radio, one simulated adapter, N simulated straps.
+"""A running simulation: one virtual radio, one or more simulated adapters, N simulated straps.
 
-This is the handle the factory exposes (`HrSources.simulation`): bleak backend classes to inject,
-and the straps with their simulation controls (raw payloads, range, battery, profile playback).
+This is the handle the factory exposes (`HrSources.simulation`): the adapters (each with its bleak
+backend classes to inject), and the straps with their simulation controls (raw payloads, range,
+battery, profile playback, a connection stranded by a crashed client).
 """
 
 from __future__ import annotations
 
 import logging
 
+from bleak.backends.device import BLEDevice
+
+from adapters.ble.adapter import BleAdapter
+from adapters.ble.budget import DEFAULT_SLOTS, ConnectionBudget
 from adapters.ble.hrm import BodySensorLocation
 from adapters.ble.sim.bleak_backend import SimBleakClient, SimBleakScanner, bind_backend
 from adapters.ble.sim.central import SimCentral
@@ -27,21 +32,59 @@ def strap_address(index: int) -> str:
     return f"F0:52:53:48:{index >> 8:02X}:{index & 0xFF:02X}"
 
 
-class Simulation:
-    def __init__(self, link: RangeLink, central: SimCentral) -> None:
-        self.link = link
+def adapter_address(index: int) -> str:
+    return f"C0:52:53:00:00:{index:02X}"
+
+
+class SimAdapter:
+    """One simulated host adapter (sim0, sim1, ...): a central on the shared virtual radio."""
+
+    def __init__(self, index: int, central: SimCentral) -> None:
+        self.index = index
+        self.name = f"sim{index}"
         self.central = central
-        self.straps: list[SimStrap] = []
         self.scanner_backend: type[SimBleakScanner]
         self.client_backend: type[SimBleakClient]
         self.scanner_backend, self.client_backend = bind_backend(central)
 
+    async def recover_stale(self, address: str) -> BLEDevice | None:
+        """What bleak-retry-connector's close_stale_connections_by_address does on BlueZ."""
+        await self.central.close_stranded(address)
+        return None
+
+    def ble_adapter(self, slots: int = DEFAULT_SLOTS) -> BleAdapter:
+        return BleAdapter(
+            self.name,
+            ConnectionBudget(self.name, slots),
+            scanner_backend=self.scanner_backend,
+            client_backend=self.client_backend,
+            recover=self.recover_stale,
+        )
+
+
+class Simulation:
+    def __init__(self, link: RangeLink, centrals: list[SimCentral]) -> None:
+        self.link = link
+        self.adapters = [SimAdapter(i, c) for i, c in enumerate(centrals)]
+        self.straps: list[SimStrap] = []
+        # The first adapter, for code that uses one.
+        self.central = centrals[0]
+        self.scanner_backend: type[SimBleakScanner] = self.adapters[0].scanner_backend
+        self.client_backend: type[SimBleakClient] = self.adapters[0].client_backend
+
     @classmethod
-    async def start(cls, *, supervision_timeout_s: float = DEFAULT_SUPERVISION_TIMEOUT_S) -> Simulation:
+    async def start(
+        cls, *, supervision_timeout_s: float = DEFAULT_SUPERVISION_TIMEOUT_S, adapters: int = 1
+    ) -> Simulation:
         """Must run on the event loop that will use it (bumble binds its futures to the running loop)."""
+        if not 1 <= adapters <= 16:
+            raise ValueError(f"1..16 simulated adapters, got {adapters}")
         link = RangeLink(supervision_timeout_s=supervision_timeout_s)
-        central = await SimCentral.create(link)
-        return cls(link, central)
+        centrals = [
+            await SimCentral.create(link, adapter_address(i), f"ridesync-sim-adapter-{i}")
+            for i in range(adapters)
+        ]
+        return cls(link, centrals)
 
     async def add_strap(
         self,
@@ -49,13 +92,19 @@ class Simulation:
         address: str | None = None,
         *,
         location: BodySensorLocation = BodySensorLocation.CHEST,
+        notify_on_subscribe: bool = True,
+        advertise_heart_rate: bool = True,
     ) -> SimStrap:
+        """A strap on the radio. `notify_on_subscribe=False`: a strap that stays silent until its
+        first beat after subscription (default: it notifies at once, as many real straps do)."""
         index = len(self.straps) + 1
         strap = await SimStrap.create(
             self.link,
             name or f"{STRAP_NAME_PREFIX}{index}",
             address or strap_address(index),
             location=location,
+            notify_on_subscribe=notify_on_subscribe,
+            advertise_heart_rate=advertise_heart_rate,
         )
         self.straps.append(strap)
         return strap
@@ -67,8 +116,14 @@ class Simulation:
                 return strap
         raise KeyError(f"no simulated strap named or addressed {key!r}")
 
+    async def strand(self, strap: SimStrap, adapter: int = 0) -> None:
+        """A client on `adapter` connects to `strap`, then its process dies without disconnecting: the
+        adapter keeps the link (as BlueZ does) and the strap stops advertising."""
+        await self.adapters[adapter].central.strand(strap.address)
+
     async def close(self) -> None:
         for strap in self.straps:
             await strap.close()
-        await self.central.close()
+        for adapter in self.adapters:
+            await adapter.central.close()
         self.link.close()

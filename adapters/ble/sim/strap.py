@@ -9,6 +9,10 @@ the simulation handles a test or a demo needs:
 * `walk_out_of_range()` / `walk_back()`: traffic to and from the strap is dropped; after the radio's
   supervision timeout its connections end with reason 0x08;
 * `set_battery(pct)`.
+
+Like many real straps it notifies its current heart rate as soon as a central enables notifications,
+in the same breath as the CCCD write: the notification reaches the central before the write response,
+so before bleak's `start_notify` returns.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import logging
 import time
 from typing import Any
 
-from bumble import gatt
+from bumble import att, gatt, hci
 from bumble.core import AdvertisingData
 from bumble.device import Device
 from bumble.profiles.battery_service import BatteryService
@@ -58,6 +62,7 @@ class SimStrap:
         self.address = address
         self.battery_pct = 87
         self.notifications_sent = 0
+        self.notify_on_subscribe = True
         self._hrs = hrs
         self._battery = battery
         self._last_hr = 70
@@ -74,7 +79,11 @@ class SimStrap:
         address: str,
         *,
         location: BodySensorLocation = BodySensorLocation.CHEST,
+        notify_on_subscribe: bool = True,
+        advertise_heart_rate: bool = True,
     ) -> SimStrap:
+        """`advertise_heart_rate=False`: a device that serves 0x180D without listing it in its
+        advertisement (some watches' HR broadcast, Mi Band, PineTime): only its name is advertised."""
         device, controller = await new_node(link, name, address)
         holder: list[SimStrap] = []
 
@@ -88,29 +97,51 @@ class SimStrap:
         battery = BatteryService(read_battery_level=lambda _connection: holder[0].battery_pct)
         device.add_service(hrs)
         device.add_service(battery)
+        measurement: Any = hrs.heart_rate_measurement_characteristic
+
+        def on_subscription(bearer: Any, notify_enabled: bool, _indicate_enabled: bool) -> None:
+            if notify_enabled and holder and holder[0].notify_on_subscribe:
+                holder[0]._notify_now(bearer, measurement.handle)
+
+        measurement.on("subscription", on_subscription)
         strap = cls(
             device, controller=controller, link=link, hrs=hrs, battery=battery, name=name, address=address
         )
+        strap.notify_on_subscribe = notify_on_subscribe
         holder.append(strap)
-        device.advertising_data = bytes(
-            AdvertisingData(
-                [
-                    (AdvertisingData.FLAGS, bytes([0x06])),
-                    (AdvertisingData.COMPLETE_LOCAL_NAME, name.encode()),
-                    (
-                        AdvertisingData.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS,
-                        bytes(gatt.GATT_HEART_RATE_SERVICE) + bytes(gatt.GATT_BATTERY_SERVICE),
-                    ),
-                ]
+        fields: list[tuple[int, bytes]] = [
+            (AdvertisingData.FLAGS, bytes([0x06])),
+            (AdvertisingData.COMPLETE_LOCAL_NAME, name.encode()),
+        ]
+        if advertise_heart_rate:
+            fields.append(
+                (
+                    AdvertisingData.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS,
+                    bytes(gatt.GATT_HEART_RATE_SERVICE) + bytes(gatt.GATT_BATTERY_SERVICE),
+                )
             )
-        )
+        device.advertising_data = bytes(AdvertisingData(fields))
+        await strap._advertise()
+        return strap
+
+    async def _advertise(self) -> None:
         # auto_restart: a strap advertises again as soon as its central is gone, as real straps do.
-        await device.start_advertising(
+        await self.device.start_advertising(
             auto_restart=True,
             advertising_interval_min=SIM_ADVERTISING_INTERVAL_MS,
             advertising_interval_max=SIM_ADVERTISING_INTERVAL_MS,
         )
-        return strap
+
+    async def rotate_address(self, address: str) -> None:
+        """Take a new random address, as phones and watches do now and then (not while connected)."""
+        if self.device.connections:
+            raise RuntimeError(f"{self.name}: rotate the address while no central is connected")
+        await self.device.stop_advertising()
+        new = hci.Address(address)
+        await self.device.send_sync_command(hci.HCI_LE_Set_Random_Address_Command(random_address=new))
+        self.device.random_address = new
+        self.address = address
+        await self._advertise()
 
     # --- state --------------------------------------------------------------------------------------
 
@@ -141,6 +172,13 @@ class SimStrap:
         """Wait until a central has connected (since the last call)."""
         await self._connected.wait()
         self._connected.clear()
+
+    def _notify_now(self, bearer: Any, handle: int) -> None:
+        """Notify the current heart rate right away (inside the CCCD write, before its response)."""
+        payload = encode_hrm(self._last_hr, contact=Contact.DETECTED)
+        pdu = att.ATT_Handle_Value_Notification(attribute_handle=handle, attribute_value=payload)
+        self.device.gatt_server.send_gatt_pdu(bearer, bytes(pdu))
+        self.notifications_sent += 1
 
     # --- simulation handles -------------------------------------------------------------------------
 

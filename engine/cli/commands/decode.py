@@ -49,7 +49,10 @@ def _hrm_line(text: str) -> tuple[dict[str, Any], bool]:
     try:
         m = parse_hrm(payload)
     except HrmError as exc:
-        return {"error": str(exc), "field": exc.field, "input": payload.hex()}, False
+        error: dict[str, Any] = {"error": str(exc), "field": exc.field, "input": payload.hex()}
+        if exc.hr is not None:
+            error["hr"] = exc.hr  # what could be read, so the defect is not mistaken for a dead strap
+        return error, False
     return {
         "hr": m.hr,
         "contact": m.contact.value,

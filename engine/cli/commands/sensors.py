@@ -26,7 +26,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "pty); 'sim:N' starts N of them."
         ),
     )
-    parser.add_argument("--hr", metavar="sim|sim:N|ADDRESS|NAME", help="heart-rate strap(s)")
+    parser.add_argument(
+        "--hr", metavar="sim|sim:N|sim:N@M|ADDRESS|NAME", help="heart-rate strap(s); sim:N@M: over M adapters"
+    )
+    parser.add_argument("--adapter", metavar="hci0,hci1", help="Bluetooth adapters to spread straps over")
+    parser.add_argument(
+        "--sim-out-of-range",
+        metavar="STRAP:SECONDS@START",
+        help="walk simulated strap STRAP out of range for SECONDS, starting START s in (e.g. 2:10@5)",
+    )
     parser.add_argument("--serial", metavar="sim|sim:N|PORT", help="serial bike or cadence sensor(s)")
     parser.add_argument("--protocol", choices=["peloton", "line"], default="peloton")
     parser.add_argument("--mode", choices=["listen", "poll"], default="poll", help="Peloton bus mode")
@@ -43,14 +51,28 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--duration must be positive")
     if args.speed <= 0:
         raise CliError("--speed must be positive")
+    from adapters.ble.budget import ConnectionBudgetExceeded
     from adapters.ble.factory import HrSpecError
+    from adapters.ble.sim.range_walk import RangeWalkError
     from adapters.serial.factory import SpecError
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_stream(args))
-    except (HrSpecError, SpecError) as exc:
+    except (HrSpecError, SpecError, RangeWalkError, ConnectionBudgetExceeded) as exc:
         raise CliError(str(exc)) from exc
+    except BaseExceptionGroup as group:
+        # A strap that can never work here (no Bluetooth, BlueZ too old, not a heart-rate device):
+        # its one-line reason, not a traceback.
+        from adapters.ble.source import FATAL_ERRORS
+
+        matched = group.subgroup(FATAL_ERRORS)
+        if matched is None:
+            raise
+        fatal: BaseException = matched
+        while isinstance(fatal, BaseExceptionGroup):
+            fatal = fatal.exceptions[0]
+        raise CliError(str(fatal)) from None
     return 0
 
 
@@ -63,7 +85,13 @@ async def _stream(args: argparse.Namespace) -> None:
     from engine.cli.sensor_sources import open_sensor_sources
 
     async with open_sensor_sources(
-        hr=args.hr, serial=args.serial, protocol=args.protocol, mode=args.mode, speed=args.speed
+        hr=args.hr,
+        serial=args.serial,
+        protocol=args.protocol,
+        mode=args.mode,
+        speed=args.speed,
+        adapters=args.adapter,
+        sim_out_of_range=args.sim_out_of_range,
     ) as sources:
         started = time.monotonic()
         with contextlib.suppress(TimeoutError):
