@@ -101,7 +101,10 @@ def test_ctrl_c_stops_the_bench_with_its_children_and_reports_what_was_measured(
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGINT)
-        out, _err = proc.communicate(timeout=30)
+        try:
+            out, _err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"the bench did not stop on SIGINT: {_describe(_group(proc.pid))}") from exc
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -113,6 +116,26 @@ def test_ctrl_c_stops_the_bench_with_its_children_and_reports_what_was_measured(
     while _group(proc.pid):
         assert time.monotonic() < deadline, f"children left behind: {_group(proc.pid)}"
         time.sleep(0.1)
+
+
+def _describe(pids: list[int]) -> str:
+    """Each process of the group as 'pid state wchan cmdline', for the assertion message."""
+    rows = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+            with open(f"/proc/{pid}/wchan") as fh:
+                wchan = fh.read()
+            with open(f"/proc/{pid}/status") as fh:
+                status = dict(line.split(":", 1) for line in fh.read().splitlines() if ":" in line)
+        except OSError:
+            continue
+        state, sig_blk, sig_ign, sig_cgt = (
+            status.get(k, "?").strip() for k in ("State", "SigBlk", "SigIgn", "SigCgt")
+        )
+        rows.append(f"{pid} {state} {wchan} blk={sig_blk} ign={sig_ign} cgt={sig_cgt} {cmd}")
+    return "; ".join(rows)
 
 
 def _group(pgid: int) -> list[int]:
