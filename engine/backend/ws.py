@@ -130,10 +130,15 @@ class Connection:
 
     async def _stop_reader(self) -> None:
         reader = self._reader
-        if reader is not None and not reader.done():
+        if reader is None:
+            return
+        if not reader.done():
             reader.cancel()
             await asyncio.wait([reader])
-        if reader is not None and not reader.cancelled() and reader.exception() is not None:
+        # Forget the task: a cancelled task keeps its CancelledError, whose traceback keeps the reader's
+        # frame (this connection, the last frame read): a cycle through this attribute.
+        self._reader = None
+        if not reader.cancelled() and reader.exception() is not None:
             log.info("sync reader failed", extra={"device": self.device, "error": repr(reader.exception())})
 
     def _release(self) -> None:
