@@ -12,6 +12,13 @@ group commits, the other connections' writes gather into the next.
 
 A connection lives no longer than its token: at `exp` + the clock leeway that `verify` allows, it is
 closed with 4401 "token expired" (as the live hub does); the device reconnects with a fresh token.
+
+Closing so that the peer reads the code (`Connection._close`): the reader task stops first, so that
+aiohttp's `close()` itself reads on, discarding, until the peer's close frame; and the socket is closed
+only once the peer has closed its side or `close_timeout_s` passed (`SyncSocket`, `_linger`). The
+metrics count the code that went out (1006 when none could). At server shutdown the shutdown hook sends
+the close frame (1001) itself. When the connection ends, what it held is freed at once, without the
+cycle collector (`_release`; the provider holds the connection weakly).
 """
 
 from __future__ import annotations
@@ -51,10 +58,8 @@ class SyncSocket(web.WebSocketResponse):
     closed socket, its kernel gets a reset, and the reset can overtake the close frame: it sees 1006.
     Reading on (aiohttp drops what arrives after a close) until the peer closes avoids the reset."""
 
-    close_deferred = False
-
     def _close_transport(self) -> None:
-        self.close_deferred = True
+        pass  # sync_endpoint closes the socket (_linger)
 
 
 # SyncSocket overrides a private aiohttp method; fail loudly at import if it is gone.
@@ -110,6 +115,16 @@ class Connection:
         self._eof = False
         self._reader: asyncio.Task[None] | None = None
         self._closed_by_aiohttp: int | None = None
+
+    async def shutdown(self, code: int, reason: str) -> None:
+        """The server is going away: close with `code` (1001). Unlike `_close`, the reader keeps running:
+        once aiohttp began its shutdown it drops what peers send, so waiting for the peer's close frame
+        would only wait out `close_timeout_s`. The socket still stays open (SyncSocket, `_linger`) until
+        the peer, having read the close frame, closes its side."""
+        if self.ws.closed:
+            return
+        self._log_close(code, reason)
+        await self.ws.close(code=code, message=reason.encode())
 
     def document_changed(self, doc_id: str) -> None:
         self._dirty[doc_id] = None
@@ -257,12 +272,14 @@ class Connection:
         else:
             sent = code
             await ws.close(code=code, message=reason.encode())
-        if sent is None:
-            return
-        self.backend.metrics.closes.labels(str(sent)).inc()
+        if sent is not None:
+            self._log_close(sent, reason)
+
+    def _log_close(self, code: int, reason: str) -> None:
+        self.backend.metrics.closes.labels(str(code)).inc()
         log.info(
             "sync connection closed by the server",
-            extra={"device": self.device, "role": self.role.value, "code": sent, "reason": reason},
+            extra={"device": self.device, "role": self.role.value, "code": code, "reason": reason},
         )
 
     async def _durable(self) -> bool:

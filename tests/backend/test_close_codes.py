@@ -4,6 +4,7 @@ still sending; and `ridesync_sync_closes_total{code}` counts exactly what went o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 
@@ -155,3 +156,22 @@ async def test_a_bad_token_is_refused_before_the_upgrade_every_time(server: Serv
             statuses.append(info.value.status)
     assert statuses == [401] * REPEAT
     assert await _closes(server) == {}
+
+
+async def test_server_shutdown_sees_1001_on_every_connection(make_server: MakeServer) -> None:
+    server = await make_server()
+    token = server.token("app", "app-1")
+    async with (
+        asyncio.timeout(HANG_GUARD),
+        aiohttp.ClientSession() as http,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        peers = [
+            await stack.enter_async_context(raw_peer(http, server.url, token, RIDE)) for _ in range(REPEAT)
+        ]
+        assert len(server.backend.peers) == REPEAT  # each answered its join: registered
+        closes = asyncio.gather(*(close_code_while_sending(ws, FILLER) for ws in peers))
+        await server.http.close()
+        await server.test_server.close()
+        codes = await closes
+    assert codes == [1001] * REPEAT
