@@ -386,8 +386,9 @@ class SyncMessageInfo:
 
     `entries` is the number of change entries in the message: more than zero means applying it would
     load data into the document (a sync gate checks write permission before that). `changes` holds the
-    (hash, bytes) of each change chunk, uncompressed size; `documents` counts whole-document chunks
-    (their changes depend on nothing outside them)."""
+    (hash, bytes) of each change chunk, uncompressed size (for a chunk type this reader does not know, a
+    digest of the whole chunk and its size); `documents` counts whole-document chunks (their changes
+    depend on nothing outside them)."""
 
     heads: tuple[bytes, ...]
     need: tuple[bytes, ...]
@@ -465,7 +466,9 @@ def _chunks(blob: bytes) -> tuple[list[tuple[bytes, int]], int]:
             header = bytes([_CHUNK_CHANGE]) + _leb_bytes(len(raw))
             changes.append((hashlib.sha256(header + raw).digest(), len(header) + len(raw)))
         else:
-            raise CrdtDecodeError(f"unknown storage chunk type {kind}")
+            # A chunk type newer than this reader: not refused (a newer peer may send it), counted as
+            # one change that never matches an applied one, so a gate keeps counting its bytes.
+            changes.append((hashlib.sha256(view[pos - 9 : end]).digest(), end - pos + 9))
         pos = end
     return changes, documents
 

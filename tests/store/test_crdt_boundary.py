@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.crdt import CrdtDecodeError, CrdtDoc, SyncSession, actor_device_prefix, new_actor_id
 
@@ -235,3 +238,21 @@ def test_inspect_sync_message_refuses_what_it_cannot_read() -> None:
     # A count far beyond the bytes present fails on the bytes, not on the count.
     with pytest.raises(CrdtDecodeError):
         inspect_sync_message(b"\x42\xff\xff\xff\xff\x0f")
+
+
+def test_inspect_sync_message_counts_chunk_types_it_does_not_know() -> None:
+    from engine.crdt import inspect_sync_message
+    from tests.backend.hostile import sync_message
+
+    future = b"\x85\x6f\x4a\x83" + b"\x00" * 4 + b"\x07" + b"\x03abc"
+    info = inspect_sync_message(sync_message([future]))
+    assert info.carries_changes and len(info.changes) == 1 and info.changes[0][1] == len(future)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from([b"", b"\x42", b"\x43", b"\x42\x00\x00\x00\x01"]))
+def test_inspect_sync_message_raises_only_decode_errors(tail: bytes, head: bytes) -> None:
+    from engine.crdt import inspect_sync_message
+
+    with contextlib.suppress(CrdtDecodeError):
+        inspect_sync_message(head + tail)
