@@ -105,8 +105,9 @@ class RideDocuments:
             self.close()
             self.rejection = outcome.reason
             backlog = outcome.code == "backlog"
+            # A backlog refusal is logged once, at INFO, by the connection that closes (with the reason).
             log.log(
-                logging.INFO if backlog else logging.WARNING,
+                logging.DEBUG if backlog else logging.WARNING,
                 "sync message rejected",
                 extra={
                     "ride_id": ref.ride_id,

@@ -273,7 +273,8 @@ class Connection:
             sent = code
             await ws.close(code=code, message=reason.encode())
         if sent is not None:
-            self._log_close(sent, reason)
+            # The frame's reason is cut to 123 bytes (RFC 6455); the log gets the whole of it.
+            self._log_close(sent, self.session.close_reason or reason)
 
     def _log_close(self, code: int, reason: str) -> None:
         self.backend.metrics.closes.labels(str(code)).inc()

@@ -211,8 +211,8 @@ class GatedSync:
         if not backlog.over:
             return None
         return (
-            f"{backlog.changes} changes ({backlog.bytes} bytes) wait for missing dependencies on this "
-            f"connection; the limit is {backlog.max_changes} changes, {backlog.max_bytes} bytes"
+            f"{backlog.changes} changes ({backlog.bytes} bytes) queued for missing dependencies; "
+            f"the limit is {backlog.max_changes} changes, {backlog.max_bytes} bytes"
         )
 
 

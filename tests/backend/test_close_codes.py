@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 
@@ -114,8 +115,11 @@ async def test_a_message_over_the_limit_sees_1009_every_time(make_server: MakeSe
     assert closes == {str(CLOSE_TOO_BIG): REPEAT}
 
 
-async def test_too_many_queued_changes_sees_4413_every_time(make_server: MakeServer) -> None:
+async def test_too_many_queued_changes_sees_4413_every_time(
+    make_server: MakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
     server = await make_server(max_queued_changes=3)
+    caplog.set_level(logging.INFO)
     async with asyncio.timeout(HANG_GUARD * 2):
         await _ride_on(server)
         token = server.token("bike", "bike-1")
@@ -129,6 +133,12 @@ async def test_too_many_queued_changes_sees_4413_every_time(make_server: MakeSer
         closes = await _closes(server)
     assert codes == [CLOSE_BACKLOG] * REPEAT
     assert closes == {str(CLOSE_BACKLOG): REPEAT}
+    # Logged once per connection, at INFO, with the counts.
+    records = [r for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("engine.")]
+    assert not [r for r in records if r.levelno > logging.INFO]
+    logged = [r for r in records if "close" in r.getMessage() or "reject" in r.getMessage()]
+    assert [r.getMessage() for r in logged] == ["sync connection closed by the server"] * REPEAT
+    assert all(r.levelno == logging.INFO and "limit is 3 changes" in r.reason for r in logged)  # type: ignore[attr-defined]
 
 
 async def test_an_expired_token_sees_4401_every_time(server: Server) -> None:
