@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -358,6 +359,143 @@ class SyncSession:
             lambda: doc._doc.receive_sync_message(self._state, msg),
             mutating=True,
         )
+
+
+# -- reading a sync message without applying it ------------------------------------------------------
+#
+# Automerge's sync message (rust/automerge/src/sync.rs, `Message::parse`): a type byte (0x42, or 0x43 for
+# the v2 format), then `heads` and `need` (a LEB128 count of 32-byte hashes each), `have` (a count of
+# entries, each a hash list and a length-prefixed Bloom filter), then the changes: a count of
+# length-prefixed byte strings, which the receiver concatenates and loads as storage chunks (v1: change
+# chunks; v2 may send one whole-document chunk instead). Capabilities may follow; they carry no data.
+# A storage chunk is magic (4 bytes), checksum (4), type (0 document, 1 change, 2 deflated change), a
+# LEB128 length and that many bytes. A change's hash is SHA-256 over type 1, the length and the
+# uncompressed body. tests/store/test_crdt_boundary.py checks all of this against the pinned bindings.
+
+_SYNC_TYPES = (0x42, 0x43)
+_CHUNK_MAGIC = b"\x85\x6f\x4a\x83"
+_CHUNK_DOCUMENT, _CHUNK_CHANGE, _CHUNK_DEFLATED = 0, 1, 2
+_HASH_LEN = 32
+# A deflated change that inflates beyond this is refused rather than inflated (a deflate bomb).
+MAX_INFLATED_CHANGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SyncMessageInfo:
+    """What an Automerge sync message carries, read from its bytes without applying it.
+
+    `entries` is the number of change entries in the message: more than zero means applying it would
+    load data into the document (a sync gate checks write permission before that). `changes` holds the
+    (hash, bytes) of each change chunk, uncompressed size (for a chunk type this reader does not know, a
+    digest of the whole chunk and its size); `documents` counts whole-document chunks (their changes
+    depend on nothing outside them)."""
+
+    heads: tuple[bytes, ...]
+    need: tuple[bytes, ...]
+    entries: int
+    changes: tuple[tuple[bytes, int], ...]
+    documents: int
+
+    @property
+    def carries_changes(self) -> bool:
+        return self.entries > 0
+
+
+def _uleb(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise CrdtDecodeError("truncated LEB128 number")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift >= 64:
+            raise CrdtDecodeError("LEB128 number over 64 bits")
+
+
+def _take(data: bytes | memoryview, pos: int, n: int) -> int:
+    end = pos + n
+    if n < 0 or end > len(data):
+        raise CrdtDecodeError(f"needs {n} bytes at offset {pos}, has {len(data) - pos}")
+    return end
+
+
+def _hashes(data: bytes, pos: int) -> tuple[tuple[bytes, ...], int]:
+    count, pos = _uleb(data, pos)
+    end = _take(data, pos, count * _HASH_LEN)
+    return tuple(data[p : p + _HASH_LEN] for p in range(pos, end, _HASH_LEN)), end
+
+
+def _leb_bytes(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
+
+
+def _chunks(blob: bytes) -> tuple[list[tuple[bytes, int]], int]:
+    """The change chunks (hash, uncompressed bytes) and the count of document chunks in `blob`."""
+    changes: list[tuple[bytes, int]] = []
+    documents = 0
+    pos = 0
+    view = memoryview(blob)
+    while pos < len(blob):
+        if bytes(view[pos : pos + 4]) != _CHUNK_MAGIC:
+            raise CrdtDecodeError(f"no storage chunk at offset {pos}")
+        pos = _take(view, pos, 9)
+        kind = view[pos - 1]
+        length, body = _uleb(view, pos)
+        end = _take(view, body, length)
+        if kind == _CHUNK_DOCUMENT:
+            documents += 1
+        elif kind == _CHUNK_CHANGE:
+            changes.append((hashlib.sha256(view[pos - 1 : end]).digest(), end - pos + 1))
+        elif kind == _CHUNK_DEFLATED:
+            inflater = zlib.decompressobj(-15)
+            try:
+                raw = inflater.decompress(view[body:end], MAX_INFLATED_CHANGE_BYTES)
+            except zlib.error as exc:
+                raise CrdtDecodeError(f"deflated change does not inflate: {exc}") from None
+            if inflater.unconsumed_tail:
+                raise CrdtDecodeError(f"deflated change inflates beyond {MAX_INFLATED_CHANGE_BYTES} bytes")
+            header = bytes([_CHUNK_CHANGE]) + _leb_bytes(len(raw))
+            changes.append((hashlib.sha256(header + raw).digest(), len(header) + len(raw)))
+        else:
+            # A chunk type newer than this reader: not refused (a newer peer may send it), counted as
+            # one change that never matches an applied one, so a gate keeps counting its bytes.
+            changes.append((hashlib.sha256(view[pos - 9 : end]).digest(), end - pos + 9))
+        pos = end
+    return changes, documents
+
+
+def inspect_sync_message(data: bytes) -> SyncMessageInfo:
+    """Read what a sync message carries without giving it to Automerge. Raises CrdtDecodeError for bytes
+    that are not a sync message this reader understands (a gate refuses those: a real peer never sends
+    them)."""
+    data = bytes(data)
+    if not data or data[0] not in _SYNC_TYPES:
+        raise CrdtDecodeError(f"not a sync message: type byte {data[:1].hex() or 'missing'}")
+    heads, pos = _hashes(data, 1)
+    need, pos = _hashes(data, pos)
+    haves, pos = _uleb(data, pos)
+    for _ in range(haves):
+        _last_sync, pos = _hashes(data, pos)
+        bloom, pos = _uleb(data, pos)
+        pos = _take(data, pos, bloom)
+    entries, pos = _uleb(data, pos)
+    parts: list[bytes] = []
+    for _ in range(entries):
+        length, pos = _uleb(data, pos)
+        end = _take(data, pos, length)
+        parts.append(data[pos:end])
+        pos = end
+    changes, documents = _chunks(b"".join(parts))
+    return SyncMessageInfo(heads, need, entries, tuple(changes), documents)
 
 
 def _check_actor(actor: bytes) -> None:

@@ -15,6 +15,12 @@ DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MIN_MESSAGE_BYTES = 4096
 MAX_MESSAGE_BYTES = 1024 * 1024 * 1024
 MAX_HEARTBEAT_S = 3600.0
+# Changes a connection may leave queued unapplied (waiting for a dependency it never sends). An honest
+# peer queues a few at most, while a Bloom-filter false positive makes it skip one; a whole 4-hour
+# backlog is ~1,440 changes and ~350 KB. Past either limit the connection is closed (4413).
+DEFAULT_MAX_QUEUED_CHANGES = 10_000
+DEFAULT_MAX_QUEUED_BYTES = 16 * 1024 * 1024
+MAX_QUEUED_CHANGES = 10_000_000
 
 # (field, flag, environment variable): one table, so errors name what the user actually set.
 LIMITS = (
@@ -22,6 +28,8 @@ LIMITS = (
     ("heartbeat_s", "--heartbeat-s", "RIDESYNC_HEARTBEAT_S"),
     ("rate_per_s", "--rate-per-s", "RIDESYNC_RATE_PER_S"),
     ("burst", "--rate-burst", "RIDESYNC_RATE_BURST"),
+    ("max_queued_changes", "--max-queued-changes", "RIDESYNC_MAX_QUEUED_CHANGES"),
+    ("max_queued_bytes", "--max-queued-bytes", "RIDESYNC_MAX_QUEUED_BYTES"),
 )
 
 
@@ -34,10 +42,16 @@ class BackendConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     heartbeat_s: float = 5.0
     join_timeout_s: float = 10.0
+    # After sending a close frame, how long to read on for the peer's before closing the socket.
+    close_timeout_s: float = 2.0
     # Per device: HTTP requests and WebSocket upgrades share one bucket.
     rate_per_s: float = 10.0
     burst: float = 40.0
     max_rides_per_connection: int = 32
+    # Per connection: changes received but not applied (Automerge queues those whose dependencies are
+    # missing), in count and bytes (engine/store/gate.py, Backlog).
+    max_queued_changes: int = DEFAULT_MAX_QUEUED_CHANGES
+    max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
     max_body_bytes: int = 64 * 1024
     device_id: str = "backend"
     server_peer_id: str = "ridesync-backend"
@@ -65,10 +79,13 @@ class BackendConfig:
         heartbeat_s: float | None = None,
         rate_per_s: float | None = None,
         burst: float | None = None,
+        max_queued_changes: float | None = None,
+        max_queued_bytes: float | None = None,
     ) -> BackendConfig:
         """This config with the limits given (command-line flags; None = keep)."""
         given = {"max_message_bytes": max_message_bytes, "heartbeat_s": heartbeat_s}
         given |= {"rate_per_s": rate_per_s, "burst": burst}
+        given |= {"max_queued_changes": max_queued_changes, "max_queued_bytes": max_queued_bytes}
         values = {name: v for name, v in given.items() if v is not None}
         return self._with(values, {name: flag for name, flag, _ in LIMITS})
 
@@ -78,6 +95,10 @@ class BackendConfig:
         config = self
         if "max_message_bytes" in values:
             config = replace(config, max_message_bytes=int(values["max_message_bytes"]))
+        if "max_queued_changes" in values:
+            config = replace(config, max_queued_changes=int(values["max_queued_changes"]))
+        if "max_queued_bytes" in values:
+            config = replace(config, max_queued_bytes=int(values["max_queued_bytes"]))
         if "heartbeat_s" in values:
             config = replace(config, heartbeat_s=float(values["heartbeat_s"]))
         if "rate_per_s" in values:
@@ -95,6 +116,17 @@ def _check(name: str, value: float, label: str) -> None:
             raise ConfigError(
                 f"{label} must be a whole number of bytes from {MIN_MESSAGE_BYTES} to {MAX_MESSAGE_BYTES} "
                 f"(a 4-hour offline backlog needs ~350 KB), got {value:g}"
+            )
+    elif name == "max_queued_changes":
+        if value != int(value) or not 1 <= value <= MAX_QUEUED_CHANGES:
+            raise ConfigError(
+                f"{label} must be a whole number of changes from 1 to {MAX_QUEUED_CHANGES}, got {value:g}"
+            )
+    elif name == "max_queued_bytes":
+        if value != int(value) or not MIN_MESSAGE_BYTES <= value <= MAX_MESSAGE_BYTES:
+            raise ConfigError(
+                f"{label} must be a whole number of bytes from {MIN_MESSAGE_BYTES} to {MAX_MESSAGE_BYTES}, "
+                f"got {value:g}"
             )
     elif name == "heartbeat_s":
         if not 0 < value <= MAX_HEARTBEAT_S:

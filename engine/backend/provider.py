@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import weakref
 from collections.abc import Callable
 
 from engine.auth.tokens import Claims
@@ -25,8 +26,8 @@ from engine.backend.service import Backend, Peer, hex_id
 from engine.crdt import CrdtDecodeError
 from engine.ride import schema
 from engine.ride.schema import DocRef, Role
-from engine.store import GatedSync, GateResult
-from engine.sync.session import Applied, Rejected, SyncOutcome
+from engine.store import Backlog, GatedSync, GateResult
+from engine.sync.session import CLOSE_BACKLOG, Applied, Rejected, SyncOutcome
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,9 @@ class RideDocuments:
         claims: Claims | None = None,
     ) -> None:
         self.backend = backend
-        self.peer = peer
+        # Weak: the connection holds this provider, and a cycle would keep both (and every staging copy)
+        # until the cycle collector runs, which `serve` runs rarely.
+        self._peer = weakref.ref(peer)
         self.device = device
         self.role = role
         self.may_read = may_read
@@ -56,6 +59,8 @@ class RideDocuments:
             else Claims(TokenRole(role.value), device, frozenset(), rides, 0.0, math.inf)
         )
         self.sessions: dict[str, GatedSync] = {}  # by hex id; the store's gate (engine/store/gate.py)
+        config = backend.config
+        self.backlog = Backlog(config.max_queued_changes, config.max_queued_bytes)
         self.rides_open: set[str] = set()
         self.documents_open: set[str] = set()  # automerge-repo ids
         self.rejection: str | None = None
@@ -67,6 +72,12 @@ class RideDocuments:
                 if own is not None:
                     creatable.append(own)
         self._creatable = {ref.doc_id: ref for ref in creatable}
+
+    @property
+    def peer(self) -> Peer:
+        peer = self._peer()
+        assert peer is not None, "the connection outlives its provider"
+        return peer
 
     def _ref(self, doc_id: str) -> DocRef | None:
         hexid = hex_id(doc_id)
@@ -90,7 +101,7 @@ class RideDocuments:
         ref = self._ref(doc_id)
         assert ref is not None, "open() follows is_known()"
         self.backend.store.ensure_doc(ref)
-        self.sessions[ref.doc_id] = self.backend.store.gated_sync(ref.doc_id)
+        self.sessions[ref.doc_id] = self.backend.store.gated_sync(ref.doc_id, self.backlog)
         self.documents_open.add(doc_id)
         self.backend.subscribe(doc_id, self.peer)
         if ref.ride_id not in self.rides_open:
@@ -129,9 +140,12 @@ class RideDocuments:
         if not outcome.accepted:
             backend.metrics.gate_rejects.labels(outcome.code).inc()
             # The connection is closed by the session; its sync states must not be reused either.
-            self.sessions.clear()
+            self.close()
             self.rejection = outcome.reason
-            log.warning(
+            backlog = outcome.code == "backlog"
+            # A backlog refusal is logged once, at INFO, by the connection that closes (with the reason).
+            log.log(
+                logging.DEBUG if backlog else logging.WARNING,
                 "sync message rejected",
                 extra={
                     "ride_id": ref.ride_id,
@@ -145,11 +159,18 @@ class RideDocuments:
                 },
             )
             backend.gate_rejected(ref.ride_id, self.device, self.role, outcome.reason)
-            return Rejected(outcome.reason)
+            return Rejected(outcome.reason, CLOSE_BACKLOG) if backlog else Rejected(outcome.reason)
         if outcome.new_changes:
             backend.ride_changed(ref.ride_id, self.device, self.peer)
         backend.metrics.sync_seconds.observe(time.perf_counter() - started)
         return Applied(changed=bool(outcome.new_changes))
+
+    def close(self) -> None:
+        """Drop every sync state and staging copy now (rejection, disconnect): what a peer queued is
+        freed with its connection."""
+        for gated in self.sessions.values():
+            gated.close()
+        self.sessions.clear()
 
     def generate_sync(self, doc_id: str) -> bytes | None:
         hexid = hex_id(doc_id)

@@ -3,6 +3,7 @@ engine.server.app.build_app): `GET /v1/sync` (WebSocket) and the `/v1/rides` API
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -14,7 +15,7 @@ from engine.backend.metrics import BackendMetrics
 from engine.backend.ratelimit import RateLimiter
 from engine.backend.service import Backend
 from engine.backend.state import BACKEND, BackendState
-from engine.backend.ws import sync_endpoint
+from engine.backend.ws import Connection, sync_endpoint
 from engine.server.app import Setup
 from engine.server.keys import DATA_DIR, REGISTRY
 from engine.sync.session import CLOSE_NORMAL
@@ -38,15 +39,16 @@ def make_setup(config: BackendConfig | None = None) -> Setup:
                 backend.close()
 
         async def on_shutdown(app: web.Application) -> None:
-            # Peers get a close frame (1001) before the store closes under them.
+            # Peers get a close frame (1001) before the store closes under them, all at once.
             backend = state.backend
             if backend is None:
                 return
-            for peer in list(backend.peers):
-                ws = getattr(peer, "ws", None)
-                if isinstance(ws, web.WebSocketResponse) and not ws.closed:
-                    with contextlib.suppress(Exception):
-                        await ws.close(code=GOING_AWAY, message=b"server shutting down")
+
+            async def close(peer: Connection) -> None:
+                with contextlib.suppress(Exception):
+                    await peer.shutdown(GOING_AWAY, "server shutting down")
+
+            await asyncio.gather(*(close(p) for p in list(backend.peers) if isinstance(p, Connection)))
 
         async def sync(request: web.Request) -> web.StreamResponse:
             return await sync_endpoint(request, state)

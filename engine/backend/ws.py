@@ -12,6 +12,13 @@ group commits, the other connections' writes gather into the next.
 
 A connection lives no longer than its token: at `exp` + the clock leeway that `verify` allows, it is
 closed with 4401 "token expired" (as the live hub does); the device reconnects with a fresh token.
+
+Closing so that the peer reads the code (`Connection._close`): the reader task stops first, so that
+aiohttp's `close()` itself reads on, discarding, until the peer's close frame; and the socket is closed
+only once the peer has closed its side or `close_timeout_s` passed (`SyncSocket`, `_linger`). The
+metrics count the code that went out (1006 when none could). At server shutdown the shutdown hook sends
+the close frame (1001) itself. When the connection ends, what it held is freed at once, without the
+cycle collector (`_release`; the provider holds the connection weakly).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import logging
 import time
 from typing import Final
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 
 from engine.auth.tokens import CLOCK_LEEWAY_S, Claims
 from engine.backend import auth, owners
@@ -35,20 +42,55 @@ from engine.sync import session as s
 log = logging.getLogger(__name__)
 
 QUEUE_FRAMES: Final = 8
-CLOSE_TOKEN_EXPIRED: Final = 4401  # as the live hub (engine/live/hub.py)
+LINGER_POLL_S: Final = 0.02
+CLOSE_TOKEN_EXPIRED: Final = s.CLOSE_TOKEN_EXPIRED
+CLOSE_ABNORMAL: Final = 1006  # never sent: what a peer sees when the connection ends without a close frame
+
+
+class SyncSocket(web.WebSocketResponse):
+    """aiohttp's WebSocketResponse, but it never closes the socket itself: the handler does, once the
+    peer has closed its side or `close_timeout_s` passed (`_linger`).
+
+    aiohttp closes the socket right after its close frame whenever it does not wait for the peer's (a
+    frame it refused itself, such as one over max_msg_size: 1009). A peer still sending then meets a
+    closed socket, its kernel gets a reset, and the reset can overtake the close frame: it sees 1006.
+    Reading on (aiohttp drops what arrives after a close) until the peer closes avoids the reset."""
+
+    def _close_transport(self) -> None:
+        pass  # sync_endpoint closes the socket (_linger)
+
+
+# SyncSocket overrides a private aiohttp method; fail loudly at import if it is gone.
+assert callable(getattr(web.WebSocketResponse, "_close_transport", None)), "aiohttp changed"
+
+
+async def _linger(request: web.Request, timeout_s: float) -> None:
+    """Wait until the peer closed its side of the connection (after reading our close frame) or
+    `timeout_s`, then close the socket."""
+    transport = request.transport
+    if transport is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    # Polled: once the WebSocket is closed, nothing tells the handler that the peer's FIN arrived.
+    while not transport.is_closing() and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(LINGER_POLL_S)
+    transport.close()
 
 
 class Connection:
     def __init__(
         self,
         backend: Backend,
-        ws: web.WebSocketResponse,
+        ws: SyncSocket,
         claims: Claims,
         rides: frozenset[str],
-        app: web.Application,
+        request: web.Request,
     ) -> None:
         self.backend = backend
         self.ws = ws
+        self.request = request
+        app = request.app
         self.device = claims.device
         self.role = auth.ride_role(claims)
         self.expires_at = claims.exp + CLOCK_LEEWAY_S  # unix time; verify() accepts the token until then
@@ -70,6 +112,18 @@ class Connection:
         self._frames: asyncio.Queue[tuple[WSMsgType, object]] = asyncio.Queue(QUEUE_FRAMES)
         self._wake = asyncio.Event()
         self._eof = False
+        self._reader: asyncio.Task[None] | None = None
+        self._closed_by_aiohttp: int | None = None
+
+    async def shutdown(self, code: int, reason: str) -> None:
+        """The server is going away: close with `code` (1001). Unlike `_close`, the reader keeps running:
+        once aiohttp began its shutdown it drops what peers send, so waiting for the peer's close frame
+        would only wait out `close_timeout_s`. The socket still stays open (SyncSocket, `_linger`) until
+        the peer, having read the close frame, closes its side."""
+        if self.ws.closed:
+            return
+        self._log_close(code, reason)
+        await self.ws.close(code=code, message=reason.encode())
 
     def document_changed(self, doc_id: str) -> None:
         self._dirty[doc_id] = None
@@ -77,13 +131,37 @@ class Connection:
 
     async def run(self) -> None:
         self.backend.add_peer(self)
+        # A plain task rather than a TaskGroup: on Python 3.11 a TaskGroup left by an exception (aiohttp
+        # may cancel the handler when the peer vanishes) keeps a reference cycle through the exception's
+        # traceback, and with it this connection's frames, until the cycle collector runs.
+        self._reader = asyncio.get_running_loop().create_task(self._read())
         try:
-            async with asyncio.TaskGroup() as tg:
-                reader = tg.create_task(self._read())
-                await self._work_until_expiry()
-                reader.cancel()
+            await self._work_until_expiry()
         finally:
+            await self._stop_reader()
             self.backend.remove_peer(self, self.provider.rides_open, self.provider.documents_open)
+            self._release()
+
+    async def _stop_reader(self) -> None:
+        reader = self._reader
+        if reader is None:
+            return
+        if not reader.done():
+            reader.cancel()
+            await asyncio.wait([reader])
+        # Forget the task: a cancelled task keeps its CancelledError, whose traceback keeps the reader's
+        # frame (this connection, the last frame read): a cycle through this attribute.
+        self._reader = None
+        if not reader.cancelled() and reader.exception() is not None:
+            log.info("sync reader failed", extra={"device": self.device, "error": repr(reader.exception())})
+
+    def _release(self) -> None:
+        """Free what the connection held at once (staging copies, queued frames), whoever still refers to
+        this object."""
+        self.provider.close()
+        while not self._frames.empty():
+            self._frames.get_nowait()
+        self._dirty.clear()
 
     async def _read(self) -> None:
         try:
@@ -139,9 +217,11 @@ class Connection:
         if kind is WSMsgType.TEXT:
             return self.session.fail("only binary frames carry automerge-repo messages")
         if kind is WSMsgType.ERROR:
-            # aiohttp already closed the socket (1009 for a frame over max_msg_size); this is for the log.
-            too_big = "too big" in str(data).lower() or "1009" in str(data)
-            code = s.CLOSE_TOO_BIG if too_big else s.CLOSE_PROTOCOL_ERROR
+            # aiohttp has closed the connection itself: after a frame it refused (a WebSocketError, e.g.
+            # 1009 for one over max_msg_size) it sent that error's code; after a lost connection or a
+            # missed heartbeat it could send nothing, so the peer sees 1006.
+            code = data.code if isinstance(data, WebSocketError) else CLOSE_ABNORMAL
+            self._closed_by_aiohttp = code
             return self.session.fail(f"bad frame: {data}", code)
         return []
 
@@ -159,17 +239,7 @@ class Connection:
                         continue
                     self.backend.metrics.sync_bytes.labels("out").inc(len(frame))
                 case s.Close(code, reason):
-                    self.backend.metrics.closes.labels(str(code)).inc()
-                    log.info(
-                        "sync connection closed by the server",
-                        extra={
-                            "device": self.device,
-                            "role": self.role.value,
-                            "code": code,
-                            "reason": reason,
-                        },
-                    )
-                    await self.ws.close(code=code, message=reason.encode())
+                    await self._close(code, reason)
                 case s.Joined(peer_id, _):
                     log.info(
                         "sync peer joined",
@@ -179,6 +249,38 @@ class Connection:
                     self.backend.broadcast(doc_id, exclude=self)
                 case s.EphemeralReceived():
                     pass  # ephemeral messages are not relayed (the live lane carries live data)
+
+    async def _close(self, code: int, reason: str) -> None:
+        """Close with `code` so that the peer reliably reads it, and count what the peer got.
+
+        The reader task stops first: aiohttp's `close()` then sends the close frame and reads on,
+        discarding, until the peer's close frame (or `close_timeout_s`) before it closes the socket.
+        With a reader still waiting in `receive()`, `close()` hands the closing over to that reader and
+        closes the socket at once, and a peer still sending then gets a reset that can overtake the
+        close frame: the peer sees 1006."""
+        await self._stop_reader()
+        ws = self.ws
+        transport = self.request.transport
+        sent: int | None
+        if ws.closed:
+            # aiohttp closed it itself (see _receive), or the peer closed first: nothing of ours was sent.
+            sent = self._closed_by_aiohttp
+        elif transport is None or transport.is_closing():
+            sent = CLOSE_ABNORMAL  # the peer is gone: no close frame can reach it
+            await ws.close(code=code, message=reason.encode())
+        else:
+            sent = code
+            await ws.close(code=code, message=reason.encode())
+        if sent is not None:
+            # The frame's reason is cut to 123 bytes (RFC 6455); the log gets the whole of it.
+            self._log_close(sent, self.session.close_reason or reason)
+
+    def _log_close(self, code: int, reason: str) -> None:
+        self.backend.metrics.closes.labels(str(code)).inc()
+        log.info(
+            "sync connection closed by the server",
+            extra={"device": self.device, "role": self.role.value, "code": code, "reason": reason},
+        )
 
     async def _durable(self) -> bool:
         """Wait until everything the store holds is committed (group commit); False if it never will be,
@@ -193,8 +295,7 @@ class Connection:
         except StoreError as exc:
             log.error("store commit failed; closing the connection", extra={"device": self.device})
             self.session.fail(f"storage failure: {exc}", s.CLOSE_INTERNAL_ERROR)
-            self.backend.metrics.closes.labels(str(s.CLOSE_INTERNAL_ERROR)).inc()
-            await self.ws.close(code=s.CLOSE_INTERNAL_ERROR, message=b"storage failure")
+            await self._close(s.CLOSE_INTERNAL_ERROR, "storage failure")
             return False
         self.backend.metrics.commit_wait_seconds.observe(time.perf_counter() - started)
         return True
@@ -223,8 +324,11 @@ async def sync_endpoint(request: web.Request, state: BackendState) -> web.Stream
         rides = _requested_rides(request, claims, backend.config.max_rides_per_connection)
     except auth.RequestError as exc:
         return exc.response()
-    ws = web.WebSocketResponse(
-        heartbeat=backend.config.heartbeat_s, compress=True, max_msg_size=backend.config.max_message_bytes
+    ws = SyncSocket(
+        heartbeat=backend.config.heartbeat_s,
+        compress=True,
+        max_msg_size=backend.config.max_message_bytes,
+        timeout=backend.config.close_timeout_s,  # how long close() waits for the peer's close frame
     )
     if not ws.can_prepare(request).ok:
         return auth.RequestError(400, "not_websocket", "GET /v1/sync is a WebSocket endpoint").response()
@@ -240,10 +344,11 @@ async def sync_endpoint(request: web.Request, state: BackendState) -> web.Stream
         # changed. aiohttp finishes the response quietly on a closed transport.
         log.info("sync client gone during the upgrade", extra={"device": claims.device})
         return ws
-    connection = Connection(backend, ws, claims, rides, request.app)
+    connection = Connection(backend, ws, claims, rides, request)
     try:
         await connection.run()
     finally:
         if not ws.closed:
             await ws.close()
+        await _linger(request, backend.config.close_timeout_s)
     return ws

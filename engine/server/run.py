@@ -29,6 +29,10 @@ async def serve(
     app = build_app(config, extra_setup)
     # The hub holds thousands of long-lived connection objects; a full cyclic-GC pass over them is a
     # latency spike for every class. Freeze what startup built and collect the young generation less often.
+    # The price: garbage in reference cycles stays for a long time, so nothing per connection may be freed
+    # only by the cycle collector (a sync connection holds staging copies of documents and frames of up to
+    # --max-message-bytes). tests/backend/test_sync_memory.py checks that closed connections go with the
+    # collector disabled, and tests/backend/test_serve_memory.py reads this process's RSS after a flood.
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)

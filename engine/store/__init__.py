@@ -1,7 +1,7 @@
 """The durable local store of a replica: ride documents, the raw sample log and sync bookkeeping."""
 
 from engine.store.db import StoreCorrupt, StoreError
-from engine.store.gate import GatedSync, shared_content_problem
+from engine.store.gate import Backlog, GatedSync, shared_content_problem
 from engine.store.replica import (
     GateResult,
     RecoveryReport,
@@ -18,6 +18,7 @@ from engine.store.replica import (
 from engine.store.writer import StoreWriter, WriterFailed
 
 __all__ = [
+    "Backlog",
     "GateResult",
     "GatedSync",
     "RecoveryReport",

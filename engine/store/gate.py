@@ -1,9 +1,12 @@
 """The actor gate: one connection's gated sync of one document of a store (DESIGN §4).
 
 Checks, on every incoming sync message, before anything reaches the replica's document:
-1. the message is applied to a staging copy of the document, and the changes it adds are listed;
-2. counters are refused (DESIGN §8); the device must pass `policy.may_write` for the document in the
-   ride's current phase;
+1. a message that carries changes (read from its bytes, `engine.crdt.inspect_sync_message`, before
+   Automerge sees it) is refused unless the device passes `policy.may_write` for the document in the
+   ride's current phase: a viewer, or a writer of another document, stages nothing at all, not even
+   changes Automerge would only queue;
+2. the message is applied to a staging copy of the document, and the changes it adds are listed;
+   counters are refused (DESIGN §8);
 3. every new change's actor must be unbound (it is then bound to this device: trust on first use) or bound
    to this same device; an actor of another device is refused, relayed or not, since changes are not
    signed and a relay could forge any bound actor;
@@ -21,15 +24,23 @@ again, and the two loop forever (tests/store/test_gate_convergence.py). The stag
 until the missing dependency arrives; once there is nothing left to say it is dropped, and the next
 message starts a fresh one.
 
+That queue is memory a peer can pin: changes whose dependency never comes stay until the staging copy
+goes. So a connection's queued, unapplied changes are bounded (`Backlog`, shared by the connection's
+gated syncs): over its limit in changes or bytes, the message is refused with code "backlog" and the
+connection must close. Counted are the change chunks a message carried that have not (yet) become part
+of the document, by hash; a change the document already had counts too until the exchange settles (a
+real peer does not resend what the server holds, so this errs only against peers that do).
+
 Threads: every Automerge call here runs on the caller's thread, the store's owner thread.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.crdt import CrdtDoc, CrdtPanic, SyncSession
+from engine.crdt import ChangeInfo, CrdtDoc, CrdtPanic, SyncSession, inspect_sync_message
 from engine.ride import policy, schema
 from engine.ride.schema import DocKind, DocRef, Role
 
@@ -40,18 +51,63 @@ _EDIT_KEY = re.compile(r"^edit\.([0-9a-f]{2,64})\.([1-9][0-9]{0,9})$")
 _FIXED = {"schema": schema.SCHEMA_VERSION, "kind": DocKind.SHARED.value}
 
 
+@dataclass(slots=True)
+class Backlog:
+    """The changes one connection's staging copies hold unapplied (waiting for a missing dependency),
+    and its limits. One per connection, shared by all its `GatedSync`s."""
+
+    max_changes: int
+    max_bytes: int
+    changes: int = 0
+    bytes: int = 0
+
+    def add(self, changes: int, nbytes: int) -> None:
+        self.changes += changes
+        self.bytes += nbytes
+
+    @property
+    def over(self) -> bool:
+        return self.changes > self.max_changes or self.bytes > self.max_bytes
+
+
 class GatedSync:
     """One connection's Automerge sync of one document of `store`, gated (see the module docstring).
 
     `receive` raises CrdtDecodeError for bytes that are not a sync message (nothing changed). After a
-    rejection, the connection must be closed and this object dropped."""
+    rejection, the connection must be closed and this object dropped (`close` frees its staging copy at
+    once)."""
 
-    def __init__(self, store: ReplicaStore, doc_id: str, session: SyncSession | None = None) -> None:
+    def __init__(
+        self,
+        store: ReplicaStore,
+        doc_id: str,
+        session: SyncSession | None = None,
+        backlog: Backlog | None = None,
+    ) -> None:
         self.store = store
         self.doc_id = doc_id
         self.session = session if session is not None else SyncSession()
+        self.backlog = backlog
         self._staging: CrdtDoc | None = None
         self._merged: list[bytes] = []  # the document's heads last merged into the staging copy
+        self._pending: dict[bytes, int] = {}  # change hash -> bytes, received and not (yet) applied
+
+    def _drop_staging(self) -> None:
+        """Drop the staging copy and whatever Automerge queued in it."""
+        self._staging = None
+        if self._pending:
+            if self.backlog is not None:
+                self.backlog.add(-len(self._pending), -sum(self._pending.values()))
+            self._pending.clear()
+
+    def close(self) -> None:
+        """The connection is done with this document: free the staging copy now."""
+        self._drop_staging()
+
+    @property
+    def pending(self) -> tuple[int, int]:
+        """(changes, bytes) received on this document and not applied: Automerge's queue, at most."""
+        return len(self._pending), sum(self._pending.values())
 
     def _stage(self) -> CrdtDoc:
         """The staging copy, holding everything the document holds (plus changes queued for deps)."""
@@ -64,7 +120,7 @@ class GatedSync:
                 self._staging.merge(real)
         except CrdtPanic:
             # The replica's own document panicked: reload it from disk, as the store does for its calls.
-            self._staging = None
+            self._drop_staging()
             self.store.reload()
             raise
         self._merged = heads
@@ -82,7 +138,7 @@ class GatedSync:
         message = self.session.generate(self._stage())
         if message is None:
             # In sync: no change can be waiting for a dependency, so the copy can go.
-            self._staging = None
+            self._drop_staging()
         return message
 
     def receive(self, data: bytes, *, device: str, role: Role) -> GateResult:
@@ -90,6 +146,16 @@ class GatedSync:
 
         store = self.store
         ref = store.ref(self.doc_id)
+        info = inspect_sync_message(data)
+        if info.carries_changes:
+            # Before Automerge sees it: a device that may not write this document stages nothing.
+            phase = store.phase(ref.ride_id)
+            if not policy.may_write(ref, device, role, phase):
+                reason = (
+                    f"{role.value} {device} may not write {ref.kind.value} document {ref.doc_id} "
+                    f"in phase {phase.label}"
+                )
+                return GateResult(False, (), reason, "not_allowed")
         staging = self._stage()
         real = store.doc(self.doc_id)
         old = real.heads()
@@ -99,19 +165,16 @@ class GatedSync:
             counters = bool(new) and staging.counters_since(old)
         except CrdtPanic as exc:
             # Only the staging copy is poisoned (engine.crdt keeps it in its graveyard).
-            self._staging = None
+            self._drop_staging()
             return GateResult(False, reason=f"the message made Automerge panic: {exc}", code="panic")
+        problem = self._count_pending(info.changes, new)
+        if problem is not None:
+            self._drop_staging()
+            return GateResult(False, new, problem, "backlog")
         if not new:
             return GateResult(True)
         if counters:
             return GateResult(False, new, "counters are not allowed (DESIGN §8)", "counter")
-        phase = store.phase(ref.ride_id)
-        if not policy.may_write(ref, device, role, phase):
-            reason = (
-                f"{role.value} {device} may not write {ref.kind.value} document {ref.doc_id} "
-                f"in phase {phase.label}"
-            )
-            return GateResult(False, new, reason, "not_allowed")
         actors = sorted({c.actor for c in new})
         for actor in actors:
             owner = store.actor_owner(actor)
@@ -128,6 +191,29 @@ class GatedSync:
             store.bind_actor(actor, device, role)
         self._merged = store.merge_remote(self.doc_id, staging)
         return GateResult(True, new)
+
+    def _count_pending(
+        self, received: tuple[tuple[bytes, int], ...], new: tuple[ChangeInfo, ...]
+    ) -> str | None:
+        """Account the message's change chunks that are still unapplied; why that is too many, or None."""
+        added = added_bytes = 0
+        for change_hash, size in received:
+            if change_hash not in self._pending:
+                self._pending[change_hash] = size
+                added, added_bytes = added + 1, added_bytes + size
+        for change in new:
+            if change.hash in self._pending:
+                added, added_bytes = added - 1, added_bytes - self._pending.pop(change.hash)
+        backlog = self.backlog
+        if backlog is None:
+            return None
+        backlog.add(added, added_bytes)
+        if not backlog.over:
+            return None
+        return (
+            f"{backlog.changes} changes ({backlog.bytes} bytes) queued for missing dependencies; "
+            f"the limit is {backlog.max_changes} changes, {backlog.max_bytes} bytes"
+        )
 
 
 def shared_content_problem(

@@ -35,7 +35,7 @@ from engine.ride.samples import Sample, SampleDecodeError, decode_record, encode
 from engine.ride.schema import DocKind, DocRef, Phase, Role
 from engine.store import db
 from engine.store.db import StoreCorrupt, StoreError
-from engine.store.gate import GatedSync
+from engine.store.gate import Backlog, GatedSync
 from engine.store.writer import GroupObserver, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,8 @@ class GateResult:
     accepted: bool
     new_changes: tuple[ChangeInfo, ...] = ()
     reason: str = ""
-    code: str = ""  # why it was refused, for metrics: actor | not_allowed | counter | content | panic
+    # why it was refused, for metrics: actor | not_allowed | counter | content | panic | backlog
+    code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1039,11 +1040,12 @@ class ReplicaStore:
             )
         return new
 
-    def gated_sync(self, doc_id: str) -> GatedSync:
+    def gated_sync(self, doc_id: str, backlog: Backlog | None = None) -> GatedSync:
         """A new gated sync of `doc_id` for one connection (engine/store/gate.py): `receive(data, device=,
-        role=)` and `generate()`. A server keeps one per connection and document."""
+        role=)` and `generate()`. A server keeps one per connection and document, all sharing the
+        connection's `backlog` (the limit on changes queued unapplied)."""
         self.ref(doc_id)
-        return GatedSync(self, doc_id)
+        return GatedSync(self, doc_id, backlog=backlog)
 
     def receive_sync_gated(
         self, doc_id: str, session: SyncSession, data: bytes, *, device: str, role: Role

@@ -27,6 +27,9 @@ CLOSE_PROTOCOL_ERROR: Final = 1002
 CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_TOO_BIG: Final = 1009
 CLOSE_INTERNAL_ERROR: Final = 1011
+# Application codes (4000-4999), each mirroring the HTTP status a request would get.
+CLOSE_TOKEN_EXPIRED: Final = 4401  # as the live hub (engine/live/hub.py)
+CLOSE_BACKLOG: Final = 4413  # too many changes queued unapplied, waiting for a missing dependency
 
 DEFAULT_MAX_OPEN_DOCUMENTS: Final = 1024
 
@@ -40,10 +43,11 @@ class Applied:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """The sync message was refused (actor gate, read-only phase, malformed sync data). Nothing changed;
-    the connection is closed with `reason`."""
+    """The sync message was refused (actor gate, read-only phase, malformed sync data, too many queued
+    changes). Nothing changed; the connection is closed with `reason` and `code`."""
 
     reason: str
+    code: int = CLOSE_POLICY_VIOLATION
 
 
 SyncOutcome = Applied | Rejected
@@ -171,7 +175,10 @@ class ServerSession:
         if self.peer_id is not None:
             error = wire.Error(self.server_peer_id, self.peer_id, reason[: wire.MAX_ERROR_MESSAGE_CHARS])
             effects.append(Send(wire.encode(error)))
-        log.info("sync session closed", extra={"peer_id": self.peer_id, "reason": reason, "close_code": code})
+        # The adapter logs the close it carries out (once, with who the peer is).
+        log.debug(
+            "sync session failing", extra={"peer_id": self.peer_id, "reason": reason, "close_code": code}
+        )
         return [*effects, *self._close(code, reason)]
 
     # ---- handlers ---------------------------------------------------------------------------------------
@@ -251,7 +258,7 @@ class ServerSession:
             log.exception("document provider failed", extra={"doc_id": doc_id, "peer_id": self.peer_id})
             return self.fail("internal error", CLOSE_INTERNAL_ERROR)
         if isinstance(outcome, Rejected):
-            return self.fail(f"sync rejected for {doc_id}: {outcome.reason}", CLOSE_POLICY_VIOLATION)
+            return self.fail(f"sync rejected for {doc_id}: {outcome.reason}", outcome.code)
         effects: list[Effect] = [DocumentChanged(doc_id)] if outcome.changed else []
         return [*effects, *self._generate(doc_id)]
 

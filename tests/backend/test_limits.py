@@ -64,6 +64,8 @@ LIMIT_VARS = (
     "RIDESYNC_HEARTBEAT_S",
     "RIDESYNC_RATE_PER_S",
     "RIDESYNC_RATE_BURST",
+    "RIDESYNC_MAX_QUEUED_CHANGES",
+    "RIDESYNC_MAX_QUEUED_BYTES",
 )
 
 
@@ -116,6 +118,8 @@ def test_variables_are_defaults_and_flags_win(clean_env: pytest.MonkeyPatch) -> 
         (["--heartbeat-s", "7200"], "at most 3600"),
         (["--rate-per-s", "-1"], "--rate-per-s must be positive"),
         (["--rate-burst", "0.5"], "--rate-burst must be at least 1"),
+        (["--max-queued-changes", "0"], "--max-queued-changes must be a whole number of changes from 1"),
+        (["--max-queued-bytes", "100"], "--max-queued-bytes must be a whole number of bytes from 4096"),
     ],
 )
 def test_bad_flags_are_refused_with_a_clear_error(
@@ -136,3 +140,13 @@ def test_bad_variables_name_the_variable() -> None:
         BackendConfig.from_env({"RIDESYNC_MAX_MESSAGE_BYTES": "12.5"})
     with pytest.raises(ConfigError, match="RIDESYNC_HEARTBEAT_S must be more than 0"):
         BackendConfig.from_env({"RIDESYNC_HEARTBEAT_S": "-1"})
+
+
+def test_the_queued_change_limits_are_flags_and_variables(clean_env: pytest.MonkeyPatch) -> None:
+    default = backend_config(_serve_args())
+    assert (default.max_queued_changes, default.max_queued_bytes) == (10_000, 16 * 1024 * 1024)
+    clean_env.setenv("RIDESYNC_MAX_QUEUED_BYTES", "65536")
+    cfg = backend_config(_serve_args("--max-queued-changes", "50"))
+    assert (cfg.max_queued_changes, cfg.max_queued_bytes) == (50, 65536)
+    with pytest.raises(ConfigError, match="RIDESYNC_MAX_QUEUED_CHANGES must be a whole number"):
+        BackendConfig.from_env({"RIDESYNC_MAX_QUEUED_CHANGES": "1.5"})

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.crdt import CrdtDecodeError, CrdtDoc, SyncSession, actor_device_prefix, new_actor_id
 
@@ -174,3 +177,82 @@ def test_plain_documents_have_no_counters() -> None:
     doc = CrdtDoc.new(new_actor_id("a"))
     doc.put({"title": "Counter(5) is a fine title", "n": 5})
     assert not doc.counters_since([])
+
+
+def _exchange(a: CrdtDoc, b: CrdtDoc) -> list[bytes]:
+    """Every message of a full sync between `a` and `b` (both directions)."""
+    sa, sb = SyncSession(), SyncSession()
+    messages = []
+    for _ in range(20):
+        m = sa.generate(a)
+        if m is not None:
+            messages.append(m)
+            sb.receive(b, m)
+        r = sb.generate(b)
+        if r is not None:
+            messages.append(r)
+            sa.receive(a, r)
+        if m is None and r is None:
+            return messages
+    raise AssertionError("no convergence")
+
+
+def test_inspect_sync_message_reads_what_the_bindings_write() -> None:
+    """The gate reads a message's changes from its bytes before Automerge sees it: the reader must agree
+    with the bindings on v1 and v2 messages, plain and deflated change chunks and whole documents."""
+    from engine.crdt import inspect_sync_message
+
+    a = CrdtDoc.new(new_actor_id("a"))
+    for i in range(6):
+        a.put({f"k{i}": "z" * (i * 400)})  # over ~256 bytes Automerge deflates a change
+    b = CrdtDoc.new(new_actor_id("b"))
+    start = a.heads()
+    messages = _exchange(a, b)
+    infos = [inspect_sync_message(m) for m in messages]
+    assert any(i.documents for i in infos), "a first sync of a whole document sends it as one chunk"
+    assert all(i.carries_changes == bool(i.changes or i.documents) for i in infos)
+    # Incremental: change chunks, hashes as Automerge computes them, deflated ones included.
+    base = a.heads()
+    a.put({"big": "y" * 5000})
+    a.put({"small": 1})
+    new = a.changes_since(base)
+    msgs = _exchange(a, b)
+    seen = [h for m in msgs for h, _ in inspect_sync_message(m).changes]
+    assert seen == [c.hash for c in new]
+    assert any(c.data[8] == 2 for c in new), "one change travels deflated"
+    sizes = [s for m in msgs for _, s in inspect_sync_message(m).changes]
+    assert sizes[0] > 5000
+    # The opening message carries nothing, only heads (and a Bloom filter).
+    first = inspect_sync_message(messages[0])
+    assert not first.carries_changes and list(first.heads) == start and first.need == ()
+
+
+def test_inspect_sync_message_refuses_what_it_cannot_read() -> None:
+    from engine.crdt import inspect_sync_message
+
+    truncated = b"\x42\x00\x00\x00\x01\x05abc"
+    not_a_chunk = b"\x42\x00\x00\x00\x01\x03abc"
+    for bad in (b"", b"\x41", b"\x42", b"\x42\x01", truncated, not_a_chunk):
+        with pytest.raises(CrdtDecodeError):
+            inspect_sync_message(bad)
+    # A count far beyond the bytes present fails on the bytes, not on the count.
+    with pytest.raises(CrdtDecodeError):
+        inspect_sync_message(b"\x42\xff\xff\xff\xff\x0f")
+
+
+def test_inspect_sync_message_counts_chunk_types_it_does_not_know() -> None:
+    from engine.crdt import inspect_sync_message
+    from tests.backend.hostile import sync_message
+
+    future = b"\x85\x6f\x4a\x83" + b"\x00" * 4 + b"\x07" + b"\x03abc"
+    info = inspect_sync_message(sync_message([future]))
+    assert info.carries_changes and len(info.changes) == 1 and info.changes[0][1] == len(future)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from([b"", b"\x42", b"\x43", b"\x42\x00\x00\x00\x01"]))
+def test_inspect_sync_message_raises_only_decode_errors(tail: bytes, head: bytes) -> None:
+    from engine.crdt import inspect_sync_message
+
+    with contextlib.suppress(CrdtDecodeError):
+        inspect_sync_message(head + tail)

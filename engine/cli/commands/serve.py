@@ -78,6 +78,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="per-device burst above the rate ($RIDESYNC_RATE_BURST; default 40)",
     )
+    limits.add_argument(
+        "--max-queued-changes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="changes one sync connection may leave queued for a missing dependency before it is closed "
+        "($RIDESYNC_MAX_QUEUED_CHANGES; default 10000)",
+    )
+    limits.add_argument(
+        "--max-queued-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="bytes of such changes per connection ($RIDESYNC_MAX_QUEUED_BYTES; default 16 MiB)",
+    )
     guard = p.add_argument_group(
         "connection limits",
         "what a client may hold before it presents a valid token, on every path (engine/server/guard.py)",
@@ -127,6 +142,8 @@ def backend_config(args: argparse.Namespace) -> BackendConfig:
         "heartbeat_s": args.heartbeat_s,
         "rate_per_s": args.rate_per_s,
         "burst": args.rate_burst,
+        "max_queued_changes": args.max_queued_changes,
+        "max_queued_bytes": args.max_queued_bytes,
     }
     # A variable a flag overrides is not read at all, so a stale bad value cannot block the flag.
     shadowed = {var for name, _, var in LIMITS if flags[name] is not None}

@@ -1,0 +1,107 @@
+"""Memory a sync peer can pin: a closed connection is freed at once (reference counting alone: `serve`
+freezes the cycle collector's startup objects and runs it rarely), and changes queued for a dependency
+that never comes are bounded per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import weakref
+
+import aiohttp
+
+from engine.ride.schema import Role, shared_ref
+from engine.sync.session import CLOSE_POLICY_VIOLATION
+from tests.backend.client import SyncClient
+from tests.backend.conftest import HANG_GUARD, T0, Server, sample
+from tests.backend.hostile import orphan_changes, raw_peer, sync_frame
+
+RIDE = "ride-mem"
+
+
+def _referrers(obj: object, depth: int = 4) -> str:
+    """Who still refers to `obj`, and who refers to those, `depth` levels up (the failure message)."""
+    lines: list[str] = []
+    seen = {id(obj)}
+    level: list[object] = [obj]
+    for d in range(depth):
+        found: list[object] = []
+        for o in level:
+            for ref in gc.get_referrers(o):
+                if id(ref) in seen or ref is level or ref is found:
+                    continue
+                seen.add(id(ref))
+                found.append(ref)
+                lines.append(f"{'  ' * d}{type(ref).__name__} -> {type(o).__name__}: {repr(ref)[:120]}")
+        level = found
+    return "\n".join(lines)
+
+
+async def test_a_closed_connection_is_freed_without_the_cycle_collector(server: Server) -> None:
+    bike = server.replica(Role.BIKE, "bike-1")
+    bike.start_ride(RIDE, t=T0)
+    bike.append_samples(RIDE, [sample(i) for i in range(30)])
+    bike.fold(RIDE)
+    gc.collect()
+    gc.disable()
+    try:
+        async with asyncio.timeout(HANG_GUARD):
+            async with SyncClient(server.url, server.token("bike", "bike-1"), bike, RIDE) as client:
+                await client.open_ride()
+                await server.backend.wait_for(lambda: server.holds_all_of(bike, RIDE))
+                (connection,) = server.backend.peers
+                ref = weakref.ref(connection)
+                gated = [weakref.ref(g) for g in connection.provider.sessions.values()]  # type: ignore[attr-defined]
+                assert gated
+                del connection
+            await server.backend.wait_for(lambda: not server.backend.peers)
+            for _ in range(200):  # let the handler task finish (bounded wait, not a timing check)
+                if ref() is None:
+                    break
+                await asyncio.sleep(0.05)
+        leaked = ref()
+        assert leaked is None, _referrers(leaked)
+        assert all(g() is None for g in gated)
+    finally:
+        gc.enable()
+
+
+async def test_a_connection_the_server_refuses_mid_flood_is_freed_without_the_cycle_collector(
+    server: Server,
+) -> None:
+    """The server closes while the peer is still sending: the reader task is cancelled with a frame in
+    hand, and neither the frame nor the connection may outlive the close."""
+    bike = server.replica(Role.BIKE, "bike-1")
+    bike.start_ride(RIDE, t=T0)
+    bike.fold(RIDE)
+    async with SyncClient(server.url, server.token("bike", "bike-1"), bike, RIDE) as client:
+        await client.open_ride()
+        await server.backend.wait_for(lambda: server.holds_all_of(bike, RIDE))
+    messages = orphan_changes(12, 256 * 1024, device="viewer-1")
+    ref = shared_ref(RIDE)
+    gc.collect()
+    gc.disable()
+    try:
+        async with asyncio.timeout(HANG_GUARD):
+            token = server.token("viewer", "viewer-1", rides=[RIDE])
+            async with raw_peer(server.http, server.url, token, RIDE) as ws:
+                await server.backend.wait_for(lambda: len(server.backend.peers) == 1)
+                (connection,) = server.backend.peers
+                ref_conn = weakref.ref(connection)
+                del connection
+                with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                    for message in messages:
+                        await ws.send_bytes(sync_frame("hostile", ref, message))
+                async for _ in ws:
+                    pass
+                assert ws.close_code == CLOSE_POLICY_VIOLATION
+            await server.backend.wait_for(lambda: not server.backend.peers)
+            for _ in range(200):  # let the handler task finish (bounded wait, not a timing check)
+                if ref_conn() is None:
+                    break
+                await asyncio.sleep(0.05)
+        leaked = ref_conn()
+        assert leaked is None, _referrers(leaked)
+    finally:
+        gc.enable()
