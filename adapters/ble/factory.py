@@ -44,7 +44,7 @@ MAX_SIM_STRAPS = 64
 SIM_CONNECT_TIMEOUT_S = 2.0
 SIM_SCAN_TIMEOUT_S = 3.0
 
-_SIM = re.compile(r"^sim(?::(\d+))?$")
+_SIM = re.compile(r"sim(?::(\d+))?")
 
 
 class HrSpecError(ValueError):
@@ -62,7 +62,7 @@ def parse_spec(spec: str) -> tuple[str, int] | tuple[str, list[str]]:
     spec = spec.strip()
     if not spec:
         raise HrSpecError("empty --hr spec: use sim, sim:N, a strap address or a strap name")
-    if m := _SIM.match(spec):
+    if m := _SIM.fullmatch(spec):
         n = int(m.group(1) or 1)
         if not 1 <= n <= MAX_SIM_STRAPS:
             raise HrSpecError(f"sim:N needs 1 <= N <= {MAX_SIM_STRAPS}, got {n}")

@@ -27,6 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import ids
+from engine.ids import InvalidId
+
+# Device, class, ride and key ids: one grammar (engine/ids.py) for tokens, the ride schema and every route,
+# so an id that gets a token is an id the rest of ridesync accepts. Also importable from here.
+valid_id = ids.valid_id
+
 VERSION = "rs1"
 KEY_FILE = "token-keys.json"
 # Small clock differences between devices must not reject a fresh token.
@@ -91,14 +98,6 @@ def _b64d(text: str) -> bytes:
 
 
 _B64_RE = re.compile(r"[A-Za-z0-9\-_]+")
-
-
-_ID_RE = re.compile(r"[A-Za-z0-9\-_.:@]+")
-
-
-def valid_id(value: object, max_len: int = 128) -> bool:
-    """Device, class, ride and key ids: short, printable, no separators that could confuse a URL or log."""
-    return isinstance(value, str) and 0 < len(value) <= max_len and _ID_RE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,11 +261,14 @@ class KeyRing:
             exp=t + ttl_s,
             kid=self.current,
         )
-        if not valid_id(device):
-            raise TokenMalformed(f"invalid device id {device!r}")
-        for name in (*claims.classes, *(claims.rides or ())):
-            if not valid_id(name):
-                raise TokenMalformed(f"invalid class or ride id {name!r}")
+        try:
+            ids.check_device_id(device)
+            for name in claims.classes:
+                ids.check_class_id(name)
+            for name in claims.rides or ():
+                ids.check_ride_id(name)
+        except InvalidId as exc:
+            raise TokenMalformed(str(exc)) from None
         if ttl_s <= 0:
             raise TokenMalformed("ttl must be positive")
         payload = _b64e(json.dumps(claims.to_payload(), separators=(",", ":")).encode())

@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     issue = actions.add_parser("issue", help="print a signed token for a device")
     issue.add_argument("--role", required=True, choices=["bike", "app", "viewer", "backend"])
-    issue.add_argument("--device", required=True, help="device id (letters, digits, - _ . : @)")
+    issue.add_argument("--device", required=True, help="device id (letters, digits and . _ : -)")
     issue.add_argument(
         "--class",
         dest="classes",
