@@ -21,6 +21,7 @@ import math
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -82,6 +83,26 @@ class TokenScopeError(TokenError):
     """The token is valid but does not allow this action (role, class, ride or device)."""
 
     code = "token_wrong_scope"
+
+
+class KeyFileError(TokenError):
+    """The data dir's key file cannot be read or written; the message names the file."""
+
+    code = "token_keys_unreadable"
+
+
+class KeyFileDamaged(KeyFileError):
+    """The key file exists but does not hold the keys ridesync writes (garbage, truncated, edited)."""
+
+    code = "token_keys_damaged"
+
+
+class KeysMissing(KeyFileError):
+    """The data dir has no key file. Creating one is an explicit step (`KeyRing.create`, `--init`): new
+    keys invalidate every token issued with the old ones, so a wrong or emptied data dir must not get
+    them silently."""
+
+    code = "token_keys_missing"
 
 
 def _b64e(raw: bytes) -> str:
@@ -189,30 +210,63 @@ class KeyRing:
         return ring
 
     @classmethod
-    def load_or_create(cls, data_dir: str | os.PathLike[str]) -> KeyRing:
-        """Load the data dir's key file, creating it (mode 0600) with one fresh key when absent."""
+    def load(cls, data_dir: str | os.PathLike[str]) -> KeyRing:
+        """The data dir's keys. KeysMissing if it has none, KeyFileError if they cannot be read."""
+        path = Path(data_dir) / KEY_FILE
+        try:
+            body = path.read_bytes()
+        except FileNotFoundError:
+            raise KeysMissing(f"{path} does not exist") from None
+        except OSError as exc:
+            raise KeyFileError(f"cannot read signing keys {path}: {exc.strerror or exc}") from None
+        try:
+            obj = json.loads(body.decode("utf-8"))
+            keys = {kid: bytes.fromhex(hexkey) for kid, hexkey in obj["keys"].items()}
+            current = obj["current"]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise KeyFileDamaged(f"signing key file {path} is damaged ({detail})") from None
+        if current not in keys or not all(valid_id(k) and len(v) >= 32 for k, v in keys.items()):
+            raise KeyFileDamaged(f"signing key file {path} is damaged (inconsistent keys)")
+        return cls(keys=keys, current=current, path=path)
+
+    @classmethod
+    def create(cls, data_dir: str | os.PathLike[str]) -> KeyRing:
+        """A new key file (mode 0600, one fresh key) in the data dir, made if needed. KeyFileError if the
+        dir already has one: keys are never replaced behind the tokens they signed."""
         directory = Path(data_dir)
-        directory.mkdir(parents=True, exist_ok=True)
         path = directory / KEY_FILE
-        if path.exists():
-            ring = cls._load(path)
-        else:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            if os.path.lexists(path):
+                raise KeyFileError(f"{path} already exists; not replacing signing keys")
             ring = cls.generate()
             ring.path = path
             ring.save()
+        except OSError as exc:
+            where = exc.filename if exc.filename else path
+            raise KeyFileError(f"cannot create signing keys {path}: {where}: {exc.strerror or exc}") from None
         return ring
 
     @classmethod
-    def _load(cls, path: Path) -> KeyRing:
+    def load_or_create(cls, data_dir: str | os.PathLike[str]) -> KeyRing:
+        """The data dir's keys, created (mode 0600, one fresh key) when it has none: for callers that
+        set up a new data dir on purpose (tests, the demo, benchmarks, `--init`)."""
         try:
-            obj = json.loads(path.read_text("utf-8"))
-            keys = {kid: bytes.fromhex(hexkey) for kid, hexkey in obj["keys"].items()}
-            current = obj["current"]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise TokenError(f"cannot read token keys from {path}: {exc}") from exc
-        if current not in keys or not all(valid_id(k) and len(v) >= 32 for k, v in keys.items()):
-            raise TokenError(f"token key file {path} is inconsistent")
-        return cls(keys=keys, current=current, path=path)
+            return cls.load(data_dir)
+        except KeysMissing:
+            return cls.create(data_dir)
+
+    def exposed(self) -> int | None:
+        """The key file's permission bits if users other than its owner may use it (mode & 0o077), else
+        None. Anyone who can read the file can sign tokens for any device."""
+        if self.path is None:
+            return None
+        try:
+            mode = stat.S_IMODE(self.path.stat().st_mode)
+        except OSError:
+            return None
+        return mode if mode & 0o077 else None
 
     def save(self) -> None:
         if self.path is None:
@@ -227,6 +281,12 @@ class KeyRing:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
+        # The rename is durable only once the directory is: keys lost to a power cut orphan every token.
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def rotate(self) -> str:
         kid = "k" + secrets.token_hex(4)

@@ -34,7 +34,9 @@ def build_app(
 ) -> web.Application:
     app = web.Application()
     app[DATA_DIR] = config.data_dir
-    app[KEYRING] = keyring if keyring is not None else KeyRing.load_or_create(config.data_dir)
+    if keyring is None:
+        keyring = (KeyRing.load_or_create if config.init_keys else KeyRing.load)(config.data_dir)
+    app[KEYRING] = keyring
     app[REGISTRY] = CollectorRegistry()
     started = time.time()
 

@@ -24,3 +24,6 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     hub: HubConfig = field(default_factory=HubConfig)
+    # Create the signing keys when the data dir has none (`ridesync serve --init`). Off by default: new
+    # keys invalidate every token issued with the old ones, so a missing key file is an error.
+    init_keys: bool = False

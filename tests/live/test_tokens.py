@@ -11,7 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.auth.tokens import (
+    KeyFileError,
     KeyRing,
+    KeysMissing,
     Role,
     TokenBadSignature,
     TokenError,
@@ -118,8 +120,23 @@ def test_key_file_is_private(tmp_path: Path) -> None:
 
 def test_corrupt_key_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "token-keys.json").write_text("{nope")
-    with pytest.raises(TokenError, match="cannot read token keys"):
+    # load_or_create never replaces keys it cannot read: that would orphan every token they signed.
+    with pytest.raises(TokenError, match=r"token-keys\.json is damaged"):
         KeyRing.load_or_create(tmp_path)
+    assert (tmp_path / "token-keys.json").read_text() == "{nope"
+
+
+def test_keys_are_created_only_on_request(tmp_path: Path) -> None:
+    with pytest.raises(KeysMissing, match=r"token-keys\.json does not exist"):
+        KeyRing.load(tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
+    ring = KeyRing.create(tmp_path / "fresh")
+    assert KeyRing.load(tmp_path / "fresh").keys == ring.keys
+    with pytest.raises(KeyFileError, match="already exists"):
+        KeyRing.create(tmp_path / "fresh")
+    assert ring.exposed() is None
+    os.chmod(tmp_path / "fresh" / "token-keys.json", 0o644)
+    assert ring.exposed() == 0o644
 
 
 def test_scope_checks() -> None:
