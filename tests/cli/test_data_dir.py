@@ -270,3 +270,15 @@ def test_ride_and_app_on_a_damaged_local_store_name_it(tmp_path: Path, command: 
     data.rename(tmp_path / "moved")
     data.write_text("x")
     assert_refused(ridesync(argv), str(data))
+
+
+@pytest.mark.parametrize(
+    "name", ["token-keys.json", "backend/ridesync.sqlite3", "backend/idempotency.sqlite3"]
+)
+def test_demo_on_a_damaged_data_dir_names_the_file(tmp_path: Path, name: str) -> None:
+    """`ridesync demo --data DIR` creates what a new DIR lacks, and refuses what a used one has damaged."""
+    _keys(tmp_path)
+    _garbage(tmp_path / name)
+    argv = ["demo", "--headless", "--json", "--duration", "5", "--riders", "1", "--data", str(tmp_path)]
+    proc = ridesync(argv)
+    assert_refused(proc, str(tmp_path / name))

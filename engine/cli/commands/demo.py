@@ -192,14 +192,23 @@ def _run(args: argparse.Namespace) -> int:
 
     _validate(args)
     logs.configure(args.log_level)
-    from engine.auth.tokens import TokenError
+    from pathlib import Path
 
+    from engine.auth.tokens import TokenError
+    from engine.cli.datadir import check_data_dir, os_error
+    from engine.events.idempotency import LedgerUnreadable
+    from engine.store import StoreError
+
+    if args.data:
+        check_data_dir(Path(args.data))
     try:
         asyncio.run(_main(args))
     except OSError as exc:
+        if exc.filename is not None:  # a file or dir under --data
+            raise os_error(exc) from None
         raise CliError(f"demo failed to start: {exc}") from exc
-    except TokenError as exc:  # an unreadable token key file in --data
-        raise CliError(str(exc)) from exc
+    except (TokenError, StoreError, LedgerUnreadable) as exc:  # a damaged --data: the message names the file
+        raise CliError(str(exc)) from None
     return 0
 
 
