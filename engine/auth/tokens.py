@@ -226,7 +226,11 @@ class KeyRing:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
             raise KeyFileDamaged(f"signing key file {path} is damaged ({detail})") from None
-        if current not in keys or not all(valid_id(k) and len(v) >= 32 for k, v in keys.items()):
+        if (
+            not isinstance(current, str)
+            or current not in keys
+            or not all(valid_id(k) and len(v) >= 32 for k, v in keys.items())
+        ):
             raise KeyFileDamaged(f"signing key file {path} is damaged (inconsistent keys)")
         return cls(keys=keys, current=current, path=path)
 
