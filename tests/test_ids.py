@@ -153,3 +153,17 @@ def test_the_backends_own_device_id_follows_the_grammar(bad: str) -> None:
     with pytest.raises(ConfigError, match="RIDESYNC_BACKEND_ID"):
         BackendConfig.from_env({"RIDESYNC_BACKEND_ID": bad})
     assert BackendConfig.from_env({"RIDESYNC_BACKEND_ID": "backend-2"}).device_id == "backend-2"
+
+
+@pytest.mark.parametrize("flag", ["--ride-id", "--class"])
+@pytest.mark.parametrize("bad", ["ride-a\n", "a@b", "_x"])
+def test_ride_refuses_bad_ids_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, bad: str
+) -> None:
+    token = RING.issue("bike", "bike-1")
+    argv = ["ride", "--backend", "http://127.0.0.1:9", "--token", token, "--hr", "sim", flag, bad]
+    argv += ["--duration", "1", "--sync-timeout", "1"]  # were the id accepted, the ride would end soon
+    assert main([*argv, "--data", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and "invalid" in json.loads(err)["error"]
+    assert list(tmp_path.iterdir()) == [], "nothing was created"

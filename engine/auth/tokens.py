@@ -248,8 +248,8 @@ class KeyRing:
             ring.path = path
             ring.save()
         except OSError as exc:
-            where = exc.filename if exc.filename else path
-            raise KeyFileError(f"cannot create signing keys {path}: {where}: {exc.strerror or exc}") from None
+            where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+            raise KeyFileError(f"cannot create signing keys {path}{where}: {exc.strerror or exc}") from None
         return ring
 
     @classmethod

@@ -23,6 +23,9 @@ from pathlib import Path
 from engine.auth.tokens import KeyFileDamaged, KeyFileError, KeyRing, KeysMissing
 from engine.cli.main import CliError
 
+# What a data dir that `ridesync serve` ran on holds besides its keys.
+USED_MARKS = ("backend",)
+
 
 def warn(text: str) -> None:
     print(json.dumps({"warning": text}), file=sys.stderr, flush=True)
@@ -66,10 +69,16 @@ def open_keyring(data_dir: Path, *, init: bool) -> KeyRing:
         ring = KeyRing.load(data_dir)
     except KeysMissing as exc:
         if not init:
+            used = [name for name in USED_MARKS if (data_dir / name).exists()]
+            hint = (
+                f"{data_dir} was used before (it has {', '.join(used)}): restore the key file from a backup, "
+                "or run with --init to start over with new keys (every token issued so far stops verifying)"
+                if used
+                else f"if {data_dir} is a new data dir, run again with --init to create them (tokens issued "
+                "with other keys will not verify here)"
+            )
             raise CliError(
-                f"no signing keys: {exc}. Tokens are signed with the keys in this file; if {data_dir} is a "
-                "new data dir, run again with --init to create them (tokens issued with other keys will "
-                "not verify here)"
+                f"no signing keys: {exc}. Tokens are signed with the keys in this file; {hint}"
             ) from None
         try:
             ring = KeyRing.create(data_dir)

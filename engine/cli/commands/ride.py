@@ -57,6 +57,7 @@ def _ride(args: argparse.Namespace) -> int:
     from engine.cli.main import CliError
     from engine.device.bike import BikeOptions
     from engine.device.identity import token_claims
+    from engine.ids import ID_CHARS, valid_id
     from engine.ride import schema
     from engine.server.config import default_data_dir
 
@@ -80,6 +81,8 @@ def _ride(args: argparse.Namespace) -> int:
         schema.check_ride_id(ride_id)
     except ValueError as exc:
         raise CliError(f"--ride-id: {exc}") from exc
+    if args.class_id is not None and not valid_id(args.class_id):
+        raise CliError(f"--class: invalid class id {args.class_id!r}: {ID_CHARS}")
     data_root = Path(args.data) if args.data else default_data_dir()
     check_data_dir(data_root)
     logs.configure(args.log_level)
