@@ -86,6 +86,16 @@ def assert_refused(proc: subprocess.CompletedProcess[str], *names: str) -> str:
     return str(error)
 
 
+def warnings(stderr: str) -> list[str]:
+    """The `{"warning": text}` lines of a command's stderr (a server's JSON log lines are not these)."""
+    out = []
+    for line in stderr.splitlines():
+        obj = json.loads(line) if line.startswith("{") else {}
+        if isinstance(obj, dict) and set(obj) == {"warning"}:
+            out.append(str(obj["warning"]))
+    return out
+
+
 def _keys(data: Path) -> Path:
     KeyRing.load_or_create(data)
     return data / KEY_FILE
@@ -202,11 +212,11 @@ def test_serve_init_creates_keys_once_and_says_so(tmp_path: Path) -> None:
     first = serve(data, "--init")
     assert first.returncode == 0, first.stderr
     assert "Traceback" not in first.stderr
-    created = [json.loads(line) for line in first.stderr.splitlines() if "warning" in line]
-    assert len(created) == 1 and str(data / KEY_FILE) in created[0]["warning"], first.stderr
+    created = warnings(first.stderr)
+    assert len(created) == 1 and str(data / KEY_FILE) in created[0], first.stderr
     keys = (data / KEY_FILE).read_bytes()
     again = serve(data, "--init")  # --init on a data dir with keys keeps them
-    assert again.returncode == 0 and "warning" not in again.stderr, again.stderr
+    assert again.returncode == 0 and warnings(again.stderr) == [], again.stderr
     assert (data / KEY_FILE).read_bytes() == keys
     assert serve(data).returncode == 0
 
@@ -232,9 +242,9 @@ def test_a_key_file_others_can_read_is_warned_about(tmp_path: Path, mode: int) -
     argv = ["token", "issue", "--role", "bike", "--device", "bike-1", "--data", str(tmp_path)]
     for proc in (ridesync(argv), serve(tmp_path)):
         assert proc.returncode == 0, proc.stderr
-        warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
-        assert len(warnings) == 1, proc.stderr
-        text = json.loads(warnings[0])["warning"]
+        found = warnings(proc.stderr)
+        assert len(found) == 1, proc.stderr
+        text = found[0]
         assert str(path) in text and f"chmod 600 {path}" in text
     os.chmod(path, 0o600)
     assert ridesync(argv).stderr == ""
