@@ -59,8 +59,8 @@ __all__ = [
     "parse_spec",
 ]
 
-_SIM = re.compile(r"^sim(?::(\d+)(?:@(\d+))?)?$")
-_ADAPTER = re.compile(r"^(default|hci\d{1,2})$")
+_SIM = re.compile(r"sim(?::(\d+)(?:@(\d+))?)?")
+_ADAPTER = re.compile(r"default|hci\d{1,2}")
 MAX_SIM_ADAPTERS = 16
 
 
@@ -84,7 +84,7 @@ def parse_adapters(text: str | None) -> list[str]:
         return ["default"]
     names = [part.strip() for part in text.split(",")]
     for name in names:
-        if not _ADAPTER.match(name):
+        if not _ADAPTER.fullmatch(name):
             raise HrSpecError(f"bad adapter {name!r} in --adapter: use BlueZ names like hci0,hci1")
     if len(set(names)) != len(names):
         raise HrSpecError(f"adapter named twice in --adapter {text!r}")
@@ -94,7 +94,7 @@ def parse_adapters(text: str | None) -> list[str]:
 def parse_sim(spec: str) -> tuple[int, int] | None:
     """(straps, adapters) for `sim`, `sim:N`, `sim:N@M`; None for a spec that is not the simulator."""
     spec = spec.strip()
-    if m := _SIM.match(spec):
+    if m := _SIM.fullmatch(spec):
         n = int(m.group(1) or 1)
         adapters = int(m.group(2) or 1)
         if not 1 <= n <= MAX_SIM_STRAPS:

@@ -17,9 +17,10 @@ from bleak.exc import BleakError
 
 from adapters.ble.hrm import HEART_RATE_SERVICE_UUID
 
-_MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+# Matched with fullmatch: `$` would also accept a trailing newline.
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 # macOS hides addresses behind per-host UUIDs.
-_CB_UUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
+_CB_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 
 
 class BluetoothUnavailable(RuntimeError):
@@ -57,7 +58,7 @@ class StrapSighting:
 
 
 def is_address(selector: str) -> bool:
-    return bool(_MAC.match(selector) or _CB_UUID.match(selector))
+    return bool(_MAC.fullmatch(selector) or _CB_UUID.fullmatch(selector))
 
 
 def matches(selector: str, device: BLEDevice, adv: AdvertisementData) -> bool:

@@ -21,11 +21,19 @@ import math
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from engine import ids
+from engine.ids import InvalidId
+
+# Device, class, ride and key ids: one grammar (engine/ids.py) for tokens, the ride schema and every route,
+# so an id that gets a token is an id the rest of ridesync accepts. Also importable from here.
+valid_id = ids.valid_id
 
 VERSION = "rs1"
 KEY_FILE = "token-keys.json"
@@ -77,6 +85,26 @@ class TokenScopeError(TokenError):
     code = "token_wrong_scope"
 
 
+class KeyFileError(TokenError):
+    """The data dir's key file cannot be read or written; the message names the file."""
+
+    code = "token_keys_unreadable"
+
+
+class KeyFileDamaged(KeyFileError):
+    """The key file exists but does not hold the keys ridesync writes (garbage, truncated, edited)."""
+
+    code = "token_keys_damaged"
+
+
+class KeysMissing(KeyFileError):
+    """The data dir has no key file. Creating one is an explicit step (`KeyRing.create`, `--init`): new
+    keys invalidate every token issued with the old ones, so a wrong or emptied data dir must not get
+    them silently."""
+
+    code = "token_keys_missing"
+
+
 def _b64e(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
@@ -91,14 +119,6 @@ def _b64d(text: str) -> bytes:
 
 
 _B64_RE = re.compile(r"[A-Za-z0-9\-_]+")
-
-
-_ID_RE = re.compile(r"[A-Za-z0-9\-_.:@]+")
-
-
-def valid_id(value: object, max_len: int = 128) -> bool:
-    """Device, class, ride and key ids: short, printable, no separators that could confuse a URL or log."""
-    return isinstance(value, str) and 0 < len(value) <= max_len and _ID_RE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,30 +219,67 @@ class KeyRing:
         return ring
 
     @classmethod
-    def load_or_create(cls, data_dir: str | os.PathLike[str]) -> KeyRing:
-        """Load the data dir's key file, creating it (mode 0600) with one fresh key when absent."""
+    def load(cls, data_dir: str | os.PathLike[str]) -> KeyRing:
+        """The data dir's keys. KeysMissing if it has none, KeyFileError if they cannot be read."""
+        path = Path(data_dir) / KEY_FILE
+        try:
+            body = path.read_bytes()
+        except FileNotFoundError:
+            raise KeysMissing(f"{path} does not exist") from None
+        except OSError as exc:
+            raise KeyFileError(f"cannot read signing keys {path}: {exc.strerror or exc}") from None
+        try:
+            obj = json.loads(body.decode("utf-8"))
+            keys = {kid: bytes.fromhex(hexkey) for kid, hexkey in obj["keys"].items()}
+            current = obj["current"]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise KeyFileDamaged(f"signing key file {path} is damaged ({detail})") from None
+        if (
+            not isinstance(current, str)
+            or current not in keys
+            or not all(valid_id(k) and len(v) >= 32 for k, v in keys.items())
+        ):
+            raise KeyFileDamaged(f"signing key file {path} is damaged (inconsistent keys)")
+        return cls(keys=keys, current=current, path=path)
+
+    @classmethod
+    def create(cls, data_dir: str | os.PathLike[str]) -> KeyRing:
+        """A new key file (mode 0600, one fresh key) in the data dir, made if needed. KeyFileError if the
+        dir already has one: keys are never replaced behind the tokens they signed."""
         directory = Path(data_dir)
-        directory.mkdir(parents=True, exist_ok=True)
         path = directory / KEY_FILE
-        if path.exists():
-            ring = cls._load(path)
-        else:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            if os.path.lexists(path):
+                raise KeyFileError(f"{path} already exists; not replacing signing keys")
             ring = cls.generate()
             ring.path = path
             ring.save()
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+            raise KeyFileError(f"cannot create signing keys {path}{where}: {exc.strerror or exc}") from None
         return ring
 
     @classmethod
-    def _load(cls, path: Path) -> KeyRing:
+    def load_or_create(cls, data_dir: str | os.PathLike[str]) -> KeyRing:
+        """The data dir's keys, created (mode 0600, one fresh key) when it has none: for callers that
+        set up a new data dir on purpose (tests, the demo, benchmarks, `--init`)."""
         try:
-            obj = json.loads(path.read_text("utf-8"))
-            keys = {kid: bytes.fromhex(hexkey) for kid, hexkey in obj["keys"].items()}
-            current = obj["current"]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise TokenError(f"cannot read token keys from {path}: {exc}") from exc
-        if current not in keys or not all(valid_id(k) and len(v) >= 32 for k, v in keys.items()):
-            raise TokenError(f"token key file {path} is inconsistent")
-        return cls(keys=keys, current=current, path=path)
+            return cls.load(data_dir)
+        except KeysMissing:
+            return cls.create(data_dir)
+
+    def exposed(self) -> int | None:
+        """The key file's permission bits if users other than its owner may use it (mode & 0o077), else
+        None. Anyone who can read the file can sign tokens for any device."""
+        if self.path is None:
+            return None
+        try:
+            mode = stat.S_IMODE(self.path.stat().st_mode)
+        except OSError:
+            return None
+        return mode if mode & 0o077 else None
 
     def save(self) -> None:
         if self.path is None:
@@ -237,6 +294,12 @@ class KeyRing:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
+        # The rename is durable only once the directory is: keys lost to a power cut orphan every token.
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def rotate(self) -> str:
         kid = "k" + secrets.token_hex(4)
@@ -273,13 +336,16 @@ class KeyRing:
             kid=self.current,
             rider=rider,
         )
-        if not valid_id(device):
-            raise TokenMalformed(f"invalid device id {device!r}")
-        if rider is not None and not valid_id(rider):
-            raise TokenMalformed(f"invalid rider {rider!r}")
-        for name in (*claims.classes, *(claims.rides or ())):
-            if not valid_id(name):
-                raise TokenMalformed(f"invalid class or ride id {name!r}")
+        try:
+            ids.check_device_id(device)
+            for name in claims.classes:
+                ids.check_class_id(name)
+            for name in claims.rides or ():
+                ids.check_ride_id(name)
+            if rider is not None:
+                ids.check_id(rider, "rider")
+        except InvalidId as exc:
+            raise TokenMalformed(str(exc)) from None
         if ttl_s <= 0:
             raise TokenMalformed("ttl must be positive")
         payload = _b64e(json.dumps(claims.to_payload(), separators=(",", ":")).encode())

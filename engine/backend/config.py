@@ -8,6 +8,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from engine.ids import ID_CHARS, valid_id
+
 # A 4-hour offline backlog at the default 10 s fold is ~350 KB (engine/ride/README.md); 8 MiB leaves a
 # 20x margin for claims, edits and a denser commit interval.
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -69,7 +71,10 @@ class BackendConfig:
             except ValueError:
                 raise ConfigError(f"{var} must be a number, got {raw!r}") from None
         config = cls()
-        config = replace(config, device_id=env.get("RIDESYNC_BACKEND_ID") or config.device_id)
+        device_id = env.get("RIDESYNC_BACKEND_ID") or config.device_id
+        if not valid_id(device_id):
+            raise ConfigError(f"RIDESYNC_BACKEND_ID must be a device id ({ID_CHARS}), got {device_id!r}")
+        config = replace(config, device_id=device_id)
         return config._with(values, {name: var for name, _, var in LIMITS})
 
     def override(

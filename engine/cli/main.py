@@ -52,4 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m engine.cli.main` runs this file as `__main__`, a second copy of the module: its CliError
+    # would not be the one the commands raise (engine.cli.main.CliError), and every user error would
+    # end in a traceback. Run the real module's main.
+    from engine.cli.main import main as _main
+
+    sys.exit(_main())

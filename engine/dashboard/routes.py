@@ -20,8 +20,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from engine.auth.tokens import Claims, TokenError, TokenScopeError, token_from_request, valid_id
+from engine.auth.tokens import Claims, TokenError, TokenScopeError, token_from_request
 from engine.dashboard.directory import RIDES, RideDirectory
+from engine.ids import valid_id
 from engine.server.keys import KEYRING
 
 STATIC_DIR = Path(__file__).parent / "static"

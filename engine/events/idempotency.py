@@ -77,6 +77,11 @@ class InvalidKey(IdempotencyError):
     http_status = 400
 
 
+class LedgerUnreadable(IdempotencyError):
+    """The ledger's file cannot be opened as a ledger (not a database, damaged, unreadable); the message
+    names the file."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
     status: int
@@ -191,14 +196,22 @@ class Ledger:
         self.lease_s = lease_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # A stored response must survive a power cut once the client has seen it, or a retry re-executes.
-        self._db.execute("PRAGMA synchronous=FULL")
-        with self._lock:
-            self._db.execute(SCHEMA)
+        db: sqlite3.Connection | None = None
+        try:
+            db = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            # A stored response must survive a power cut once the client has seen it, or a retry re-executes.
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(SCHEMA)
+            # Reading a row checks that the table is the ledger's and its pages are readable.
+            db.execute("SELECT scope, key, fingerprint, state, owner, claimed_at FROM idempotency LIMIT 1")
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            if db is not None:
+                db.close()
+            raise LedgerUnreadable(f"{self.path} is not a readable idempotency ledger: {exc}") from None
+        self._db = db
 
     def close(self) -> None:
         with self._lock:

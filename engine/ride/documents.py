@@ -151,12 +151,12 @@ def decode(doc: CrdtDoc, ref: DocRef, *, samples: bool = True) -> AnyDoc:
         return decode_shared(ref.ride_id, doc.items())
     keys = doc.keys()
     if ref.kind is DocKind.BACKEND:
-        return decode_backend(ref, {k: doc.get(k) for k in keys if not schema.SAMPLE_KEY.match(k)})
+        return decode_backend(ref, {k: doc.get(k) for k in keys if not schema.SAMPLE_KEY.fullmatch(k)})
     if samples:
         return decode_device(ref, doc.items())
-    light = {k: doc.get(k) for k in keys if not schema.SAMPLE_KEY.match(k)}
+    light = {k: doc.get(k) for k in keys if not schema.SAMPLE_KEY.fullmatch(k)}
     decoded = decode_device(ref, light)
-    return replace(decoded, batches=sum(1 for k in keys if schema.SAMPLE_KEY.match(k)))
+    return replace(decoded, batches=sum(1 for k in keys if schema.SAMPLE_KEY.fullmatch(k)))
 
 
 def decode_samples(items: dict[str, Scalar], problems: list[str]) -> tuple[Sample, ...]:
@@ -164,7 +164,7 @@ def decode_samples(items: dict[str, Scalar], problems: list[str]) -> tuple[Sampl
     replica keeps the same record even from a hostile document)."""
     by_seq: dict[int, Sample] = {}
     for key in sorted(items):
-        match = schema.SAMPLE_KEY.match(key)
+        match = schema.SAMPLE_KEY.fullmatch(key)
         if match is None:
             continue
         first, last = int(match.group(1), 16), int(match.group(2), 16)
@@ -211,7 +211,7 @@ def decode_device(ref: DocRef, items: dict[str, Scalar]) -> DeviceDoc:
     samples = decode_samples(items, problems)
     active = _claim(items, schema.CLAIM_ACTIVE, problems)
     ended = _claim(items, schema.CLAIM_ENDED, problems)
-    batches = sum(1 for k in items if schema.SAMPLE_KEY.match(k))
+    batches = sum(1 for k in items if schema.SAMPLE_KEY.fullmatch(k))
     return DeviceDoc(
         ref=ref, samples=samples, active=active, ended=ended, problems=tuple(problems), batches=batches
     )

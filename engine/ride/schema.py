@@ -33,9 +33,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from engine import ids
+
 SCHEMA_VERSION = 1
-_RIDE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-_DEVICE_ID = _RIDE_ID
 
 
 class Role(enum.StrEnum):
@@ -84,7 +84,8 @@ SHARED_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 MAX_TEXT = 4000
 
-SAMPLE_KEY = re.compile(r"^s([0-9a-f]{8})([0-9a-f]{8})$")
+# Match with `fullmatch`: `$` would also match before a trailing newline.
+SAMPLE_KEY = re.compile(r"s([0-9a-f]{8})([0-9a-f]{8})")
 CLAIM_ACTIVE = "claim.active"
 CLAIM_ENDED = "claim.ended"
 FINALIZED = "finalized"
@@ -94,15 +95,13 @@ EDIT_PREFIX = "edit."
 
 
 def check_ride_id(ride_id: str) -> str:
-    if not isinstance(ride_id, str) or not _RIDE_ID.match(ride_id):
-        raise ValueError(f"invalid ride id {ride_id!r}: 1-128 chars of [A-Za-z0-9._:-]")
-    return ride_id
+    """`ride_id` if it is an id (engine/ids.py, the grammar tokens use too), else ValueError."""
+    return ids.check_ride_id(ride_id)
 
 
 def check_device_id(device_id: str) -> str:
-    if not isinstance(device_id, str) or not _DEVICE_ID.match(device_id):
-        raise ValueError(f"invalid device id {device_id!r}: 1-128 chars of [A-Za-z0-9._:-]")
-    return device_id
+    """`device_id` if it is an id (engine/ids.py), else ValueError."""
+    return ids.check_device_id(device_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,9 @@ def build_app(
     # The guard's middleware answers, before any handler, a request the pending cap refused (guard.py).
     app = web.Application(middlewares=[refuse_over_cap])
     app[DATA_DIR] = config.data_dir
-    app[KEYRING] = keyring if keyring is not None else KeyRing.load_or_create(config.data_dir)
+    if keyring is None:
+        keyring = (KeyRing.load_or_create if config.init_keys else KeyRing.load)(config.data_dir)
+    app[KEYRING] = keyring
     app[REGISTRY] = CollectorRegistry()
     # Enforced when the app is run by engine.server.guard.GuardedRunner (as `ridesync serve` runs it).
     app[GUARD] = ConnectionGuard(config.http, app[KEYRING].verify)

@@ -46,3 +46,6 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     hub: HubConfig = field(default_factory=HubConfig)
     http: HttpLimits = field(default_factory=HttpLimits)
+    # Create the signing keys when the data dir has none (`ridesync serve --init`). Off by default: new
+    # keys invalidate every token issued with the old ones, so a missing key file is an error.
+    init_keys: bool = False

@@ -47,7 +47,7 @@ from engine.ride.schema import DocKind, DocRef, Role
 if TYPE_CHECKING:
     from engine.store.replica import GateResult, ReplicaStore
 
-_EDIT_KEY = re.compile(r"^edit\.([0-9a-f]{2,64})\.([1-9][0-9]{0,9})$")
+_EDIT_KEY = re.compile(r"edit\.([0-9a-f]{2,64})\.([1-9][0-9]{0,9})")  # fullmatch: `$` passes a "\n"
 _FIXED = {"schema": schema.SCHEMA_VERSION, "kind": DocKind.SHARED.value}
 
 
@@ -247,7 +247,7 @@ def shared_content_problem(
             if entry is None or entry.doc_id != key[len(schema.DOC_PREFIX) :]:
                 return f"shared key {key!r} is not a valid index entry of ride {ref.ride_id}"
         else:
-            match = _EDIT_KEY.match(key)
+            match = _EDIT_KEY.fullmatch(key)
             if match is None:
                 return f"shared key {key!r} is not allowed (only edit.<actor>.<n>, doc.<id> and the header)"
             if match.group(1) not in actors:

@@ -99,7 +99,9 @@ async def make_server(tmp_path: Path) -> AsyncIterator[MakeServer]:
         defaults: dict[str, Any] = {"rate_per_s": 10_000.0, "burst": 10_000.0}
         cfg = BackendConfig(**{**defaults, **config})
         data = data if data is not None else tmp_path / f"server{len(started)}"
-        app = build_app(ServerConfig(data_dir=data, port=0), extra_setup=[make_setup(cfg), *extra_setup])
+        # A new backend: its data dir gets signing keys on purpose (`ridesync serve --init`).
+        server_config = ServerConfig(data_dir=data, port=0, init_keys=True)
+        app = build_app(server_config, extra_setup=[make_setup(cfg), *extra_setup])
         ts = TestServer(app, host="127.0.0.1", port=0)
         await ts.start_server()
         server = Server(ts, tmp_path, aiohttp.ClientSession())

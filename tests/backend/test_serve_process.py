@@ -28,7 +28,7 @@ RIDE = "ride-proc"
 async def serve(data: Path) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
     log = open(data.parent / f"serve-{os.getpid()}.log", "ab")  # noqa: ASYNC230, SIM115  # closed below
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine.cli.main", "serve", "--port", "0", "--data", str(data),
+        sys.executable, "-m", "engine.cli.main", "serve", "--port", "0", "--data", str(data), "--init",
         stdout=asyncio.subprocess.PIPE, stderr=log,
     )  # fmt: skip
     try:

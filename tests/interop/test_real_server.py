@@ -42,7 +42,7 @@ async def _serve(data: Path) -> AsyncIterator[str]:
     """`ridesync serve` on a free port; its JSON log goes to serve.log next to the data dir."""
     log = open(data.parent / "serve.log", "wb")  # noqa: ASYNC230, SIM115  # closed in finally
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine.cli.main", "serve", "--port", "0", "--data", str(data),
+        sys.executable, "-m", "engine.cli.main", "serve", "--port", "0", "--data", str(data), "--init",
         stdout=asyncio.subprocess.PIPE, stderr=log, env={**os.environ, "RIDESYNC_DATA": str(data)},
     )  # fmt: skip
     try:

@@ -31,6 +31,7 @@ def test_token_issue_prints_a_token_the_data_dir_verifies(tmp_path: Path, capsys
                 "c2",
                 "--data",
                 str(tmp_path),
+                "--init",
             ]
         )
         == 0
@@ -45,7 +46,7 @@ def test_token_issue_prints_a_token_the_data_dir_verifies(tmp_path: Path, capsys
 
 async def test_serve_runs_hub_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine.cli.main", "serve", "--port", "0", "--data", str(tmp_path),
+        sys.executable, "-m", "engine.cli.main", "serve", "--port", "0", "--data", str(tmp_path), "--init",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.auth.tokens import (
+    KeyFileError,
     KeyRing,
+    KeysMissing,
     Role,
     TokenBadSignature,
     TokenError,
@@ -118,8 +122,23 @@ def test_key_file_is_private(tmp_path: Path) -> None:
 
 def test_corrupt_key_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "token-keys.json").write_text("{nope")
-    with pytest.raises(TokenError, match="cannot read token keys"):
+    # load_or_create never replaces keys it cannot read: that would orphan every token they signed.
+    with pytest.raises(TokenError, match=r"token-keys\.json is damaged"):
         KeyRing.load_or_create(tmp_path)
+    assert (tmp_path / "token-keys.json").read_text() == "{nope"
+
+
+def test_keys_are_created_only_on_request(tmp_path: Path) -> None:
+    with pytest.raises(KeysMissing, match=r"token-keys\.json does not exist"):
+        KeyRing.load(tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
+    ring = KeyRing.create(tmp_path / "fresh")
+    assert KeyRing.load(tmp_path / "fresh").keys == ring.keys
+    with pytest.raises(KeyFileError, match="already exists"):
+        KeyRing.create(tmp_path / "fresh")
+    assert ring.exposed() is None
+    os.chmod(tmp_path / "fresh" / "token-keys.json", 0o644)
+    assert ring.exposed() == 0o644
 
 
 def test_scope_checks() -> None:
@@ -159,3 +178,35 @@ def test_token_from_request_prefers_bearer_header() -> None:
     assert token_from_request({}, {"token": "q"}) == "q"
     assert token_from_request({"Authorization": "Basic zzz"}, {}) is None
     assert token_from_request({}, {"token": ""}) is None
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=70),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+_KEY_FILES = st.one_of(
+    st.binary(max_size=200),
+    _JSON.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"current": _JSON, "keys": _JSON}).map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries(
+        {
+            "current": st.sampled_from(["k1", "k2"]),
+            "keys": st.dictionaries(st.sampled_from(["k1", "_k", "k2"]), _JSON),
+        }
+    ).map(lambda v: json.dumps(v).encode()),
+)
+
+
+@given(_KEY_FILES)
+def test_any_key_file_loads_or_is_a_key_file_error(body: bytes) -> None:
+    """Whatever bytes the key file holds: keys, or KeyFileError naming the file; never another exception."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "token-keys.json"
+        path.write_bytes(body)
+        try:
+            ring = KeyRing.load(tmp)
+        except KeyFileError as exc:
+            assert str(path) in str(exc) and "\n" not in str(exc)
+        else:
+            assert ring.current in ring.keys

@@ -71,6 +71,7 @@ def _app(args: argparse.Namespace) -> int:
 
     from engine import logs
     from engine.auth.tokens import TokenError
+    from engine.cli.datadir import check_data_dir, os_error
     from engine.cli.main import CliError
     from engine.cli.output import emit
     from engine.device.app import AppOptions, run_app
@@ -98,6 +99,8 @@ def _app(args: argparse.Namespace) -> int:
             raise CliError(
                 f"--set: {name!r} is not a shared field ({', '.join(sorted(schema.SHARED_FIELDS))})"
             )
+    data_root = Path(args.data) if args.data else default_data_dir()
+    check_data_dir(data_root)
     logs.configure(args.log_level)
 
     def show(obj: dict[str, Any]) -> None:
@@ -111,7 +114,7 @@ def _app(args: argparse.Namespace) -> int:
         token=args.token,
         device=claims.device,
         ride_id=args.ride_id,
-        data_root=Path(args.data) if args.data else default_data_dir(),
+        data_root=data_root,
         end=args.end,
         edits=edits,
         retry_cap_s=args.retry_cap,
@@ -126,6 +129,10 @@ def _app(args: argparse.Namespace) -> int:
         summary = asyncio.run(run_app(options))
     except StoreError as exc:
         raise CliError(str(exc)) from exc
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        raise os_error(exc) from None  # the replica's dir under --data (engine/device/common.py)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     emit(summary)

@@ -161,9 +161,9 @@ async def simulated_rig(
 def _validate(args: argparse.Namespace) -> None:
     import math
 
-    from engine.auth.tokens import valid_id
     from engine.demo.chaos import MIN_DURATION_S
     from engine.demo.roster import MAX_RIDERS
+    from engine.ids import ID_CHARS, valid_id
 
     if args.chaos_seed is not None and not args.chaos:
         raise CliError("--chaos-seed only applies with --chaos")
@@ -178,7 +178,7 @@ def _validate(args: argparse.Namespace) -> None:
     if not 0 <= args.port <= 65535:
         raise CliError("--port must be 0..65535")
     if not valid_id(args.class_id, 64):
-        raise CliError("--class must be a short id (letters, digits, - _ . : @)")
+        raise CliError(f"--class must be an id of 1-64 characters: {ID_CHARS}")
     if not 0 <= args.start_at <= 7200:
         raise CliError("--start-at must be 0..7200 seconds")
     if not args.summary_every > 0:
@@ -192,14 +192,23 @@ def _run(args: argparse.Namespace) -> int:
 
     _validate(args)
     logs.configure(args.log_level)
-    from engine.auth.tokens import TokenError
+    from pathlib import Path
 
+    from engine.auth.tokens import TokenError
+    from engine.cli.datadir import check_data_dir, os_error
+    from engine.events.idempotency import LedgerUnreadable
+    from engine.store import StoreError
+
+    if args.data:
+        check_data_dir(Path(args.data))
     try:
         asyncio.run(_main(args))
     except OSError as exc:
+        if exc.filename is not None:  # a file or dir under --data
+            raise os_error(exc) from None
         raise CliError(f"demo failed to start: {exc}") from exc
-    except TokenError as exc:  # an unreadable token key file in --data
-        raise CliError(str(exc)) from exc
+    except (TokenError, StoreError, LedgerUnreadable) as exc:  # a damaged --data: the message names the file
+        raise CliError(str(exc)) from None
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`ridesync ride`: a bike replica. Records from sensors, works offline, syncs when it can (DESIGN §9).
+"""`ridesync ride`: a bike replica. Records from sensors, works offline, syncs when it can.
 
 With --json, every line is a JSON object: sync state changes (`{"event": "sync", "state", "reason",
 "unacked_samples"}`, e.g. "syncing 1,800 samples"), the end post, and last the summary
@@ -53,9 +53,11 @@ def _ride(args: argparse.Namespace) -> int:
 
     from engine import logs
     from engine.auth.tokens import TokenError
+    from engine.cli.datadir import check_data_dir
     from engine.cli.main import CliError
     from engine.device.bike import BikeOptions
     from engine.device.identity import token_claims
+    from engine.ids import ID_CHARS, valid_id
     from engine.ride import schema
     from engine.server.config import default_data_dir
 
@@ -79,13 +81,17 @@ def _ride(args: argparse.Namespace) -> int:
         schema.check_ride_id(ride_id)
     except ValueError as exc:
         raise CliError(f"--ride-id: {exc}") from exc
+    if args.class_id is not None and not valid_id(args.class_id):
+        raise CliError(f"--class: invalid class id {args.class_id!r}: {ID_CHARS}")
+    data_root = Path(args.data) if args.data else default_data_dir()
+    check_data_dir(data_root)
     logs.configure(args.log_level)
     options = BikeOptions(
         backend=args.backend,
         token=args.token,
         device=claims.device,
         ride_id=ride_id,
-        data_root=Path(args.data) if args.data else default_data_dir(),
+        data_root=data_root,
         sensors=_sensor_opener(args),
         class_id=args.class_id,
         duration_s=args.duration,
@@ -141,6 +147,7 @@ def _run(options: Any) -> dict[str, Any]:
 
     from adapters.ble.factory import HrSpecError
     from adapters.serial.factory import SpecError
+    from engine.cli.datadir import os_error
     from engine.cli.main import CliError
     from engine.device.bike import BikeRide
     from engine.store import StoreError
@@ -150,6 +157,8 @@ def _run(options: Any) -> dict[str, Any]:
             bike = BikeRide(options)
         except StoreError as exc:
             raise CliError(str(exc)) from exc
+        except OSError as exc:  # the replica's dir under --data (engine/device/common.py)
+            raise os_error(exc) from None
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None

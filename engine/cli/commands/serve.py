@@ -24,6 +24,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="data dir: keys, databases ($RIDESYNC_DATA or ./ridesync-data)",
     )
     p.add_argument(
+        "--init",
+        action="store_true",
+        help="create the signing keys if the data dir has none (first run); without it, missing keys are an "
+        "error, since new keys would invalidate every issued token",
+    )
+    p.add_argument(
         "--stale-after",
         type=float,
         default=3.0,
@@ -159,13 +165,17 @@ def _serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from engine import logs
+    from engine.auth.tokens import TokenError
     from engine.backend.routes import make_setup
+    from engine.cli.datadir import open_keyring, os_error
     from engine.cli.main import CliError
     from engine.cli.output import emit
     from engine.dashboard.routes import setup_dashboard
+    from engine.events.idempotency import LedgerUnreadable
     from engine.live.config import HubConfig
     from engine.server.config import ServerConfig, default_data_dir
     from engine.server.run import serve
+    from engine.store import StoreError
 
     per_class: dict[str, float] = {}
     for item in args.class_leaderboard_interval:
@@ -210,6 +220,9 @@ def _serve(args: argparse.Namespace) -> int:
         hub=hub,
         http=http,
     )
+    # The data dir and its keys first: a damaged or missing one is one line naming the file, not a
+    # traceback from inside the server's startup.
+    open_keyring(config.data_dir, init=args.init)
     try:
         asyncio.run(
             serve(
@@ -220,6 +233,11 @@ def _serve(args: argparse.Namespace) -> int:
                 ),
             )
         )
+    except (StoreError, LedgerUnreadable, TokenError) as exc:
+        # The backend's store and ledger open at startup (engine/backend/routes.py); each names its file.
+        raise CliError(str(exc)) from None
     except OSError as exc:
+        if exc.filename is not None:
+            raise os_error(exc) from None
         raise CliError(f"cannot serve on {args.host}:{args.port}: {exc}") from exc
     return 0

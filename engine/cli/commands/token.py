@@ -1,8 +1,15 @@
-"""`ridesync token issue|rotate`: signed device tokens, keys kept in the data dir (DESIGN §9)."""
+"""`ridesync token issue|rotate`: signed device tokens; the signing keys live in the data dir and are created
+only with `--init` (engine/cli/datadir.py)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.auth.tokens import KeyRing
+
+MAX_TTL_S = 10 * 366 * 86400.0  # ten years; claims beyond ~31,000 years would not even verify
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -12,7 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     issue = actions.add_parser("issue", help="print a signed token for a device")
     issue.add_argument("--role", required=True, choices=["bike", "app", "viewer", "backend"])
-    issue.add_argument("--device", required=True, help="device id (letters, digits, - _ . : @)")
+    issue.add_argument("--device", required=True, help="device id (letters, digits and . _ : -)")
     issue.add_argument(
         "--class",
         dest="classes",
@@ -46,6 +53,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="data dir holding the keys ($RIDESYNC_DATA or ./ridesync-data)",
     )
     issue.add_argument(
+        "--init",
+        action="store_true",
+        help="create the signing keys if DIR has none (a new data dir); without it missing keys are an error",
+    )
+    issue.add_argument(
         "--json", action="store_true", help="print {token, claims} as JSON instead of the bare token"
     )
     issue.set_defaults(handler=_issue)
@@ -55,24 +67,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rotate.set_defaults(handler=_rotate)
 
 
-def _ring(data: str | None) -> object:
-    from engine.auth.tokens import KeyRing, TokenError
-    from engine.cli.main import CliError
+def _ring(data: str | None, *, init: bool = False) -> KeyRing:
+    from pathlib import Path
+
+    from engine.cli.datadir import open_keyring
     from engine.server.config import default_data_dir
 
-    try:
-        return KeyRing.load_or_create(data if data is not None else default_data_dir())
-    except (TokenError, OSError) as exc:
-        raise CliError(str(exc)) from exc
+    return open_keyring(Path(data) if data is not None else default_data_dir(), init=init)
 
 
 def _issue(args: argparse.Namespace) -> int:
-    from engine.auth.tokens import KeyRing, TokenError
+    from engine import ids
+    from engine.auth.tokens import TokenError
     from engine.cli.main import CliError
     from engine.cli.output import emit
 
-    ring = _ring(args.data)
-    assert isinstance(ring, KeyRing)
+    # Arguments first, so a typo does not leave new keys behind in a fresh data dir.
+    try:
+        ids.check_device_id(args.device)
+        for name in args.classes:
+            ids.check_class_id(name)
+        for name in args.rides or ():
+            ids.check_ride_id(name)
+    except ids.InvalidId as exc:
+        raise CliError(str(exc)) from None
+    if not 0 < args.ttl <= MAX_TTL_S:
+        raise CliError(f"--ttl must be a number of seconds in (0, {MAX_TTL_S:g}]")
+    ring = _ring(args.data, init=args.init)
     try:
         token = ring.issue(
             args.role, args.device, classes=args.classes, rides=args.rides, ttl_s=args.ttl, rider=args.rider
@@ -87,10 +108,14 @@ def _issue(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    from engine.auth.tokens import KeyRing
+    from engine.auth.tokens import TokenError
+    from engine.cli.main import CliError
     from engine.cli.output import emit
 
     ring = _ring(args.data)
-    assert isinstance(ring, KeyRing)
-    emit({"current": ring.rotate(), "keys": sorted(ring.keys)})
+    try:
+        current = ring.rotate()
+    except (TokenError, OSError) as exc:
+        raise CliError(f"cannot rotate the keys in {ring.path}: {exc}") from None
+    emit({"current": current, "keys": sorted(ring.keys)})
     return 0
