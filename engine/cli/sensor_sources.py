@@ -31,3 +31,17 @@ async def open_sensor_sources(
                 open_serial_sources(serial, protocol=protocol, mode=mode, speed=speed)
             )
         yield sources
+
+
+def fatal_sensor_error(exc: BaseException) -> str | None:
+    """The one-line message of a sensor error no retry can fix (e.g. no permission on a serial port),
+    found inside the exception groups a TaskGroup wraps it in; None for anything else."""
+    from adapters.serial.link import SerialFatal
+
+    if isinstance(exc, SerialFatal):
+        return str(exc)
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (message := fatal_sensor_error(inner)) is not None:
+                return message
+    return None

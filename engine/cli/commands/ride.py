@@ -173,3 +173,9 @@ def _run(options: Any) -> dict[str, Any]:
         return asyncio.run(main())
     except (HrSpecError, SpecError) as exc:
         raise CliError(str(exc)) from exc
+    except BaseExceptionGroup as group:
+        from engine.cli.sensor_sources import fatal_sensor_error
+
+        if (message := fatal_sensor_error(group)) is None:
+            raise
+        raise CliError(message) from None

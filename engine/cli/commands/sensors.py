@@ -51,6 +51,12 @@ def _run(args: argparse.Namespace) -> int:
             asyncio.run(_stream(args))
     except (HrSpecError, SpecError) as exc:
         raise CliError(str(exc)) from exc
+    except BaseExceptionGroup as group:
+        from engine.cli.sensor_sources import fatal_sensor_error
+
+        if (message := fatal_sensor_error(group)) is None:
+            raise
+        raise CliError(message) from None
     return 0
 
 
