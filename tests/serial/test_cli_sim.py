@@ -89,6 +89,11 @@ def test_sim_bike_poll_mode_answers_a_head_unit(tmp_path: Path) -> None:
     csv.write_text("77,123.4,650\n" * 10)
     proc, hello = start("sim", "bike", "--pty", "--profile", str(csv), "--duration", "3")
     with serial.Serial(hello["pty"], 19200, timeout=1) as port:
+        # the simulated bike answers nothing before the head unit's boot handshake
+        port.write(encode_request(Command.RESISTANCE))
+        assert port.read(9) == b""
+        port.write(encode_request(0, head=0xFE) + encode_request(Command.BIKE_ID))
+        assert len(port.read(8 + 12)) == 20  # F1 FE with 3 digits, F1 FB with 7
         port.write(encode_calibration_request(0) + encode_request(Command.RESISTANCE))
         data = port.read(9 + 9)  # two replies with 4-digit payloads
     events = PelotonParser().feed(data)

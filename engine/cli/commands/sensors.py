@@ -33,6 +33,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
     parser.add_argument("--speed", type=float, default=1.0, help="simulation speed-up")
     parser.add_argument("--json", action="store_true", help="JSON lines (the default; kept for scripts)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="DIR",
+        help="where Peloton calibration tables are kept ($RIDESYNC_DATA or ./ridesync-data; for simulated "
+        "bikes only when given)",
+    )
+    from engine.cli.sensor_sources import add_serial_arguments
+
+    add_serial_arguments(parser)
     parser.set_defaults(handler=_run)
 
 
@@ -66,10 +76,18 @@ async def _pump(source: SensorSource) -> None:
 
 
 async def _stream(args: argparse.Namespace) -> None:
-    from engine.cli.sensor_sources import open_sensor_sources
+    from engine.cli.sensor_sources import open_sensor_sources, serial_options_from
+    from engine.server.config import default_data_dir
 
+    simulated = (args.serial or "").startswith("sim")
+    data_dir = args.data or (None if simulated else default_data_dir())
     async with open_sensor_sources(
-        hr=args.hr, serial=args.serial, protocol=args.protocol, mode=args.mode, speed=args.speed
+        hr=args.hr,
+        serial=args.serial,
+        protocol=args.protocol,
+        mode=args.mode,
+        speed=args.speed,
+        serial_options=serial_options_from(args, data_dir),
     ) as sources:
         started = time.monotonic()
         with contextlib.suppress(TimeoutError):
