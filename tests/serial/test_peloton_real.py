@@ -306,3 +306,41 @@ def test_bike_key_prefers_bike_id_then_by_id_name(tmp_path: Path) -> None:
         "usb-FTDI_FT232R_A10K1234-if00-port0"
     )
     assert bike_key(str(tmp_path / "ttyUSB9"), by_id_dir=by_id) == "ttyUSB9"
+
+
+OPS = st.one_of(
+    st.just(b"fe"),
+    st.just(b"fb"),
+    st.just(b"cad"),
+    st.just(b"badcal"),
+    st.integers(0, 9999).map(encode_calibration_reply),
+)
+
+
+def op_frame(op: bytes) -> bytes:
+    if op == b"fe":
+        return encode_reply_payload(Command.STARTUP, b"000")
+    if op == b"fb":
+        return encode_reply_payload(Command.BIKE_ID, b"1234567")
+    if op == b"cad":
+        return encode_cadence(80)
+    if op == b"badcal":
+        return encode_reply_payload(Command.CALIBRATION, b"12x4")
+    return op
+
+
+@given(st.lists(OPS, max_size=120))
+def test_decoder_on_any_bike_line_never_raises_and_adopts_only_whole_runs(ops: list[bytes]) -> None:
+    frames = [op_frame(op) for op in ops]
+    decoder = decode(frames)
+    if decoder.calibration is not None:
+        # a table is only ever adopted from 31 calibration replies right after an FB reply
+        raw = b"".join(frames)
+        assert encode_reply_payload(Command.BIKE_ID, b"1234567") in raw
+        assert len(decoder.calibration.raw) == 31
+
+
+@given(st.lists(st.integers(0, 9999), min_size=31, max_size=31, unique=True))
+def test_decoder_adopts_any_increasing_boot_run(values: list[int]) -> None:
+    values.sort()
+    assert decode(bike_line_boot(tuple(values))).calibration == CalibrationTable(tuple(values))
