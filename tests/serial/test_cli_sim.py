@@ -138,3 +138,24 @@ def test_sigterm_stops_a_background_sim_cleanly() -> None:
     lines = finish(proc)
     assert "summary" in lines[-1]
     assert not Path(hello["pty"]).exists()  # the temporary pty path is cleaned up
+
+
+def test_sim_line_sensor_at_its_baud_reads_clean_and_garbage_at_another() -> None:
+    import serial
+
+    from adapters.serial.line_protocol import CrankRecord, LineEvent, LineParser
+
+    proc, hello = start("sim", "bike", "--pty", "--protocol", "line", "--baud", "9600", "--speed", "20")
+    try:
+        assert hello["baud"] == 9600
+        for rate, clean in ((9600, True), (115200, False)):
+            with serial.Serial(hello["pty"], rate, timeout=0.5) as port:
+                parser = LineParser()
+                events: list[LineEvent] = []
+                while len(events) < 4 and not (not clean and parser.counters.bytes_total > 200):
+                    events += parser.feed(port.read(256))
+            records = [e for e in events if isinstance(e, CrankRecord)]
+            assert bool(records) is clean, (rate, parser.counters)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
