@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,25 @@ async def test_by_id_link_recreated_on_replug_is_resolved_again(tmp_path: Path, 
     finally:
         first.close()
         second.close()
+
+
+def test_ride_cli_permission_denied_is_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.auth.tokens import KeyRing
+
+    token = KeyRing.load_or_create(tmp_path / "keys").issue("bike", "bike-1")
+    port = PtyPort(tmp_path / "ttyUSB0")
+    port.plug()
+    try:
+        deny(monkeypatch, {port.tty_name, port.path})
+        argv = ["ride", "--backend", "http://127.0.0.1:9", "--token", token, "--data", str(tmp_path / "d")]
+        rc = main(
+            [*argv, "--serial", port.path, "--protocol", "line", "--duration", "30", "--sync-timeout", "1"]
+        )
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err
+        # (without --json the ride's progress goes to stderr too) the error is one JSON line, last
+        assert "dialout" in json.loads(err.strip().splitlines()[-1])["error"]
+    finally:
+        port.close()
