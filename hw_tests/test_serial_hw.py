@@ -6,7 +6,10 @@
 
 RIDESYNC_SERIAL_MODE: listen (default: tap a bike with its tablet attached, sends nothing) or poll (no
 tablet: ridesync is the head unit). RIDESYNC_SERIAL_PROTOCOL: peloton (default) or line.
-Optional: RIDESYNC_SERIAL_SECONDS (default 30), RIDESYNC_REPORT_DIR (default artifacts/hw).
+Optional: RIDESYNC_SERIAL_SECONDS (default 30), RIDESYNC_REPORT_DIR (default artifacts/hw),
+RIDESYNC_SERIAL_BAUD (default: 19200 Peloton, 115200 line sensor; for a simulated sensor its speed too),
+RIDESYNC_CALIBRATION (a table file), RIDESYNC_BIKE_ID (the key its table is stored under in
+RIDESYNC_DATA, default ./ridesync-data), RIDESYNC_SERIAL_TABLET_BOOTS=1 (simulated tap: the tablet boots).
 Pedal during the run. It uses the product's own path (`open_serial_sources`) and prints a lab report
 (frames ok/bad, rates, value ranges), also written as JSON.
 """
@@ -33,6 +36,10 @@ MODE = os.environ.get("RIDESYNC_SERIAL_MODE", "listen")
 PROTOCOL = os.environ.get("RIDESYNC_SERIAL_PROTOCOL", "peloton")
 SECONDS = float(os.environ.get("RIDESYNC_SERIAL_SECONDS", "30"))
 REPORT_DIR = Path(os.environ.get("RIDESYNC_REPORT_DIR", "artifacts/hw"))
+BAUD = int(os.environ["RIDESYNC_SERIAL_BAUD"]) if os.environ.get("RIDESYNC_SERIAL_BAUD") else None
+CALIBRATION = os.environ.get("RIDESYNC_CALIBRATION") or None
+BIKE_ID = os.environ.get("RIDESYNC_BIKE_ID") or None
+TABLET_BOOTS = os.environ.get("RIDESYNC_SERIAL_TABLET_BOOTS", "") == "1"
 
 pytestmark = [
     pytest.mark.skipif(
@@ -93,6 +100,11 @@ def _report(
         "mode": MODE,
         "protocol": PROTOCOL,
         "seconds": seconds,
+        "baud": source.baudrate,
+        # which table gave resistance its percent: seen, stored:<file>, file:<path>, or null
+        "calibration": sorted(
+            {str(r.extra.get("calibration")) for r in readings if r.kind is Kind.RESISTANCE}
+        ),
         "frames_ok": ok,
         "frames_bad": bad,
         "bad_ratio": round(bad / (ok + bad), 4) if ok + bad else None,
@@ -112,7 +124,19 @@ def _write(report: dict[str, Any]) -> Path:
 
 async def test_stream_and_lab_report() -> None:
     speed = 1.0
-    async with open_serial_sources(PORT, protocol=PROTOCOL, mode=MODE, speed=speed) as sources:
+    from engine.server.config import default_data_dir
+
+    async with open_serial_sources(
+        PORT,
+        protocol=PROTOCOL,
+        mode=MODE,
+        speed=speed,
+        baud=BAUD,
+        calibration_file=CALIBRATION,
+        bike_id=BIKE_ID,
+        data_dir=None if PORT.startswith("sim") and "RIDESYNC_DATA" not in os.environ else default_data_dir(),
+        tablet_boots=TABLET_BOOTS,
+    ) as sources:
         (source,) = sources
         print(f"\nlab run: {PORT} protocol={PROTOCOL} mode={MODE} for {SECONDS:g} s — pedal now")
         t0 = time.monotonic()
@@ -131,7 +155,7 @@ async def test_stream_and_lab_report() -> None:
         lo, hi = PLAUSIBLE[r.kind]
         assert r.value is not None and lo <= r.value <= hi, f"implausible {r.kind.value} {r.value}"
     assert report["bad_ratio"] is not None and report["bad_ratio"] < 0.05, (
-        "over 5% bad frames: check wiring/baud"
+        f"over 5% bad frames at {report['baud']} baud: check wiring and RIDESYNC_SERIAL_BAUD"
     )
     seqs = [r.seq for r in readings]
     assert seqs == sorted(set(seqs)), "readings out of order or duplicated"

@@ -7,6 +7,13 @@
         sources.simulators[0].faults.flip = 3
         sources.simulators[0].replug()
 
+Peloton sources get their calibration table from `calibration_file`, else from the table stored for the
+bike under `data_dir` (see calibration_store.py); one seen on the bus replaces it and is stored there.
+`baud`: the readers' baud rate (default: each protocol's own) and, unless `sim_baud` says otherwise, the
+simulated line sensors' (a reader at another speed than its sensor reads garbage, as on a real cable).
+`tablet_boots`: a simulated listen-mode bus plays the tablet's boot (and so the table) first; by default,
+like a real tap, it does not.
+
 spec: "sim" (one simulated device), "sim:N" (N of them, each on its own pty), or a real port path;
 for a listen-mode tap on two ports give both paths separated by a comma ("/dev/ttyUSB0,/dev/ttyUSB1").
 Simulators run inside the context (in a TaskGroup it owns) and are stopped, and their ptys closed, when it
@@ -24,7 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.serial.line_source import LineSource
+from adapters.serial.calibration_store import (
+    CalibrationFileError,
+    CalibrationKeeper,
+    CalibrationStore,
+    bike_key,
+    load_table_file,
+)
+from adapters.serial.line_source import LINE_BAUD, LineSource
 from adapters.serial.peloton_listen import PelotonListenSource
 from adapters.serial.peloton_poll import PelotonPollSource
 from adapters.serial.port_source import PortSource
@@ -124,6 +138,12 @@ async def open_serial_sources(
     profile: RideProfile | str | Path | None = None,
     tap_ports: int = 1,
     source_options: dict[str, Any] | None = None,
+    tablet_boots: bool = False,
+    calibration_file: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    bike_id: str | None = None,
+    baud: int | None = None,
+    sim_baud: int | None = None,
 ) -> AsyncIterator[SerialSources]:
     """See the module docstring. `profile`: a RideProfile or CSV path for simulators (default: a
     generated 30-minute ride); `tap_ports`: 1 or 2 ptys per simulated listen-mode bus; `source_options`:
@@ -135,9 +155,30 @@ async def open_serial_sources(
     if speed <= 0:
         raise SpecError("speed must be > 0")
     options = dict(source_options or {})
+    for rate in (baud, sim_baud):
+        if rate is not None and rate <= 0:
+            raise SpecError(f"baud rate must be positive, not {rate}")
+    if baud is not None:
+        options["baudrate"] = baud
     n_sim, paths = parse_spec(spec)
+    store = CalibrationStore(Path(data_dir) / "calibration") if data_dir is not None else None
+    if calibration_file is not None:
+        try:
+            load_table_file(calibration_file)  # a bad file is the user's to fix now, not a warning later
+        except CalibrationFileError as exc:
+            raise SpecError(f"--calibration: {exc}") from None
+
+    def with_calibration(key: str) -> dict[str, Any]:
+        if protocol != "peloton" or "calibration" in options:
+            return options
+        return {**options, "calibration": CalibrationKeeper(file=calibration_file, store=store, key=key)}
+
     if not n_sim:
-        source = make_source(paths, protocol=protocol, mode=mode, source_id=f"serial:{spec}", options=options)
+        # The bike-side line of a two-port tap names the bike best; one port names it either way.
+        key = bike_key(paths[-1], bike_id)
+        source = make_source(
+            paths, protocol=protocol, mode=mode, source_id=f"serial:{spec}", options=with_calibration(key)
+        )
         yield SerialSources([source], [])
         return
     if isinstance(profile, RideProfile):
@@ -159,18 +200,33 @@ async def open_serial_sources(
             device: Device
             if protocol == "line":
                 device = LineSensor(
-                    ports[0], profile=ride, speed=speed, faults=faults, device_id=f"sim-{name}"
+                    ports[0],
+                    profile=ride,
+                    speed=speed,
+                    faults=faults,
+                    device_id=f"sim-{name}",
+                    baud=sim_baud or baud or LINE_BAUD,
                 )
             elif mode == "listen":
                 device = BusEmitter(
-                    ports[0], ports[1] if count == 2 else None, profile=ride, speed=speed, faults=faults
+                    ports[0],
+                    ports[1] if count == 2 else None,
+                    profile=ride,
+                    speed=speed,
+                    faults=faults,
+                    boot=tablet_boots,
                 )
             else:
                 device = BikeSimulator(ports[0], profile=ride, speed=speed, faults=faults)
             handles.append(SimulatorHandle(name, ports, device, faults))
+            key = (bike_id if n_sim == 1 else f"{bike_id}-{i}") if bike_id else f"sim-{name}"
             sources.append(
                 make_source(
-                    [p.path for p in ports], protocol=protocol, mode=mode, source_id=name, options=options
+                    [p.path for p in ports],
+                    protocol=protocol,
+                    mode=mode,
+                    source_id=name,
+                    options=with_calibration(key),
                 )
             )
         tasks: list[asyncio.Task[None]] = []

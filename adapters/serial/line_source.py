@@ -4,6 +4,10 @@ Each crank record goes through the cadence calculator; a cadence reading comes o
 baseline exists (`stopped` and `held` say how it was derived). A sensor that goes quiet for longer than
 `stale_after_s` is reported STALE; after more than `rebaseline_after_s` of silence (close to the 64 s
 rollover of its clocks) the calculator starts over rather than guess across a wrap.
+
+A reader at the wrong baud rate gets bytes, but never a good line. When a session has had no good line
+and either `BAD_BURST` bad ones or bytes for `stale_after_s` since the first, the source says so once,
+as a STALE state naming the baud rate: "N bad lines and no good one at 115200 baud: check --baud".
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from adapters.serial.port_source import PortSource, next_chunk
 from engine.readings import Kind, SourceItem, SourceState
 
 LINE_BAUD = 115200
+BAD_BURST = 5  # bad lines in a row, with no good one yet, that look like a baud-rate mismatch
 
 
 class LineSource(PortSource):
@@ -56,6 +61,9 @@ class LineSource(PortSource):
         self.parser.flush()  # half a line from the last connection is not a line
         self.cadence.reset()  # records from before the reconnect may be from before a sensor reboot
         last_record = loop.time()
+        first_byte: float | None = None
+        good = bad = nbytes = 0
+        mismatch_told = False
         while True:
             item = await next_chunk(queue, self._stale_after_s)
             if isinstance(item, PortLost):
@@ -65,7 +73,28 @@ class LineSource(PortSource):
                 if ev is not None:
                     yield ev
                 continue
-            for line in self.parser.feed(item.data):
+            nbytes += len(item.data)
+            if first_byte is None:
+                first_byte = loop.time()
+            lines = self.parser.feed(item.data)
+            bad += sum(isinstance(line, LineError) for line in lines)
+            good += len(lines) - sum(isinstance(line, LineError) for line in lines)
+            if (
+                not good
+                and not mismatch_told
+                and (bad >= BAD_BURST or loop.time() - first_byte >= self._stale_after_s)
+            ):
+                mismatch_told = True
+                ev = self.state(
+                    SourceState.STALE,
+                    f"{bad} bad lines and no good one at {self.baudrate} baud: check --baud",
+                    bad_lines=bad,
+                    bytes=nbytes,
+                    baud=self.baudrate,
+                )
+                if ev is not None:
+                    yield ev
+            for line in lines:
                 if isinstance(line, LineError):
                     continue
                 if isinstance(line, Ident):

@@ -46,6 +46,14 @@ class Chunk:
 QueueItem = Chunk | PortLost
 
 
+class SerialFatal(Exception):
+    """A port error no retry can fix (the machine needs setting up): the source stops with one line."""
+
+
+class PortPermissionDenied(SerialFatal):
+    """EACCES opening the port: this user is not in the group that owns the device node."""
+
+
 class _SerialTransport(serial_asyncio_fast.SerialTransport):
     """pyserial-asyncio-fast's transport, but a port that fails under a write is lost, not an error.
 
@@ -84,10 +92,17 @@ class SerialLink:
 
     @classmethod
     async def open(
-        cls, path: str, queue: asyncio.Queue[QueueItem], *, baudrate: int, index: int = 0
+        cls,
+        path: str,
+        queue: asyncio.Queue[QueueItem],
+        *,
+        baudrate: int,
+        index: int = 0,
+        name: str | None = None,
     ) -> SerialLink:
-        """Opens the port or raises OSError/serial.SerialException (the caller backs off and retries)."""
-        link = cls(path, queue, index)
+        """Opens the port or raises OSError/serial.SerialException (the caller backs off and retries).
+        `name`: the path the user gave, for messages, when `path` is the device node it resolved to."""
+        link = cls(name or path, queue, index)
         loop = asyncio.get_running_loop()
         # What serial_asyncio_fast.create_serial_connection does for a local port, with our transport.
         ser = await loop.run_in_executor(

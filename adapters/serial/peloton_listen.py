@@ -11,11 +11,19 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, Sequence
 
+from adapters.serial.calibration_store import CalibrationKeeper
 from adapters.serial.link import PortLost, QueueItem, SerialLink
-from adapters.serial.peloton import BusDecoder, FramerEvent, PelotonFramer, ReplyFrame, RequestFrame
+from adapters.serial.peloton import (
+    BusDecoder,
+    CalibrationComplete,
+    FramerEvent,
+    PelotonFramer,
+    ReplyFrame,
+    RequestFrame,
+)
 from adapters.serial.peloton_readings import reading_fields
 from adapters.serial.port_source import PortSource, next_chunk
-from engine.readings import SourceItem, SourceState
+from engine.readings import Kind, SourceItem, SourceState
 
 PELOTON_BAUD = 19200
 
@@ -31,6 +39,7 @@ class PelotonListenSource(PortSource):
         stale_after_s: float = 2.0,
         backoff_base_s: float = 0.2,
         backoff_cap_s: float = 5.0,
+        calibration: CalibrationKeeper | None = None,
     ) -> None:
         super().__init__(
             paths,
@@ -43,8 +52,10 @@ class PelotonListenSource(PortSource):
         self._stale_after_s = stale_after_s
         self.framers = [PelotonFramer() for _ in self.paths]
         # One decoder for the whole life of the source: a calibration table read at boot stays valid
-        # across a replugged tap, because the bike did not change.
-        self.decoder = BusDecoder()
+        # across a replugged tap, because the bike did not change. It starts from a stored or given table
+        # (a tap rarely hears the boot-time read); one seen on the bus replaces it and is stored.
+        self.calibration = calibration if calibration is not None else CalibrationKeeper()
+        self.decoder = BusDecoder(self.calibration.table)
 
     def summary(self) -> dict[str, int]:
         out: dict[str, int] = dict(self.decoder.counters.as_dict())
@@ -97,8 +108,14 @@ class PelotonListenSource(PortSource):
             if ev_state is not None:
                 out.append(ev_state)
             for value in self.decoder.on_frame(ev):
+                if isinstance(value, CalibrationComplete):
+                    self.calibration.seen(value.table)
+                    continue
                 fields = reading_fields(value)
                 if fields is not None:
                     kind, v, pct = fields
-                    out.append(self.reading(kind, v, t, pct=pct))
+                    if kind is Kind.RESISTANCE:
+                        out.append(self.reading(kind, v, t, pct=pct, calibration=self.calibration.origin))
+                    else:
+                        out.append(self.reading(kind, v, t))
         return out

@@ -1,7 +1,10 @@
 """Poll mode: act as the head unit of a bike that has no tablet attached.
 
-At the start of each session it reads the calibration table (`F7 00`..`F7 1E`), then polls cadence,
-power and resistance in turn, one request every `interval_s` (100 ms, as the real head unit does).
+At the start of each session it does what the head unit does at boot: the startup handshake (`FE 00`,
+answered with `F1 FE`), then the bike-id read (`F5 FB`), repeated until the bike answers both (a bike
+that has not seen them may stay silent); then it reads the calibration table (`F7 00`..`F7 1E`), then
+polls cadence, power and resistance in turn, one request every `interval_s` (100 ms, as the real head
+unit does).
 A request without a reply within `reply_timeout_s` is retried up to `retries` times; after
 `stale_after` unanswered requests in a row the source reports the bike as not answering (STALE) and
 keeps polling at the same pace, so it notices, without a busy loop, when the bike answers again.
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 
+from adapters.serial.calibration_store import CalibrationKeeper
 from adapters.serial.link import PortLost, QueueItem, SerialLink
 from adapters.serial.peloton import (
     CALIBRATION_ENTRIES,
@@ -30,12 +34,18 @@ from adapters.serial.peloton import (
     encode_calibration_request,
     encode_request,
 )
+from adapters.serial.peloton.wire import REQUEST_STARTUP
 from adapters.serial.peloton_listen import PELOTON_BAUD
 from adapters.serial.peloton_readings import reading_fields
 from adapters.serial.port_source import PortSource, next_chunk
-from engine.readings import SourceItem, SourceState
+from engine.readings import Kind, SourceItem, SourceState
 
 _CALIBRATION = int(Command.CALIBRATION)
+# The head unit's boot handshake, as PeloMon's emulators send it: (request, reply command expected).
+HANDSHAKE = (
+    (encode_request(0x00, head=REQUEST_STARTUP), int(Command.STARTUP)),
+    (encode_request(Command.BIKE_ID), int(Command.BIKE_ID)),
+)
 
 
 class PelotonPollSource(PortSource):
@@ -52,6 +62,7 @@ class PelotonPollSource(PortSource):
         recalibrate_s: float = 30.0,
         backoff_base_s: float = 0.2,
         backoff_cap_s: float = 5.0,
+        calibration: CalibrationKeeper | None = None,
     ) -> None:
         super().__init__(
             [path],
@@ -67,8 +78,10 @@ class PelotonPollSource(PortSource):
         self.retries = retries
         self.stale_after = stale_after
         self.recalibrate_s = recalibrate_s
-        self.decoder = BusDecoder()
+        self.calibration = calibration if calibration is not None else CalibrationKeeper()
+        self.decoder = BusDecoder(self.calibration.table)
         self.poll_counters = {
+            "handshakes": 0,
             "requests": 0,
             "replies": 0,
             "timeouts": 0,
@@ -103,7 +116,16 @@ class PelotonPollSource(PortSource):
         calibrate_now = True
         last_calibration = -float("inf")
         i = attempt = 0
+        booted = False
         while True:
+            if not booted:
+                async with contextlib.aclosing(self._handshake(link, queue)) as handshake:
+                    async for item in handshake:
+                        if item is None:
+                            booted = True
+                        else:
+                            yield item
+                continue
             no_table = self.decoder.calibration is None
             if calibrate_now or (no_table and loop.time() - last_calibration >= self.recalibrate_s):
                 calibrate_now = False
@@ -127,6 +149,19 @@ class PelotonPollSource(PortSource):
                 i, attempt = (i + 1) % len(POLL_CYCLE), 0
             else:
                 self.poll_counters["retries"] += 1
+
+    async def _handshake(
+        self, link: SerialLink, queue: asyncio.Queue[QueueItem]
+    ) -> AsyncGenerator[SourceItem | None, None]:
+        """One try at the boot handshake; yields None last if the bike answered both steps."""
+        self.poll_counters["handshakes"] += 1
+        for request, expect in HANDSHAKE:
+            items, answered = await self._exchange(link, queue, request, expect)
+            for item in items:
+                yield item
+            if not answered:
+                return
+        yield None
 
     async def _calibrate(
         self, link: SerialLink, queue: asyncio.Queue[QueueItem]
@@ -153,7 +188,9 @@ class PelotonPollSource(PortSource):
             table = collector.table()
         except ValueError:
             return
-        self.decoder.calibration = table
+        if table is not None:
+            self.decoder.calibration = table
+            self.calibration.seen(table)
 
     async def _wait_slot(self) -> None:
         loop = asyncio.get_running_loop()
@@ -207,7 +244,11 @@ class PelotonPollSource(PortSource):
                     fields = reading_fields(value)
                     if fields is not None:
                         kind, v, pct = fields
-                        items.append(self.reading(kind, v, item.t, pct=pct))
+                        if kind is Kind.RESISTANCE:
+                            origin = self.calibration.origin
+                            items.append(self.reading(kind, v, item.t, pct=pct, calibration=origin))
+                        else:
+                            items.append(self.reading(kind, v, item.t))
         if result is not None:
             self._misses = 0
             ev_state = self.state(SourceState.STREAMING)

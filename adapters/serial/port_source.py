@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import grp
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncGenerator, Sequence
@@ -22,7 +25,7 @@ from typing import Any
 
 import serial
 
-from adapters.serial.link import PortLost, QueueItem, SerialLink, backoff_delay
+from adapters.serial.link import PortLost, PortPermissionDenied, QueueItem, SerialLink, backoff_delay
 from engine.readings import Kind, Reading, SourceEvent, SourceItem, SourceState
 
 log = logging.getLogger(__name__)
@@ -80,18 +83,33 @@ class PortSource:
 
     async def stream(self) -> AsyncGenerator[SourceItem, None]:
         while True:
-            ev = self.state(SourceState.CONNECTING, ", ".join(self.paths))
+            # Resolved on every attempt: a /dev/serial/by-id link is removed on unplug and recreated on
+            # replug pointing at whichever node the kernel gave the device this time (ttyUSB0, ttyUSB1).
+            devices = resolve(self.paths)
+            extra = {"device": ", ".join(devices)} if devices != list(self.paths) else {}
+            ev = self.state(SourceState.CONNECTING, ", ".join(self.paths), **extra)
             if ev is not None:
                 yield ev
             queue: asyncio.Queue[QueueItem] = asyncio.Queue()
             links: list[SerialLink] = []
+            path = self.paths[0]
             try:
-                for i, path in enumerate(self.paths):
-                    links.append(await SerialLink.open(path, queue, baudrate=self.baudrate, index=i))
+                for i, (path, device) in enumerate(zip(self.paths, devices, strict=True)):
+                    links.append(
+                        await SerialLink.open(device, queue, baudrate=self.baudrate, index=i, name=path)
+                    )
             except (OSError, serial.SerialException) as exc:
                 for link in links:
                     link.close()
                 self.counters["open_failures"] += 1
+                # EACCES before the port ever opened is a machine not set up: retrying cannot fix it.
+                # After a replug it is udev not yet done giving the new node its group: retry.
+                if getattr(exc, "errno", None) == errno.EACCES and self.counters["opens"] == 0:
+                    message = permission_message(path)
+                    failed = self.state(SourceState.FAILED, message, port=path)
+                    if failed is not None:
+                        yield failed
+                    raise PortPermissionDenied(message) from exc
                 async with contextlib.aclosing(self._back_off(f"cannot open: {exc}")) as waits:
                     async for item in waits:
                         yield item
@@ -132,6 +150,25 @@ class PortSource:
     ) -> AsyncGenerator[SourceItem, None]:
         """Decode (and, in poll mode, drive) the open port(s) until one is lost (raise PortLost)."""
         raise NotImplementedError
+
+
+def resolve(paths: Sequence[str]) -> list[str]:
+    """The device nodes the paths point at now (symlinks followed)."""
+    return [os.path.realpath(p) for p in paths]
+
+
+def permission_message(path: str) -> str:
+    """One line naming the group that owns serial devices and the command that fixes it."""
+    group = "dialout"
+    with contextlib.suppress(OSError, KeyError):
+        owner = grp.getgrgid(os.stat(path).st_gid).gr_name
+        if owner in ("dialout", "uucp"):
+            group = owner
+    hint = "" if group != "dialout" else " (uucp on Arch Linux)"
+    return (
+        f"{path}: permission denied: add yourself to the {group} group{hint}: "
+        f"sudo usermod -aG {group} $USER, then log out and back in"
+    )
 
 
 async def next_chunk(queue: asyncio.Queue[QueueItem], wait_s: float | None) -> QueueItem | None:

@@ -40,7 +40,9 @@ async def _replay(ride_s: int, speed: float, tmp: Path, *, decode: bool) -> dict
 
     port = PtyPort(tmp / f"bus-{speed:g}-{decode}")
     port.plug()
-    emitter = BusEmitter(port, profile=RideProfile.generated(ride_s, seed=1), speed=speed, table=None)
+    emitter = BusEmitter(
+        port, profile=RideProfile.generated(ride_s, seed=1), speed=speed, table=None, lines="both"
+    )
     got: list[SentValue] = []
     seqs: list[int] = []
     received = 0

@@ -6,8 +6,10 @@ the adapters are wired in (the engine itself never imports them).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from engine.readings import SensorSource
 
@@ -22,10 +24,12 @@ async def open_sensor_sources(
     speed: float,
     adapters: str | None = None,
     sim_out_of_range: str | None = None,
+    serial_options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[list[SensorSource]]:
     """The strap sources for `hr` and the serial sources for `serial`, with any simulators they start
     running until the context exits. `adapters` is `--adapter hci0,hci1`; `sim_out_of_range` is
-    `--sim-out-of-range STRAP:SECONDS@START` (both: adapters/ble/README.md)."""
+    `--sim-out-of-range STRAP:SECONDS@START` (both: adapters/ble/README.md); `serial_options`: keyword
+    arguments for open_serial_sources (`serial_options_from(args)`)."""
     async with contextlib.AsyncExitStack() as stack:
         sources: list[SensorSource] = []
         if hr:
@@ -40,6 +44,77 @@ async def open_sensor_sources(
             from adapters.serial.factory import open_serial_sources
 
             sources += await stack.enter_async_context(
-                open_serial_sources(serial, protocol=protocol, mode=mode, speed=speed)
+                open_serial_sources(
+                    serial, protocol=protocol, mode=mode, speed=speed, **dict(serial_options or {})
+                )
             )
         yield sources
+
+
+def fatal_sensor_error(exc: BaseException) -> str | None:
+    """The one-line message of a sensor error no retry can fix (no permission on a serial port, no
+    Bluetooth, BlueZ too old, not a heart-rate device, more straps than adapters), found inside the
+    exception groups a TaskGroup wraps it in; None for anything else."""
+    from adapters.ble.source import FATAL_ERRORS
+    from adapters.serial.link import SerialFatal
+
+    if isinstance(exc, (SerialFatal, *FATAL_ERRORS)):
+        return str(exc)
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (message := fatal_sensor_error(inner)) is not None:
+                return message
+    return None
+
+
+def add_serial_arguments(parser: argparse.ArgumentParser) -> None:
+    """--baud, --sim-baud, --calibration, --bike-id and --tablet-boots, shared by `sensors` and `ride`."""
+    parser.add_argument(
+        "--baud",
+        type=int,
+        default=None,
+        metavar="N",
+        help="serial baud rate (default 19200 for Peloton, 115200 for a line sensor); simulated sensors "
+        "run at it too",
+    )
+    parser.add_argument(
+        "--sim-baud",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a simulated line sensor's own baud rate, to rehearse a mismatch (default: --baud)",
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="Peloton resistance table: 31 raw values (JSON list, or as stored under DATA/calibration/)",
+    )
+    parser.add_argument(
+        "--bike-id",
+        metavar="ID",
+        help="the name the bike's calibration table is stored under (default: the port's "
+        "/dev/serial/by-id name)",
+    )
+    parser.add_argument(
+        "--tablet-boots",
+        action="store_true",
+        help="simulated listen-mode bus: the tablet boots during the capture, so the table crosses it",
+    )
+
+
+def serial_options_from(args: argparse.Namespace, data_dir: Any) -> dict[str, Any]:
+    """open_serial_sources keyword arguments for the options `add_serial_arguments` added."""
+    for name in ("baud", "sim_baud"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            from engine.cli.main import CliError
+
+            raise CliError(f"--{name.replace('_', '-')} must be positive")
+    return {
+        "baud": args.baud,
+        "sim_baud": args.sim_baud,
+        "calibration_file": args.calibration,
+        "bike_id": args.bike_id,
+        "tablet_boots": args.tablet_boots,
+        "data_dir": data_dir,
+    }

@@ -293,13 +293,8 @@ async def test_ownership_and_class_survive_a_restart(make_server: MakeServer, tm
 
 def test_token_issue_carries_the_rider(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = str(tmp_path / "keys")
-    assert (
-        main(
-            ["token", "issue", "--init", "--role", "app", "--device", "tablet-1", "--rider", "alice"]
-            + ["--data", data]
-        )
-        == 0
-    )
+    argv = ["token", "issue", "--init", "--role", "app", "--device", "tablet-1", "--rider", "alice"]
+    assert main([*argv, "--data", data]) == 0
     token = capsys.readouterr().out.strip().splitlines()[-1]
     claims = KeyRing.load_or_create(data).verify(token)
     assert (claims.role.value, claims.device, claims.rider) == ("app", "tablet-1", "alice")

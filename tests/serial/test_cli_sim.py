@@ -89,6 +89,11 @@ def test_sim_bike_poll_mode_answers_a_head_unit(tmp_path: Path) -> None:
     csv.write_text("77,123.4,650\n" * 10)
     proc, hello = start("sim", "bike", "--pty", "--profile", str(csv), "--duration", "3")
     with serial.Serial(hello["pty"], 19200, timeout=1) as port:
+        # the simulated bike answers nothing before the head unit's boot handshake
+        port.write(encode_request(Command.RESISTANCE))
+        assert port.read(9) == b""
+        port.write(encode_request(0, head=0xFE) + encode_request(Command.BIKE_ID))
+        assert len(port.read(8 + 12)) == 20  # F1 FE with 3 digits, F1 FB with 7
         port.write(encode_calibration_request(0) + encode_request(Command.RESISTANCE))
         data = port.read(9 + 9)  # two replies with 4-digit payloads
     events = PelotonParser().feed(data)
@@ -133,3 +138,24 @@ def test_sigterm_stops_a_background_sim_cleanly() -> None:
     lines = finish(proc)
     assert "summary" in lines[-1]
     assert not Path(hello["pty"]).exists()  # the temporary pty path is cleaned up
+
+
+def test_sim_line_sensor_at_its_baud_reads_clean_and_garbage_at_another() -> None:
+    import serial
+
+    from adapters.serial.line_protocol import CrankRecord, LineEvent, LineParser
+
+    proc, hello = start("sim", "bike", "--pty", "--protocol", "line", "--baud", "9600", "--speed", "20")
+    try:
+        assert hello["baud"] == 9600
+        for rate, clean in ((9600, True), (115200, False)):
+            with serial.Serial(hello["pty"], rate, timeout=0.5) as port:
+                parser = LineParser()
+                events: list[LineEvent] = []
+                while len(events) < 4 and not (not clean and parser.counters.bytes_total > 200):
+                    events += parser.feed(port.read(256))
+            records = [e for e in events if isinstance(e, CrankRecord)]
+            assert bool(records) is clean, (rate, parser.counters)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)

@@ -61,7 +61,7 @@ async def test_two_simulated_bikes_in_poll_mode_stream_independently() -> None:
 )
 async def test_listen_tap_and_line_sensor(protocol: str, mode: str, kind: type, ports: int) -> None:
     async with open_serial_sources(
-        "sim", protocol=protocol, mode=mode, speed=20, tap_ports=2, source_options=FAST
+        "sim", protocol=protocol, mode=mode, speed=20, tap_ports=2, source_options=FAST, tablet_boots=True
     ) as sources:
         (source,) = sources
         assert isinstance(source, kind)
@@ -71,7 +71,7 @@ async def test_listen_tap_and_line_sensor(protocol: str, mode: str, kind: type, 
         try:
             await c.wait_for(lambda c: len(c.readings) >= 3, "readings")
             if protocol == "peloton":
-                # the bus started only once the tap listened: the boot-time calibration was heard
+                # the bus started only once the tap listened: the tablet's boot-time calibration was heard
                 await c.wait_for(
                     lambda c: any(r.pct is not None for r in c.readings), "calibrated resistance"
                 )

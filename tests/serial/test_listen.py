@@ -42,7 +42,8 @@ async def test_values_equal_what_the_bus_carried_with_calibrated_percent(
     source = PelotonListenSource([port.path], source_id="bike", **FAST)
     c = collect(source)
     await wait_open(source)
-    emitter = BusEmitter(port, profile=RideProfile.generated(30, seed=3), speed=10)
+    # a capture of both lines while the tablet boots: the table crosses the bus
+    emitter = BusEmitter(port, profile=RideProfile.generated(30, seed=3), speed=10, lines="both", boot=True)
     await play(emitter, c)
     assert as_sent(c.readings) == emitter.sent
     assert len(emitter.sent) == 300  # 30 s of bus time, one value per 100 ms
@@ -62,11 +63,12 @@ async def test_two_port_tap(pty_factory: Ptys, collect: Collect) -> None:
     source = PelotonListenSource([hu.path, bike.path], source_id="tap", **FAST)
     c = collect(source)
     await wait_open(source)
-    emitter = BusEmitter(hu, bike, profile=RideProfile.generated(20, seed=4), speed=10)
+    emitter = BusEmitter(hu, bike, profile=RideProfile.generated(20, seed=4), speed=10, boot=True)
     await play(emitter, c)
     assert as_sent(c.readings) == emitter.sent
     s = source.summary()
-    assert s["requests_ok"] == emitter.requests  # startup, 31 calibration requests, the ride's polls
+    # startup, bike id, 31 calibration requests, the ride's polls
+    assert s["requests_ok"] == emitter.requests
     assert s["calibration_entries"] == 31
     # the calibration replies, read from the other port, still met the requests before them
     assert any(r.pct is not None for r in c.readings)
@@ -80,7 +82,9 @@ async def test_listen_mode_and_decode_cli_give_identical_readings(
     c = collect(source)
     await wait_open(source)
     faults = Faults(garbage=5, flip=5, truncate=5, spacing=4, seed=11)
-    emitter = BusEmitter(port, profile=RideProfile.generated(20, seed=5), speed=10, faults=faults)
+    emitter = BusEmitter(
+        port, profile=RideProfile.generated(20, seed=5), speed=10, faults=faults, lines="both", boot=True
+    )
     await play(emitter, c)
     capture = tmp_path / "bus.bin"
     capture.write_bytes(bytes(emitter.wire))
@@ -105,7 +109,9 @@ async def test_each_fault_is_survived_with_exact_counts(pty_factory: Ptys, colle
     faults = Faults(
         garbage=6, drop=4, truncate=7, flip=8, spacing=4, seed=2
     )  # odd period: hits both directions
-    emitter = BusEmitter(port, profile=RideProfile.generated(30, seed=6), speed=15, faults=faults, table=None)
+    emitter = BusEmitter(
+        port, profile=RideProfile.generated(30, seed=6), speed=15, faults=faults, table=None, lines="both"
+    )
     await play(emitter, c)
     assert faults.injected == {"garbage": 6, "drop": 4, "truncate": 7, "flip": 8}
     assert as_sent(c.readings) == emitter.sent
@@ -175,7 +181,9 @@ async def test_thirty_minute_profile_at_speed_600_arrives_complete_in_order_with
     c = collect(source)
     await wait_open(source)
     # 600x: 18,000 frames in 3 s of wall time, a harder pace for the reader than a real bus's.
-    emitter = BusEmitter(port, profile=RideProfile.generated(1800, seed=9), speed=600)
+    emitter = BusEmitter(
+        port, profile=RideProfile.generated(1800, seed=9), speed=600, lines="both", boot=True
+    )
     async with asyncio.timeout(300):
         await play(emitter, c)
     assert len(emitter.sent) == 18000

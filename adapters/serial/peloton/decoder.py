@@ -99,6 +99,8 @@ DecoderEvent = (
 _CADENCE = int(Command.CADENCE)
 _POWER = int(Command.POWER)
 _RESISTANCE = int(Command.RESISTANCE)
+_CALIBRATION = int(Command.CALIBRATION)
+_BIKE_ID = int(Command.BIKE_ID)
 _VALUE_COMMANDS = frozenset({_CADENCE, _POWER, _RESISTANCE, int(Command.CALIBRATION)})
 _STARTUP_COMMANDS = frozenset({int(Command.STARTUP), int(Command.BIKE_ID)})
 
@@ -121,6 +123,10 @@ class BusDecoder:
         self._collector = CalibrationCollector()
         self.calibration: CalibrationTable | None = calibration
         self._pending_calibration: int | None = None
+        # A tap on the bike's TX line alone hears no `F7 k` request. At the tablet's boot the bike answers
+        # FE, then the bike-id read (FB), then the table entries 0..30 in order: after an FB reply,
+        # unpaired calibration replies are taken as the next entry until a value reply ends the run.
+        self._boot_index: int | None = None
 
     def on_frame(self, frame: Frame) -> list[DecoderEvent]:
         if isinstance(frame, RequestFrame):
@@ -135,14 +141,24 @@ class BusDecoder:
         pending, self._pending_calibration = self._pending_calibration, None
         if command not in _VALUE_COMMANDS:
             if command in _STARTUP_COMMANDS:
+                if command == _BIKE_ID:
+                    self._boot_index = 0
+                    self._collector.reset()
                 return [StartupReply(command, frame.payload)]
             c.replies_unknown += 1
             return [UnknownReply(command, frame.payload)]
         payload = frame.payload
         if not payload.isdigit():
+            if command == _CALIBRATION and pending is None and self._boot_index is not None:
+                # that entry is lost, but the ones after it keep their places
+                self._boot_index = (
+                    self._boot_index + 1 if self._boot_index + 1 < CALIBRATION_ENTRIES else None
+                )
             c.replies_bad_payload += 1
             return [BadPayload(command, payload)]
         value = int(payload[::-1])
+        if command != _CALIBRATION:
+            self._boot_index = None
         if command == _CADENCE:
             c.values += 1
             return [Cadence(value)]
@@ -153,6 +169,9 @@ class BusDecoder:
             c.values += 1
             pct = self.calibration.percent(value) if self.calibration is not None else None
             return [Resistance(value, pct)]
+        if pending is None and self._boot_index is not None:
+            pending = self._boot_index
+            self._boot_index = pending + 1 if pending + 1 < CALIBRATION_ENTRIES else None
         if pending is None:
             c.replies_unpaired += 1
             return [UnpairedCalibration(value)]

@@ -1,7 +1,11 @@
 """Listen-mode bus emitter: a head unit polling a bike, both sides' bytes, at any speed.
 
-With one port the requests and replies go out interleaved on it (a tap with both lines on one RX, or a
-capture); with two ports the head unit's requests go to the first and the bike's replies to the second.
+What a tap hears, by default, is what the common passive tap hears: the bike's TX line only (`lines=
+"bike"`: replies, no requests) and no calibration table, because the table crosses the bus only while the
+tablet boots. `boot=True` plays that boot during the capture (handshake `FE 00`, bike-id read `F5 FB`,
+then `F7 00`..`F7 1E`, each with the bike's reply). `lines="both"` puts the requests and replies
+interleaved on the one port (a capture of both lines; never two RS-232 drivers wired to one RX). With two
+ports the head unit's requests go to the first and the bike's replies to the second.
 Bus time runs `speed` times faster than real time: one request every `interval_s` of bus time, and the
 profile sample answered is the one for that bus time.
 
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 
 from adapters.serial.peloton import POLL_CYCLE, Command, encode_reply_payload, encode_request
 from adapters.serial.peloton.synth import DEFAULT_CALIBRATION, calibration_exchange, reply_for
+from adapters.serial.peloton.wire import REQUEST_STARTUP
 from adapters.serial.sim.faults import Faults
 from adapters.serial.sim.profile import RideProfile
 from adapters.serial.sim.pty_port import PtyPort, Unplugged
@@ -47,9 +52,14 @@ class BusEmitter:
         table: tuple[int, ...] | None = DEFAULT_CALIBRATION,
         faults: Faults | None = None,
         interval_s: float = 0.1,
+        boot: bool = False,
+        lines: str = "bike",
+        bike_id: bytes = b"4321000",
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be > 0")
+        if lines not in ("bike", "both"):
+            raise ValueError("lines must be 'bike' (the bike's TX only) or 'both'")
         self.hu_port = hu_port
         self.bike_port = bike_port
         self.profile = profile
@@ -57,6 +67,10 @@ class BusEmitter:
         self.table = table
         self.faults = faults if faults is not None else Faults()
         self.interval_s = interval_s
+        self.boot = boot
+        # With two ports both lines are heard; with one, the head unit's line only if asked for.
+        self.hear_head_unit = bike_port is not None or lines == "both"
+        self.bike_id = bike_id
         self.sent: list[SentValue] = []
         self.wire = bytearray()
         self.requests = 0
@@ -72,9 +86,14 @@ class BusEmitter:
             self.done.set()
 
     async def _boot(self) -> None:
-        if self.table is None:
+        if not self.boot or self.table is None:
             return
-        frames = [encode_request(0, head=0xFE), encode_reply_payload(Command.STARTUP, b"000")]
+        frames = [
+            encode_request(0, head=REQUEST_STARTUP),
+            encode_reply_payload(Command.STARTUP, b"000"),
+            encode_request(Command.BIKE_ID),
+            encode_reply_payload(Command.BIKE_ID, self.bike_id),
+        ]
         frames += list(calibration_exchange(self.table))
         for i in range(0, len(frames), 2):
             # Request and reply a beat apart even at high speed: with two ports the adapter must see the
@@ -116,8 +135,9 @@ class BusEmitter:
         for i in range(max(len(requests), len(replies))):
             if i < len(requests):
                 self.requests += 1
-                wire, _ = faults.apply(requests[i], header=1, body=(1, 3))
-                hu += wire
+                if self.hear_head_unit:
+                    wire, _ = faults.apply(requests[i], header=1, body=(1, 3))
+                    hu += wire
             if i < len(replies) and not faults.silent:
                 reply = replies[i]
                 wire, intact = faults.apply(reply)

@@ -2,6 +2,8 @@
 records once a second of sensor time (and an identity line at start and every 10 s).
 
 Sensor time runs `speed` times faster than real time. `sent` logs every record that went out intact.
+The sensor's UART runs at `baud`; when the reader's end of the pty is set to another speed, what it
+reads is what a UART at that speed would make of the bytes (sim/uart.py): garbage, as on a real cable.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from adapters.serial.line_protocol import SEQ_MOD, TICKS_PER_S, U16, CrankRecord
 from adapters.serial.sim.faults import Faults
 from adapters.serial.sim.profile import RideProfile
 from adapters.serial.sim.pty_port import PtyPort, Unplugged
+from adapters.serial.sim.uart import resample
+
+DEFAULT_BAUD = 115200
 
 
 class LineSensor:
@@ -27,6 +32,7 @@ class LineSensor:
         record_interval_s: float = 1.0,
         start_ticks: int = 0,
         start_revs: int = 0,
+        baud: int = DEFAULT_BAUD,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be > 0")
@@ -38,8 +44,10 @@ class LineSensor:
         self.record_interval_s = record_interval_s
         self.start_ticks = start_ticks
         self.start_revs = start_revs
+        self.baud = baud
         self.sent: list[CrankRecord] = []
         self.lines_written = 0
+        self.lines_garbled = 0  # sent while the reader's baud rate differed
         self.done = asyncio.Event()
 
     def records(self) -> list[tuple[float, CrankRecord]]:
@@ -87,6 +95,10 @@ class LineSensor:
 
     async def _send(self, line: bytes, rec: CrankRecord | None) -> None:
         wire, intact = self.faults.apply(line, header=1, body=(1, len(line) - 1), avoid=b"$\n\r")
+        reader = self.port.reader_baud()
+        if reader is not None and reader != self.baud:
+            wire, intact = resample(wire, self.baud, reader), False
+            self.lines_garbled += 1
         try:
             written = await self.port.write(wire)
         except Unplugged:

@@ -5,6 +5,11 @@ symlink this class manages. `unplug()` closes the pty (the adapter sees a read e
 cable pulled) and removes the link; `plug()` makes a new pty and points the same link at it, so the
 adapter can reopen the path it knows.
 
+A pty has no baud rate, but it keeps the termios settings the adapter gave its end, and on Linux the
+master shares them with the slave: `reader_baud()` reads the speed the adapter configured (pyserial's
+`baudrate`) through the master, so a simulator can garble what it sends when the two disagree
+(sim/uart.py), as a real UART would.
+
 The simulator also keeps its own slave fd open: otherwise reading the master fails with EIO whenever the
 adapter has its end closed (between reconnects), which is not how a device behaves.
 """
@@ -15,8 +20,15 @@ import asyncio
 import contextlib
 import errno
 import os
+import termios
 import tty
 from pathlib import Path
+
+_SPEEDS = {
+    getattr(termios, f"B{rate}"): rate
+    for rate in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+    if hasattr(termios, f"B{rate}")
+}
 
 
 class Unplugged(Exception):
@@ -46,6 +58,16 @@ class PtyPort:
     @property
     def tty_name(self) -> str:
         return os.ttyname(self._slave) if self._slave >= 0 else ""
+
+    def reader_baud(self) -> int | None:
+        """The baud rate the adapter set on its end of the pty, None if unplugged or not a known speed."""
+        if self._master < 0:
+            return None
+        try:
+            speed = termios.tcgetattr(self._master)[5]
+        except termios.error:
+            return None
+        return _SPEEDS.get(speed)
 
     def plug(self) -> None:
         if self.plugged:

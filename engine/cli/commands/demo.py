@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +71,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="with --chaos: the seed that picks which rider gets which fault (default: a fixed seed, so "
         "runs are reproducible; the picks are printed at the start)",
     )
+    p.add_argument(
+        "--baud",
+        type=int,
+        default=None,
+        metavar="N",
+        help="baud rate of the riders' simulated DIY cadence sensors and their readers (default 115200)",
+    )
     p.add_argument("--log-level", default="WARNING")
     p.set_defaults(handler=_run)
 
@@ -89,7 +97,7 @@ async def open_sim_bike(
 
 
 async def open_sim_bike_with_cable(
-    stack: contextlib.AsyncExitStack, spec: RiderSpec, speed: float
+    stack: contextlib.AsyncExitStack, spec: RiderSpec, speed: float, *, baud: int | None = None
 ) -> tuple[SensorSource, str, CableControl]:
     """`open_sim_bike`, plus the simulated USB cable (`--chaos` unplugs it)."""
     from adapters.serial.factory import open_serial_sources
@@ -104,14 +112,25 @@ async def open_sim_bike_with_cable(
         )
     )
     bikes = await stack.enter_async_context(
-        open_serial_sources("sim", protocol=spec.bike, mode="poll", speed=speed, profile=ride)
+        open_serial_sources(
+            "sim",
+            protocol=spec.bike,
+            mode="poll",
+            speed=speed,
+            profile=ride,
+            baud=baud if spec.bike == "line" else None,
+        )
     )
     return bikes[0], bikes.simulators[0].paths[0], bikes.simulators[0]
 
 
 @contextlib.asynccontextmanager
 async def simulated_rig(
-    specs: Sequence[RiderSpec], speed: float, *, player: StrapPlayer = _play_profile
+    specs: Sequence[RiderSpec],
+    speed: float,
+    *,
+    player: StrapPlayer = _play_profile,
+    baud: int | None = None,
 ) -> AsyncIterator[list[RiderSensors]]:
     """One virtual radio with a strap per rider, and a simulated bike on its own pty per rider.
 
@@ -143,7 +162,7 @@ async def simulated_rig(
         assert sim is not None
         out: list[RiderSensors] = []
         for spec, source, strap in zip(specs, hr, sim.straps, strict=True):
-            bike, path, cable = await open_sim_bike_with_cable(stack, spec, speed)
+            bike, path, cable = await open_sim_bike_with_cable(stack, spec, speed, baud=baud)
             where = f"strap {strap.address} on the virtual radio; {spec.bike} bike on {path}"
             out.append(RiderSensors(hr=source, bike=bike, strap=strap, cable=cable, describe=where))
         async with asyncio.TaskGroup() as tg:
@@ -183,6 +202,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise CliError("--start-at must be 0..7200 seconds")
     if not args.summary_every > 0:
         raise CliError("--summary-every must be positive")
+    if args.baud is not None and args.baud <= 0:
+        raise CliError("--baud must be positive")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -270,7 +291,8 @@ async def _main(args: argparse.Namespace) -> None:
             flush=True,
         )
 
-    async with running_demo(config, simulated_rig, on_value=on_value) as demo:
+    rig = functools.partial(simulated_rig, baud=args.baud) if args.baud else simulated_rig
+    async with running_demo(config, rig, on_value=on_value) as demo:
         if args.json:
             emit(
                 {

@@ -1,6 +1,11 @@
-"""`ridesync doctor`: is this machine ready for real BLE straps? Says what is wrong and how to fix it.
+"""`ridesync doctor`: is this machine ready for real straps and serial bikes? Says what is wrong and how
+to fix it.
 
-Exit status 0 when ready, 1 when not. Simulated straps (`--hr sim`) need none of this.
+Bluetooth: BlueZ on Linux (also reached from a container through the host's D-Bus), CoreBluetooth on
+macOS, WinRT on Windows (adapters/ble/doctor.py, adapters/ble/doctor_hosts.py). Serial: the dialout or
+uucp group, ModemManager and brltty, the /dev/serial/by-id names (adapters/serial/doctor.py).
+Exit status 0 when nothing fails, 1 otherwise. Simulated devices (`--hr sim`, `--serial sim`) need none
+of this.
 """
 
 from __future__ import annotations
@@ -14,28 +19,46 @@ _MARK = {"ok": "ok  ", "fail": "FAIL", "skipped": "--  "}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("doctor", help="check BlueZ, D-Bus, the Bluetooth adapter, rfkill and permissions")
+    p = sub.add_parser(
+        "doctor",
+        help="check Bluetooth (BlueZ, D-Bus, adapter, rfkill; macOS and Windows too) and serial ports",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per check, then a summary")
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    from adapters.ble.doctor import ready, run_checks
+    from adapters.ble.doctor import ready
+    from adapters.ble.doctor_hosts import ble_checks
+    from adapters.serial.doctor import serial_checks
 
-    checks = asyncio.run(run_checks())
-    ok = ready(checks)
+    areas = {"bluetooth": asyncio.run(ble_checks()), "serial": serial_checks()}
+    checks = [(area, c) for area, cs in areas.items() for c in cs]
+    ok = all(ready(cs) for cs in areas.values())
     if args.json:
-        for check in checks:
-            emit(check.to_json())
-        emit({"summary": {"ready": ok, "failed": [c.name for c in checks if c.ok is False]}})
+        for area, check in checks:
+            emit({**check.to_json(), "area": area})
+        emit(
+            {
+                "summary": {
+                    "ready": ok,
+                    "ready_for": {area: ready(cs) for area, cs in areas.items()},
+                    "failed": [c.name for _, c in checks if c.ok is False],
+                }
+            }
+        )
         return 0 if ok else 1
-    for check in checks:
+    for area, check in checks:
         row = check.to_json()
-        print(f"[{_MARK[row['status']]}] {check.name}: {check.detail}")
+        print(f"[{_MARK[row['status']]}] {area}: {check.name}: {check.detail}")
         if check.fix:
             print(f"       fix: {check.fix}")
-    if ok:
+    if ready(areas["bluetooth"]):
         print("ready for real straps: try `ridesync scan`")
     else:
         print("NOT ready for real straps. Simulated straps still work: ridesync sensors --hr sim")
+    if ready(areas["serial"]):
+        print("ready for serial sensors: ridesync sensors --serial /dev/serial/by-id/...")
+    else:
+        print("NOT ready for serial sensors. Simulated ones still work: ridesync sensors --serial sim")
     return 0 if ok else 1

@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--fold-interval", type=float, default=10.0, metavar="S", help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="WARNING")
     p.add_argument("--json", action="store_true", help="JSON lines: sync events, then the summary")
+    from engine.cli.sensor_sources import add_serial_arguments
+
+    add_serial_arguments(p)
     p.set_defaults(handler=_ride)
 
 
@@ -110,8 +113,10 @@ def _ride(args: argparse.Namespace) -> int:
 def _sensor_opener(args: argparse.Namespace) -> Any:
     """The composition root wires the adapters in: the engine never imports them."""
     import functools
+    from pathlib import Path
 
-    from engine.cli.sensor_sources import open_sensor_sources
+    from engine.cli.sensor_sources import open_sensor_sources, serial_options_from
+    from engine.server.config import default_data_dir
 
     return functools.partial(
         open_sensor_sources,
@@ -120,6 +125,7 @@ def _sensor_opener(args: argparse.Namespace) -> Any:
         protocol=args.protocol,
         mode=args.mode,
         speed=args.speed,
+        serial_options=serial_options_from(args, Path(args.data) if args.data else default_data_dir()),
     )
 
 
@@ -182,3 +188,9 @@ def _run(options: Any) -> dict[str, Any]:
         return asyncio.run(main())
     except (HrSpecError, SpecError) as exc:
         raise CliError(str(exc)) from exc
+    except BaseExceptionGroup as group:
+        from engine.cli.sensor_sources import fatal_sensor_error
+
+        if (message := fatal_sensor_error(group)) is None:
+            raise
+        raise CliError(message) from None

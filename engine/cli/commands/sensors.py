@@ -41,6 +41,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
     parser.add_argument("--speed", type=float, default=1.0, help="simulation speed-up")
     parser.add_argument("--json", action="store_true", help="JSON lines (the default; kept for scripts)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="DIR",
+        help="where Peloton calibration tables are kept ($RIDESYNC_DATA or ./ridesync-data; for simulated "
+        "bikes only when given)",
+    )
+    from engine.cli.sensor_sources import add_serial_arguments
+
+    add_serial_arguments(parser)
     parser.set_defaults(handler=_run)
 
 
@@ -62,17 +72,11 @@ def _run(args: argparse.Namespace) -> int:
     except (HrSpecError, SpecError, RangeWalkError, ConnectionBudgetExceeded) as exc:
         raise CliError(str(exc)) from exc
     except BaseExceptionGroup as group:
-        # A strap that can never work here (no Bluetooth, BlueZ too old, not a heart-rate device):
-        # its one-line reason, not a traceback.
-        from adapters.ble.source import FATAL_ERRORS
+        from engine.cli.sensor_sources import fatal_sensor_error
 
-        matched = group.subgroup(FATAL_ERRORS)
-        if matched is None:
+        if (message := fatal_sensor_error(group)) is None:
             raise
-        fatal: BaseException = matched
-        while isinstance(fatal, BaseExceptionGroup):
-            fatal = fatal.exceptions[0]
-        raise CliError(str(fatal)) from None
+        raise CliError(message) from None
     return 0
 
 
@@ -82,8 +86,11 @@ async def _pump(source: SensorSource) -> None:
 
 
 async def _stream(args: argparse.Namespace) -> None:
-    from engine.cli.sensor_sources import open_sensor_sources
+    from engine.cli.sensor_sources import open_sensor_sources, serial_options_from
+    from engine.server.config import default_data_dir
 
+    simulated = (args.serial or "").startswith("sim")
+    data_dir = args.data or (None if simulated else default_data_dir())
     async with open_sensor_sources(
         hr=args.hr,
         serial=args.serial,
@@ -92,6 +99,7 @@ async def _stream(args: argparse.Namespace) -> None:
         speed=args.speed,
         adapters=args.adapter,
         sim_out_of_range=args.sim_out_of_range,
+        serial_options=serial_options_from(args, data_dir),
     ) as sources:
         started = time.monotonic()
         with contextlib.suppress(TimeoutError):

@@ -47,6 +47,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="listen mode: 1 pty carrying both lines, or 2 (head unit's line, then the bike's)",
     )
     bike.add_argument(
+        "--tablet-boots",
+        action="store_true",
+        help="listen mode: the tablet boots first (handshake and calibration table on the bus); by "
+        "default, like a real tap, the table never crosses it",
+    )
+    bike.add_argument(
+        "--lines",
+        choices=("bike", "both"),
+        default="bike",
+        help="listen mode, one pty: the bike's TX line only (the usual tap, default) or both lines "
+        "interleaved (a capture of both)",
+    )
+    bike.add_argument(
+        "--baud",
+        type=int,
+        default=None,
+        metavar="N",
+        help="line protocol: the sensor's baud rate (default 115200); a reader whose end of the pty is "
+        "set to another speed reads garbage, as on a real cable",
+    )
+    bike.add_argument(
         "--faults",
         metavar="SPEC",
         default="",
@@ -136,12 +157,14 @@ def _sim_bike(args: argparse.Namespace) -> int:
     from adapters.serial.sim.bike import BikeSimulator
     from adapters.serial.sim.bus import BusEmitter
     from adapters.serial.sim.faults import Faults
-    from adapters.serial.sim.line_sensor import LineSensor
+    from adapters.serial.sim.line_sensor import DEFAULT_BAUD, LineSensor
     from adapters.serial.sim.profile import ProfileError, RideProfile
     from adapters.serial.sim.pty_port import PtyPort
     from engine.cli.main import CliError
 
     _check(args)
+    if args.baud is not None and args.baud <= 0:
+        raise CliError("--baud must be > 0")
     faults = Faults()
     for name, count in _parse_faults(args.faults).items():
         setattr(faults, name, count)
@@ -165,14 +188,26 @@ def _sim_bike(args: argparse.Namespace) -> int:
         raise CliError(f"cannot create {link}: {exc.strerror or exc}") from None
     device: Any
     if args.protocol == "line":
-        device = LineSensor(port, profile=profile, speed=args.speed, faults=faults)
+        device = LineSensor(
+            port, profile=profile, speed=args.speed, faults=faults, baud=args.baud or DEFAULT_BAUD
+        )
     elif args.mode == "listen":
-        device = BusEmitter(port, second, profile=profile, speed=args.speed, faults=faults)
+        device = BusEmitter(
+            port,
+            second,
+            profile=profile,
+            speed=args.speed,
+            faults=faults,
+            boot=args.tablet_boots,
+            lines=args.lines,
+        )
     else:
         device = BikeSimulator(port, profile=profile, speed=args.speed, faults=faults)
     hello: dict[str, Any] = {"pty": port.path, "tty": port.tty_name}
     if second is not None:
         hello["pty_bike_line"] = second.path
+    if args.protocol == "line":
+        hello["baud"] = args.baud or DEFAULT_BAUD
     hello.update(
         protocol=args.protocol,
         mode="line" if args.protocol == "line" else args.mode,
