@@ -337,13 +337,11 @@ async def sync_endpoint(request: web.Request, state: BackendState) -> web.Stream
         owners.admit_sync(request, backend, claims, rides)
     except auth.RequestError as exc:
         return exc.response()
-    try:
-        await ws.prepare(request)
-    except ConnectionError:
-        # The device vanished during the handshake (a partition, a reset): nothing to serve, nothing
-        # changed. aiohttp finishes the response quietly on a closed transport.
-        log.info("sync client gone during the upgrade", extra={"device": claims.device})
-        return ws
+    # A device that vanishes during the handshake (a partition, a reset) raises ConnectionError out of
+    # prepare(): nothing was served and nothing changed. It propagates: the server's request handler
+    # (engine/server/guard.py) logs it as one INFO line; returning the unprepared response instead made
+    # aiohttp fail on it ("Call .prepare() first") with an ERROR traceback.
+    await ws.prepare(request)
     connection = Connection(backend, ws, claims, rides, request)
     try:
         await connection.run()

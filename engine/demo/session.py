@@ -48,6 +48,7 @@ from engine.live.wire import METRIC_KEYS
 from engine.readings import Reading, SensorSource, SourceEvent, SourceState
 from engine.server.app import Setup, build_app
 from engine.server.config import ServerConfig
+from engine.server.guard import GuardedRunner
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +312,9 @@ async def running_demo(
         server = ServerConfig(data_dir=data_dir, host=config.host, port=config.port, hub=hub)
         durable = [setup_backend] if config.durable_lane else []
         app = build_app(server, extra_setup=[setup_dashboard, *durable, *extra_setup], keyring=keyring)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+        # The same guard as `ridesync serve` (timeouts, pending cap, quiet refusals): the demo's server is
+        # a real one, open to whatever else is on the network.
+        runner = GuardedRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         port = await _start_site(runner, config.host, config.port)
