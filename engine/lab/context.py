@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # The simulated radio's supervision timeout in the lab: a link out of range ends this long after its
 # last packet (reason 0x08). The product's simulator default is 4 s; the kit's is shorter to keep a
 # whole simulated run well under a minute, and it is reported with every timing it shapes.
-SIM_SUPERVISION_TIMEOUT_S = 2.0
+SIM_SUPERVISION_TIMEOUT_S = 1.5
 # The simulated line sensor's clock starts this long before millis()*1024 overflows (69:54.304) and
 # runs past micros()'s wrap (71:34.967), at this speed-up (sensor seconds per wall second).
 SIM_WRAP_LEAD_S = 20.0
@@ -54,7 +54,7 @@ BENCH = Timing(
 )
 SIMULATED = Timing(
     connect_s=15.0,
-    settle_s=1.0,
+    settle_s=0.5,
     stream_s=2.0,
     lose_s=SIM_SUPERVISION_TIMEOUT_S + 10.0,
     recover_s=20.0,

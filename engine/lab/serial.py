@@ -111,6 +111,8 @@ async def serial_unplug(lab: Lab, r: ScenarioResult) -> None:
     async with open_device(lab, c.serial, c.protocol) as sources:
         source = sources[0]
         handle = sources.simulators[0] if sources.simulators else None
+        if handle is not None:
+            port = ",".join(handle.paths)
         if not sim:
             await lab.guide.ready(
                 f"pedal (Peloton: a ride loaded, so the bus talks); keep the USB serial adapter on {port} "
@@ -149,6 +151,7 @@ async def serial_unplug(lab: Lab, r: ScenarioResult) -> None:
                 handle.replug()
             else:
                 lab.guide.prompt("plug the USB serial adapter back in now (same USB port)", timing.recover_s)
+            streaming = await tap.wait(is_state(SourceState.STREAMING), timing.recover_s, after=undo)
             recovered = await tap.wait(is_reading(), timing.recover_s, after=undo)
             if not r.check(
                 recovered is not None,
@@ -176,6 +179,9 @@ async def serial_unplug(lab: Lab, r: ScenarioResult) -> None:
         "timed_from": "step" if sim else "prompt",
         "time_to_lost_s": round(lost.at - step, 2),
         "lost_detail": getattr(lost.item, "detail", ""),
+        # The port answering again (poll mode: the bike answers; a Peloton head unit then reads the
+        # calibration table before it polls values, so the first reading comes a few seconds later).
+        "time_to_streaming_s": round(streaming.at - undo, 2) if streaming is not None else None,
         "time_to_recover_s": round(recovered.at - undo, 2),
         "retries_in_s": backoffs,
         "readings_before": len(before),

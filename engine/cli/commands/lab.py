@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,6 +117,8 @@ def handle(args: argparse.Namespace) -> int:
         skip=_ids(args.skip),
     )
     guide = Guide(sys.stderr, interactive=config.interactive)
+    # bumble's own warnings about the virtual radio's internals are noise next to the kit's prompts.
+    logging.getLogger("bumble").setLevel(logging.ERROR)
     from adapters.ble.factory import HrSpecError
     from adapters.serial.factory import SpecError
 
