@@ -17,6 +17,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 from engine.cli.main import CliError
 
@@ -87,6 +88,14 @@ def _ids(text: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip()) if text else ()
 
 
+def _terminal(stream: TextIO | None) -> bool:
+    """Whether stdin is a person at a terminal (pytest without -s, a pipe or /dev/null are not)."""
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def handle(args: argparse.Namespace) -> int:
     import os
 
@@ -112,7 +121,7 @@ def handle(args: argparse.Namespace) -> int:
         line_run_min=args.line_run_min,
         line_uptime_min=args.line_uptime_min,
         speed=args.speed,
-        interactive=not args.yes and sys.stdin is not None and sys.stdin.isatty(),
+        interactive=not args.yes and _terminal(sys.stdin),
         only=_ids(args.only),
         skip=_ids(args.skip),
     )
