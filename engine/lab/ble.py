@@ -177,8 +177,8 @@ async def out_of_range(lab: Lab, r: ScenarioResult) -> None:
     await _drop_and_recover(
         lab,
         r,
-        ready=f"wear {label} (or carry it with its electrodes bridged) and be ready to walk away; "
-        "strap 2 stays on the bench, worn",
+        ready=f"wear {label} (or carry it with its electrodes bridged) and be ready to walk away"
+        + ("; strap 2 stays on the bench, worn" if len(straps) > 1 else ""),
         off_prompt=f"walk {label} out of range now: into another room or 20+ m away, and wait there",
         off_sim=f"{label} walks out of range (traffic dropped; the link ends after the "
         f"{SIM_SUPERVISION_TIMEOUT_S:g} s supervision timeout)",

@@ -104,12 +104,23 @@ async def run_lab(config: LabConfig, guide: Guide) -> LabReport:
                     await RUNNERS[sid](lab, result)
             except TimeoutError:
                 result.fail(f"did not finish within {budget:g} s")
+            except asyncio.CancelledError:
+                # Ctrl-C: stop here, but still hand back the report of what ran (asyncio.run returns
+                # it, since the cancellation was answered).
+                result.fail("interrupted (Ctrl-C)")
+                report.interrupted = True
             except Exception as exc:  # one scenario's crash is that scenario's failure
                 result.fail(f"error: {type(exc).__name__}: {exc}")
             result.elapsed_s = time.monotonic() - started
             report.results.append(result)
             verdict = result.summary if result.status is Status.PASSED else result.reason
             guide.say(f"  {result.status.value}: {verdict}")
+            if report.interrupted:
+                for rest in ids[n:]:
+                    skipped = ScenarioResult(rest)
+                    skipped.skip("not run: the kit was interrupted")
+                    report.results.append(skipped)
+                break
         report.finished = time.time()
     return report
 

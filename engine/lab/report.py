@@ -1,7 +1,7 @@
 """The lab kit's report: one JSON object for the whole run, and a short table for the human.
 
     {
-      "kit": "ridesync lab", "version": 1, "ok": true,
+      "kit": "ridesync lab", "version": 1, "ok": true, "interrupted": false,
       "started_utc": "...", "finished_utc": "...", "elapsed_s": 21.4,
       "simulated": {"hr": true, "serial": true, "line": true},
       "devices": {"hr": [...], "serial": {...} | null, "line": {...} | null},
@@ -110,10 +110,11 @@ class LabReport:
     results: list[ScenarioResult] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     finished: float | None = None
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
-        return all(r.status is not Status.FAILED for r in self.results)
+        return not self.interrupted and all(r.status is not Status.FAILED for r in self.results)
 
     def counts(self) -> dict[str, int]:
         return {s.value: sum(1 for r in self.results if r.status is s) for s in Status}
@@ -124,6 +125,7 @@ class LabReport:
             "kit": "ridesync lab",
             "version": REPORT_VERSION,
             "ok": self.ok,
+            "interrupted": self.interrupted,
             "started_utc": _utc(self.started),
             "finished_utc": _utc(finished),
             "elapsed_s": round(finished - self.started, 2),

@@ -150,3 +150,29 @@ def test_the_plan_follows_only_and_skip() -> None:
     assert kit.plan(LabConfig(serial="sim")) == list(SCENARIOS)
     assert kit.plan(LabConfig(only=("calibration", "two_straps"))) == ["two_straps", "calibration"]
     assert "kill_rerun" not in kit.plan(LabConfig(skip=("kill_rerun",)))
+
+
+async def test_ctrl_c_still_gives_the_report_of_what_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    started = asyncio.Event()
+
+    async def passes(lab: Lab, r: ScenarioResult) -> None:
+        r.summary = "fine"
+
+    async def hangs(lab: Lab, r: ScenarioResult) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setitem(kit.RUNNERS, "serial_unplug", passes)
+    monkeypatch.setitem(kit.RUNNERS, "calibration", hangs)
+    config = LabConfig(serial="sim", only=("serial_unplug", "calibration", "line_clock_wrap"))
+    running = asyncio.create_task(kit.run_lab(config, Guide(io.StringIO())))
+    await started.wait()
+    running.cancel()  # what asyncio.run does on Ctrl-C
+    report = (await running).to_json()
+    assert report["interrupted"] is True and report["ok"] is False
+    assert {k: v["status"] for k, v in report["scenarios"].items()} == {
+        "serial_unplug": "passed",
+        "calibration": "failed",
+        "line_clock_wrap": "skipped",
+    }
+    assert report["scenarios"]["line_clock_wrap"]["reason"] == "not run: the kit was interrupted"

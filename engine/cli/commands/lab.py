@@ -4,7 +4,8 @@ the simulator) and writes one JSON report; prompts and a summary table go to std
     ridesync lab --hr AA:BB:CC:DD:EE:01,AA:BB:CC:DD:EE:02 --serial /dev/serial/by-id/usb-... --json
     ridesync lab --hr sim:2 --serial sim --line sim --yes --json         # the whole kit, simulated
 
-Exit status 0 when no scenario failed (skipped ones say why), 1 when one did, 2 for bad options.
+Exit status 0 when no scenario failed (skipped ones say why), 1 when one did, 2 for bad options, 130
+after Ctrl-C (the report of what ran is still written).
 Scenarios and the report: hw_tests/README.md.
 """
 
@@ -145,4 +146,6 @@ def handle(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(report.to_json(), allow_nan=False) + "\n")
         sys.stdout.flush()
+    if report.interrupted:
+        return 130
     return 0 if report.ok else 1
