@@ -10,6 +10,7 @@ effect.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -78,6 +79,12 @@ def _streaming_extra(tap: Tap, after: float | None = None) -> dict[str, Any]:
     return {}
 
 
+def _last_failure(tap: Tap) -> str:
+    """` (last: ...)` naming the source's last failed attempt, if it reported one."""
+    failures = [s.detail for s in tap.states() if s.state is SourceState.BACKING_OFF]
+    return f" (last: {failures[-1]})" if failures else ""
+
+
 def _seq_continues(before: list[Reading], after: list[Reading]) -> bool:
     seqs = [r.seq for r in before + after]
     return bool(before and after) and seqs == sorted(set(seqs)) and after[0].seq > before[-1].seq
@@ -89,8 +96,10 @@ async def _first_reading(lab: Lab, r: ScenarioResult, taps: list[tuple[str, Tap]
     for label, tap in taps:
         seen = await tap.wait(is_reading(Kind.HEART_RATE), timing.connect_s)
         if seen is None:
-            why = f": {tap.error}" if tap.error else ""
-            r.fail(f"{label} gave no heart rate within {timing.connect_s:g} s{why}")
+            if tap.error is not None:
+                r.fail(f"{label} failed: {tap.error}")
+            else:
+                r.fail(f"{label} gave no heart rate within {timing.connect_s:g} s{_last_failure(tap)}")
             ok = False
     return ok
 
@@ -386,8 +395,10 @@ async def kill_rerun(lab: Lab, r: ScenarioResult) -> None:
         )
         killed = await _run_and_kill(lab, strap, timing)
         measured.update(killed)
+        error = killed.get("first_run_error")
         if not r.check(
-            killed.get("killed_while_streaming", False), f"a separate run streamed {label} before the kill"
+            killed.get("killed_while_streaming", False),
+            f"a separate run streamed {label} before the kill" + (f": {error}" if error else ""),
         ):
             return
 
@@ -448,14 +459,24 @@ async def _advertising(strap: BleHeartRateSource, probe_s: float) -> bool:
 
 async def _run_and_kill(lab: Lab, strap: BleHeartRateSource, timing: Timing) -> dict[str, Any]:
     """A separate `ridesync sensors` process streams the strap; it is killed (SIGKILL) once streaming."""
-    cmd = [sys.executable, "-m", "engine.cli.main", "sensors", "--hr", strap.selector]
+    # The `ridesync` entry point itself (`python -m engine.cli.main` would load the CLI module twice).
+    entry = "import sys; from engine.cli.main import main; sys.exit(main())"
+    cmd = [sys.executable, "-c", entry, "sensors", "--hr", strap.selector]
     if lab.config.adapters:
         cmd += ["--adapter", lab.config.adapters]
     proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    out: dict[str, Any] = {"first_run": " ".join(cmd[1:]), "killed_while_streaming": False}
-    assert proc.stdout is not None
+    out: dict[str, Any] = {"first_run": " ".join(["ridesync", *cmd[3:]]), "killed_while_streaming": False}
+    assert proc.stdout is not None and proc.stderr is not None
+    errors: collections.deque[str] = collections.deque(maxlen=3)
+
+    async def drain(stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            if text := line.decode(errors="replace").strip():
+                errors.append(text)
+
+    draining = asyncio.create_task(drain(proc.stderr))
     try:
         async with asyncio.timeout(timing.connect_s):
             while line := await proc.stdout.readline():
@@ -467,11 +488,36 @@ async def _run_and_kill(lab: Lab, strap: BleHeartRateSource, timing: Timing) -> 
                     out["killed_while_streaming"] = True
                     break
     except TimeoutError:
-        out["first_run_error"] = f"no heart rate from the separate run within {timing.connect_s:g} s"
+        out["first_run_error"] = f"no heart rate from it within {timing.connect_s:g} s"
     finally:
+        if not out["killed_while_streaming"]:
+            # It ended by itself (its output closed) or never streamed: let it say why and exit.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    await proc.wait()
         if proc.returncode is None:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
         await proc.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                await draining
+        draining.cancel()
     out["first_run_exit"] = proc.returncode
-    lab.guide.say(f"killed the separate run (pid {proc.pid}, SIGKILL)")
+    if out["killed_while_streaming"]:
+        lab.guide.say(f"killed the separate run (pid {proc.pid}, SIGKILL) while it streamed")
+        return out
+    if "first_run_error" not in out:
+        exited = f"it exited with status {proc.returncode}"
+        out["first_run_error"] = _error_text(errors[-1]) if errors else exited
+    lab.guide.say(f"the separate run never streamed: {out['first_run_error']}")
     return out
+
+
+def _error_text(line: str) -> str:
+    """The message of a `{"error": ...}` line (how ridesync reports a fatal error), else the line."""
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return line
+    return str(obj["error"]) if isinstance(obj, dict) and "error" in obj else line
