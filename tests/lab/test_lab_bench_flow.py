@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import signal
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -16,8 +19,8 @@ from adapters.serial.sim.line_sensor import LineSensor
 from adapters.serial.sim.profile import RideProfile
 from adapters.serial.sim.pty_port import PtyPort
 from adapters.serial.sim.sensor_clock import MILLIS_OVERFLOW_MS
-from engine.lab import context
-from engine.lab.context import LabConfig, Timing
+from engine.lab import ble, context
+from engine.lab.context import Lab, LabConfig, Timing
 from engine.lab.guide import Guide
 from engine.lab.kit import run_lab
 
@@ -102,3 +105,22 @@ async def test_a_real_line_sensor_without_a_long_run_is_skipped_with_how_to() ->
     config.line_run_min = 5
     report = (await run_lab(config, Guide(io.StringIO()))).to_json()
     assert "not its 70th" in report["scenarios"]["line_clock_wrap"]["reason"]
+
+
+@pytest.mark.slow
+async def test_the_separate_run_is_killed_while_it_streams() -> None:
+    """The bench's killed run is a real `ridesync sensors` process; `--hr sim` lets it stream here."""
+    strap: Any = SimpleNamespace(selector="sim")
+    lab = Lab(LabConfig(), Guide(io.StringIO()))
+    out = await ble._run_and_kill(lab, strap, QUICK_BENCH)
+    assert out["killed_while_streaming"] is True, out
+    assert out["first_run_exit"] == -signal.SIGKILL
+    assert out["first_run"] == "ridesync sensors --hr sim"
+
+
+async def test_a_separate_run_that_cannot_stream_says_why() -> None:
+    strap: Any = SimpleNamespace(selector="sim:0")
+    lab = Lab(LabConfig(), Guide(io.StringIO()))
+    out = await ble._run_and_kill(lab, strap, QUICK_BENCH)
+    assert out["killed_while_streaming"] is False
+    assert "sim:N needs" in out["first_run_error"] and out["first_run_exit"] == 2
