@@ -2,7 +2,7 @@
 
     RIDESYNC_HR=AA:BB:CC:DD:EE:01,AA:BB:CC:DD:EE:02 RIDESYNC_SERIAL=/dev/serial/by-id/usb-... \\
         .venv/bin/python -m pytest hw_tests/test_lab_kit.py -s
-    RIDESYNC_HR=sim RIDESYNC_SERIAL=sim RIDESYNC_LINE=sim ...      (a dry run on the simulator)
+    RIDESYNC_HR=sim RIDESYNC_SERIAL=sim ...      (a dry run of every scenario on the simulator)
 
 The same command as `ridesync lab`, with its options from the environment: RIDESYNC_HR (two straps;
 `sim` means two simulated ones), RIDESYNC_ADAPTER, RIDESYNC_SERIAL, RIDESYNC_SERIAL_PROTOCOL

@@ -94,10 +94,13 @@ class LabConfig:
 
     @property
     def line_spec(self) -> str | None:
-        """The DIY line sensor under test: --line, or --serial when it speaks the line protocol."""
+        """The DIY line sensor under test: --line, or --serial when it speaks the line protocol; with a
+        simulated bike the simulator brings a simulated DIY sensor too, so that every scenario runs."""
         if self.line:
             return self.line
-        return self.serial if self.protocol == "line" else None
+        if self.protocol == "line":
+            return self.serial
+        return "sim" if self.serial_simulated else None
 
     @property
     def line_simulated(self) -> bool:

@@ -292,7 +292,7 @@ async def calibration(lab: Lab, r: ScenarioResult) -> None:
 async def line_clock_wrap(lab: Lab, r: ScenarioResult) -> None:
     spec = lab.config.line_spec
     if not spec:
-        r.skip("no DIY line sensor given: --line PORT or --protocol line (--line sim on the simulator)")
+        r.skip("no DIY line sensor given: --line PORT, or --protocol line (--serial sim on the simulator)")
         return
     if _simulated(spec):
         await _wrap_simulated(lab, r)

@@ -29,7 +29,7 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict
 @pytest.mark.slow
 def test_the_whole_kit_passes_on_the_simulator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "lab.json"
-    argv = ["--hr", "sim:2", "--serial", "sim", "--line", "sim", "--yes", "--json", "--report", str(path)]
+    argv = ["--hr", "sim:2", "--serial", "sim", "--yes", "--json", "--report", str(path)]
     rc, report, err = _run(argv, capsys)
 
     scenarios = report["scenarios"]

@@ -2,7 +2,7 @@
 the simulator) and writes one JSON report; prompts and a summary table go to stderr.
 
     ridesync lab --hr AA:BB:CC:DD:EE:01,AA:BB:CC:DD:EE:02 --serial /dev/serial/by-id/usb-... --json
-    ridesync lab --hr sim:2 --serial sim --line sim --yes --json         # the whole kit, simulated
+    ridesync lab --hr sim:2 --serial sim --yes --json         # the whole kit, simulated
 
 Exit status 0 when no scenario failed (skipped ones say why), 1 when one did, 2 for bad options, 130
 after Ctrl-C (the report of what ran is still written).
