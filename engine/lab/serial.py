@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from adapters.serial.cadence import CrankCadence
 from adapters.serial.factory import SerialSources, open_serial_sources
@@ -300,15 +300,17 @@ async def line_clock_wrap(lab: Lab, r: ScenarioResult) -> None:
         await _wrap_real(lab, r, spec)
 
 
-def wrap_records(tick_math: sensor_clock.TickMath) -> tuple[float, float, LineSensor]:
-    """The simulated sensor for the wrap scenario (no port needed for `records()`)."""
+def wrap_sensor(
+    tick_math: sensor_clock.TickMath, port: PtyPort | None = None
+) -> tuple[float, float, LineSensor]:
+    """(clock start ms, clock end ms, the simulated sensor) for the wrap scenario: booted just before
+    the millis() overflow, riding past micros()'s wrap. Without a port only `records()` works."""
     start_ms = sensor_clock.MILLIS_OVERFLOW_MS - SIM_WRAP_LEAD_S * 1000
     end_ms = sensor_clock.MICROS_WRAP_MS + SIM_WRAP_TAIL_S * 1000
     seconds = math.ceil((end_ms - start_ms) / 1000)
     profile = RideProfile(tuple(BikeSample(SIM_WRAP_RPM, 0.0, 0) for _ in range(seconds)))
-    port: Any = None
     sensor = LineSensor(
-        port,
+        cast(PtyPort, port),
         profile=profile,
         speed=SIM_WRAP_SPEED,
         device_id="sim-wrap",
@@ -324,7 +326,7 @@ def max_error_pct(rpms: list[float], expected: float) -> float | None:
 
 def offline_error_pct(tick_math: sensor_clock.TickMath) -> float | None:
     """The largest cadence error a receiver computes from the simulated firmware's records (no I/O)."""
-    _, _, sensor = wrap_records(tick_math)
+    _, _, sensor = wrap_sensor(tick_math)
     cadence = CrankCadence()
     rpms = [u.rpm for u in (cadence.on_record(rec) for _, rec in sensor.records()) if u and not u.held]
     return max_error_pct(rpms, SIM_WRAP_RPM)
@@ -342,13 +344,11 @@ def dips(values: list[float]) -> int:
 
 async def _wrap_simulated(lab: Lab, r: ScenarioResult) -> None:
     timing = lab.timing(True)
-    start_ms, end_ms, _ = wrap_records(sensor_clock.TickMath.EXACT)
     with tempfile.TemporaryDirectory(prefix="ridesync-lab-") as tmp:
         port = PtyPort(Path(tmp) / "cadence-wrap")
         port.plug()
         try:
-            _, _, sensor = wrap_records(sensor_clock.TickMath.EXACT)
-            sensor.port = port
+            start_ms, end_ms, sensor = wrap_sensor(sensor_clock.TickMath.EXACT, port)
             source = LineSource(port.path, source_id="line-wrap")
             lab.guide.sim(
                 f"a DIY cadence sensor booted {sensor_clock.clock_label(start_ms)} ago (clock_start_ms="

@@ -9,7 +9,7 @@ from adapters.serial.sim.line_sensor import LineSensor
 from adapters.serial.sim.profile import RideProfile
 from adapters.serial.sim.sensor_clock import MICROS_WRAP_MS, MILLIS_OVERFLOW_MS, TickMath, sensor_ticks
 from engine.lab.context import SIM_WRAP_RPM
-from engine.lab.serial import dips, offline_error_pct, wrap_records
+from engine.lab.serial import dips, offline_error_pct, wrap_sensor
 
 
 def test_the_marks() -> None:
@@ -52,7 +52,7 @@ def test_the_wrap_check_tells_a_good_firmware_from_both_bad_ones(
 
 
 def test_the_simulated_wrap_run_crosses_both_marks() -> None:
-    start_ms, end_ms, sensor = wrap_records(TickMath.EXACT)
+    start_ms, end_ms, sensor = wrap_sensor(TickMath.EXACT)
     assert start_ms < MILLIS_OVERFLOW_MS < MICROS_WRAP_MS < end_ms
     assert sensor.profile.at(0).cadence == SIM_WRAP_RPM
 
