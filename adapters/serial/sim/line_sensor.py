@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import math
 
-from adapters.serial.line_protocol import SEQ_MOD, TICKS_PER_S, U16, CrankRecord, encode_ident, encode_record
+from adapters.serial.line_protocol import SEQ_MOD, U16, CrankRecord, encode_ident, encode_record
+from adapters.serial.sim import sensor_clock
 from adapters.serial.sim.faults import Faults
 from adapters.serial.sim.profile import RideProfile
 from adapters.serial.sim.pty_port import PtyPort, Unplugged
@@ -21,6 +22,11 @@ DEFAULT_BAUD = 115200
 
 
 class LineSensor:
+    """`clock_start_ms`: the firmware's time since boot when the ride starts (e.g. just before the
+    70-minute mark, to check a receiver across it without waiting); `tick_math`: how the firmware turns
+    that time into ticks (sim/sensor_clock.py; default exact, as the reference sketch does). With
+    neither, ticks start at `start_ticks`."""
+
     def __init__(
         self,
         port: PtyPort,
@@ -29,6 +35,8 @@ class LineSensor:
         speed: float = 1.0,
         device_id: str = "sim-reed",
         faults: Faults | None = None,
+        clock_start_ms: float = 0.0,
+        tick_math: sensor_clock.TickMath = sensor_clock.TickMath.EXACT,
         record_interval_s: float = 1.0,
         start_ticks: int = 0,
         start_revs: int = 0,
@@ -41,6 +49,8 @@ class LineSensor:
         self.speed = speed
         self.device_id = device_id
         self.faults = faults if faults is not None else Faults()
+        self.clock_start_ms = clock_start_ms
+        self.tick_math = sensor_clock.TickMath(tick_math)
         self.record_interval_s = record_interval_s
         self.start_ticks = start_ticks
         self.start_revs = start_revs
@@ -66,8 +76,8 @@ class LineSensor:
                 if math.floor(revs) > math.floor(before):
                     # time of the last whole revolution within the step
                     event_s = t - step + (math.floor(revs) - before) / rate
-            ticks = self.start_ticks + round(t * TICKS_PER_S)
-            event_ticks = self.start_ticks + round(event_s * TICKS_PER_S)
+            ticks = self.start_ticks + self._ticks(t)
+            event_ticks = self.start_ticks + self._ticks(event_s)
             rec = CrankRecord(
                 n % SEQ_MOD, (self.start_revs + math.floor(revs)) % U16, event_ticks % U16, ticks % U16
             )
@@ -75,6 +85,9 @@ class LineSensor:
             n += 1
             t = n * step
         return out
+
+    def _ticks(self, ride_s: float) -> int:
+        return sensor_clock.sensor_ticks(self.clock_start_ms / 1000 + ride_s, self.tick_math)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
