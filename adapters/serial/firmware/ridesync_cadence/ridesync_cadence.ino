@@ -10,7 +10,7 @@
 //
 // Time: the protocol counts 1/1024 s. Two common shortcuts are wrong:
 //   millis() * 1024 / 1000   overflows uint32 once millis() passes 2^32 / 1024 ms (about 70 minutes);
-//   micros() >> 10           counts 1.024 ms ticks, not 1/1024 s ones: cadence comes out about 5% low.
+//   micros() >> 10           counts 1.024 ms ticks, not 1/1024 s ones: cadence comes out about 5% high.
 // This sketch keeps a 64-bit count of microseconds (micros() itself wraps every 2^32 us, about
 // 71.6 minutes; unsigned subtraction carries across the wrap) and converts with 64-bit arithmetic.
 // tests/serial/test_firmware_ticks.py mirrors micros64() and sensor_ticks() and checks them against
