@@ -22,10 +22,11 @@ Rules:
    heart rate lies within ±GAP_MATCH_S (1.0 s) of it, and (d) no app sample already used lies within
    ±FILL_SPACING_S (0.5 s) — apps and samples taken in (device, t, seq) order. So the bike wins wherever
    it held the strap, and a lost strap or a bike-side gap is covered by the app at most once.
-4. Totals over the bike's samples plus filled heart rate: duration_s = the bike's own `ended` claim's
-   duration if it declared one, else its sample span; output_kj = sum of power * min(Δt, MAX_DT_S) to the next
-   sample (a gap longer than 5 s adds nothing); energy_kcal = output_kj / (4.184 * 0.24), i.e. 24 %
-   gross efficiency; avg/max heart rate over usable and filled values; avg/max power; avg cadence.
+4. Totals over the bike's counted samples (rule 8) plus filled heart rate: duration_s = the bike's own
+   `ended` claim's duration if it declared one, else its sample span; output_kj = sum of power *
+   min(Δt, MAX_DT_S) to the next sample (a gap longer than 5 s adds nothing); energy_kcal = output_kj /
+   (4.184 * 0.24), i.e. 24 % gross efficiency; avg/max heart rate over usable and filled values;
+   avg/max power; avg cadence.
 5. Divergences: every other source (each app from its own samples and claims, the bike after
    finalization) whose duration, output or heart rate differs from the authoritative value by more than a
    tolerance is listed, e.g. "bike 20:00 vs app 18:00". They are shown, never merged.
@@ -34,6 +35,19 @@ Rules:
 7. Shared fields: for each field, an edit that another edit of that field names as `seen` is superseded.
    Among the rest, the winner is the highest (role rank backend > app > bike, writer time, edit key);
    concurrent losers are reported in `shared_conflicts`. Viewers' edits and invalid values are ignored.
+   Who may still edit what once the ride is finalized: `may_write` and `may_edit` (title, notes and rating
+   stay editable by the ride's writers; targets, which steer a ride in progress, are frozen).
+8. The ride's end and the samples after it. An end from any replica is the ride's one logical end (rule 6),
+   but only the bike knows how its sample clock relates to the others' clocks, so the bike places it: its
+   `ended` claim's `t` is the ride's end time on the bike's clock. When the bike stops by itself (duration,
+   Ctrl-C) that is the moment it stopped; when it stops because it learned through sync that another
+   replica ended the ride (an app's claim, the backend's end event), it is the earliest such end, read on
+   the bike's clock (`earliest_other_end`; a bike that was offline learns it only when it reconnects). The
+   bike's samples with `t` after its claim's `t` are kept in its document (and still declared in its claim:
+   `count` is every sample it recorded, so finalization waits for them too) but excluded from every total
+   and from gap filling; the view reports them as `after_end` (device → count) and the end time as `end_t`.
+   Until the bike has claimed `ended`, every sample counts: the ride's end on the bike's clock is not
+   known yet. The rule reads only the bike's single-writer claim, so every replica applies it alike.
 """
 
 from __future__ import annotations
@@ -122,6 +136,8 @@ class RideView:
     missing_samples: dict[str, int] = field(default_factory=dict)
     ready_to_finalize: bool = False
     problems: tuple[str, ...] = ()
+    end_t: float | None = None
+    after_end: dict[str, int] = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -147,6 +163,8 @@ class RideView:
             "missing_samples": self.missing_samples,
             "ready_to_finalize": self.ready_to_finalize,
             "problems": list(self.problems),
+            "end_t": self.end_t,
+            "after_end": dict(sorted(self.after_end.items())),
         }
 
 
@@ -172,9 +190,12 @@ def resolve(docs: RideDocs) -> RideView:
     phase = phase_of(devices, backends)
     finalization = next((b.finalized for b in backends if b.finalized is not None), None)
 
-    bike_totals, fill = compute_totals(
-        bike.samples if bike else (), [a.samples for a in apps], [a.device for a in apps]
+    end_t = bike_end_time(bike)
+    counted = counted_samples(bike)
+    after_end = (
+        {bike.device: len(bike.samples) - len(counted)} if bike is not None and end_t is not None else {}
     )
+    bike_totals, fill = compute_totals(counted, [a.samples for a in apps], [a.device for a in apps])
     if bike is not None and bike.ended is not None and bike.ended.duration_s is not None:
         bike_totals = _with_duration(bike_totals, bike.ended.duration_s)
 
@@ -232,6 +253,8 @@ def resolve(docs: RideDocs) -> RideView:
         missing_samples=missing,
         ready_to_finalize=ready,
         problems=tuple(problems),
+        end_t=end_t,
+        after_end={d: n for d, n in after_end.items() if n},
     )
 
 
@@ -244,6 +267,31 @@ def phase_of(devices: Iterable[DeviceDoc], backends: Iterable[BackendDoc]) -> Ph
     if any(d.active is not None or d.samples or d.batches for d in devices):
         return Phase.ACTIVE
     return Phase.PENDING
+
+
+def bike_end_time(bike: DeviceDoc | None) -> float | None:
+    """Rule 8: the ride's end time on the bike's clock, from the bike's `ended` claim (None before it)."""
+    return bike.ended.t if bike is not None and bike.ended is not None else None
+
+
+def counted_samples(bike: DeviceDoc | None) -> tuple[Sample, ...]:
+    """Rule 8: the bike's samples that count, i.e. those not after the end time its claim declares."""
+    if bike is None:
+        return ()
+    end_t = bike_end_time(bike)
+    if end_t is None:
+        return bike.samples
+    return tuple(s for s in bike.samples if s.t <= end_t)
+
+
+def earliest_other_end(docs: RideDocs, bike_device: str) -> float | None:
+    """The earliest end of the ride recorded by anyone but the bike itself (an app's `ended` claim, the
+    backend's end events), on the recorder's clock; None if nobody else ended it. The bike reads this when
+    it learns of the end through sync and places it on its own clock (rule 8)."""
+    times = [d.ended.t for d in docs.devices if d.ended is not None and d.ref.kind is DocKind.APP]
+    # An end event the bike itself reported is its own end, not another replica's.
+    times += [e.t for b in docs.backends for e in b.end_events if e.device != bike_device]
+    return min(times) if times else None
 
 
 def authoritative_bike(
