@@ -52,4 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m engine.cli.main`, this module is `__main__`; the commands raise
+    # `engine.cli.main.CliError`, so dispatch through that module for `except CliError` to catch it.
+    from engine.cli.main import main as _main
+
+    sys.exit(_main())

@@ -35,7 +35,7 @@ from engine.device.common import own_doc, replica_dir, ride_summary
 from engine.device.connection import DeviceSync
 from engine.device.end_event import EndResult, post_ride_end
 from engine.device.sampler import RideClock, SampleBuilder
-from engine.device.status import SyncEvent
+from engine.device.status import SyncEvent, samples_text
 from engine.readings import SensorSource, SourceItem
 from engine.ride import policy
 from engine.ride.schema import Phase, Role
@@ -145,7 +145,7 @@ class BikeRide:
             return None
         status = self.store.sync_status(ride_id)
         return (
-            f"ride {ride_id} already ended on this bike ({len(mine.samples):,} samples, phase "
+            f"ride {ride_id} already ended on this bike ({samples_text(len(mine.samples))}, phase "
             f"{self.store.phase(ride_id).label}, sync {status.state.value}); it records nothing more. "
             "To push what this bike holds to the backend: ridesync sync --data DIR --backend URL --token T"
         )
