@@ -73,7 +73,7 @@ def _app(args: argparse.Namespace) -> int:
     from engine.auth.tokens import TokenError
     from engine.cli.main import CliError
     from engine.cli.output import emit
-    from engine.device.app import AppOptions, run_app
+    from engine.device.app import AppOptions, EditRefused, RideUnavailable, run_app
     from engine.device.identity import token_claims
     from engine.ride import schema
     from engine.ride.schema import Phase
@@ -124,7 +124,7 @@ def _app(args: argparse.Namespace) -> int:
     )
     try:
         summary = asyncio.run(run_app(options))
-    except StoreError as exc:
+    except (StoreError, RideUnavailable, EditRefused) as exc:
         raise CliError(str(exc)) from exc
     except ValueError as exc:
         raise CliError(str(exc)) from exc
