@@ -35,8 +35,9 @@ Rules:
 7. Shared fields: for each field, an edit that another edit of that field names as `seen` is superseded.
    Among the rest, the winner is the highest (role rank backend > app > bike, writer time, edit key);
    concurrent losers are reported in `shared_conflicts`. Viewers' edits and invalid values are ignored.
-   Who may still edit what once the ride is finalized: `may_write` and `may_edit` (title, notes and rating
-   stay editable by the ride's writers; targets, which steer a ride in progress, are frozen).
+   Once the ride is finalized, title, notes and rating stay editable by the ride's writers (naming or
+   rating yesterday's ride is normal); targets, which steer a ride in progress, are frozen. `may_write` and
+   `may_edit` say so, and the sync gate and the HTTP API apply them.
 8. The ride's end and the samples after it. An end from any replica is the ride's one logical end (rule 6),
    but only the bike knows how its sample clock relates to the others' clocks, so the bike places it: its
    `ended` claim's `t` is the ride's end time on the bike's clock. When the bike stops by itself (duration,
@@ -306,9 +307,18 @@ def authoritative_bike(
     return (bikes[0] if len(bikes) == 1 else None), ()
 
 
+# Shared fields that stay editable once the ride is finalized: naming, describing and rating yesterday's
+# ride is normal. Targets (target.*) steer a ride in progress; once it is finalized they are history.
+EDITABLE_AFTER_FINALIZED = frozenset({"title", "notes", "rating"})
+
+
 def may_write(ref: DocRef, device: str, role: Role, phase: Phase) -> bool:
     """Whether `device` acting as `role` may change document `ref` in `phase` (for the sync gate): the
     document's kind and device, the phase and the role, nothing else.
+
+    After `finalized` only the backend writes its document, and nobody writes a bike's or app's own
+    document (the official totals are frozen); the shared document stays writable, but only for the
+    fields `may_edit` allows (the gate checks every key a message adds: engine/store/gate.py).
 
     Whether the device belongs to the ride at all is not the policy's knowledge: the backend checks it
     before anything reaches the gate (only the ride's owning bike, the apps it admits and the backend may
@@ -316,11 +326,22 @@ def may_write(ref: DocRef, device: str, role: Role, phase: Phase) -> bool:
     """
     if role is Role.VIEWER:
         return False
-    if phase is Phase.FINALIZED and role is not Role.BACKEND:
-        return False
     if ref.kind is DocKind.SHARED:
         return True
+    if phase is Phase.FINALIZED and role is not Role.BACKEND:
+        return False
     return ref.kind.value == role.value and ref.device == device
+
+
+def may_edit(field_name: str, role: Role, phase: Phase) -> bool:
+    """Whether `role` may write an edit of shared field `field_name` in `phase`: any field before the ride
+    is finalized; after it, title, notes and rating (EDITABLE_AFTER_FINALIZED), never targets. The
+    backend edits every field in every phase; viewers none."""
+    if role is Role.VIEWER:
+        return False
+    if role is Role.BACKEND or phase is not Phase.FINALIZED:
+        return True
+    return field_name in EDITABLE_AFTER_FINALIZED
 
 
 def gap_fill(

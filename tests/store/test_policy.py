@@ -159,8 +159,10 @@ def test_may_write_single_writer_docs_and_read_only_after_finalize() -> None:
     assert not policy.may_write(BIKE, "bike-1", Role.APP, Phase.ACTIVE)
     assert not policy.may_write(APP, "bike-1", Role.BIKE, Phase.ACTIVE)
     assert policy.may_write(shared, "app-1", Role.APP, Phase.ENDED)
-    assert not policy.may_write(shared, "app-1", Role.APP, Phase.FINALIZED)
+    # Finalized: the shared document stays open for the fields may_edit allows; device documents close.
+    assert policy.may_write(shared, "app-1", Role.APP, Phase.FINALIZED)
     assert not policy.may_write(BIKE, "bike-1", Role.BIKE, Phase.FINALIZED)
+    assert not policy.may_write(APP, "app-1", Role.APP, Phase.FINALIZED)
     assert policy.may_write(BACKEND, "backend", Role.BACKEND, Phase.FINALIZED)
     assert not policy.may_write(shared, "v", Role.VIEWER, Phase.ACTIVE)
 
@@ -266,3 +268,14 @@ def test_end_rule_is_the_same_in_any_merge_order(
     # What the bike reads when it learns of an end: the earliest one not its own.
     not_mine = [T0 + t for dev, t in others if dev != "bike-1"] + [T0 + 3]
     assert policy.earliest_other_end(shuffled, "bike-1") == min(not_mine)
+
+
+def test_after_finalization_title_notes_rating_stay_editable_targets_do_not() -> None:
+    for role in (Role.APP, Role.BIKE):
+        for name in ("title", "notes", "rating"):
+            assert policy.may_edit(name, role, Phase.FINALIZED)
+        for name in ("target.power_w", "target.cadence", "target.resistance", "target.hr_zone"):
+            assert policy.may_edit(name, role, Phase.ENDED)
+            assert not policy.may_edit(name, role, Phase.FINALIZED)
+    assert policy.may_edit("target.power_w", Role.BACKEND, Phase.FINALIZED)
+    assert not policy.may_edit("title", Role.VIEWER, Phase.ACTIVE)
