@@ -52,8 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run as `python -m engine.cli.main`, this module is `__main__`; the commands raise
-    # `engine.cli.main.CliError`, so dispatch through that module for `except CliError` to catch it.
+    # `python -m engine.cli.main` runs this file as `__main__`, a second copy of the module: its CliError
+    # would not be the one the commands raise (engine.cli.main.CliError), and every user error would
+    # end in a traceback. Run the real module's main.
     from engine.cli.main import main as _main
 
     sys.exit(_main())
