@@ -12,7 +12,6 @@ from typing import Any
 from aiohttp import web
 
 from engine.auth.tokens import Claims
-from engine.auth.tokens import Role as TokenRole
 from engine.backend import auth, owners
 from engine.backend.series import DEFAULT_MAX_POINTS, ride_series
 from engine.backend.service import Backend, repo_id
@@ -21,7 +20,6 @@ from engine.crdt import CrdtDoc, new_actor_id
 from engine.events import idempotency as idem
 from engine.ride import documents, policy, schema
 from engine.ride.model import SharedDoc
-from engine.ride.schema import Phase
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +256,8 @@ async def put_meta(
     """Title, notes, rating and targets into the shared document, as edits by the requesting device (the
     policy ranks them by its role). A value equal to the current one is not written again, so a repeated
     PUT changes nothing. An `Idempotency-Key` is optional here. As for the end: the ride must exist (404)
-    and be the token's to write (403 `not_ride_owner`)."""
+    and be the token's to write (403 `not_ride_owner`). Once the ride is finalized, only title, notes and
+    rating may change (`policy.may_edit`; 409 `ride_finalized` for targets, and nothing is written)."""
     ride_id = _ride_id(request)
     auth.require_writer(claims, ride_id)
     _known(backend, ride_id)
@@ -278,8 +277,16 @@ async def put_meta(
 
     async def write() -> idem.StoredResponse:
         store = backend.store
-        if store.phase(ride_id) is Phase.FINALIZED and role.value != TokenRole.BACKEND.value:
-            raise auth.RequestError(409, "ride_finalized", f"ride {ride_id} is finalized; it is read-only")
+        phase = store.phase(ride_id)
+        frozen = sorted(name for name in fields if not policy.may_edit(name, role, phase))
+        if frozen:
+            open_fields = ", ".join(sorted(policy.EDITABLE_AFTER_FINALIZED))
+            raise auth.RequestError(
+                409,
+                "ride_finalized",
+                f"ride {ride_id} is finalized: {', '.join(frozen)} can no longer change "
+                f"(only {open_fields} can)",
+            )
         ref = schema.shared_ref(ride_id)
         shared = store.ensure_doc(ref)
         documents.init_doc(shared, ref)

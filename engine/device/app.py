@@ -1,5 +1,9 @@
 """The app replica (the tablet): syncs a ride, edits its shared fields, and can end it.
 
+The app opens only a ride that exists: unless its replica already holds the ride, it first asks the backend
+(`GET /v1/rides/{id}`, retried while the backend is unreachable, bounded by the sync timeout) and refuses
+a ride the backend does not hold (`RideUnavailable`), so a typo in `--ride-id` creates nothing anywhere.
+
 The app writes only the shared document (edits) and ends the ride with `POST /v1/rides/{id}/end` under the
 ride's logical idempotency key, the one the bike uses too, so the ride counts one end however many
 devices report it. It writes no claim into a document of its own: a claim racing the backend's
@@ -12,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +27,22 @@ import aiohttp
 
 from engine.device.common import replica_dir, ride_summary
 from engine.device.connection import DeviceSync
-from engine.device.end_event import EndResult, post_ride_end
+from engine.device.end_event import EndResult, http_base, post_ride_end
 from engine.device.status import SyncEvent
-from engine.ride import schema
+from engine.ride import policy, schema
 from engine.ride.schema import Phase, Role
 from engine.store import ReplicaStore
-from engine.sync.backoff import Backoff
+from engine.sync.backoff import Attempts, Backoff, classify_exception, classify_status
 
 log = logging.getLogger(__name__)
+
+
+class RideUnavailable(Exception):
+    """The app may not open this ride: the backend does not hold it (or refused to say)."""
+
+
+class EditRefused(Exception):
+    """An edit asked for can no longer be made: the ride is finalized and the field is frozen."""
 
 
 @dataclass(slots=True)
@@ -72,49 +86,118 @@ class AppSession:
     def close(self) -> None:
         self.store.close()
 
+    def _holds_ride(self) -> bool:
+        ref = schema.shared_ref(self.o.ride_id)
+        return self.store.has_doc(ref.doc_id) and bool(self.store.heads(ref.doc_id))
+
+    async def check_ride_exists(self) -> None:
+        """Raise RideUnavailable unless the backend holds the ride (module docstring)."""
+        ride_id = self.o.ride_id
+        url = f"{http_base(self.o.backend)}/v1/rides/{ride_id}"
+        attempts = Attempts(Backoff(base=min(0.5, self.o.retry_cap_s), cap=self.o.retry_cap_s))
+        give_up = time.monotonic() + self.o.sync_timeout_s
+        async with aiohttp.ClientSession() as http:
+            while True:
+                now = datetime.now(UTC)
+                try:
+                    async with (
+                        asyncio.timeout(10),
+                        http.get(url, headers={"Authorization": f"Bearer {self.o.token}"}) as resp,
+                    ):
+                        if resp.status == 200:
+                            return
+                        text = await resp.text()
+                        if resp.status == 404:
+                            raise RideUnavailable(f"ride {ride_id} does not exist on the backend")
+                        decision = classify_status(resp.status, resp.headers.get("Retry-After"), now)
+                        if not decision.retry:
+                            raise RideUnavailable(
+                                f"the backend refused to show ride {ride_id} ({resp.status}): {text[:300]}"
+                            )
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    decision = classify_exception(exc, now)
+                delay = attempts.next_delay(decision.retry_after)
+                if time.monotonic() + delay > give_up:
+                    raise RideUnavailable(
+                        f"could not check that ride {ride_id} exists on the backend: {decision.reason}"
+                    )
+                await asyncio.sleep(delay)
+
     async def run(self) -> dict[str, Any]:
         ride_id = self.o.ride_id
+        if not self._holds_ride():
+            await self.check_ride_exists()
         # The shared document names the ride's other documents; syncing it brings in the rest.
         self.store.ensure_doc(schema.shared_ref(ride_id))
         self.sync.track(ride_id)
+        refusal: str | None = None
         async with asyncio.TaskGroup() as tg:
             sync_task = tg.create_task(self.sync.run(), name="device sync")
-            await self._settle("initial sync")
-            for name, value in self.o.edits.items():
-                self.edited.append(self.store.edit_shared(ride_id, name, value))
-                self.sync.notify(ride_id)
-            if self.o.edits:
-                await self._settle("edits")
-            if self.o.end:
-                async with aiohttp.ClientSession() as http:
-                    self.end = await post_ride_end(
-                        http,
-                        self.o.backend,
-                        self.o.token,
-                        ride_id,
-                        {"device": self.store.device_id, "role": Role.APP.value},
-                        backoff=Backoff(base=min(0.5, self.o.retry_cap_s), cap=self.o.retry_cap_s),
-                        deadline_s=self.o.sync_timeout_s,
-                    )
-                if self.o.on_event is not None:
-                    self.o.on_event({"event": "end_posted", "ride_id": ride_id, **self.end.to_json()})
-            wanted = self.o.wait_phase or (Phase.ENDED if self.o.end else None)
-            if wanted is not None:
-                await self._settle(f"phase {wanted.label}", lambda: self.store.phase(ride_id) >= wanted)
-            else:
-                await self._settle("final sync")
+            # One fresh exchange of every document is enough to know the ride as the backend holds it; a
+            # ride being recorded changes all the time, so waiting for a quiet moment could take long.
+            await self._settle("initial sync", fresh_only=True)
+            refusal = self._frozen_edits()
+            if refusal is None:
+                await self._edit_and_end()
             sync_task.cancel()
+        if refusal is not None:
+            raise EditRefused(refusal)
         return self.summary()
 
-    async def _settle(self, what: str, extra: Callable[[], bool] | None = None) -> None:
-        """Wait, bounded, until the backend acknowledged everything here (and `extra` holds)."""
+    def _frozen_edits(self) -> str | None:
+        """Why some of the edits asked for can no longer be made (the ride is finalized), or None. Checked
+        before anything is written: the backend would refuse them for good (policy.may_edit)."""
+        phase = self.store.phase(self.o.ride_id)
+        frozen = sorted(name for name in self.o.edits if not policy.may_edit(name, Role.APP, phase))
+        if not frozen:
+            return None
+        return (
+            f"ride {self.o.ride_id} is finalized: {', '.join(frozen)} can no longer change (only "
+            f"{', '.join(sorted(policy.EDITABLE_AFTER_FINALIZED))} can); nothing was written"
+        )
+
+    async def _edit_and_end(self) -> None:
+        ride_id = self.o.ride_id
+        for name, value in self.o.edits.items():
+            self.edited.append(self.store.edit_shared(ride_id, name, value))
+            self.sync.notify(ride_id)
+        if self.o.edits:
+            shared = schema.shared_ref(ride_id).doc_id
+            await self._settle("edits", lambda: self.sync.tracker.is_acknowledged(shared), fresh_only=True)
+        if self.o.end:
+            async with aiohttp.ClientSession() as http:
+                self.end = await post_ride_end(
+                    http,
+                    self.o.backend,
+                    self.o.token,
+                    ride_id,
+                    {"device": self.store.device_id, "role": Role.APP.value},
+                    backoff=Backoff(base=min(0.5, self.o.retry_cap_s), cap=self.o.retry_cap_s),
+                    deadline_s=self.o.sync_timeout_s,
+                )
+            if self.o.on_event is not None:
+                self.o.on_event({"event": "end_posted", "ride_id": ride_id, **self.end.to_json()})
+        wanted = self.o.wait_phase or (Phase.ENDED if self.o.end else None)
+        if wanted is not None:
+            await self._settle(f"phase {wanted.label}", lambda: self.store.phase(ride_id) >= wanted)
+        else:
+            await self._settle("final sync")
+
+    async def _settle(
+        self, what: str, extra: Callable[[], bool] | None = None, *, fresh_only: bool = False
+    ) -> None:
+        """Wait, bounded, until the backend acknowledged everything here (and `extra` holds). With
+        `fresh_only`, until it acknowledged every document once on this connection (and `extra` holds)."""
         ride_id = self.o.ride_id
 
         def done() -> bool:
             if self.sync.closed_out(ride_id) is not None:
                 # Finalized without this app's late changes: nothing it waits for can happen any more.
                 return self.sync.finished(ride_id)
-            return self.sync.finished(ride_id) and (extra is None or extra())
+            synced = (
+                self.sync.settled_on_this_connection(ride_id) if fresh_only else self.sync.finished(ride_id)
+            )
+            return synced and (extra is None or extra())
 
         try:
             async with asyncio.timeout(self.o.sync_timeout_s):

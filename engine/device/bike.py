@@ -4,11 +4,17 @@ Lifecycle (`BikeRide.run`), every task in one TaskGroup:
 - sensors are opened and pumped into a `SampleBuilder` (and the live publisher, with a class);
 - the recorder takes one sample per ride second, appends it (durable on return: it survives kill -9) and
   folds every `fold_interval_s` of ride time, then tells the sync client, which never holds it up;
-- at `--duration` (ride seconds) or on stop (Ctrl-C/SIGTERM) the ride ends: the end claim is written
+- at `--duration` (ride seconds), on stop (Ctrl-C/SIGTERM), or as soon as sync brings an end of the ride
+  from another replica (an app's `--end`: the backend's end event), the ride ends: the end claim is written
   locally, `POST /v1/rides/{id}/end` is sent with the ride's logical idempotency key (retried), and the
   runner waits, bounded, for the backend to acknowledge everything (and to finalize);
-- a restart with the same data dir and ride id resumes: the store replays its raw log, recording goes on
-  at the next seq, and an ended ride is only synced.
+- the claim's `t` is the ride's end on the bike's clock (policy rule 8): the moment the bike stopped, or,
+  when another replica ended the ride, that earlier end (`policy.earliest_other_end`, mapped onto the ride
+  clock). Samples recorded after it (a bike that was offline when the app ended the ride records on until
+  it reconnects) are declared in the claim and kept, but do not count in the totals;
+- a restart with the same data dir and ride id resumes: the store replays its raw log and recording goes on
+  at the next seq. A ride this bike already ended is refused (`RideAlreadyEnded`): `ridesync sync` pushes
+  what the replica holds.
 """
 
 from __future__ import annotations
@@ -29,13 +35,18 @@ from engine.device.common import own_doc, replica_dir, ride_summary
 from engine.device.connection import DeviceSync
 from engine.device.end_event import EndResult, post_ride_end
 from engine.device.sampler import RideClock, SampleBuilder
-from engine.device.status import SyncEvent
+from engine.device.status import SyncEvent, samples_text
 from engine.readings import SensorSource, SourceItem
+from engine.ride import policy
 from engine.ride.schema import Phase, Role
 from engine.store import ReplicaStore
 from engine.sync.backoff import Backoff
 
 log = logging.getLogger(__name__)
+
+
+class RideAlreadyEnded(Exception):
+    """`ridesync ride` on a ride this bike has already ended: nothing more is recorded."""
 
 
 @contextlib.asynccontextmanager
@@ -83,8 +94,13 @@ class BikeRide:
             backoff=Backoff(base=min(0.5, options.retry_cap_s), cap=options.retry_cap_s),
             heartbeat_s=options.heartbeat_s,
             on_event=self._sync_event,
+            on_remote_change=self._remote_change,
         )
         self.stop = asyncio.Event()
+        # Set when sync brings an end of this ride from another replica (see the module docstring).
+        self.remote_end = asyncio.Event()
+        self.ended_by: str | None = None  # "duration", "stopped" or "remote"
+        self._claimed = False
         self.recorded_this_run = 0
         self.resumed = False
         self.end: EndResult | None = None
@@ -99,14 +115,53 @@ class BikeRide:
     def close(self) -> None:
         self.store.close()
 
+    def _remote_change(self, ride_id: str) -> None:
+        """Sync changed the ride here: if another replica has ended it, stop recording (the phase is
+        cheap to read; it is `ended` before our own claim only through someone else's end)."""
+        if ride_id != self.o.ride_id or self._claimed or self.remote_end.is_set():
+            return
+        if self.store.phase(ride_id) < Phase.ENDED:
+            return
+        other = policy.earliest_other_end(self.store.ride_docs(ride_id), self.store.device_id)
+        if other is None:
+            return
+        self.remote_end.set()
+        self._emit(
+            {
+                "event": "ride_end_learned",
+                "ride_id": ride_id,
+                "end_t": other,
+                "samples": self.store.next_seq(ride_id),
+            }
+        )
+
+    def already_ended(self) -> str | None:
+        """Why this bike will not record the ride (it ended it already), or None."""
+        ride_id = self.o.ride_id
+        if ride_id not in self.store.rides():
+            return None
+        mine = own_doc(self.store, ride_id)
+        if mine is None or mine.ended is None:
+            return None
+        status = self.store.sync_status(ride_id)
+        return (
+            f"ride {ride_id} already ended on this bike ({samples_text(len(mine.samples))}, phase "
+            f"{self.store.phase(ride_id).label}, sync {status.state.value}); it records nothing more. "
+            "To push what this bike holds to the backend: ridesync sync --data DIR --backend URL --token T"
+        )
+
     async def run(self) -> dict[str, Any]:
         ride_id = self.o.ride_id
         store = self.store
+        refusal = self.already_ended()
+        if refusal is not None:
+            raise RideAlreadyEnded(refusal)
         first_seq = store.next_seq(ride_id) if ride_id in store.rides() else 0
         store.start_ride(ride_id)
         mine = own_doc(store, ride_id)
-        ended = mine is not None and mine.ended is not None
-        if first_seq > 0 or ended:
+        # Ended elsewhere while this bike was down, and learned in an earlier run: record nothing.
+        self._remote_change(ride_id)
+        if first_seq > 0:
             self.resumed = True
             last_t = max((s.t for s in mine.samples), default=None) if mine is not None else None
             if last_t is not None:
@@ -119,7 +174,8 @@ class BikeRide:
                 "device": store.device_id,
                 "resumed": self.resumed,
                 "next_seq": first_seq,
-                "ended": ended,
+                "ended": False,
+                "ended_elsewhere": self.remote_end.is_set(),
                 "recovery": {
                     "raw_replayed": store.recovery.raw_replayed,
                     "problems": store.recovery.problems,
@@ -130,7 +186,7 @@ class BikeRide:
         async with asyncio.TaskGroup() as tg:
             sync_task = tg.create_task(self.sync.run(), name="device sync")
             background = [sync_task]
-            if not ended:
+            if not self.remote_end.is_set():
                 async with self.o.sensors() as sources:
                     publisher = None
                     if self.o.class_id is not None:
@@ -148,7 +204,7 @@ class BikeRide:
                         for pump in pumps:
                             pump.cancel()
                         await asyncio.gather(*pumps, return_exceptions=True)
-                self._end_locally()
+            self._end_locally()
             async with aiohttp.ClientSession() as http:
                 self.end = await self._post_end(http)
             await self._await_reconciled()
@@ -174,13 +230,21 @@ class BikeRide:
         seq = first_seq
         start_t = self.clock.now()
         stop_wait = asyncio.ensure_future(self.stop.wait())
+        remote_wait = asyncio.ensure_future(self.remote_end.wait())
+        self.ended_by = "duration"
         try:
             while self.o.duration_s is None or seq < self.o.duration_s:
                 due = start_t + (seq - first_seq)
                 delay = self.clock.wall_delay(due)
                 if delay > 0:
-                    await asyncio.wait([stop_wait], timeout=delay)
+                    await asyncio.wait(
+                        [stop_wait, remote_wait], timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                    )
+                if self.remote_end.is_set():
+                    self.ended_by = "remote"
+                    break
                 if self.stop.is_set():
+                    self.ended_by = "stopped"
                     break
                 store.append_sample(ride_id, self.builder.take(seq, due, time.monotonic()))
                 self.recorded_this_run += 1
@@ -189,16 +253,35 @@ class BikeRide:
                     self.sync.notify(ride_id)
         finally:
             stop_wait.cancel()
+            remote_wait.cancel()
 
     def _end_locally(self) -> None:
+        """Claim `ended` with every sample recorded; its `t` is the ride's end on this bike's clock: now,
+        or the earlier end another replica made (policy rule 8)."""
         ride_id = self.o.ride_id
-        self.store.fold(ride_id)
-        mine = own_doc(self.store, ride_id)
-        samples = mine.samples if mine is not None else ()
-        span = (max(s.t for s in samples) - min(s.t for s in samples) + 1.0) if samples else 0.0
-        self.store.end_ride(ride_id, duration_s=span)
+        store = self.store
+        store.fold(ride_id)
+        end_t = self.clock.now()
+        other = policy.earliest_other_end(store.ride_docs(ride_id), store.device_id)
+        if other is not None:
+            self.ended_by = "remote"
+            end_t = min(end_t, self.clock.at_wall(other))
+        mine = own_doc(store, ride_id)
+        counted = [s for s in (mine.samples if mine is not None else ()) if s.t <= end_t]
+        span = (max(s.t for s in counted) - min(s.t for s in counted) + 1.0) if counted else 0.0
+        self._claimed = True
+        store.end_ride(ride_id, t=end_t, duration_s=span)
         self.sync.notify(ride_id)
-        self._emit({"event": "ride_ended", "ride_id": ride_id, "samples": self.store.next_seq(ride_id)})
+        self._emit(
+            {
+                "event": "ride_ended",
+                "ride_id": ride_id,
+                "samples": store.next_seq(ride_id),
+                "ended_by": self.ended_by,
+                "end_t": end_t,
+                "after_end": store.next_seq(ride_id) - len(counted),
+            }
+        )
 
     async def _post_end(self, http: aiohttp.ClientSession) -> EndResult:
         mine = own_doc(self.store, self.o.ride_id)
@@ -248,4 +331,8 @@ class BikeRide:
         out["sync_connects"] = self.sync.connects
         out["sync_last_error"] = self.sync.last_error
         out["end_post"] = self.end.to_json() if self.end is not None else None
+        out["ended_by"] = self.ended_by
+        view = self.store.view(ride_id)
+        out["end_t"] = view.end_t
+        out["after_end"] = view.after_end
         return out

@@ -8,13 +8,13 @@
   and connection;
 - after any failure wait `Backoff` (full jitter, capped), at least the server's `Retry-After`.
 
-Refused after finalization. Once the backend has finalized a ride it refuses every other device's writes
-for good (DESIGN §3: after upload the backend is the authority). A device that made changes offline which
-reached the backend only after that (an app's late shared-field edit, say) would otherwise be refused,
-reconnect, offer the same changes and be refused again for ever. So when the backend refuses a connection,
-the client asks `GET /v1/rides/{id}` for each of its rides; a finalized ride is *closed out*: its state
-settles on `failed`, with a reason saying the backend finalized it without this device's late changes
-(kept on this device, never counted), and from then on the client syncs only the documents it never
+Refused after finalization. Once the backend has finalized a ride it refuses every other device's writes for
+good (DESIGN §3: after upload the backend is the authority), but for edits of title, notes and rating. A
+device that made changes offline which reached the backend only after that (an app's target edit, say) would
+otherwise be refused, reconnect, offer the same changes and be refused again for ever. So when the backend
+refuses a connection, the client asks `GET /v1/rides/{id}` for each of its rides; a finalized ride is *closed
+out*: its state settles on `failed`, with a reason saying the backend finalized it without this device's late
+changes (kept on this device, never counted), and from then on the client syncs only the documents it never
 writes (the backend's and other devices'), so it still receives the official result.
 
 Recording never waits on any of this: the runner writes to the store and calls `notify(ride)`, which only

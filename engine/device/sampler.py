@@ -39,11 +39,18 @@ class RideClock:
         self.speed = speed
         self._monotonic = monotonic
         self._m0 = monotonic()
+        self._wall0 = time.time()
 
     def rebase(self, origin: float) -> None:
         """Ride time now reads `origin` (a resumed ride goes on after its last recorded second)."""
         self.origin = origin
         self._m0 = self._monotonic()
+        self._wall0 = time.time()
+
+    def at_wall(self, wall_t: float) -> float:
+        """The ride time at unix (wall-clock) time `wall_t`, e.g. another replica's end: the same time at
+        --speed 1; in a sped-up simulation, mapped from this run's start."""
+        return self.origin + (wall_t - self._wall0) * self.speed
 
     def now(self) -> float:
         return self.origin + (self._monotonic() - self._m0) * self.speed

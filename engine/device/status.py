@@ -137,6 +137,10 @@ class SyncTracker:
             return 0
         return max(0, self.store.next_seq(ride_id) - self._acked_samples.get(ride_id, 0))
 
+    def is_acknowledged(self, doc_hex: str) -> bool:
+        """The backend acknowledged this document at our current heads."""
+        return self._acked.get(doc_hex) == tuple(sorted(self.store.heads(doc_hex)))
+
     def is_reconciled(self, ride_id: str) -> bool:
         refs = self.store.ride_refs(ride_id)
         return bool(refs) and all(

@@ -22,10 +22,11 @@ Rules:
    heart rate lies within ±GAP_MATCH_S (1.0 s) of it, and (d) no app sample already used lies within
    ±FILL_SPACING_S (0.5 s) — apps and samples taken in (device, t, seq) order. So the bike wins wherever
    it held the strap, and a lost strap or a bike-side gap is covered by the app at most once.
-4. Totals over the bike's samples plus filled heart rate: duration_s = the bike's own `ended` claim's
-   duration if it declared one, else its sample span; output_kj = sum of power * min(Δt, MAX_DT_S) to the next
-   sample (a gap longer than 5 s adds nothing); energy_kcal = output_kj / (4.184 * 0.24), i.e. 24 %
-   gross efficiency; avg/max heart rate over usable and filled values; avg/max power; avg cadence.
+4. Totals over the bike's counted samples (rule 8) plus filled heart rate: duration_s = the bike's own
+   `ended` claim's duration if it declared one, else its sample span; output_kj = sum of power *
+   min(Δt, MAX_DT_S) to the next sample (a gap longer than 5 s adds nothing); energy_kcal = output_kj /
+   (4.184 * 0.24), i.e. 24 % gross efficiency; avg/max heart rate over usable and filled values;
+   avg/max power; avg cadence.
 5. Divergences: every other source (each app from its own samples and claims, the bike after
    finalization) whose duration, output or heart rate differs from the authoritative value by more than a
    tolerance is listed, e.g. "bike 20:00 vs app 18:00". They are shown, never merged.
@@ -34,6 +35,20 @@ Rules:
 7. Shared fields: for each field, an edit that another edit of that field names as `seen` is superseded.
    Among the rest, the winner is the highest (role rank backend > app > bike, writer time, edit key);
    concurrent losers are reported in `shared_conflicts`. Viewers' edits and invalid values are ignored.
+   Once the ride is finalized, title, notes and rating stay editable by the ride's writers (naming or
+   rating yesterday's ride is normal); targets, which steer a ride in progress, are frozen. `may_write` and
+   `may_edit` say so, and the sync gate and the HTTP API apply them.
+8. The ride's end and the samples after it. An end from any replica is the ride's one logical end (rule 6),
+   but only the bike knows how its sample clock relates to the others' clocks, so the bike places it: its
+   `ended` claim's `t` is the ride's end time on the bike's clock. When the bike stops by itself (duration,
+   Ctrl-C) that is the moment it stopped; when it stops because it learned through sync that another
+   replica ended the ride (an app's claim, the backend's end event), it is the earliest such end, read on
+   the bike's clock (`earliest_other_end`; a bike that was offline learns it only when it reconnects). The
+   bike's samples with `t` after its claim's `t` are kept in its document (and still declared in its claim:
+   `count` is every sample it recorded, so finalization waits for them too) but excluded from every total
+   and from gap filling; the view reports them as `after_end` (device → count) and the end time as `end_t`.
+   Until the bike has claimed `ended`, every sample counts: the ride's end on the bike's clock is not
+   known yet. The rule reads only the bike's single-writer claim, so every replica applies it alike.
 """
 
 from __future__ import annotations
@@ -122,6 +137,8 @@ class RideView:
     missing_samples: dict[str, int] = field(default_factory=dict)
     ready_to_finalize: bool = False
     problems: tuple[str, ...] = ()
+    end_t: float | None = None
+    after_end: dict[str, int] = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -147,6 +164,8 @@ class RideView:
             "missing_samples": self.missing_samples,
             "ready_to_finalize": self.ready_to_finalize,
             "problems": list(self.problems),
+            "end_t": self.end_t,
+            "after_end": dict(sorted(self.after_end.items())),
         }
 
 
@@ -172,9 +191,12 @@ def resolve(docs: RideDocs) -> RideView:
     phase = phase_of(devices, backends)
     finalization = next((b.finalized for b in backends if b.finalized is not None), None)
 
-    bike_totals, fill = compute_totals(
-        bike.samples if bike else (), [a.samples for a in apps], [a.device for a in apps]
+    end_t = bike_end_time(bike)
+    counted = counted_samples(bike)
+    after_end = (
+        {bike.device: len(bike.samples) - len(counted)} if bike is not None and end_t is not None else {}
     )
+    bike_totals, fill = compute_totals(counted, [a.samples for a in apps], [a.device for a in apps])
     if bike is not None and bike.ended is not None and bike.ended.duration_s is not None:
         bike_totals = _with_duration(bike_totals, bike.ended.duration_s)
 
@@ -232,6 +254,8 @@ def resolve(docs: RideDocs) -> RideView:
         missing_samples=missing,
         ready_to_finalize=ready,
         problems=tuple(problems),
+        end_t=end_t,
+        after_end={d: n for d, n in after_end.items() if n},
     )
 
 
@@ -246,6 +270,31 @@ def phase_of(devices: Iterable[DeviceDoc], backends: Iterable[BackendDoc]) -> Ph
     return Phase.PENDING
 
 
+def bike_end_time(bike: DeviceDoc | None) -> float | None:
+    """Rule 8: the ride's end time on the bike's clock, from the bike's `ended` claim (None before it)."""
+    return bike.ended.t if bike is not None and bike.ended is not None else None
+
+
+def counted_samples(bike: DeviceDoc | None) -> tuple[Sample, ...]:
+    """Rule 8: the bike's samples that count, i.e. those not after the end time its claim declares."""
+    if bike is None:
+        return ()
+    end_t = bike_end_time(bike)
+    if end_t is None:
+        return bike.samples
+    return tuple(s for s in bike.samples if s.t <= end_t)
+
+
+def earliest_other_end(docs: RideDocs, bike_device: str) -> float | None:
+    """The earliest end of the ride recorded by anyone but the bike itself (an app's `ended` claim, the
+    backend's end events), on the recorder's clock; None if nobody else ended it. The bike reads this when
+    it learns of the end through sync and places it on its own clock (rule 8)."""
+    times = [d.ended.t for d in docs.devices if d.ended is not None and d.ref.kind is DocKind.APP]
+    # An end event the bike itself reported is its own end, not another replica's.
+    times += [e.t for b in docs.backends for e in b.end_events if e.device != bike_device]
+    return min(times) if times else None
+
+
 def authoritative_bike(
     devices: Iterable[DeviceDoc], owner: str | None
 ) -> tuple[DeviceDoc | None, tuple[DeviceDoc, ...]]:
@@ -258,9 +307,18 @@ def authoritative_bike(
     return (bikes[0] if len(bikes) == 1 else None), ()
 
 
+# Shared fields that stay editable once the ride is finalized: naming, describing and rating yesterday's
+# ride is normal. Targets (target.*) steer a ride in progress; once it is finalized they are history.
+EDITABLE_AFTER_FINALIZED = frozenset({"title", "notes", "rating"})
+
+
 def may_write(ref: DocRef, device: str, role: Role, phase: Phase) -> bool:
     """Whether `device` acting as `role` may change document `ref` in `phase` (for the sync gate): the
     document's kind and device, the phase and the role, nothing else.
+
+    After `finalized` only the backend writes its document, and nobody writes a bike's or app's own
+    document (the official totals are frozen); the shared document stays writable, but only for the
+    fields `may_edit` allows (the gate checks every key a message adds: engine/store/gate.py).
 
     Whether the device belongs to the ride at all is not the policy's knowledge: the backend checks it
     before anything reaches the gate (only the ride's owning bike, the apps it admits and the backend may
@@ -268,11 +326,22 @@ def may_write(ref: DocRef, device: str, role: Role, phase: Phase) -> bool:
     """
     if role is Role.VIEWER:
         return False
-    if phase is Phase.FINALIZED and role is not Role.BACKEND:
-        return False
     if ref.kind is DocKind.SHARED:
         return True
+    if phase is Phase.FINALIZED and role is not Role.BACKEND:
+        return False
     return ref.kind.value == role.value and ref.device == device
+
+
+def may_edit(field_name: str, role: Role, phase: Phase) -> bool:
+    """Whether `role` may write an edit of shared field `field_name` in `phase`: any field before the ride
+    is finalized; after it, title, notes and rating (EDITABLE_AFTER_FINALIZED), never targets. The
+    backend edits every field in every phase; viewers none."""
+    if role is Role.VIEWER:
+        return False
+    if role is Role.BACKEND or phase is not Phase.FINALIZED:
+        return True
+    return field_name in EDITABLE_AFTER_FINALIZED
 
 
 def gap_fill(

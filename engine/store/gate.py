@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from engine.crdt import ChangeInfo, CrdtDoc, CrdtPanic, SyncSession, inspect_sync_message
 from engine.ride import policy, schema
-from engine.ride.schema import DocKind, DocRef, Role
+from engine.ride.schema import DocKind, DocRef, Phase, Role
 
 if TYPE_CHECKING:
     from engine.store.replica import GateResult, ReplicaStore
@@ -183,7 +183,7 @@ class GatedSync:
                 return GateResult(False, new, reason, "actor")
         if ref.kind is DocKind.SHARED:
             problem = shared_content_problem(
-                ref, real, staging, actors={a.hex() for a in actors}, device=device, role=role
+                ref, real, staging, actors={a.hex() for a in actors}, device=device, role=role, phase=phase
             )
             if problem is not None:
                 return GateResult(False, new, problem, "content")
@@ -217,13 +217,23 @@ class GatedSync:
 
 
 def shared_content_problem(
-    ref: DocRef, old: CrdtDoc, new: CrdtDoc, *, actors: set[str], device: str, role: Role
+    ref: DocRef,
+    old: CrdtDoc,
+    new: CrdtDoc,
+    *,
+    actors: set[str],
+    device: str,
+    role: Role,
+    phase: Phase = Phase.ACTIVE,
 ) -> str | None:
     """Why the keys `new` adds to the shared document `old` are not this device's to add, or None.
 
     Allowed: `edit.<actor hex>.<n>` under one of the message's own actors (`actors`) and naming the
     writing device and role, a well-formed `doc.<id>` index entry of this ride, and the header (`schema`,
-    `kind`, `ride_id` with their fixed values). No existing key may change or disappear."""
+    `kind`, `ride_id` with their fixed values). No existing key may change or disappear. Once the ride is
+    `finalized` (`phase`), a device other than the backend may add only edits of the fields
+    `policy.may_edit` leaves open (title, notes, rating)."""
+    frozen = phase is Phase.FINALIZED and role is not Role.BACKEND
     before = old.items()
     after = new.items()
     for key in sorted(before):
@@ -242,6 +252,8 @@ def shared_content_problem(
             if value != ref.ride_id:
                 return f"shared key 'ride_id' must be {ref.ride_id!r}"
         elif key.startswith(schema.DOC_PREFIX):
+            if frozen:
+                return f"shared key {key!r}: ride {ref.ride_id} is finalized; only edits of {_open_fields()}"
             obj = schema.loads_object(value)
             entry = schema.parse_doc_ref(ref.ride_id, obj) if obj is not None else None
             if entry is None or entry.doc_id != key[len(schema.DOC_PREFIX) :]:
@@ -260,4 +272,14 @@ def shared_content_problem(
                     f"edit {key!r} claims {obj.get('role')!r} {obj.get('device')!r}, "
                     f"but was written by {role.value} {device}"
                 )
+            field_name = obj.get("field")
+            if frozen and not policy.may_edit(str(field_name), role, phase):
+                return (
+                    f"edit {key!r} of {field_name!r}: ride {ref.ride_id} is finalized; "
+                    f"only {_open_fields()} stay editable"
+                )
     return None
+
+
+def _open_fields() -> str:
+    return ", ".join(sorted(policy.EDITABLE_AFTER_FINALIZED))

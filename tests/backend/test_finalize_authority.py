@@ -102,18 +102,53 @@ async def test_app_edit_never_overrides_the_bikes_metrics_and_finalized_is_read_
             await bc.closed.wait()
         assert bc.close_code == CLOSE_POLICY_VIOLATION
         assert any("in phase finalized" in e for e in bc.errors), bc.errors
-        app.edit_shared(RIDE, "title", "too late")
+        app.edit_shared(RIDE, "target.power_w", 300)  # targets freeze at finalization
         async with server.client(app_token, app, RIDE) as ac:
             await ac.open_ride()
             await ac.closed.wait()
         assert ac.close_code == CLOSE_POLICY_VIOLATION
+        assert any("only notes, rating, title stay editable" in e for e in ac.errors), ac.errors
         status, body, _ = await server.send(
-            "PUT", f"/v1/rides/{RIDE}/meta", app_token, {"title": "http late"}
+            "PUT", f"/v1/rides/{RIDE}/meta", app_token, {"title": "http late", "targets": {"power_w": 300}}
         )
         assert (status, body["error"]) == (409, "ride_finalized")
+        assert "target.power_w can no longer change" in body["detail"]
     after = store.ride_json(RIDE)
     assert _stable(after) == _stable(final)
     assert after["sync"]["state"] == "reconciled"
     assert after["samples"] == {"app-1": 15, "bike-1": 30}
     assert after["shared"] == {"title": "app title"}
     assert {ref.doc_id: store.heads(ref.doc_id) for ref in store.ride_refs(RIDE)} == heads
+
+
+async def test_title_notes_and_rating_stay_editable_after_finalization(server: Server) -> None:
+    """Naming or rating yesterday's ride is normal: over HTTP and over sync, after finalization."""
+    store = server.backend.store
+    bike = server.replica(Role.BIKE, "bike-1")
+    app = server.replica(Role.APP, "app-1")
+    bike_token, app_token = server.token("bike", "bike-1"), server.token("app", "app-1", rides=[RIDE])
+    async with asyncio.timeout(HANG_GUARD):
+        await _ride_and_sync(server, bike, 30)
+        bike.end_ride(RIDE, t=T0 + 31, duration_s=30.0)
+        async with server.client(bike_token, bike, RIDE) as bc:
+            await bc.open_ride()
+            await server.backend.wait_for(lambda: store.phase(RIDE).label == "finalized")
+        final = store.ride_json(RIDE)
+        status, body, _ = await server.send(
+            "PUT", f"/v1/rides/{RIDE}/meta", app_token, {"title": "Hill climb", "rating": 5}
+        )
+        assert status == 200, body
+        assert body["written"] == ["title", "rating"]
+        async with server.client(app_token, app, RIDE) as ac:
+            await ac.open_ride()
+            await server.backend.wait_for(lambda: server.holds_all_of(app, RIDE))
+        app.edit_shared(RIDE, "notes", "legs heavy")
+        async with server.client(app_token, app, RIDE) as ac:
+            await ac.open_ride()
+            await server.backend.wait_for(lambda: store.view(RIDE).shared.get("notes") == "legs heavy")
+        assert not ac.errors
+    after = store.ride_json(RIDE)
+    assert after["shared"] == {"title": "Hill climb", "rating": 5, "notes": "legs heavy"}
+    official = ("phase", "authority", "samples", "totals", "end_events_counted", "declared", "end_t")
+    assert {k: after[k] for k in official} == {k: final[k] for k in official}
+    assert after["phase"] == "finalized" and after["sync"]["state"] == "reconciled"

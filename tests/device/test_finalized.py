@@ -64,8 +64,9 @@ async def test_late_offline_edit_after_finalization_closes_out_the_ride(
             app_sync.track(RIDE)
             async with running(app_sync):
                 await app_sync.wait_for(lambda: app_sync.finished(RIDE))
-            # Offline, the app edits a shared field; meanwhile the bike ends and the backend finalizes.
-            app.edit_shared(RIDE, "title", "late title")
+            # Offline, the app edits a target (frozen once the ride is finalized: title, notes and rating
+            # would still be taken); meanwhile the bike ends and the backend finalizes.
+            app.edit_shared(RIDE, "target.power_w", 275)
             bike.end_ride(RIDE, t=T0 + 20, duration_s=20.0)
             bike_sync.notify(RIDE)
             await bike_sync.wait_for(
@@ -86,7 +87,7 @@ async def test_late_offline_edit_after_finalization_closes_out_the_ride(
             assert state is SyncState.FAILED
             assert "finalized this ride before it received changes made on this device" in reason
             # A further local change does not start the refusal loop again: the shared doc stays out.
-            app.edit_shared(RIDE, "notes", "still late")
+            app.edit_shared(RIDE, "target.cadence", 90)
             app_sync.notify(RIDE)
             connects = app_sync.connects
             await app_sync.wait_for(lambda: app_sync.finished(RIDE))
@@ -95,7 +96,7 @@ async def test_late_offline_edit_after_finalization_closes_out_the_ride(
     assert app.sync_status(RIDE).state is SyncState.FAILED
     assert app.view(RIDE).totals == final["totals"]
     after = backend.ride_json(RIDE)
-    assert after["shared"] == final["shared"] and "late title" not in json.dumps(after["shared"])
+    assert after["shared"] == final["shared"] and "target.power_w" not in json.dumps(after["shared"])
     assert {ref.doc_id: backend.heads(ref.doc_id) for ref in backend.ride_refs(RIDE)} == final_heads
     bike.close()
     app.close()

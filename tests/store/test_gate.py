@@ -101,6 +101,8 @@ def test_relayed_changes_of_another_device_are_refused(open_replica: Open) -> No
 
 
 def test_after_finalize_only_the_backend_writes(open_replica: Open) -> None:
+    """Finalized: the bike's own document is frozen, and so are the shared targets (title, notes and
+    rating stay editable: test below)."""
     bike = open_replica()
     backend = open_replica("backend", role=Role.BACKEND, device="backend")
     bike.start_ride(RIDE)
@@ -109,13 +111,43 @@ def test_after_finalize_only_the_backend_writes(open_replica: Open) -> None:
     for ref in bike.ride_refs(RIDE):
         assert push(bike.doc(ref.doc_id), backend, ref, "bike-1", Role.BIKE).accepted
     view = backend.finalize(RIDE)
-    bike.edit_shared(RIDE, "title", "late edit")
+    bike.edit_shared(RIDE, "target.power_w", 250)
     ref = shared_ref(RIDE)
     before = backend.heads(ref.doc_id)
     result = push(bike.doc(ref.doc_id), backend, ref, "bike-1", Role.BIKE)
-    assert not result.accepted and "phase finalized" in result.reason
+    assert not result.accepted and "is finalized; only notes, rating, title stay editable" in result.reason
     assert backend.heads(ref.doc_id) == before
     assert backend.view(RIDE).to_json() == view.to_json()
+    own = own_ref(RIDE, "bike-1", Role.BIKE)
+    assert own is not None
+    bike.append_samples(RIDE, [make_sample(5)])
+    bike.fold(RIDE)
+    result = push(bike.doc(own.doc_id), backend, own, "bike-1", Role.BIKE)
+    assert not result.accepted and "in phase finalized" in result.reason
+
+
+def test_after_finalize_title_notes_and_rating_stay_editable(open_replica: Open) -> None:
+    bike = open_replica()
+    app = open_replica("app", role=Role.APP)
+    backend = open_replica("backend", role=Role.BACKEND, device="backend")
+    bike.start_ride(RIDE)
+    bike.append_samples(RIDE, [make_sample(i) for i in range(5)])
+    bike.end_ride(RIDE)
+    for ref in bike.ride_refs(RIDE):
+        assert push(bike.doc(ref.doc_id), backend, ref, "bike-1", Role.BIKE).accepted
+    final = backend.finalize(RIDE)
+    ref = shared_ref(RIDE)
+    app.ensure_doc(ref)
+    app.merge_remote(ref.doc_id, backend.doc(ref.doc_id))
+    app.edit_shared(RIDE, "title", "Hill climb")
+    app.edit_shared(RIDE, "rating", 4)
+    assert push(app.doc(ref.doc_id), backend, ref, "app-1", Role.APP).accepted
+    bike.edit_shared(RIDE, "notes", "legs heavy")
+    assert push(bike.doc(ref.doc_id), backend, ref, "bike-1", Role.BIKE).accepted
+    view = backend.view(RIDE)
+    assert view.shared == {"title": "Hill climb", "rating": 4, "notes": "legs heavy"}
+    # The official result is untouched: still finalized, the same totals and samples.
+    assert view.phase.label == "finalized" and view.totals == final.totals and view.samples == final.samples
 
 
 def test_garbage_sync_bytes_change_nothing(open_replica: Open) -> None:

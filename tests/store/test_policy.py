@@ -159,8 +159,10 @@ def test_may_write_single_writer_docs_and_read_only_after_finalize() -> None:
     assert not policy.may_write(BIKE, "bike-1", Role.APP, Phase.ACTIVE)
     assert not policy.may_write(APP, "bike-1", Role.BIKE, Phase.ACTIVE)
     assert policy.may_write(shared, "app-1", Role.APP, Phase.ENDED)
-    assert not policy.may_write(shared, "app-1", Role.APP, Phase.FINALIZED)
+    # Finalized: the shared document stays open for the fields may_edit allows; device documents close.
+    assert policy.may_write(shared, "app-1", Role.APP, Phase.FINALIZED)
     assert not policy.may_write(BIKE, "bike-1", Role.BIKE, Phase.FINALIZED)
+    assert not policy.may_write(APP, "app-1", Role.APP, Phase.FINALIZED)
     assert policy.may_write(BACKEND, "backend", Role.BACKEND, Phase.FINALIZED)
     assert not policy.may_write(shared, "v", Role.VIEWER, Phase.ACTIVE)
 
@@ -207,3 +209,73 @@ def test_two_bike_documents_and_no_known_owner_name_no_authority() -> None:
     # With one bike document, that one is the authority, owner known or not.
     assert policy.resolve(RideDocs(RIDE, devices=(one,))).duration_s == 1800.0
     assert policy.resolve(RideDocs(RIDE, devices=(one,), owner="bike-1")).ready_to_finalize
+
+
+def test_samples_after_the_bikes_end_are_kept_but_not_counted() -> None:
+    """Rule 8: the bike's claim places the end (here: an app ended the ride at T0+20 and the bike, offline
+    until T0+29, stopped there); its later samples are declared and held, never counted."""
+    samples = bike_samples(30)
+    claim = Claim(t=T0 + 20, key=end_key(RIDE), last_seq=29, count=30, duration_s=21.0)
+    app_end = BackendDoc(BACKEND, end_events=(EndEvent(end_key(RIDE), T0 + 20, "app-1", "app"),))
+    docs = RideDocs(RIDE, devices=(DeviceDoc(BIKE, samples=samples, ended=claim),), backends=(app_end,))
+    view = policy.resolve(docs)
+    assert view.end_t == T0 + 20 and view.after_end == {"bike-1": 9}
+    assert view.samples == {"bike-1": 30} and view.ready_to_finalize and view.missing_samples == {}
+    assert view.totals["output_kj"] == 4.0  # 20 intervals of 1 s at 200 W: samples 0..20
+    assert view.duration_s == 21.0
+    assert policy.earliest_other_end(docs, "bike-1") == T0 + 20
+    # Before the bike has claimed, every sample counts: the end is not placed on its clock yet.
+    early = policy.resolve(RideDocs(RIDE, devices=(DeviceDoc(BIKE, samples=samples),), backends=(app_end,)))
+    assert early.phase is Phase.ENDED and early.end_t is None and early.after_end == {}
+    assert early.totals["output_kj"] == 5.8
+
+
+@given(
+    st.lists(st.floats(0, 40, allow_nan=False), min_size=1, max_size=40, unique=True),
+    st.floats(-5, 45, allow_nan=False),
+    st.lists(st.tuples(st.sampled_from(["app-1", "app-2", "bike-1"]), st.floats(-5, 45)), max_size=4),
+    st.randoms(use_true_random=False),
+)
+def test_end_rule_is_the_same_in_any_merge_order(
+    offsets: list[float], end: float, others: list[tuple[str, float]], rnd: random.Random
+) -> None:
+    """Rule 8 on random rides: whatever order the documents and end events arrive in, the view is the same,
+    and the totals are exactly those of the bike's samples up to its claimed end."""
+    samples = tuple(
+        Sample(seq=i, t=T0 + off, hr=120 + i % 7, contact="detected", power_dw=1500 + i)
+        for i, off in enumerate(sorted(offsets))
+    )
+    claim = Claim(t=T0 + end, key=end_key(RIDE), last_seq=len(samples) - 1, count=len(samples))
+    bike = DeviceDoc(BIKE, samples=samples, ended=claim)
+    app = DeviceDoc(APP, samples=app_samples(5), ended=Claim(t=T0 + 3, key=end_key(RIDE)))
+    events = [
+        EndEvent(end_key(RIDE), T0 + t, dev, "app" if dev.startswith("app") else "bike") for dev, t in others
+    ]
+    devices = [bike, app]
+    base = policy.resolve(RideDocs(RIDE, devices=(bike, app), backends=(BackendDoc(BACKEND, tuple(events)),)))
+    rnd.shuffle(devices)
+    rnd.shuffle(events)
+    shuffled = RideDocs(RIDE, devices=tuple(devices), backends=(BackendDoc(BACKEND, tuple(events)),))
+    view = policy.resolve(shuffled)
+    assert view.to_json() == base.to_json()
+    counted = [s for s in samples if s.t <= T0 + end]
+    expected, _ = policy.compute_totals(counted, [app.samples], ["app-1"])
+    assert {k: v for k, v in view.totals.items() if k != "duration_s"} == {
+        k: v for k, v in expected.to_json().items() if k != "duration_s"
+    }
+    assert view.after_end == ({"bike-1": len(samples) - len(counted)} if len(counted) < len(samples) else {})
+    assert view.end_events_counted == 1
+    # What the bike reads when it learns of an end: the earliest one not its own.
+    not_mine = [T0 + t for dev, t in others if dev != "bike-1"] + [T0 + 3]
+    assert policy.earliest_other_end(shuffled, "bike-1") == min(not_mine)
+
+
+def test_after_finalization_title_notes_rating_stay_editable_targets_do_not() -> None:
+    for role in (Role.APP, Role.BIKE):
+        for name in ("title", "notes", "rating"):
+            assert policy.may_edit(name, role, Phase.FINALIZED)
+        for name in ("target.power_w", "target.cadence", "target.resistance", "target.hr_zone"):
+            assert policy.may_edit(name, role, Phase.ENDED)
+            assert not policy.may_edit(name, role, Phase.FINALIZED)
+    assert policy.may_edit("target.power_w", Role.BACKEND, Phase.FINALIZED)
+    assert not policy.may_edit("title", Role.VIEWER, Phase.ACTIVE)

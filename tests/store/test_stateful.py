@@ -121,6 +121,19 @@ class Replicas(RuleBasedStateMachine):
         self.ended[who] = True
 
     @rule()
+    def bike_learns_of_an_end_and_stops(self) -> None:
+        """The bike finds another replica's end in what it has synced (possibly long after, having ridden
+        on offline) and claims the ride's end there, on its clock: later samples stop counting (rule 8)."""
+        bike = self.stores["bike"]
+        other = policy.earliest_other_end(bike.ride_docs(RIDE), DEVICES["bike"])
+        if other is None or self.ended["bike"]:
+            return
+        self.t += 1.0
+        bike.end_ride(RIDE, t=other, duration_s=None)
+        self.ended["bike"] = True
+        event("bike stopped at another replica's end")
+
+    @rule()
     def backend_end_event(self) -> None:
         self.stores["backend"].record_end_event(RIDE, f"ride-end:{RIDE}", "app-1", "app")
 
@@ -212,7 +225,11 @@ class Replicas(RuleBasedStateMachine):
             else:
                 assert view.authority == "bike"
                 bike: DeviceDoc | None = bikes[0] if bikes else None
-                alone, _ = policy.compute_totals(bike.samples if bike else (), [], [])
+                alone, _ = policy.compute_totals(policy.counted_samples(bike), [], [])
+                # Rule 8: nothing after the bike's claimed end counts; nothing before it is dropped.
+                end_t = policy.bike_end_time(bike)
+                after = sum(1 for smp in bike.samples if smp.t > end_t) if bike and end_t is not None else 0
+                assert view.after_end == ({DEVICES["bike"]: after} if after else {})
                 # The app can fill heart rate, never the bike's output, power or duration.
                 for metric in ("output_kj", "max_power_w", "avg_cadence", "duration_s"):
                     assert view.totals[metric] == alone.to_json()[metric]

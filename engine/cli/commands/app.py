@@ -74,7 +74,7 @@ def _app(args: argparse.Namespace) -> int:
     from engine.cli.datadir import check_data_dir, os_error
     from engine.cli.main import CliError
     from engine.cli.output import emit
-    from engine.device.app import AppOptions, run_app
+    from engine.device.app import AppOptions, EditRefused, RideUnavailable, run_app
     from engine.device.identity import token_claims
     from engine.ride import schema
     from engine.ride.schema import Phase
@@ -127,7 +127,7 @@ def _app(args: argparse.Namespace) -> int:
     )
     try:
         summary = asyncio.run(run_app(options))
-    except StoreError as exc:
+    except (StoreError, RideUnavailable, EditRefused) as exc:
         raise CliError(str(exc)) from exc
     except OSError as exc:
         if exc.filename is None:

@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "arrival, synced to --backend whenever it is reachable. --duration and --speed are in ride "
             "time: --duration 1800 --speed 60 records a 30-minute ride in 30 s. At the end (or on Ctrl-C) "
             "the ride is ended and the command waits, bounded by --sync-timeout, until the backend holds "
-            "it all. Running again with the same --data and --ride-id resumes the ride."
+            "it all; it also stops as soon as another replica (the app) ends the ride. Running again with "
+            "the same --data and --ride-id resumes an interrupted ride; an ended one is refused (exit 2): "
+            "`ridesync sync` pushes what this replica holds."
         ),
     )
     p.add_argument("--backend", required=True, metavar="URL", help="backend, e.g. http://127.0.0.1:8750")
@@ -155,7 +157,7 @@ def _run(options: Any) -> dict[str, Any]:
     from adapters.serial.factory import SpecError
     from engine.cli.datadir import os_error
     from engine.cli.main import CliError
-    from engine.device.bike import BikeRide
+    from engine.device.bike import BikeRide, RideAlreadyEnded
     from engine.store import StoreError
 
     async def main() -> dict[str, Any]:
@@ -179,6 +181,8 @@ def _run(options: Any) -> dict[str, Any]:
                 loop.add_signal_handler(sig, on_signal)
         try:
             return await bike.run()
+        except RideAlreadyEnded as exc:
+            raise CliError(str(exc)) from exc
         except asyncio.CancelledError:
             return {**bike.summary(), "aborted": True}
         finally:
