@@ -25,7 +25,8 @@ class Format:
     write: Callable[[ExportRide], bytes]
 
     def filename(self, ride_id: str) -> str:
-        return f"{ride_id}.{self.extension}"
+        """`<ride>.<ext>`; a ride id's `:` (allowed in ids, not in Windows file names) becomes `_`."""
+        return f"{ride_id.replace(':', '_')}.{self.extension}"
 
 
 def _fit(ride: ExportRide) -> bytes:

@@ -8,8 +8,8 @@ extension that Garmin Connect, Strava and TrainingPeaks read; lap average/maximu
 place for RR intervals (the FIT and CSV exports carry them). The ride's title and notes go into the
 activity's Notes.
 
-The schema's types bound the values: heart rate 1–255, cadence 0–254, calories 0–65,535; a value out of
-range is left out of that element, like a missing one.
+The schema's types bound the values: heart rate 1 to 255, cadence 0 to 254, calories 0 to 65,535; a
+value out of range is left out of that element, like a missing one.
 """
 
 from __future__ import annotations

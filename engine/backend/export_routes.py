@@ -1,0 +1,45 @@
+"""`GET /v1/rides/{id}/export?format=fit|tcx|csv`: the ride as a file (engine/export), for whoever may
+read the ride (the same check as `GET /v1/rides/{id}`)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from engine.auth.tokens import Claims
+from engine.backend import auth
+from engine.backend.http import _known, _ride_id, route
+from engine.backend.service import Backend
+from engine.backend.state import BackendState, ride_classes
+from engine.export import FORMATS, ExportError, export, from_docs
+
+
+async def get_export(
+    request: web.Request, state: BackendState, backend: Backend, claims: Claims
+) -> web.Response:
+    ride_id = _ride_id(request)
+    auth.require_read(claims, ride_id, ride_classes(request.app, ride_id))
+    fmt = request.query.get("format", "")
+    spec = FORMATS.get(fmt)
+    if spec is None:
+        raise auth.RequestError(400, "bad_format", f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    _known(backend, ride_id)
+    ride = from_docs(backend.store.ride_docs(ride_id))
+    try:
+        body = export(ride, fmt)
+    except ExportError as exc:
+        raise auth.RequestError(422, "not_exportable", str(exc)) from None
+    # As for the view: nothing is handed out before what it reflects is committed.
+    await backend.store.flushed()
+    response = web.Response(body=body, headers={"Content-Disposition": _disposition(spec.filename(ride_id))})
+    response.headers["Content-Type"] = spec.content_type
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _disposition(filename: str) -> str:
+    # Ride ids are restricted to a safe character set (engine/ride/schema.py: check_ride_id).
+    return f'attachment; filename="{filename}"'
+
+
+def add_export_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/rides/{ride_id}/export", route("export", get_export))
