@@ -8,13 +8,14 @@ the session carry the ride's totals: elapsed and timer time, average/maximum hea
 cadence, total work (J) and calories (kcal).
 
 FIT's types bound what a record can hold: heart rate and cadence are uint8 (254 at most), power uint16
-(65,534 W), an RR interval 65.534 s, timestamps whole seconds since 1989-12-31 00:00 UTC. A value out of
-range is left out of that record (the CSV export keeps it); a ride whose times fall outside FIT's range
-raises `ExportError`.
+(65,534 W), an RR interval 65.534 s, timestamps whole seconds since 1989-12-31 00:00 UTC (a sample's
+time is cut to its second). A value out of range is left out of that record (the CSV export keeps it); a
+ride whose times fall outside FIT's range raises `ExportError`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fit_tool.fit_file_builder import FitFileBuilder
@@ -47,10 +48,16 @@ MAX_RR_S = MAX_U16 / 1000
 MAX_T = FIT_EPOCH_UNIX + 0xFFFF_FFFE
 
 
-def _ms(t: float) -> int:
-    if not FIT_EPOCH_UNIX <= t <= MAX_T:
+def fit_seconds(t: float) -> int:
+    """A unix time as a FIT timestamp holds it: the whole second it falls in (as unix seconds)."""
+    if not (math.isfinite(t) and FIT_EPOCH_UNIX <= t <= MAX_T):
         raise ExportError(f"time {t} is outside what FIT can hold (1989-12-31 to 2126)")
-    return round(t * 1000)
+    return math.floor(t)
+
+
+def _ms(t: float) -> int:
+    # fit-tool takes unix milliseconds and rounds them to FIT's whole seconds: hand it whole seconds.
+    return fit_seconds(t) * 1000
 
 
 def _u8(value: float | None) -> int | None:
