@@ -11,6 +11,10 @@ import xmlschema
 from hypothesis import strategies as st
 
 from engine.export import ExportRide, Row, build
+from tests.backend.server import make_server, server
+from tests.device.conftest import backend
+
+__all__ = ["backend", "make_server", "rides", "rows", "server", "tcx_schema"]
 
 # Debian's pytrainer package ships Garmin's TrainingCenterDatabasev2.xsd (it validates imported TCX files
 # with it); no PyPI package does. RIDESYNC_TCX_XSD points at another copy of the same file.
