@@ -64,7 +64,9 @@ async def test_each_format_downloads_with_its_type_and_filename(
     expected = [sample(i) for i in range(N)]
     assert [r.get("heart_rate") for r in records] == [s.hr if s.seq != 7 else None for s in expected]
     assert [r.get("cadence") for r in records] == [s.cadence for s in expected]
-    assert [r.get("power") for r in records] == [round(s.power_dw / 10) for s in expected]
+    assert [r.get("power") for r in records] == [
+        None if s.power_w is None else round(s.power_w) for s in expected
+    ]
     assert len(messages["hrv_mesgs"]) == N - 1
     (session,) = messages["session_mesgs"]
     assert session["avg_heart_rate"] == round(view.totals["avg_hr"])
