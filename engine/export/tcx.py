@@ -15,6 +15,7 @@ value out of range is left out of that element, like a missing one.
 from __future__ import annotations
 
 import math
+import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 
@@ -33,6 +34,15 @@ MAX_U16 = 65_535
 ET.register_namespace("", NS)
 ET.register_namespace("tpx", NS_EXT)
 ET.register_namespace("xsi", NS_XSI)
+
+
+# Characters XML 1.0 cannot hold at all (control characters, surrogates, U+FFFE/U+FFFF): a title or
+# note holding one is written without it, rather than as a file no reader parses.
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: str) -> str:
+    return _NOT_XML.sub("", text)
 
 
 def _q(name: str) -> str:
@@ -132,7 +142,7 @@ def export_tcx(ride: ExportRide) -> bytes:
         _lap(activity, ride, lap)
     notes = "\n\n".join(part for part in (ride.title, ride.notes) if part)
     if notes:
-        _sub(activity, "Notes", notes)
+        _sub(activity, "Notes", xml_text(notes))
     ET.indent(root, space=" ")
     body: bytes = ET.tostring(root, encoding="UTF-8", xml_declaration=True)
     return body + b"\n"
