@@ -30,7 +30,7 @@ class Format:
 
 
 def _fit(ride: ExportRide) -> bytes:
-    from engine.export.fit import export_fit  # fit-tool is loaded only when a FIT file is asked for
+    from engine.export.fit import export_fit  # the FIT SDK is loaded only when a FIT file is asked for
 
     return export_fit(ride)
 

@@ -1,5 +1,5 @@
-"""FIT activity file (Garmin's binary format), written with fit-tool: a pure function from an
-`ExportRide` to bytes.
+"""FIT activity file (Garmin's binary format), written with Garmin's official FIT SDK for Python
+(`garmin_fit_sdk.Encoder`): a pure function from an `ExportRide` to bytes.
 
 Messages, in order: file_id (activity), event timer start, then per row a `record` (timestamp,
 heart_rate, cadence, power) followed by an `hrv` message with the row's RR intervals when it has any,
@@ -16,27 +16,10 @@ ride whose times fall outside FIT's range raises `ExportError`.
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
-from fit_tool.fit_file_builder import FitFileBuilder
-from fit_tool.profile.messages.activity_message import ActivityMessage
-from fit_tool.profile.messages.event_message import EventMessage
-from fit_tool.profile.messages.file_id_message import FileIdMessage
-from fit_tool.profile.messages.hrv_message import HrvMessage
-from fit_tool.profile.messages.lap_message import LapMessage
-from fit_tool.profile.messages.record_message import RecordMessage
-from fit_tool.profile.messages.session_message import SessionMessage
-from fit_tool.profile.profile_type import (
-    Activity,
-    Event,
-    EventType,
-    FileType,
-    LapTrigger,
-    Manufacturer,
-    SessionTrigger,
-    Sport,
-    SubSport,
-)
+from garmin_fit_sdk import Encoder, Profile
 
 from engine.export.errors import ExportError
 from engine.export.model import ExportRide, Lap, Row
@@ -46,6 +29,7 @@ MAX_U8 = 254  # 255 is FIT's "invalid"
 MAX_U16 = 65_534
 MAX_RR_S = MAX_U16 / 1000
 MAX_T = FIT_EPOCH_UNIX + 0xFFFF_FFFE
+MAX_ELAPSED_S = 0xFFFF_FFFE / 1000  # uint32, ms: about 49 days
 
 
 def fit_seconds(t: float) -> int:
@@ -55,9 +39,8 @@ def fit_seconds(t: float) -> int:
     return math.floor(t)
 
 
-def _ms(t: float) -> int:
-    # fit-tool takes unix milliseconds and rounds them to FIT's whole seconds: hand it whole seconds.
-    return fit_seconds(t) * 1000
+def _when(t: float) -> datetime:
+    return datetime.fromtimestamp(fit_seconds(t), UTC)
 
 
 def _u8(value: float | None) -> int | None:
@@ -72,6 +55,10 @@ def _u16(value: float | None) -> int | None:
         return None
     rounded = round(value)
     return rounded if 0 <= rounded <= MAX_U16 else None
+
+
+def _elapsed(seconds: float) -> float | None:
+    return seconds if 0 <= seconds <= MAX_ELAPSED_S else None
 
 
 def record_fields(row: Row) -> dict[str, int | None]:
@@ -89,15 +76,18 @@ def rr_seconds(row: Row) -> list[float]:
     return out
 
 
-def _summary(msg: Any, ride: ExportRide, start_t: float, end_t: float) -> None:
-    msg.start_time = _ms(start_t)
-    msg.timestamp = _ms(end_t)
-    elapsed = max(end_t - start_t, ride.duration_s, 0.0)
-    msg.total_elapsed_time = elapsed
-    msg.total_timer_time = elapsed
-    msg.sport = Sport.CYCLING
-    msg.sub_sport = SubSport.INDOOR_CYCLING
-    fields = {
+MESG = Profile["mesg_num"]
+
+
+def _summary(ride: ExportRide, start_t: float, end_t: float) -> dict[str, Any]:
+    elapsed = _elapsed(max(end_t - start_t, ride.duration_s, 0.0))
+    fields: dict[str, Any] = {
+        "start_time": _when(start_t),
+        "timestamp": _when(end_t),
+        "total_elapsed_time": elapsed,
+        "total_timer_time": elapsed,
+        "sport": "cycling",
+        "sub_sport": "indoor_cycling",
         "avg_heart_rate": _u8(ride.total("avg_hr")),
         "max_heart_rate": _u8(ride.total("max_hr")),
         "avg_power": _u16(ride.total("avg_power_w")),
@@ -106,80 +96,81 @@ def _summary(msg: Any, ride: ExportRide, start_t: float, end_t: float) -> None:
         "total_calories": _u16(ride.total("energy_kcal")),
     }
     output_kj = ride.total("output_kj")
-    if output_kj is not None and output_kj >= 0:
+    if output_kj is not None and 0 <= output_kj < 4_294_967:  # uint32 joules
         fields["total_work"] = round(output_kj * 1000)
-    for name, value in fields.items():
-        if value is not None:
-            setattr(msg, name, value)
+    return {k: v for k, v in fields.items() if v is not None}
 
 
-def _lap(ride: ExportRide, lap: Lap, index: int) -> LapMessage:
-    msg = LapMessage()
-    msg.message_index = index
-    msg.event = Event.LAP
-    msg.event_type = EventType.STOP
-    msg.lap_trigger = LapTrigger.SESSION_END
+def _lap(ride: ExportRide, lap: Lap, index: int) -> dict[str, Any]:
     # ridesync has one lap per ride (engine/export/model.py), so the lap's totals are the ride's.
-    _summary(msg, ride, lap.start_t, lap.end_t)
-    return msg
+    return {
+        "mesg_num": MESG["LAP"],
+        "message_index": index,
+        "event": "lap",
+        "event_type": "stop",
+        "lap_trigger": "session_end",
+        **_summary(ride, lap.start_t, lap.end_t),
+    }
 
 
 def export_fit(ride: ExportRide) -> bytes:
+    try:
+        return _encode(ride)
+    except ValueError as exc:  # the SDK's "Could not write Message: …" for a value its type cannot hold
+        if isinstance(exc, ExportError):
+            raise
+        raise ExportError(f"FIT cannot hold this ride: {exc}") from None
+
+
+def _encode(ride: ExportRide) -> bytes:
     start = ride.start_t
     end = max([start, *(r.t for r in ride.rows)])
-    builder = FitFileBuilder(auto_define=True, min_string_size=50)
-
-    file_id = FileIdMessage()
-    file_id.type = FileType.ACTIVITY
-    file_id.manufacturer = Manufacturer.DEVELOPMENT.value
-    file_id.product = 0
-    file_id.serial_number = 1
-    file_id.time_created = _ms(start)
-    builder.add(file_id)
-
-    builder.add(_timer(start, EventType.START))
+    fit = Encoder()
+    fit.write_mesg(
+        {
+            "mesg_num": MESG["FILE_ID"],
+            "type": "activity",
+            "manufacturer": "development",
+            "product": 0,
+            "serial_number": 1,
+            "time_created": _when(start),
+        }
+    )
+    fit.write_mesg(
+        {"mesg_num": MESG["EVENT"], "timestamp": _when(start), "event": "timer", "event_type": "start"}
+    )
     for row in ride.rows:
-        record = RecordMessage()
-        record.timestamp = _ms(row.t)
-        for name, value in record_fields(row).items():
-            if value is not None:
-                setattr(record, name, value)
-        builder.add(record)
+        record: dict[str, Any] = {"mesg_num": MESG["RECORD"], "timestamp": _when(row.t)}
+        record.update((k, v) for k, v in record_fields(row).items() if v is not None)
+        fit.write_mesg(record)
         rr = rr_seconds(row)
         if rr:
-            hrv = HrvMessage()
-            hrv.time = rr
-            builder.add(hrv)
-    builder.add(_timer(end, EventType.STOP_ALL))
-
+            fit.write_mesg({"mesg_num": MESG["HRV"], "time": rr})
+    fit.write_mesg(
+        {"mesg_num": MESG["EVENT"], "timestamp": _when(end), "event": "timer", "event_type": "stop_all"}
+    )
     for index, lap in enumerate(ride.laps):
-        builder.add(_lap(ride, lap, index))
-
-    session = SessionMessage()
-    session.message_index = 0
-    session.event = Event.SESSION
-    session.event_type = EventType.STOP
-    session.trigger = SessionTrigger.ACTIVITY_END
-    session.first_lap_index = 0
-    session.num_laps = len(ride.laps)
-    _summary(session, ride, start, end)
-    builder.add(session)
-
-    activity = ActivityMessage()
-    activity.timestamp = _ms(end)
-    activity.total_timer_time = max(end - start, ride.duration_s, 0.0)
-    activity.num_sessions = 1
-    activity.type = Activity.MANUAL
-    activity.event = Event.ACTIVITY
-    activity.event_type = EventType.STOP
-    builder.add(activity)
-    data: bytes = builder.build().to_bytes()
-    return data
-
-
-def _timer(t: float, kind: EventType) -> EventMessage:
-    msg = EventMessage()
-    msg.event = Event.TIMER
-    msg.event_type = kind
-    msg.timestamp = _ms(t)
-    return msg
+        fit.write_mesg(_lap(ride, lap, index))
+    fit.write_mesg(
+        {
+            "mesg_num": MESG["SESSION"],
+            "message_index": 0,
+            "event": "session",
+            "event_type": "stop",
+            "trigger": "activity_end",
+            "first_lap_index": 0,
+            "num_laps": len(ride.laps),
+            **_summary(ride, start, end),
+        }
+    )
+    activity = {
+        "mesg_num": MESG["ACTIVITY"],
+        "timestamp": _when(end),
+        "total_timer_time": _elapsed(max(end - start, ride.duration_s, 0.0)),
+        "num_sessions": 1,
+        "type": "manual",
+        "event": "activity",
+        "event_type": "stop",
+    }
+    fit.write_mesg({k: v for k, v in activity.items() if v is not None})
+    return fit.close()

@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import Any
 
+import fitdecode
 import pytest
 import xmlschema
 from garmin_fit_sdk import Decoder, Stream
@@ -45,6 +46,17 @@ def decode_fit(data: bytes) -> Any:
     messages, errors = Decoder(Stream.from_byte_array(bytearray(data))).read()
     assert errors == []
     return messages
+
+
+def decode_fit_independently(data: bytes) -> dict[str, list[dict[str, Any]]]:
+    """The same file through fitdecode (not Garmin's code), CRC checked: message name → field values."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    with fitdecode.FitReader(io.BytesIO(data), check_crc=fitdecode.CrcCheck.RAISE) as fit:
+        for frame in fit:
+            if isinstance(frame, fitdecode.FitDataMessage):
+                values = {f.name: f.value for f in frame.fields if f.value is not None}
+                out.setdefault(frame.name, []).append(values)
+    return out
 
 
 def _ride() -> ExportRide:
@@ -89,6 +101,13 @@ def test_fit_holds_every_record_with_its_values_and_the_session_totals() -> None
     assert messages["activity_mesgs"][0]["num_sessions"] == 1
     assert messages["file_id_mesgs"][0]["type"] == "activity"
     assert [e["event_type"] for e in messages["event_mesgs"]] == ["start", "stop_all"]
+    # An independent reader sees the same records and totals.
+    other = decode_fit_independently(export(ride, "fit"))
+    assert [r.get("heart_rate") for r in other["record"]] == [r.get("heart_rate") for r in records]
+    assert [r.get("power") for r in other["record"]] == [r.get("power") for r in records]
+    assert [r["timestamp"] for r in other["record"]] == [r["timestamp"] for r in records]
+    assert other["session"][0]["total_work"] == 1800 and other["session"][0]["avg_heart_rate"] == 124
+    assert [m["time"] for m in other["hrv"]] == [(0.879, 0.977)] * 4
 
 
 def test_tcx_validates_and_holds_every_trackpoint(tcx_schema: xmlschema.XMLSchema) -> None:
