@@ -10,11 +10,14 @@ shows what `GET /v1/rides/{id}` and the ride page show:
   the app's own samples (as the ride page does).
 - **Laps**: ridesync records no lap markers, so a ride is one lap from its first row to its last.
 - **Totals**: the view's totals (the backend's official ones once the ride is finalized).
+- **Start**: the first row's time; for a ride without samples, its earliest phase claim or end event, and
+  for one without any of those (a `pending` ride), `NO_TIME`.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +28,8 @@ from engine.ride.samples import Sample
 from engine.ride.schema import DocKind
 
 MERGE_S = policy.FILL_SPACING_S
+# The start of a ride with no samples and no dated claim: FIT's epoch, the earliest date every format holds.
+NO_TIME = 631_065_600.0  # 1989-12-31T00:00:00Z
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +170,7 @@ def build(
 ) -> ExportRide:
     """An export from rows already in time order (tests build rides this way too)."""
     rows = tuple(rows)
-    start = rows[0].t if rows else (fallback_t if fallback_t is not None else 0.0)
+    start = rows[0].t if rows else (fallback_t if fallback_t is not None else NO_TIME)
     laps = (Lap(start, rows[-1].t, 0, len(rows)),) if rows else (Lap(start, start, 0, 0),)
     shared = shared or {}
     title = shared.get("title")
@@ -185,4 +190,6 @@ def build(
 
 def _claim_time(docs: RideDocs) -> float | None:
     times = [c.t for d in docs.devices for c in (d.active, d.ended) if c is not None]
+    times += [e.t for b in docs.backends for e in b.end_events]
+    times = [t for t in times if math.isfinite(t) and t >= NO_TIME]
     return min(times) if times else None

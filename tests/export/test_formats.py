@@ -15,11 +15,13 @@ import pytest
 import xmlschema
 from garmin_fit_sdk import Decoder, Stream
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.export import FORMATS, ExportError, ExportRide, Row, build, export, from_docs
 from engine.export.csv import COLUMNS
 from engine.export.fit import fit_seconds, record_fields, rr_seconds
 from engine.export.tcx import NS, NS_EXT, trackpoint_fields
+from engine.ride import policy
 from engine.ride.model import DeviceDoc, RideDocs
 from engine.ride.samples import Sample
 from engine.ride.schema import DocKind, DocRef
@@ -251,3 +253,50 @@ def test_any_ride_csv_has_one_row_per_sample(ride: ExportRide) -> None:
     for row, cells in zip(ride.rows, table[1:], strict=True):
         assert cells[4] == ("" if row.hr is None else str(row.hr))
         assert cells[8] == ("" if row.power_w is None else f"{row.power_w:g}")
+
+
+@st.composite
+def _docs(draw: st.DrawFn) -> RideDocs:
+    def samples(n_max: int, bike: bool) -> tuple[Sample, ...]:
+        times = sorted(set(draw(st.lists(st.integers(0, 1200), max_size=n_max))))
+        return tuple(
+            Sample(
+                seq=seq,
+                t=T0 + t / 2,
+                hr=draw(st.one_of(st.none(), st.integers(1, 260))),
+                rr=tuple(draw(st.lists(st.integers(1, 3000), max_size=3))),
+                contact=draw(st.sampled_from(["detected", "not_detected", "unsupported", None])),
+                stale=draw(st.booleans()),
+                cadence=draw(st.one_of(st.none(), st.integers(0, 300))) if bike else None,
+                power_dw=draw(st.one_of(st.none(), st.integers(0, 30_000))) if bike else None,
+            )
+            for seq, t in enumerate(times)
+        )
+
+    devices = [DeviceDoc(DocRef("ride-any", DocKind.BIKE, "bike-1"), samples=samples(40, True))]
+    devices += [
+        DeviceDoc(DocRef("ride-any", DocKind.APP, f"app-{i}"), samples=samples(40, False))
+        for i in range(draw(st.integers(0, 2)))
+    ]
+    return RideDocs(ride_id="ride-any", devices=tuple(devices))
+
+
+@PROPS
+@given(_docs())
+def test_any_ride_documents_export_every_bike_sample_once(docs: RideDocs) -> None:
+    """From a ride's documents: every bike sample is one row (apps add rows only where they fill a gap the
+    bike has no row for), heart rate only where usable, and the FIT file holds a record per row."""
+    ride = from_docs(docs)
+    bike = docs.devices[0].samples
+    assert sorted(r.seq for r in ride.rows if r.device == "bike-1") == [s.seq for s in bike]
+    filled = [r for r in ride.rows if r.hr is not None and r.hr_device != "bike-1"]
+    if bike:
+        assert len(filled) == sum(policy.resolve(docs).gap_fill.values())
+    else:  # no bike samples yet: the apps' own heart rate, as the ride page shows it
+        assert len(ride.rows) == sum(len(d.samples) for d in docs.devices[1:])
+    by_seq = {s.seq: s for s in bike}
+    for row in ride.rows:
+        if row.device == "bike-1" and row.hr_device == "bike-1":
+            assert by_seq[row.seq].hr_usable() and row.hr == by_seq[row.seq].hr
+    records = decode_fit(export(ride, "fit")).get("record_mesgs", [])
+    assert len(records) == len(ride.rows)
