@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from engine.backend.config import BackendConfig
+from engine.backend.export_routes import add_export_routes
 from engine.backend.http import add_routes
 from engine.backend.metrics import BackendMetrics
 from engine.backend.ratelimit import RateLimiter
@@ -57,6 +58,7 @@ def make_setup(config: BackendConfig | None = None) -> Setup:
         app.on_shutdown.append(on_shutdown)
         app.router.add_get("/v1/sync", sync)
         add_routes(app)
+        add_export_routes(app)
 
     return setup
 

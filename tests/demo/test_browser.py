@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 from aiohttp import web
@@ -173,6 +174,15 @@ async def test_class_view_and_ride_page_in_chromium(demo: DemoSession, chromium:
             await until(message_or_summary, "the ride page's message or summary")
             # The backend serves this ride (the rider's bike replica syncs it): its summary, not a message.
             await until(lambda: page.is_visible("#ride-summary"), "the backend's ride summary")
+            # One download link per format, each the backend's export of this ride, named for it.
+            await until(lambda: page.is_visible("#ride-export"), "the ride's download links")
+            for fmt in ("fit", "tcx", "csv"):
+                href = await page.get_attribute(f'#ride-export a[data-format="{fmt}"]', "href")
+                assert href is not None and f"/export?format={fmt}" in href
+                download = await page.request.get(urljoin(page.url, href))
+                assert download.status == 200, await download.text()
+                disposition = download.headers["content-disposition"]
+                assert disposition == f'attachment; filename="{demo.riders[0].ride_id}.{fmt}"'
             await until(chart_drawn, "the heart-rate chart")
             await page.screenshot(path=str(SCREENSHOTS / "ride-page.png"))
 

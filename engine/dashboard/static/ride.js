@@ -49,6 +49,16 @@ function renderSummary(body) {
   s.hidden = false;
 }
 
+// One download link per format: GET /v1/rides/{id}/export?format=… with the page's token (the backend
+// names the file in Content-Disposition).
+function renderExport() {
+  const nav = document.getElementById("ride-export");
+  for (const a of nav.querySelectorAll("a[data-format]")) {
+    a.href = withToken(`/v1/rides/${encodeURIComponent(rideId)}/export`, { format: a.dataset.format });
+  }
+  nav.hidden = false;
+}
+
 // {"series": {"hr": [[t_s, v|null], ...], "pwr": [...]}}: t_s seconds from the ride's start.
 function takeSeries(body) {
   const src = body && typeof body.series === "object" && body.series ? body.series : null;
@@ -72,6 +82,7 @@ async function loadRide() {
   const res = await getJSON(path);
   if (res.status === 200 && res.body) {
     renderSummary(res.body);
+    renderExport();
     if (takeSeries(res.body)) return true;
     const s = await getJSON(`${path}/series`);
     if (s.status === 200 && takeSeries(s.body)) return true;
