@@ -36,7 +36,7 @@ from tests.demo.test_browser import until
 pytestmark = pytest.mark.slow
 
 pytest.importorskip("playwright.async_api")
-from playwright.async_api import Browser, Page, async_playwright  # noqa: E402
+from playwright.async_api import Browser, FloatRect, Page, async_playwright  # noqa: E402
 
 CLASS = "spin-6am"
 SHOTS = Path(os.environ["RIDESYNC_SCREENSHOTS"]) if os.environ.get("RIDESYNC_SCREENSHOTS") else SCREENSHOTS
@@ -49,7 +49,12 @@ async def shot(page: Page, name: str, selector: str = "body") -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     box = await page.locator(selector).bounding_box()
     assert box is not None
-    clip = {"x": 0, "y": 0, "width": box["x"] + box["width"], "height": min(box["y"] + box["height"], 1400)}
+    clip: FloatRect = {
+        "x": 0,
+        "y": 0,
+        "width": box["x"] + box["width"],
+        "height": min(box["y"] + box["height"], 1400),
+    }
     await page.screenshot(path=str(SHOTS / name), clip=clip, full_page=True)
 
 
