@@ -92,6 +92,22 @@ async def ridesync_serve(data: Path) -> AsyncIterator[str]:
             await proc.wait()
 
 
+async def ridesync_ride(base: str, token: str, data: Path, *extra: str) -> asyncio.subprocess.Process:
+    """`ridesync ride` as a user runs it: simulated strap and bike, publishing live to the class."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "engine.cli.main",
+        "ride",
+        *("--backend", base, "--token", token, "--hr", "sim", "--serial", "sim", "--class", CLASS),
+        *("--ride-id", "rita-1", "--duration", "120", "--speed", "10", "--data", str(data), "--json"),
+        *extra,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+
+
 async def publish_hr(pub: LivePublisher, bpm: float, stop: asyncio.Event) -> None:
     seq = 0
     while not stop.is_set():
@@ -363,6 +379,29 @@ async def test_class_page_results_and_identity_across_restarts(tmp_path: Path, c
                         "hr": "125",
                         "hrState": "live",
                     }
+
+                # `ridesync ride --name --max-hr` over a token naming someone else: the flags win.
+                rita_tok = keys.issue(Role.BIKE, "bike-9", classes=[CLASS], name="Token Rita", max_hr=150)
+                ride = await ridesync_ride(
+                    base, rita_tok, tmp_path / "bike-9", "--name", "Rita", "--max-hr", "170"
+                )
+
+                try:
+
+                    async def rita_live() -> bool:
+                        r = await tile(page, "bike-9")
+                        return bool(r and r["hrState"] == "live")
+
+                    await until(rita_live, "the tile of the bike started with `ridesync ride`")
+                    rita = await tile(page, "bike-9")
+                    assert (rita["name"], rita["maxHr"]) == ("Rita", 170), rita
+                    assert rita["zone"] == hr_zone(int(rita["hr"]), 170), rita
+                    async with asyncio.timeout(120):
+                        assert await ride.wait() == 0
+                finally:
+                    if ride.returncode is None:
+                        ride.kill()
+                        await ride.wait()
                 await page.close()
 
             # Another restart: bike-7 comes back with a token that names nobody and no hello name; the
@@ -386,11 +425,13 @@ async def test_class_page_results_and_identity_across_restarts(tmp_path: Path, c
                     }
                 await page.close()
                 page = await open_page(browser, f"{base}/classes/{CLASS}/results?token={quote(viewer)}")
-                await until(results_loaded_on(page, len(rides)), "the results page after the second restart")
+                await until(
+                    results_loaded_on(page, len(rides) + 1), "the results page after the second restart"
+                )
                 names = await page.eval_on_selector_all(
                     "#results-rows td.who", "els => els.map(e => e.textContent)"
                 )
-                assert sorted(names) == sorted(s.name for s in specs.values())
+                assert sorted(names) == sorted([*(s.name for s in specs.values()), "Rita"])
                 await page.close()
         finally:
             await browser.close()
