@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 RIDERS_FILE = "riders.json"
 # A class empty for this long has ended: the next join starts a new class session (and its timer).
 CLASS_GAP_S = 30 * 60.0
+SEEN_SAVE_S = 60.0
 
 Listener = Callable[[str, str, "Identity"], None]
 
@@ -121,15 +122,22 @@ class RiderBook:
         times = self._classes.get(class_id)
         if times is None or (not others_present and t - times.get("last_seen", 0.0) > CLASS_GAP_S):
             times = self._classes[class_id] = {"started": t, "last_seen": t}
+            self._save()
         else:
-            times["last_seen"] = t
-        self._save()
+            self._seen(times, t)
         return times["started"]
 
     def left(self, class_id: str, now: float | None = None) -> None:
         times = self._classes.get(class_id)
         if times is not None:
-            times["last_seen"] = time.time() if now is None else now
+            self._seen(times, time.time() if now is None else now)
+
+    def _seen(self, times: dict[str, float], t: float) -> None:
+        # Written at most once a minute per class: a class of 2,000 riders joining must not mean 2,000 file
+        # writes, and a minute is nothing against CLASS_GAP_S.
+        times["last_seen"] = t
+        if t - times.get("saved", 0.0) >= SEEN_SAVE_S:
+            times["saved"] = t
             self._save()
 
     def class_started(self, class_id: str) -> float | None:

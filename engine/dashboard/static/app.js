@@ -192,7 +192,7 @@ function renderTile(device, entry, now) {
   t.zone.title = typeof rec.max_hr === "number" ? `zones from this rider's max HR of ${rec.max_hr} bpm` : "";
   setMetric(t.cad, left ? metricView(null, now) : metricView(rec.cad, now), "rpm");
   setMetric(t.pwr, left ? metricView(null, now) : metricView(rec.pwr, now), "W");
-  if (!rec.pwr && !left) {
+  if (!rec.pwr && rec.cad && !left) {
     // A bike without a power meter: say so instead of a dash that looks like a fault.
     t.pwr.textContent = "no meter";
     t.pwr.dataset.state = "absent";

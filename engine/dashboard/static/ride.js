@@ -181,7 +181,8 @@ async function liveTrace() {
     onFrame: (frame) => {
       const rec = frame.type === "delta" && frame.riders ? frame.riders[device] : null;
       if (!rec) return;
-      if (rec.presence === "here" && !rec.pwr && rec.hr) noPowerMeter = true;
+      // The bike reports cadence but no power: no power meter (not "not yet").
+      if (rec.presence === "here") noPowerMeter = Boolean(rec.cad) && !rec.pwr;
       for (const key of METRICS) {
         const m = rec[key];
         if (!m || typeof m.t !== "number" || m.seq === last[key]) continue;
