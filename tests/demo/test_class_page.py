@@ -189,6 +189,14 @@ async def class_page_checks(browser: Browser, url: str, specs: dict[str, Any], n
         return n == len(specs) - 1 and await page.is_visible("#effort")
 
     await until(board_ready, "the kJ leaderboard and the no-power list")
+
+    async def kj_apart() -> bool:
+        kj = await page.eval_on_selector_all(
+            "#board-rows tr", "rows => rows.map(r => r.cells[2].textContent)"
+        )
+        return len(set(kj)) == len(kj)
+
+    await until(kj_apart, "the riders' outputs to differ (so that the order means something)")
     board: dict[str, Any] = await page.evaluate(
         """() => ({
           main: [...document.querySelectorAll('#board-rows tr')].map(r => ({device: r.dataset.device,
@@ -290,6 +298,13 @@ async def test_class_page_results_and_identity_across_restarts(tmp_path: Path, c
             # the demo's viewer token still opens the results and every ride.
             keys = KeyRing.load_or_create(data)
             async with ridesync_serve(data) as base:
+                # The class page, with nobody riding any more, opens (the token is still good) and points
+                # at the results.
+                page = await open_page(browser, f"{base}/classes/{CLASS}?token={quote(viewer)}")
+                await until(lambda: page.is_visible("#empty a"), "the link to the results on the class page")
+                assert "/results" in (await page.get_attribute("#empty a", "href") or "")
+                assert await page.inner_text("#conn") == "live"
+                await page.close()
                 page = await open_page(browser, f"{base}/classes/{CLASS}/results?token={quote(viewer)}")
 
                 async def results_loaded() -> bool:

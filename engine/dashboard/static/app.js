@@ -231,7 +231,17 @@ function render() {
   fitTiles();
   const here = [...riders.values()].filter((e) => e.leftAt === null).length;
   document.getElementById("rider-count").textContent = `${here} rider${here === 1 ? "" : "s"}`;
-  document.getElementById("empty").hidden = riders.size > 0;
+  const empty = document.getElementById("empty");
+  empty.hidden = riders.size > 0;
+  if (!empty.hidden && rides.size && token && !empty.dataset.results) {
+    // Nobody rides now, but the class has rides: after the class (or a restart), point at its results.
+    empty.dataset.results = "1";
+    empty.replaceChildren(
+      "No one is riding in this class right now. ",
+      el("a", { href: withToken(`/classes/${encodeURIComponent(classId)}/results`), text: "See the class's results" }),
+      ` (${rides.size} ride${rides.size === 1 ? "" : "s"}).`,
+    );
+  }
   const conn = document.getElementById("conn");
   conn.dataset.state = connState.state;
   conn.textContent = connectionText(connState);

@@ -48,7 +48,7 @@ function row(entry, view) {
     td(num(totals.avg_cadence), "num"),
     td(num(totals.avg_hr), "num"),
     td(num(totals.max_hr), "num"),
-    el("td", { class: "rating", text: rating(shared.rating) }),
+    el("td", { class: rating(shared.rating) === "—" ? "muted" : "rating", text: rating(shared.rating) }),
     td(view ? `${view.phase ?? "?"}${typeof sync === "string" ? ` · ${sync}` : ""}` : "not on this backend", "muted"),
   );
 }
