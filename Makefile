@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 # Windows install the same versions.
 LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --custom-compile-command "make lock" --quiet
 
-.PHONY: demo test lint lock-check typecheck pytest venv interop-deps clean lock test-latest
+.PHONY: screenshots demo test lint lock-check typecheck pytest venv interop-deps clean lock test-latest
 
 # A new .venv each time, so that it holds exactly what the lock says (nothing left from an older lock).
 # pip installs only the bootstrap lock (hash-checked); uv installs the rest (hash-checked), several times
@@ -84,6 +84,10 @@ pytest: $(STAMP) $(INTEROP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 test: lock-check lint typecheck pytest
+
+# The README's screenshots (docs/*.png), taken in Chromium by the test that checks those pages.
+screenshots: $(STAMP)
+	RIDESYNC_SCREENSHOTS=docs $(BIN)/python -m pytest -q -p no:cacheprovider tests/demo/test_class_page.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -121,6 +121,20 @@ def _b64d(text: str) -> bytes:
 _B64_RE = re.compile(r"[A-Za-z0-9\-_]+")
 
 
+def valid_name(value: object) -> bool:
+    """A rider's display name: 1..64 printable characters (it is shown as text, never as HTML)."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable() and value.strip() == value
+
+
+MAX_HR_RANGE = (100, 250)
+
+
+def valid_max_hr(value: object) -> bool:
+    return (
+        isinstance(value, int) and not isinstance(value, bool) and MAX_HR_RANGE[0] <= value <= MAX_HR_RANGE[1]
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Claims:
     role: Role
@@ -133,6 +147,10 @@ class Claims:
     # Who rides with this device: a bike's and an app's tokens with the same rider let the app write the
     # rides that bike owns (engine/backend/README.md, "Ride owners").
     rider: str | None = None
+    # Who the rider is on the class page: a display name and a max heart rate for the zones. Publishers may
+    # override both in their hello (engine/live/README.md).
+    name: str | None = None
+    max_hr: int | None = None
 
     def to_payload(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -146,6 +164,10 @@ class Claims:
             out["rd"] = sorted(self.rides)
         if self.rider is not None:
             out["rider"] = self.rider
+        if self.name is not None:
+            out["name"] = self.name
+        if self.max_hr is not None:
+            out["max_hr"] = self.max_hr
         return out
 
     @classmethod
@@ -168,6 +190,12 @@ class Claims:
         rider = obj.get("rider")
         if rider is not None and not valid_id(rider):
             raise TokenMalformed("claims carry an invalid rider")
+        name = obj.get("name")
+        if name is not None and not valid_name(name):
+            raise TokenMalformed("claims carry an invalid name")
+        max_hr = obj.get("max_hr")
+        if max_hr is not None and not valid_max_hr(max_hr):
+            raise TokenMalformed("claims carry an invalid max_hr")
         iat, exp = obj.get("iat"), obj.get("exp")
         if not _is_number(iat) or not _is_number(exp):
             raise TokenMalformed("claims carry no valid iat/exp")
@@ -181,6 +209,8 @@ class Claims:
             exp=float(exp),  # type: ignore[arg-type]
             kid=kid,
             rider=rider,
+            name=name,
+            max_hr=max_hr,
         )
 
     # Scope checks raise TokenScopeError with a reason a client can show.
@@ -324,6 +354,8 @@ class KeyRing:
         ttl_s: float = 86400.0,
         now: float | None = None,
         rider: str | None = None,
+        name: str | None = None,
+        max_hr: int | None = None,
     ) -> str:
         t = time.time() if now is None else now
         claims = Claims(
@@ -335,17 +367,24 @@ class KeyRing:
             exp=t + ttl_s,
             kid=self.current,
             rider=rider,
+            name=name,
+            max_hr=max_hr,
         )
         try:
             ids.check_device_id(device)
-            for name in claims.classes:
-                ids.check_class_id(name)
-            for name in claims.rides or ():
-                ids.check_ride_id(name)
+            for class_id in claims.classes:
+                ids.check_class_id(class_id)
+            for ride_id in claims.rides or ():
+                ids.check_ride_id(ride_id)
             if rider is not None:
                 ids.check_id(rider, "rider")
         except InvalidId as exc:
             raise TokenMalformed(str(exc)) from None
+        if name is not None and not valid_name(name):
+            raise TokenMalformed(f"invalid name {name!r}: 1..64 printable characters")
+        if max_hr is not None and not valid_max_hr(max_hr):
+            lo, hi = MAX_HR_RANGE
+            raise TokenMalformed(f"invalid max HR {max_hr!r}: an integer {lo}..{hi}")
         if ttl_s <= 0:
             raise TokenMalformed("ttl must be positive")
         payload = _b64e(json.dumps(claims.to_payload(), separators=(",", ":")).encode())

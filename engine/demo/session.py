@@ -339,7 +339,13 @@ async def running_demo(
             # Scoped to the rider's ride and class: the backend then registers the ride in the class when
             # the replica connects, as it does for a real bike.
             token = keyring.issue(
-                Role.BIKE, spec.device, classes=[config.class_id], rides=[ride_id], ttl_s=config.token_ttl_s
+                Role.BIKE,
+                spec.device,
+                classes=[config.class_id],
+                rides=[ride_id],
+                ttl_s=config.token_ttl_s,
+                name=spec.name,
+                max_hr=spec.max_hr,
             )
             publisher = LivePublisher(base_url, token, config.class_id, name=spec.name, max_hr=spec.max_hr)
             replica = None

@@ -62,6 +62,9 @@ class BikeOptions:
     ride_id: str
     data_root: Path
     class_id: str | None = None
+    # The rider's display name and max HR on the class page (override the token's claims when set).
+    name: str | None = None
+    max_hr: int | None = None
     duration_s: float | None = None  # ride seconds; None = until stopped
     speed: float = 1.0
     fold_interval_s: float = 10.0
@@ -189,10 +192,13 @@ class BikeRide:
             if not self.remote_end.is_set():
                 async with self.o.sensors() as sources:
                     publisher = None
-                    if self.o.class_id is not None:
+                    o = self.o
+                    if o.class_id is not None:
                         from engine.live.publisher import LivePublisher
 
-                        publisher = LivePublisher(self.o.backend, self.o.token, self.o.class_id)
+                        publisher = LivePublisher(
+                            o.backend, o.token, o.class_id, name=o.name, max_hr=o.max_hr
+                        )
                         background.append(tg.create_task(publisher.run(), name="live publisher"))
                     pumps = [
                         tg.create_task(self._pump(s, publisher), name=f"sensor {s.source_id}")

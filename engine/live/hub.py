@@ -30,7 +30,8 @@ from engine.live.flush_control import FlushController
 from engine.live.metrics import HubStats
 from engine.live.relay import Join, Leave, Relay, RelayEvent, Roster
 from engine.live.rfc6455 import OP_PONG, close_frame, server_frame
-from engine.live.wire import InboundEvent, SampleIn
+from engine.live.riders import RiderBook
+from engine.live.wire import HelloIn, InboundEvent, SampleIn
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,7 @@ class LiveHub(Protocol):
     """What the routes need from a hub; the coalescing hub and the naive baseline both provide it."""
 
     stats: HubStats
+    riders: RiderBook
 
     def connections(self) -> dict[str, int]: ...
 
@@ -219,6 +221,8 @@ class HubBase:
         self._conns: dict[str, int] = {}
         self._publishers: dict[tuple[str, str], int] = {}
         self._next_peer = 0
+        # Riders' names and max HRs, and when each class started, kept across restarts (riders.py).
+        self.riders = RiderBook()
 
     def connections(self) -> dict[str, int]:
         return dict(self._conns)
@@ -292,7 +296,16 @@ class Hub(HubBase):
 
     def rider_join(self, class_id: str, device: str) -> None:
         if self._count_publisher(class_id, device, +1) == 1:
-            self._class(class_id).slots.join(device, time.time())
+            slots = self._class(class_id).slots
+            others = any(s.present and s.device != device for s in slots.riders.values())
+            self.riders.joined(class_id, others)
+            slot = slots.join(device, time.time())
+            known = self.riders.identity(class_id, device)
+            if known is not None:
+                # A rider seen before (in this class, even before a restart) keeps its name and zones.
+                slot.name = known.name if known.name is not None else slot.name
+                slot.max_hr = known.max_hr if known.max_hr is not None else slot.max_hr
+                slot._fragment = None
             self._mark(class_id)
             self._relay_event(class_id, Join(device))
             log.info("rider joined", extra={"class_id": class_id, "device": device})
@@ -303,6 +316,7 @@ class Hub(HubBase):
             # The rider stays present while another hub process still holds one of its connections.
             if not self._held_remotely(class_id, device):
                 self._leave(class_id, device)
+            self.riders.left(class_id)
             log.info("rider left", extra={"class_id": class_id, "device": device})
 
     async def publish(self, class_id: str, event: InboundEvent) -> None:
@@ -313,6 +327,8 @@ class Hub(HubBase):
             self._relay_event(class_id, event)
 
     def apply(self, class_id: str, event: InboundEvent) -> bool:
+        if isinstance(event, HelloIn):
+            self.riders.remember(class_id, event.device, event.name, event.max_hr)
         if self._class(class_id).slots.apply(event, time.time()):
             if isinstance(event, SampleIn):
                 self.stats.samples_in += 1

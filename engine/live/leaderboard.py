@@ -1,4 +1,10 @@
-"""The class leaderboard: ranks by output (power), cadence and heart-rate zone, sent as batched deltas.
+"""The class leaderboard: ranks by cumulative output (kJ), power, cadence and heart-rate zone, sent as
+batched deltas.
+
+Riders without a power meter (no power value since they joined) are not ranked last on output: they get
+no output rank (`rank_kj`/`rank_pwr` null, `power` false) and a rank of their own among themselves,
+`rank_effort`, by their time at zone 3 or above (zones from each rider's own max HR, so it is fair across
+riders), then their current zone and cadence. The class page lists them apart, under the output ranking.
 
 Pure. Each tick computes the full table and diffs it against the previous tick's; peers that saw the
 previous tick get the delta, everyone else (new or lagging peers) gets the full table.
@@ -34,10 +40,33 @@ def table(riders: Iterable[RiderSlot]) -> dict[str, Row]:
             "cad": None if cad is None else round(cad),
             "hr": None if hr is None else round(hr),
             "zone": slot.zone(),
+            "kj": slot.kj(),
+            "power": slot.has_power,
+            "hard_s": round(slot.hard_s),
         }
     for key, rank_key in (("pwr", "rank_pwr"), ("cad", "rank_cad")):
         for device, rank in _rank(rows, key).items():
             rows[device][rank_key] = rank
+    powered = {d: r for d, r in rows.items() if r["power"]}
+    for row in rows.values():
+        if not row["power"]:
+            row["rank_pwr"] = None
+            row["rank_kj"] = None
+    for device, rank in _rank(powered, "kj").items():
+        rows[device]["rank_kj"] = rank
+
+    def effort_key(device: str) -> tuple[float, int, float, str]:
+        row = rows[device]
+        cad = row["cad"]
+        return (
+            -float(row["hard_s"]),  # type: ignore[arg-type]
+            -int(row["zone"]),  # type: ignore[call-overload]
+            -float(cad) if isinstance(cad, int | float) else 0.0,
+            device,
+        )
+
+    for i, device in enumerate(sorted((d for d, r in rows.items() if not r["power"]), key=effort_key)):
+        rows[device]["rank_effort"] = i + 1
 
     # Zone ranks by zone, then by heart rate as a share of the rider's own max (finer than the zone).
     def zone_key(device: str) -> tuple[int, float, str]:

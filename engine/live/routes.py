@@ -42,8 +42,9 @@ from engine.live.metrics import HubCollector, HubStats
 from engine.live.naive import NaiveHub
 from engine.live.relay import Relay
 from engine.live.rfc6455 import OP_PING, HandshakeError, accept_handshake, server_frame
-from engine.live.wire import BATCH_PROTOCOL, WireError, parse_inbound_batch
-from engine.server.keys import KEYRING, REGISTRY
+from engine.live.riders import RiderBook
+from engine.live.wire import BATCH_PROTOCOL, HelloIn, WireError, parse_inbound_batch
+from engine.server.keys import DATA_DIR, KEYRING, REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,9 @@ async def _registered(
     try:
         if publishing:
             hub.rider_join(class_id, claims.device)
+            if claims.name is not None or claims.max_hr is not None:
+                # The token's name and max HR; the publisher's own hello, if any, comes after and wins.
+                await hub.publish(class_id, HelloIn(claims.device, claims.name, claims.max_hr))
         if mode != "pub":
             peer = hub.attach(class_id, conn, claims.device, claims.role.value)
         # The connection lives no longer than its token: verify() accepts up to exp + leeway, so do we.
@@ -285,8 +289,15 @@ async def class_snapshot(request: web.Request) -> web.Response:
         riders = {s.device: s.record() for s in fan.slots.changed_since(0)}
         if fan.leaderboard.seq:
             leaderboard = json.loads(fan.leaderboard.full_frame)
+    started = hub.riders.class_started(class_id)
     return web.json_response(
-        {"class": class_id, "ts": round(time.time(), 3), "riders": riders, "leaderboard": leaderboard}
+        {
+            "class": class_id,
+            "ts": round(time.time(), 3),
+            "started": started,
+            "riders": riders,
+            "leaderboard": leaderboard,
+        }
     )
 
 
@@ -318,6 +329,8 @@ def setup_live(app: web.Application, config: HubConfig | None = None, relay: Rel
 
         relay = RedisRelay(cfg.relay_url)
     hub: LiveHub = NaiveHub(cfg) if cfg.impl == "naive" else Hub(cfg, relay)
+    if DATA_DIR in app:
+        hub.riders = RiderBook.in_dir(app[DATA_DIR])
     app[HUB] = hub
     app[HUB_CONFIG] = cfg
     app[OPEN] = OpenConnections()

@@ -21,6 +21,10 @@ from engine.live.wire import HelloIn, SampleIn, StateIn
 LIVE, NO_CONTACT, STALE = "live", "no_contact", "stale"
 _dumps = json.dumps
 DEFAULT_MAX_HR = 190
+# A gap between two samples longer than this adds no energy and no zone time (as the ride policy's totals).
+MAX_DT_S = 5.0
+# Riders without a power meter are ranked by their time at zone 3 or above (zones from their own max HR).
+HARD_ZONE = 3
 
 
 def hr_zone(hr: float | None, max_hr: int) -> int:
@@ -70,6 +74,14 @@ class RiderSlot:
     name: str | None = None
     max_hr: int = DEFAULT_MAX_HR
     metrics: dict[str, MetricSlot] = field(default_factory=dict)
+    # Cumulative since the rider joined this hub's class: work done (J, power integrated over time, each
+    # live power value held until the next one, at most MAX_DT_S), whether a power value ever came, and
+    # the seconds spent at zone HARD_ZONE or above (each live heart rate's zone held until the next one).
+    energy_j: float = 0.0
+    has_power: bool = False
+    hard_s: float = 0.0
+    _last_pwr: tuple[float, float] | None = None  # (t, watts) of the last live power value
+    _last_hr: tuple[float, int] | None = None  # (t, zone) of the last live heart rate
     # The encoded `"device":{...}` member, built once per change and shared by every frame carrying it.
     _fragment: str | None = None
 
@@ -80,12 +92,35 @@ class RiderSlot:
     def zone(self) -> int:
         return hr_zone(self.live_value("hr"), self.max_hr)
 
+    def kj(self) -> float | None:
+        return round(self.energy_j / 1000.0, 1) if self.has_power else None
+
+    def accumulate(self, metric: str, value: float | None, t: float, live: bool) -> None:
+        """Integrate a newly applied sample into the rider's output and zone time."""
+        if metric == "pwr":
+            if value is not None:
+                self.has_power = True
+            last = self._last_pwr
+            if last is not None and 0.0 < t - last[0] <= MAX_DT_S:
+                self.energy_j += last[1] * (t - last[0])
+            self._last_pwr = (t, value) if live and value is not None else None
+        elif metric == "hr":
+            last_hr = self._last_hr
+            if last_hr is not None and last_hr[1] >= HARD_ZONE and 0.0 < t - last_hr[0] <= MAX_DT_S:
+                self.hard_s += t - last_hr[0]
+            self._last_hr = (t, hr_zone(value, self.max_hr)) if live and value is not None else None
+
     def record(self) -> dict[str, object]:
         out: dict[str, object] = {"presence": "here" if self.present else "left"}
         if self.present:
             if self.name is not None:
                 out["name"] = self.name
             out["zone"] = self.zone()
+            out["max_hr"] = self.max_hr
+            kj = self.kj()
+            if kj is not None:
+                out["kj"] = kj
+            out["hard_s"] = round(self.hard_s)
             for key, m in self.metrics.items():
                 out[key] = m.to_json()
         return out
@@ -103,7 +138,11 @@ class RiderSlot:
                 parts = [head, ':{"presence":"here"']
                 if self.name is not None:
                     parts.append(',"name":' + _dumps(self.name))
-                parts.append(f',"zone":{self.zone()}')
+                parts.append(f',"zone":{self.zone()},"max_hr":{self.max_hr}')
+                kj = self.kj()
+                if kj is not None:
+                    parts.append(f',"kj":{kj!r}')
+                parts.append(f',"hard_s":{round(self.hard_s)}')
                 for key, m in self.metrics.items():
                     v = "null" if m.value is None or m.state != LIVE else repr(m.value)
                     parts.append(
@@ -188,6 +227,7 @@ class ClassSlots:
             slot.metrics[event.metric] = MetricSlot(
                 event.value, event.t, event.seq, event.src, event.contact, state
             )
+            slot.accumulate(event.metric, event.value, event.t, state == LIVE)
             if state != STALE:
                 self._next_stale = min(self._next_stale, event.t + self.stale_after_s)
         elif isinstance(event, StateIn):

@@ -92,10 +92,17 @@ async def test_class_rides_needs_a_token_for_that_class(backend: Backend) -> Non
     assert other.status == 403
     ok = await backend.get("/dashboard/v1/classes/spin/rides", backend.token())
     assert ok.status == 200
-    assert await ok.json() == {
+    body = await ok.json()
+    entry = body["rides"]["bike-1"]
+    assert body["class"] == "spin" and set(body["rides"]) == {"bike-1"}
+    assert {k: entry[k] for k in ("ride_id", "class", "device", "name")} == {
+        "ride_id": "ride-1",
         "class": "spin",
-        "rides": {"bike-1": {"ride_id": "ride-1", "class": "spin", "device": "bike-1", "name": "Ann"}},
+        "device": "bike-1",
+        "name": "Ann",
     }
+    assert entry["max_hr"] is None  # nobody told the hub this rider's max HR
+    assert body["started"] is None  # nobody has ridden in the class yet
 
 
 async def test_ride_scoped_tokens_see_only_their_rides(backend: Backend) -> None:
@@ -131,7 +138,10 @@ async def test_me_reports_the_tokens_classes(backend: Backend) -> None:
 async def test_a_newer_ride_replaces_the_devices_older_one(backend: Backend) -> None:
     rides = backend.app[RIDES]
     rides.register("spin", "bike-1", "ride-1b")
-    assert rides.ride("ride-1") is None
+    # The older ride stays known (the results page lists it, its page still opens); it is no longer current.
+    old = rides.ride("ride-1")
+    assert old is not None and old.name == "Ann"
+    assert [e.ride_id for e in rides.class_history("spin")] == ["ride-1", "ride-1b"]
     assert rides.class_rides("spin")["bike-1"].ride_id == "ride-1b"
     assert rides.class_rides("spin")["bike-1"].name is None  # a new ride does not inherit a name
 

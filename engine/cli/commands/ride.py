@@ -38,6 +38,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--duration", type=float, default=None, metavar="S", help="ride seconds; default: until Ctrl-C"
     )
+    p.add_argument(
+        "--name", default=None, metavar="TEXT", help="display name in the class (wins over the token's)"
+    )
+    p.add_argument(
+        "--max-hr", type=int, default=None, metavar="BPM", help="max HR for the zones (wins over the token's)"
+    )
     p.add_argument("--speed", type=float, default=1.0, metavar="X", help="simulation speed-up (ride time)")
     p.add_argument("--data", default=None, metavar="DIR", help="data dir ($RIDESYNC_DATA or ./ridesync-data)")
     p.add_argument("--sync-timeout", type=float, default=60.0, metavar="S", help="wait this long at the end")
@@ -81,6 +87,12 @@ def _ride(args: argparse.Namespace) -> int:
         raise CliError("--duration must be positive")
     if not (args.retry_cap > 0 and args.heartbeat > 0 and args.fold_interval > 0):
         raise CliError("--retry-cap, --heartbeat and --fold-interval must be positive")
+    from engine.auth.tokens import MAX_HR_RANGE, valid_max_hr, valid_name
+
+    if args.name is not None and not valid_name(args.name):
+        raise CliError("--name must be 1..64 printable characters, no leading or trailing spaces")
+    if args.max_hr is not None and not valid_max_hr(args.max_hr):
+        raise CliError(f"--max-hr must be an integer {MAX_HR_RANGE[0]}..{MAX_HR_RANGE[1]}")
     ride_id = args.ride_id or f"{claims.device}-{int(time.time())}"
     try:
         schema.check_ride_id(ride_id)
@@ -99,6 +111,8 @@ def _ride(args: argparse.Namespace) -> int:
         data_root=data_root,
         sensors=_sensor_opener(args),
         class_id=args.class_id,
+        name=args.name,
+        max_hr=args.max_hr,
         duration_s=args.duration,
         speed=args.speed,
         fold_interval_s=args.fold_interval,

@@ -44,6 +44,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "write the rides that bike starts",
     )
     issue.add_argument(
+        "--name", default=None, metavar="TEXT", help="the rider's display name on the class page"
+    )
+    issue.add_argument(
+        "--max-hr",
+        type=int,
+        default=None,
+        metavar="BPM",
+        help="the rider's max heart rate (100..250): the class page's zones are computed from it",
+    )
+    issue.add_argument(
         "--ttl", type=float, default=86400.0, metavar="S", help="lifetime in seconds (default 86400)"
     )
     issue.add_argument(
@@ -96,7 +106,14 @@ def _issue(args: argparse.Namespace) -> int:
     ring = _ring(args.data, init=args.init)
     try:
         token = ring.issue(
-            args.role, args.device, classes=args.classes, rides=args.rides, ttl_s=args.ttl, rider=args.rider
+            args.role,
+            args.device,
+            classes=args.classes,
+            rides=args.rides,
+            ttl_s=args.ttl,
+            rider=args.rider,
+            name=args.name,
+            max_hr=args.max_hr,
         )
     except TokenError as exc:
         raise CliError(str(exc)) from exc

@@ -1,6 +1,17 @@
 // The class view: one tile per rider (heart rate, zone, cadence, power, age, sync state) and the
 // leaderboard, from the hub's WebSocket (engine/live/README.md). `/classes/{class}?token=T`.
-import { HubConnection, clock, connectionText, el, fmtAge, getJSON, params, token, withToken } from "./common.js";
+import {
+  HubConnection,
+  clock,
+  connectionText,
+  el,
+  fmtAge,
+  fmtElapsed,
+  getJSON,
+  params,
+  token,
+  withToken,
+} from "./common.js";
 import { LatencyWindow, latencyText, latencyTitle } from "./latency.js";
 
 // The hub marks values stale after its limit (default 3 s); the page applies the same limit itself, so a
@@ -12,7 +23,8 @@ const SYNC_MISSING_POLL_S = 30;
 const DIRECTORY_POLL_S = 15;
 
 const riders = new Map(); // device -> {record, leftAt, tile}
-const board = { rows: new Map(), seq: 0, updated: 0, sort: "pwr" };
+const board = { rows: new Map(), seq: 0, updated: 0, sort: "kj" };
+let classStarted = null; // unix seconds: when the class started (the hub's first rider join), for the timer
 const rides = new Map(); // device -> ride_id
 const sync = new Map(); // ride_id -> {text, state, title}
 let syncEndpoint = "unknown"; // unknown | present | missing
@@ -162,7 +174,8 @@ function renderTile(device, entry, now) {
   const rec = entry.record || {};
   const rideId = rides.get(device);
   t.name.textContent = rec.name || device;
-  t.name.title = device;
+  t.name.title = rec.name ? `${rec.name} (${device})` : device;
+  if (typeof rec.max_hr === "number") t.tile.dataset.maxHr = String(rec.max_hr);
   if (rideId) t.name.href = withToken(`/rides/${encodeURIComponent(rideId)}`, { class: classId });
   else t.name.removeAttribute("href");
   const left = entry.leftAt !== null;
@@ -176,9 +189,15 @@ function renderTile(device, entry, now) {
   const zone = hr.state === "live" && typeof rec.zone === "number" ? rec.zone : 0;
   t.tile.dataset.zone = String(zone);
   t.zone.textContent = zone ? `Z${zone}` : "";
+  t.zone.title = typeof rec.max_hr === "number" ? `zones from this rider's max HR of ${rec.max_hr} bpm` : "";
   setMetric(t.cad, left ? metricView(null, now) : metricView(rec.cad, now), "rpm");
   setMetric(t.pwr, left ? metricView(null, now) : metricView(rec.pwr, now), "W");
-  if (!rec.pwr) t.pwr.title = "this bike reports no power";
+  if (!rec.pwr && rec.cad && !left) {
+    // A bike without a power meter: say so instead of a dash that looks like a fault.
+    t.pwr.textContent = "no meter";
+    t.pwr.dataset.state = "absent";
+    t.pwr.title = "this bike reports no power";
+  }
 
   if (left) t.age.textContent = `left ${fmtAge(now - entry.leftAt)} ago`;
   else if (hr.age === null) t.age.textContent = "waiting for the strap";
@@ -212,15 +231,48 @@ function render() {
   fitTiles();
   const here = [...riders.values()].filter((e) => e.leftAt === null).length;
   document.getElementById("rider-count").textContent = `${here} rider${here === 1 ? "" : "s"}`;
-  document.getElementById("empty").hidden = riders.size > 0;
+  const empty = document.getElementById("empty");
+  empty.hidden = riders.size > 0;
+  if (!empty.hidden && rides.size && token && !empty.dataset.results) {
+    // Nobody rides now, but the class has rides: after the class (or a restart), point at its results.
+    empty.dataset.results = "1";
+    empty.replaceChildren(
+      "No one is riding in this class right now. ",
+      el("a", { href: withToken(`/classes/${encodeURIComponent(classId)}/results`), text: "See the class's results" }),
+      ` (${rides.size} ride${rides.size === 1 ? "" : "s"}).`,
+    );
+  }
   const conn = document.getElementById("conn");
   conn.dataset.state = connState.state;
   conn.textContent = connectionText(connState);
   conn.title = connState.detail || "";
   conn.dataset.connects = String(connState.opens || 0);
+  // A refusal's reason on the page itself, not only in the tooltip: the instructor has to act on it.
+  const detail = document.getElementById("conn-detail");
+  const refused = connState.state === "refused";
+  detail.hidden = !refused;
+  if (refused) detail.textContent = `The class hub refused this page: ${connState.detail || "no reason given"}.`;
   document.getElementById("clock").textContent = new Date().toLocaleTimeString();
+  renderTimer(now);
   renderBoardMeta();
   renderLatency();
+}
+
+function renderTimer(now) {
+  const timer = document.getElementById("timer");
+  if (typeof classStarted !== "number") {
+    timer.hidden = true;
+    return;
+  }
+  const elapsed = Math.max(0, now - classStarted);
+  timer.hidden = false;
+  timer.dataset.elapsed = String(Math.floor(elapsed));
+  timer.textContent = fmtElapsed(elapsed);
+  timer.title = `class started ${new Date(classStarted * 1000).toLocaleTimeString()}`;
+}
+
+function takeStarted(body) {
+  if (body && typeof body.started === "number") classStarted = body.started;
 }
 
 let latencyShownAt = 0;
@@ -289,36 +341,68 @@ addEventListener("resize", () => {
 
 // --- leaderboard ------------------------------------------------------------------------------------
 
-const RANK_KEY = { pwr: "rank_pwr", cad: "rank_cad", zone: "rank_zone" };
+const RANK_KEY = { kj: "rank_kj", pwr: "rank_pwr", cad: "rank_cad", zone: "rank_zone" };
+// Ranking by output (kJ) or power leaves bikes without a power meter out of the main table: they are
+// ranked among themselves by their time at zone 3+ (zones from each rider's own max HR), not last with "—".
+const POWER_SORTS = new Set(["kj", "pwr"]);
 
-function cell(value, cls = "num") {
-  return el("td", { class: cls, text: value === null || value === undefined ? "—" : String(Math.round(value)) });
+function cell(value, cls = "num", digits = 0) {
+  const text = value === null || value === undefined ? "—" : Number(value).toFixed(digits);
+  return el("td", { class: cls, text });
+}
+
+function byRank(key) {
+  return (a, b) => {
+    const ra = typeof a[1][key] === "number" ? a[1][key] : Infinity;
+    const rb = typeof b[1][key] === "number" ? b[1][key] : Infinity;
+    return ra - rb || a[0].localeCompare(b[0]);
+  };
+}
+
+function who(device) {
+  return riders.get(device)?.record?.name || device;
 }
 
 function renderBoard() {
   const table = document.getElementById("board");
   table.dataset.seq = String(board.seq);
+  table.dataset.sort = board.sort;
   const key = RANK_KEY[board.sort];
-  const rows = [...board.rows.entries()].sort((a, b) => {
-    const ra = typeof a[1][key] === "number" ? a[1][key] : Infinity;
-    const rb = typeof b[1][key] === "number" ? b[1][key] : Infinity;
-    return ra - rb || a[0].localeCompare(b[0]);
-  });
+  const apart = POWER_SORTS.has(board.sort);
+  const all = [...board.rows.entries()];
+  // A row from an older hub carries no "power" flag: treat it as powered, as before.
+  const main = apart ? all.filter(([, r]) => r.power !== false) : all;
   const body = document.getElementById("board-rows");
   body.replaceChildren(
-    ...rows.map(([device, row]) => {
-      const rec = riders.get(device)?.record;
-      return el(
+    ...main.sort(byRank(key)).map(([device, row]) =>
+      el(
         "tr",
         { "data-device": device, "data-zone": String(row.zone || 0) },
         el("td", { class: "rank", text: typeof row[key] === "number" ? String(row[key]) : "—" }),
-        el("td", { class: "who", text: rec?.name || device }),
-        cell(row.pwr),
+        el("td", { class: "who", text: who(device) }),
+        row.power === false ? el("td", { class: "num muted", text: "no meter" }) : cell(row.kj, "num", 1),
+        row.power === false ? el("td", { class: "num muted", text: "" }) : cell(row.pwr),
         cell(row.cad),
         cell(row.hr),
         cell(row.zone || null),
-      );
-    }),
+      ),
+    ),
+  );
+  const unpowered = apart ? all.filter(([, r]) => r.power === false) : [];
+  document.getElementById("effort").hidden = unpowered.length === 0;
+  document.getElementById("effort-rows").replaceChildren(
+    ...unpowered.sort(byRank("rank_effort")).map(([device, row]) =>
+      el(
+        "tr",
+        { "data-device": device, "data-zone": String(row.zone || 0) },
+        el("td", { class: "rank", text: typeof row.rank_effort === "number" ? String(row.rank_effort) : "—" }),
+        el("td", { class: "who", text: who(device) }),
+        el("td", { class: "num", text: fmtElapsed(typeof row.hard_s === "number" ? row.hard_s : 0) }),
+        cell(row.cad),
+        cell(row.hr),
+        cell(row.zone || null),
+      ),
+    ),
   );
   renderBoardMeta();
 }
@@ -334,11 +418,13 @@ function renderBoardMeta() {
 async function refreshDirectory() {
   const res = await getJSON(`/dashboard/v1/classes/${encodeURIComponent(classId)}/rides`);
   if (res.status === 200 && res.body && res.body.rides) {
+    takeStarted(res.body);
     for (const [device, entry] of Object.entries(res.body.rides)) {
       if (entry && typeof entry.ride_id === "string") rides.set(device, entry.ride_id);
     }
   }
-  setTimeout(refreshDirectory, DIRECTORY_POLL_S * 1000);
+  // Sooner while the class has not started: the timer should appear with the first rider.
+  setTimeout(refreshDirectory, (typeof classStarted === "number" ? DIRECTORY_POLL_S : 3) * 1000);
 }
 
 // GET /v1/rides/{id}: "sync_state" (syncing | failed | reconciled) and "sync_reason", or "sync": {state, reason}.
@@ -413,6 +499,9 @@ function startClass() {
   document.getElementById("class-view").hidden = false;
   document.getElementById("title").textContent = classId;
   document.title = `ridesync — ${classId}`;
+  const results = document.getElementById("results-link");
+  results.href = withToken(`/classes/${encodeURIComponent(classId)}/results`);
+  results.hidden = !token;
   for (const button of document.querySelectorAll(".board-sort button")) {
     button.addEventListener("click", () => {
       board.sort = button.dataset.sort;
@@ -433,6 +522,7 @@ function startClass() {
   }
   const hub = new HubConnection(classId, {
     onFrame: applyFrame,
+    onSnapshot: (body) => takeStarted(body),
     onState: (s) => {
       connState = s;
       render();

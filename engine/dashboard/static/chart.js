@@ -1,5 +1,6 @@
 // A line chart on <canvas>, no library: time on x (seconds), gaps where a value is null.
-// drawChart(canvas, {points: [[x, y|null], ...], color, yLabel, yMin})
+// drawChart(canvas, {points: [[x, y|null], ...], color, yLabel, yMin, empty}); `empty` is the text drawn
+// when there is no value at all (also in the canvas's data-empty).
 
 function niceStep(span, target) {
   const raw = span / Math.max(1, target);
@@ -23,7 +24,7 @@ export function fmtClock(seconds) {
   return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
 }
 
-export function drawChart(canvas, { points, color, yLabel, yMin = null }) {
+export function drawChart(canvas, { points, color, yLabel, yMin = null, empty = "no data yet" }) {
   const dpr = window.devicePixelRatio || 1;
   const cssW = canvas.clientWidth || 600;
   const cssH = canvas.clientHeight || 240;
@@ -38,11 +39,12 @@ export function drawChart(canvas, { points, color, yLabel, yMin = null }) {
   const font = `${Math.round(Math.max(11, Math.min(18, cssW / 60)))}px system-ui, sans-serif`;
   const valid = points.filter((p) => typeof p[1] === "number" && Number.isFinite(p[1]));
   canvas.dataset.points = String(valid.length);
+  canvas.dataset.empty = valid.length === 0 ? empty : "";
   ctx.font = font;
   ctx.fillStyle = muted;
   if (valid.length === 0) {
     ctx.textAlign = "center";
-    ctx.fillText("no data yet", cssW / 2, cssH / 2);
+    ctx.fillText(empty, cssW / 2, cssH / 2);
     return;
   }
   const pad = { l: 56, r: 24, t: 26, b: 28 };

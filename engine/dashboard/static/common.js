@@ -71,10 +71,11 @@ export const clock = {
 //   onFrame(frame, {first, received}) for every hub frame; `first` marks the snapshot a new subscription
 //   starts with, `received` is Date.now() when the message arrived.
 export class HubConnection {
-  constructor(classId, { onFrame, onState }) {
+  constructor(classId, { onFrame, onState, onSnapshot }) {
     this.classId = classId;
     this.onFrame = onFrame;
     this.onState = onState;
+    this.onSnapshot = onSnapshot; // optional: the class's JSON snapshot fetched before each connect
     this.attempt = 0;
     this.opens = 0; // successful connections so far (shown as data-connects in the header)
     this.ws = null;
@@ -91,6 +92,7 @@ export class HubConnection {
       this.retry("refused", detail, 30);
       return;
     }
+    if (probe.status === 200 && probe.body && this.onSnapshot) this.onSnapshot(probe.body);
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     const url = `${proto}//${location.host}/live/v1/classes/${encodeURIComponent(this.classId)}/ws?${new URLSearchParams({ mode: "sub", token })}`;
     let ws;
@@ -144,6 +146,15 @@ export function connectionText({ state, detail, until }) {
   const secs = until ? Math.max(0, Math.ceil((until - Date.now()) / 1000)) : 0;
   if (state === "refused") return `access refused — retry in ${secs} s`;
   return `reconnecting in ${secs} s`;
+}
+
+// Elapsed time as H:MM:SS or M:SS.
+export function fmtElapsed(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
 }
 
 export function fmtAge(seconds) {
