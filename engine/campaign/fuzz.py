@@ -17,6 +17,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cbor2
 
@@ -130,11 +131,11 @@ def _live_parse(data: bytes) -> object:
 
 def _live_seeds() -> tuple[bytes, ...]:
     msgs: list[object] = [
-        {"type": "sample", "metric": "hr", "v": 142, "seq": 7, "t": 1_700_000_000.0},
-        {"type": "sample", "metric": "cad", "v": 88.5, "seq": 8, "t": 1_699_999_999.0, "src": "s1"},
-        {"type": "state", "metric": "hr", "state": "no_contact", "t": 1_700_000_000.0},
+        {"type": "sample", "kind": "heart_rate", "v": 142, "seq": 7, "t": 1_700_000_000.0},
+        {"type": "sample", "kind": "cadence", "v": 88.5, "seq": 8, "t": 1_699_999_999.0, "src": "s1"},
+        {"type": "state", "kind": "heart_rate", "state": "no_contact", "t": 1_700_000_000.0},
         {"type": "hello", "name": "Ann", "max_hr": 190},
-        [{"type": "sample", "metric": "pwr", "v": 230, "seq": 1, "t": 1.0, "contact": "detected"}],
+        [{"type": "sample", "kind": "power", "v": 230, "seq": 1, "t": 1.0, "contact": "detected"}],
     ]
     return tuple(json.dumps(m).encode() for m in msgs) + (b"[" * 3000,)
 
@@ -172,7 +173,11 @@ def _samples_seeds() -> tuple[bytes, ...]:
         samples.Sample(seq=i, t=1_700_000_000.0 + i, hr=120 + i, rr=(800, 810), cadence=80, power_dw=2000)
         for i in range(5)
     ]
-    return (samples.encode_blob(batch), samples.encode_blob(batch[:1]), bytes(samples.encode_record(batch[0], 0)))
+    return (
+        samples.encode_blob(batch),
+        samples.encode_blob(batch[:1]),
+        bytes(samples.encode_record(batch[0], 0)),
+    )
 
 
 def _http_parse(data: bytes) -> object:
@@ -205,10 +210,10 @@ def atheris_available() -> bool:
     return importlib.util.find_spec("atheris") is not None
 
 
-async def _atheris(target: FuzzTarget, runs: int, seed: int) -> dict[str, object]:
+async def _atheris(target: FuzzTarget, runs: int, seed: int, corpus: Path) -> dict[str, object]:
     """One coverage-guided atheris run in its own process (libFuzzer exits the process when done)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine.cli.fuzz_targets", target.name, str(runs), str(seed),
+        sys.executable, "-m", "engine.cli.fuzz_targets", target.name, str(runs), str(seed), str(corpus),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -238,7 +243,7 @@ async def run(
     for target in targets:
         progress(f"{target.name}: {count} inputs ({engine})")
         if use_atheris:
-            result = await _atheris(target, count, options.seed)
+            result = await _atheris(target, count, options.seed, options.workdir / target.name)
         else:
             result = await asyncio.to_thread(run_target, target, count, options.seed)
         results.append(result)

@@ -79,9 +79,7 @@ class CampaignReport:
 
     @property
     def passed(self) -> bool:
-        return (
-            self.held == self.injected and self.lost == 0 and self.duplicated == 0 and not self.failures
-        )
+        return self.held == self.injected and self.lost == 0 and self.duplicated == 0 and not self.failures
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,7 +130,7 @@ class RideCheck:
         }  # fmt: skip
 
 
-def check_ride(view: dict[str, Any], device: str, recorded: int) -> RideCheck:
+def check_ride(ride_id: str, view: dict[str, Any], device: str, recorded: int) -> RideCheck:
     """`view` is GET /v1/rides/{id}. Lost: declared or recorded seqs the backend lacks; duplicated:
     samples the backend counts beyond the distinct seqs the bike declared."""
     on_backend = int(view.get("samples", {}).get(device, 0))
@@ -143,7 +141,7 @@ def check_ride(view: dict[str, Any], device: str, recorded: int) -> RideCheck:
     lost = max(recorded - on_backend, missing_n, 0)
     duplicated = max(on_backend - max(recorded, declared_count), 0)
     return RideCheck(
-        ride_id=str(view.get("ride_id", "")),
+        ride_id=ride_id,
         recorded=recorded,
         on_backend=on_backend,
         lost=lost,

@@ -1,10 +1,11 @@
 """The adapters' parsers as fuzz targets for `ridesync campaign fuzz` (the composition root wires adapters
 in; engine/campaign never imports them), and the atheris entry point the long fuzz campaign runs, one
-process per target: `python -m engine.cli.fuzz_targets TARGET RUNS SEED`."""
+process per target: `python -m engine.cli.fuzz_targets TARGET RUNS SEED CORPUS_DIR`."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from engine.campaign.fuzz import ENGINE_TARGETS, FuzzTarget
 
@@ -56,7 +57,7 @@ def adapter_targets() -> tuple[FuzzTarget, ...]:
     )
 
 
-def _atheris_main(name: str, runs: int, seed: int) -> None:
+def _atheris_main(name: str, runs: int, seed: int, corpus: Path) -> None:
     import atheris
 
     targets = {t.name: t for t in (*adapter_targets(), *ENGINE_TARGETS)}
@@ -68,10 +69,16 @@ def _atheris_main(name: str, runs: int, seed: int) -> None:
         except target.allowed:
             pass
 
-    corpus_args = [f"-runs={runs}", f"-seed={seed or 1}", "-max_len=4096", "-print_final_stats=1"]
-    atheris.Setup([sys.argv[0], *corpus_args], one_input)
+    # The seeds start the corpus; libFuzzer adds what finds new coverage to the same dir (the caller's,
+    # removed by the caller: libFuzzer ends this process with exit(), past any cleanup here).
+    corpus.mkdir(parents=True, exist_ok=True)
+    for i, data in enumerate(target.seeds):
+        (corpus / f"seed-{i}").write_bytes(data)
+    flags = [f"-runs={runs}", f"-seed={seed or 1}", "-max_len=4096", "-print_final_stats=1"]
+    atheris.instrument_all()
+    atheris.Setup([sys.argv[0], *flags, str(corpus)], one_input)
     atheris.Fuzz()
 
 
 if __name__ == "__main__":
-    _atheris_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    _atheris_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
