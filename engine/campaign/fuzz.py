@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cbor2
 
@@ -69,7 +70,7 @@ def mutate(rnd: random.Random, data: bytes, corpus: Sequence[bytes]) -> bytes:
     return bytes(buf)
 
 
-def run_target(target: FuzzTarget, count: int, seed: int) -> dict[str, object]:
+def run_target(target: FuzzTarget, count: int, seed: int) -> dict[str, Any]:
     """Feed `count` inputs; returns counts and the first unexpected failures (input hex, traceback)."""
     rnd = random.Random(f"{seed}:{target.name}")
     corpus = list(target.seeds) or [b""]
@@ -118,7 +119,7 @@ def _sync_seeds() -> tuple[bytes, ...]:
         {"type": "error", "senderId": "a", "targetId": "b", "message": "x"},
         [[[[[[[[[[[]]]]]]]]]]],
     ]  # fmt: skip
-    return tuple(cbor2.dumps(m) for m in msgs) + (b"\x81" * 2000 + b"\x80",)
+    return (*tuple(cbor2.dumps(m) for m in msgs), b"\x81" * 2000 + b"\x80")
 
 
 def _sync_parse(data: bytes) -> object:
@@ -137,7 +138,7 @@ def _live_seeds() -> tuple[bytes, ...]:
         {"type": "hello", "name": "Ann", "max_hr": 190},
         [{"type": "sample", "kind": "power", "v": 230, "seq": 1, "t": 1.0, "contact": "detected"}],
     ]
-    return tuple(json.dumps(m).encode() for m in msgs) + (b"[" * 3000,)
+    return (*tuple(json.dumps(m).encode() for m in msgs), b"[" * 3000)
 
 
 def _frames_parse(data: bytes) -> object:
@@ -210,7 +211,7 @@ def atheris_available() -> bool:
     return importlib.util.find_spec("atheris") is not None
 
 
-async def _atheris(target: FuzzTarget, runs: int, seed: int, corpus: Path) -> dict[str, object]:
+async def _atheris(target: FuzzTarget, runs: int, seed: int, corpus: Path) -> dict[str, Any]:
     """One coverage-guided atheris run in its own process (libFuzzer exits the process when done)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "engine.cli.fuzz_targets", target.name, str(runs), str(seed), str(corpus),

@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from engine.campaign.report import CampaignOptions, CampaignReport, Progress
 
 CAMPAIGNS = ("security", "crash", "network", "fuzz", "soak")
 
-Runner = Callable[..., Awaitable[CampaignReport]]
+Runner = Callable[..., Coroutine[Any, Any, CampaignReport]]
 
 
 def run_campaign(

@@ -28,7 +28,7 @@ HONEST_RIDE = "honest-1"
 
 
 async def http(
-    base: str, method: str, path: str, token: str | None, body: Any = None, key: str | None = None
+    base: str, method: str, path: str, token: str | None, body: Any = None, *, key: str | None = None
 ) -> tuple[int, Any]:
     """One request; `path` is sent as given (already percent-encoded), so a `%0A` stays a newline."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -165,10 +165,9 @@ class Security:
             async def publish_flood() -> tuple[bool, str]:
                 # Many devices at once, so the class's deltas are large (and the stuck subscriber stalls).
                 tokens = [self.token("bike", f"bike-flood-{i:02d}", classes=[CLASS]) for i in range(16)]
-                outs = await asyncio.gather(*(
-                    net.flood(port, f"/live/v1/classes/{CLASS}/ws?mode=pub&token={t}", frames // 16, "publish", pid)
-                    for t in tokens
-                ))  # fmt: skip
+                path = f"/live/v1/classes/{CLASS}/ws?mode=pub&token="
+                floods = [net.flood(port, path + t, frames // 16, "publish", pid) for t in tokens]
+                outs = await asyncio.gather(*floods)
                 growth = max(int(str(o["rss_growth_kb"])) for o in outs)
                 slow = await net.healthz_s(port)
                 sent = sum(int(str(o["sent"])) for o in outs)

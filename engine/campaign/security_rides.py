@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,10 +52,13 @@ class RideAttacks:
         return body if status == 200 and isinstance(body, dict) else {}
 
     async def wait_view(self, ride: str, token: str, ok: Any, limit_s: float = 20) -> dict[str, Any]:
+        """Poll the ride's view (another process: nothing to wait on but its answers) until `ok`."""
         async with asyncio.timeout(limit_s):
-            while not ok(view := await self.view(ride, token)):
+            for _ in itertools.count():
+                if ok(view := await self.view(ride, token)):
+                    return view
                 await asyncio.sleep(0.1)
-        return view
+        raise AssertionError("unreachable")
 
     async def ride(self, ride: str, device: str, token: str, n: int, *, end: bool = False) -> ReplicaStore:
         """A bike that records `n` samples of `ride` and syncs them (ended and finalized with `end`)."""
@@ -143,7 +147,7 @@ class RideAttacks:
     ) -> tuple[int, Any]:
         from engine.campaign.security import http
 
-        return await http(self.sec.url, method, path, token, body, key)
+        return await http(self.sec.url, method, path, token, body, key=key)
 
     async def _replay(self, token: str) -> None:
         async def attack() -> tuple[bool, str]:
@@ -215,12 +219,15 @@ class RideAttacks:
             return held, f"victim's ride now holds samples of {sorted(samples)}"
 
         stranger = sec.token("bike", "bike-stranger")
+        newline = f"/v1/rides/{VICTIM}%0A/meta"
         cases: list[tuple[str, str, str, str | None, Any]] = [
-            ("stranger bike token: PUT meta on another's ride", "PUT", f"/v1/rides/{VICTIM}/meta", stranger, {"title": "mine"}),
-            ("stranger bike token: POST end on another's ride", "POST", f"/v1/rides/{VICTIM}/end", stranger, {}),
+            ("stranger bike token: PUT meta on another's ride", "PUT", f"/v1/rides/{VICTIM}/meta",
+             stranger, {"title": "mine"}),
+            ("stranger bike token: POST end on another's ride", "POST", f"/v1/rides/{VICTIM}/end",
+             stranger, {}),
             ("PUT meta on an unknown ride", "PUT", "/v1/rides/ghost-ride/meta", stranger, {"title": "boo"}),
             ("POST end on an unknown ride", "POST", "/v1/rides/ghost-ride/end", stranger, {}),
-            ("ride id with a trailing newline (PUT meta)", "PUT", f"/v1/rides/{VICTIM}%0A/meta", victim_token, {"title": "twin"}),
+            ("ride id with a trailing newline (PUT meta)", "PUT", newline, victim_token, {"title": "twin"}),
         ]  # fmt: skip
         await sec.attempt("class hijack (bike token of another class syncs the ride)", class_hijack)
         await sec.attempt("stranger bike token: sync and create a document in another's ride", stranger_sync)

@@ -4,6 +4,7 @@ process per target: `python -m engine.cli.fuzz_targets TARGET RUNS SEED CORPUS_D
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -64,10 +65,8 @@ def _atheris_main(name: str, runs: int, seed: int, corpus: Path) -> None:
     target = targets[name]
 
     def one_input(data: bytes) -> None:
-        try:
+        with contextlib.suppress(*target.allowed):
             target.parse(data)
-        except target.allowed:
-            pass
 
     # The seeds start the corpus; libFuzzer adds what finds new coverage to the same dir (the caller's,
     # removed by the caller: libFuzzer ends this process with exit(), past any cleanup here).
