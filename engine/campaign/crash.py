@@ -50,10 +50,10 @@ class Replica:
     rides: list[str] = field(default_factory=list)
 
     def cmd(self, url: str, *extra: str) -> list[str]:
+        command = "ride" if self.kind == "bike" else "app"
         return [
-            "ride" if self.kind == "bike" else "app", "--backend", url, "--token", self.token, "--ride-id", self.ride_id,
-            "--data", str(self.data), "--json", "--retry-cap", "1", "--heartbeat", "1",
-            *self.args, *extra,
+            command, "--backend", url, "--token", self.token, "--ride-id", self.ride_id,
+            "--data", str(self.data), "--json", "--retry-cap", "1", "--heartbeat", "1", *self.args, *extra,
         ]  # fmt: skip
 
     @property
@@ -95,8 +95,10 @@ class Crash:
             device = f"bike-{i:02d}"
             ride = f"crash-{i:02d}-r0"
             token = ring.issue("bike", device, classes=[CLASS])
-            r = Replica(f"bike {device}", "bike", device, token, self.work / device, self.work / "logs" / f"{device}.log",
-                        ride, self.bike_args())  # fmt: skip
+            log = self.work / "logs" / f"{device}.log"
+            r = Replica(
+                f"bike {device}", "bike", device, token, self.work / device, log, ride, self.bike_args()
+            )
             r.rides.append(ride)
             self.rides[ride] = r
             self.replicas.append(r)
@@ -104,8 +106,9 @@ class Crash:
             device = f"tablet-{i:02d}"
             bike = self.replicas[i % bikes]
             token = ring.issue("app", device)
-            r = Replica(f"app {device}", "app", device, token, self.work / device, self.work / "logs" / f"{device}.log",
-                        bike.ride_id, ["--sync-timeout", "20"])  # fmt: skip
+            log = self.work / "logs" / f"{device}.log"
+            args = ["--sync-timeout", "20"]
+            r = Replica(f"app {device}", "app", device, token, self.work / device, log, bike.ride_id, args)
             self.replicas.append(r)
 
     async def keep_running(self) -> None:
