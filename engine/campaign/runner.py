@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -15,6 +17,23 @@ from engine.campaign.report import CampaignOptions, CampaignReport, Progress
 CAMPAIGNS = ("security", "crash", "network", "fuzz", "soak")
 
 Runner = Callable[..., Coroutine[Any, Any, CampaignReport]]
+
+
+async def _interruptible(campaign: Coroutine[Any, Any, CampaignReport]) -> CampaignReport:
+    """SIGTERM cancels the campaign like Ctrl-C does (asyncio.run's own SIGINT handling): the cancellation
+    unwinds through every `async with`, which stops the processes and servers the campaign started."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await campaign
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
 
 
 def run_campaign(
@@ -36,7 +55,7 @@ def run_campaign(
         options = CampaignOptions(seed=seed, long=long, workdir=Path(tmp), minutes=minutes, quiet=quiet)
         progress = Progress(name, quiet)
         t0 = time.monotonic()
-        report = asyncio.run(runner(options, progress, *extra))
+        report = asyncio.run(_interruptible(runner(options, progress, *extra)))
         report.elapsed_s = time.monotonic() - t0
         progress(f"done: {report.held}/{report.injected} held, pass={report.passed}")
         return report
