@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest venv interop-deps clean
+.PHONY: demo test lint typecheck pytest venv interop-deps clean campaign
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3.X"; exit 2; }
@@ -43,6 +43,11 @@ pytest: $(STAMP) $(INTEROP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 test: lint typecheck pytest
+
+# The long version of every `ridesync campaign` (about two hours in all); the short ones run in `make test`.
+CAMPAIGNS := security crash network fuzz soak
+campaign: $(STAMP)
+	@rc=0; for c in $(CAMPAIGNS); do $(BIN)/ridesync campaign $$c --long --json $(CAMPAIGN_ARGS) || rc=1; done; exit $$rc
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
