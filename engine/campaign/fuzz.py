@@ -13,6 +13,7 @@ import asyncio
 import importlib.util
 import json
 import random
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -218,15 +219,18 @@ async def _atheris(target: FuzzTarget, runs: int, seed: int, corpus: Path) -> di
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        out, err = await proc.communicate()
+        _, err = await proc.communicate()
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    crashes = [] if proc.returncode == 0 else [{"error": err.decode(errors="replace")[-1500:]}]
+    text = err.decode(errors="replace")
+    crashes = [] if proc.returncode == 0 else [{"error": text[-1500:]}]
+    executed = re.search(r"stat::number_of_executed_units:\s*(\d+)", text)
+    inputs = int(executed.group(1)) if executed else runs
     unexpected = 0 if proc.returncode == 0 else 1
-    return {"target": target.name, "inputs": runs, "engine": "atheris", "unexpected": unexpected,
-            "crashes": crashes, "stdout": out.decode(errors="replace")[-200:]}  # fmt: skip
+    return {"target": target.name, "inputs": inputs, "engine": "atheris", "unexpected": unexpected,
+            "crashes": crashes}  # fmt: skip
 
 
 async def run(
