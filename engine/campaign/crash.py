@@ -19,6 +19,7 @@ from engine.campaign.procs import Proc, ServeProcess, get_json, spawn
 from engine.campaign.report import (
     CampaignOptions,
     CampaignReport,
+    Case,
     Progress,
     check_ride,
     integrity_check,
@@ -81,6 +82,7 @@ class Crash:
         self.serve = ServeProcess(data=self.work / "server", logs=self.work / "logs")
         self.replicas: list[Replica] = []
         self.kills: list[dict[str, Any]] = []
+        self.pending: list[tuple[Case, str]] = []
         self.rides: dict[str, Replica] = {}  # ride id -> its bike
         self.long = options.long
         self.duration, self.speed = (1200, 20.0) if options.long else (600, 30.0)
@@ -168,7 +170,9 @@ class Crash:
         await victim.reap()
         victim.kills += 1
         self.kills.append({"t": t, "target": victim.name, "ride": victim.ride_id})
-        self.report.case(f"SIGKILL {victim.name} at +{t}s", True, f"ride {victim.ride_id}")
+        # Held once the end shows that ride whole and reconciled once (verify()).
+        case = self.report.case(f"SIGKILL {victim.name} at +{t}s", True, f"ride {victim.ride_id}")
+        self.pending.append((case, victim.ride_id))
         self.progress(f"killed {victim.name} (ride {victim.ride_id}) at +{t}s")
 
     async def finish(self) -> None:
@@ -199,15 +203,19 @@ class Crash:
 
     async def verify(self) -> None:
         checks = []
+        ok: dict[str, bool] = {}
         for ride, bike in self.rides.items():
             status, view = await get_json(f"{self.serve.url}/v1/rides/{ride}", bike.token)
             check = check_ride(ride, view if status == 200 else {}, bike.device, self.duration)
             checks.append(check.to_json())
+            ok[ride] = check.ok
             self.report.lost += check.lost
             self.report.duplicated += check.duplicated
             if not check.ok:
                 self.report.fail(f"ride {ride} did not reconcile once: {check.to_json()}")
         self.report.details["rides"] = checks
+        for case, ride in self.pending:
+            case.held = ok.get(ride, False)
 
     def audit(self) -> None:
         """After every process stopped: every SQLite file opens and passes integrity_check, and no sample
