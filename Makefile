@@ -44,7 +44,7 @@ pytest: $(STAMP) $(INTEROP)
 
 test: lint typecheck pytest
 
-# The long version of every `ridesync campaign` (about two hours in all); the short ones run in `make test`.
+# The long version of every `ridesync campaign` (two to three hours in all); the short ones run in `make test`.
 CAMPAIGNS := security crash network fuzz soak
 campaign: $(STAMP)
 	@rc=0; for c in $(CAMPAIGNS); do $(BIN)/ridesync campaign $$c --long --json $(CAMPAIGN_ARGS) || rc=1; done; exit $$rc
