@@ -131,6 +131,7 @@ class Network:
         proxy.heal()
         ok = await reconciled_again(bike, self.recover_s * 2)
         self.report.case(f"outage of {ride_s / 60:.0f} simulated minutes", ok, f"bike state {_state(bike)}")
+        self.progress(f"{'held' if ok else 'NOT HELD'}: outage of {ride_s / 60:.0f} simulated minutes")
 
 
 async def run(options: CampaignOptions, progress: Progress) -> CampaignReport:
