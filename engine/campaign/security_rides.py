@@ -14,13 +14,38 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from engine.campaign.procs import get_json
-from engine.campaign.sync_client import SyncClient
+from engine.campaign.procs import get_json, proc_stats
+from engine.campaign.sync_client import SERVER_PEER, SyncClient
 from engine.crdt import CrdtDoc
 from engine.ride import schema
 from engine.ride.samples import Sample
 from engine.ride.schema import Role, shared_ref
 from engine.store import ReplicaStore
+from engine.sync import wire
+from engine.sync.docid import document_id_from_bytes
+
+_SYNC_MESSAGE = 0x42
+
+
+def _uleb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def orphan_change_message(rnd: random.Random, size: int = 900_000) -> bytes:
+    """An Automerge sync message (v1: heads, need, have, changes) carrying one large change whose
+    dependency (the change before it) is never sent: a receiver can only queue it."""
+    doc = CrdtDoc.new(rnd.randbytes(16))
+    doc.put({"a": "first"})
+    heads = doc.heads()
+    doc.put({"b": rnd.randbytes(size // 2).hex()})
+    orphan = doc.changes_since(heads)[0].data
+    return bytes([_SYNC_MESSAGE]) + _uleb(0) + _uleb(0) + _uleb(0) + _uleb(1) + _uleb(len(orphan)) + orphan
+
 
 if TYPE_CHECKING:
     from engine.campaign.security import Security
@@ -95,6 +120,7 @@ class RideAttacks:
             await self._after_finalize(final, final_token)
             await self._replay(final_token)
             await self._frames()
+            await self._staging_flood()
             await self._ownership(victim_token)
         finally:
             for s in self.stores:
@@ -184,6 +210,32 @@ class RideAttacks:
                 return closed and healthy, f"closed={closed} code={c.close_code} errors={c.errors[:1]}"
 
             await self.sec.attempt(label, attack)
+
+    async def _staging_flood(self) -> None:
+        """A viewer sends sync messages whose changes all lack a dependency: nothing may be queued for a
+        peer that may not write (it must be refused first), and memory must not stay pinned."""
+        pid = self.sec.serve.pid
+
+        async def attack() -> tuple[bool, str]:
+            before = proc_stats(pid)["rss_kb"]
+            doc_id = document_id_from_bytes(shared_ref(VICTIM).raw_id)
+            viewer = self.store(Role.APP, "dash-stager")
+            token = self.sec.token("viewer", "dash-stager", rides=[VICTIM])
+            sent, closed = 0, False
+            async with SyncClient(self.sec.url, token, viewer, VICTIM) as c:
+                for _ in range(16):
+                    if c.closed.is_set():
+                        break
+                    await c.send(wire.Sync(c.peer_id, SERVER_PEER, doc_id, orphan_change_message(self.rnd)))
+                    sent += 1
+                    await asyncio.sleep(0.05)
+                closed = await self.closed(c, 2)
+                peak = proc_stats(pid)["rss_kb"]
+            growth = max(peak - before, 0)
+            held = closed or growth < 16 * 1024
+            return held, f"{sent} messages of ~900 KB; closed={closed} code={c.close_code}; RSS +{growth} KiB"
+
+        await self.sec.attempt("viewer queues changes that lack a dependency (memory pinning)", attack)
 
     async def _ownership(self, victim_token: str) -> None:
         sec = self.sec
