@@ -157,9 +157,11 @@ class Security:
                 path = f"/live/v1/classes/{CLASS}/ws?mode=pub&token={pub}"
                 out = await net.flood(port, path, frames, "ping", pid)
                 slow = await net.healthz_s(port)
-                # Every ping is answered: a peer that never reads the pongs must be closed or pushed back,
-                # else the server buffers every pong.
-                held = bool(out["closed"] or out["pushed_back"]) and slow < 2
+                # Every ping is answered: for a peer that never reads the pongs the server must close it,
+                # push back (stop reading) or drop pongs, never buffer them all.
+                growth = int(str(out["rss_growth_kb"]))
+                bounded = out["closed"] or out["pushed_back"] or growth < net.PING_RSS_BUDGET_KB
+                held = bool(bounded) and slow < 2
                 return held, f"{out}, healthz {slow:.2f}s"
 
             async def publish_flood() -> tuple[bool, str]:

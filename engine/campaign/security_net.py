@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 
 from engine.campaign.procs import LOOPBACK, proc_stats
 
-# RSS growth (KiB) that counts as "memory pinned" by a flood.
+# RSS growth (KiB) that counts as "memory pinned" by a publish flood, and by a ping flood (whose pongs,
+# ~15 MB in the short version, must not all be buffered for a peer that never reads them).
 FLOOD_RSS_BUDGET_KB = 48 * 1024
+PING_RSS_BUDGET_KB = 4 * 1024
 
 
 def masked_frame(

@@ -119,7 +119,7 @@ class RideAttacks:
             await self._spoofing(victim, victim_token)
             await self._after_finalize(final, final_token)
             await self._replay(final_token)
-            await self._frames()
+            await self._frames(victim, victim_token)
             await self._staging_flood()
             await self._ownership(victim_token)
         finally:
@@ -189,7 +189,9 @@ class RideAttacks:
 
         await self.sec.attempt("replayed end with another body", attack)
 
-    async def _frames(self) -> None:
+    async def _frames(self, owner: ReplicaStore, token: str) -> None:
+        """Hostile frames from the ride's own bike: a connection the server accepts, so the frame
+        handling itself is what is attacked (a stranger would be refused at the upgrade)."""
         for label, frame in (
             (
                 "oversize CBOR frame on /v1/sync",
@@ -200,10 +202,7 @@ class RideAttacks:
         ):
 
             async def attack(frame: bytes = frame) -> tuple[bool, str]:
-                store = self.store(Role.APP, f"app-frames-{len(self.stores)}")
-                async with SyncClient(
-                    self.sec.url, self.sec.token("app", store.device_id), store, VICTIM
-                ) as c:
+                async with SyncClient(self.sec.url, token, owner, VICTIM) as c:
                     await c.send_raw(frame)
                     closed = await self.closed(c)
                 healthy = (await get_json(f"{self.sec.url}/healthz", None))[0] == 200
