@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.campaign.procs import Proc, ServeProcess, get_json, spawn
+from engine.campaign.procs import Proc, ServeProcess, get_json, issue_token, spawn
 from engine.campaign.report import (
     CampaignOptions,
     CampaignReport,
@@ -96,7 +96,7 @@ class Crash:
         for i in range(bikes):
             device = f"bike-{i:02d}"
             ride = f"crash-{i:02d}-r0"
-            token = ring.issue("bike", device, classes=[CLASS])
+            token = issue_token(ring, "bike", device, classes=[CLASS], rider=f"rider-{device}")
             log = self.work / "logs" / f"{device}.log"
             r = Replica(
                 f"bike {device}", "bike", device, token, self.work / device, log, ride, self.bike_args()
@@ -107,7 +107,7 @@ class Crash:
         for i in range(apps):
             device = f"tablet-{i:02d}"
             bike = self.replicas[i % bikes]
-            token = ring.issue("app", device)
+            token = issue_token(ring, "app", device, rider=f"rider-{bike.device}")
             log = self.work / "logs" / f"{device}.log"
             args = ["--sync-timeout", "20"]
             r = Replica(f"app {device}", "app", device, token, self.work / device, log, bike.ride_id, args)
@@ -261,8 +261,7 @@ def backend_records_twice(directory: Path, rides: dict[str, Replica]) -> int:
     return twice
 
 
-async def run(options: CampaignOptions, progress: Progress) -> CampaignReport:
-    report = CampaignReport("crash", options.seed, "long" if options.long else "short")
+async def run(options: CampaignOptions, progress: Progress, report: CampaignReport) -> CampaignReport:
     crash = Crash(options, report, progress)
     target = 200 if options.long else 12
     gap = (0.5, 2.5) if options.long else (0.6, 1.6)

@@ -234,9 +234,11 @@ async def _atheris(target: FuzzTarget, runs: int, seed: int, corpus: Path) -> di
 
 
 async def run(
-    options: CampaignOptions, progress: Progress, adapter_targets: Sequence[FuzzTarget] = ()
+    options: CampaignOptions,
+    progress: Progress,
+    report: CampaignReport,
+    adapter_targets: Sequence[FuzzTarget] = (),
 ) -> CampaignReport:
-    report = CampaignReport("fuzz", options.seed, "long" if options.long else "short")
     targets = [*adapter_targets, *ENGINE_TARGETS]
     count = LONG_INPUTS if options.long else SHORT_INPUTS
     use_atheris = options.long and atheris_available()

@@ -134,15 +134,14 @@ class Network:
         self.progress(f"{'held' if ok else 'NOT HELD'}: outage of {ride_s / 60:.0f} simulated minutes")
 
 
-async def run(options: CampaignOptions, progress: Progress) -> CampaignReport:
-    report = CampaignReport("network", options.seed, "long" if options.long else "short")
+async def run(options: CampaignOptions, progress: Progress, report: CampaignReport) -> CampaignReport:
     work = options.workdir
     net = Network(options, report, progress)
     duration = 7200 if options.long else 1200
     async with ServeProcess(data=work / "server", logs=work / "logs") as serve, owned() as procs:
         target = (LOOPBACK, serve.port)
-        bike_token = serve.token("bike", BIKE)
-        app_token = serve.token("app", APP)
+        bike_token = serve.token("bike", BIKE, rider="rider-net")
+        app_token = serve.token("app", APP, rider="rider-net")  # the bike's rider: may write its ride
         async with (
             ChaosProxy(target, seed=options.seed) as bike_proxy,
             ChaosProxy(target, seed=options.seed + 1) as app_proxy,

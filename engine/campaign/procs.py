@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import signal
@@ -180,7 +181,7 @@ class ServeProcess:
         return KeyRing.load_or_create(self.data)
 
     def token(self, role: str, device: str, **kw: Any) -> str:
-        return self.ring().issue(role, device, **kw)
+        return issue_token(self.ring(), role, device, **kw)
 
     async def ride(self, ride_id: str, token: str) -> dict[str, Any]:
         status, body = await get_json(f"{self.url}/v1/rides/{ride_id}", token)
@@ -188,6 +189,15 @@ class ServeProcess:
             raise AssertionError(f"GET /v1/rides/{ride_id}: {status} {body}")
         assert isinstance(body, dict)
         return body
+
+
+def issue_token(ring: KeyRing, role: str, device: str, *, rider: str | None = None, **kw: Any) -> str:
+    """A token from `ring`. `rider` (who rides with this device: an app token with the bike's rider may
+    write that bike's ride) is passed only to key rings that know the claim; before rides had owners,
+    any app could write any ride and the claim did not exist."""
+    if rider is not None and "rider" in inspect.signature(ring.issue).parameters:
+        kw["rider"] = rider
+    return ring.issue(role, device, **kw)
 
 
 async def get_json(url: str, token: str | None) -> tuple[int, Any]:

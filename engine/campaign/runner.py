@@ -46,7 +46,8 @@ def run_campaign(
     quiet: bool = False,
     extra: Sequence[Any] = (),
 ) -> CampaignReport:
-    """`extra` is what the composition root injects (the fuzz campaign's adapter parsers)."""
+    """`extra` is what the composition root injects (the fuzz campaign's adapter parsers). A campaign that
+    raises returns its report so far with the error among its failures (so it fails, with a report)."""
     if name not in CAMPAIGNS:
         raise ValueError(f"unknown campaign {name!r} (one of {', '.join(CAMPAIGNS)})")
     module = importlib.import_module(f"engine.campaign.{name}")
@@ -54,8 +55,13 @@ def run_campaign(
     with tempfile.TemporaryDirectory(prefix=f"ridesync-campaign-{name}-", dir=workdir) as tmp:
         options = CampaignOptions(seed=seed, long=long, workdir=Path(tmp), minutes=minutes, quiet=quiet)
         progress = Progress(name, quiet)
+        report = CampaignReport(name, seed, "long" if long else "short")
         t0 = time.monotonic()
-        report = asyncio.run(_interruptible(runner(options, progress, *extra)))
+        try:
+            asyncio.run(_interruptible(runner(options, progress, report, *extra)))
+        except Exception as exc:  # a campaign that broke still reports what it saw, and fails
+            report.fail(f"the campaign stopped early: {exc!r}"[:500])
+            progress(f"stopped early: {exc!r}")
         report.elapsed_s = time.monotonic() - t0
         progress(f"done: {report.held}/{report.injected} held, pass={report.passed}")
         return report

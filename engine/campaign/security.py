@@ -200,8 +200,7 @@ class Security:
         await self.attempt("1,000 connections opened and dropped", churn)
 
 
-async def run(options: CampaignOptions, progress: Progress) -> CampaignReport:
-    report = CampaignReport("security", options.seed, "long" if options.long else "short")
+async def run(options: CampaignOptions, progress: Progress, report: CampaignReport) -> CampaignReport:
     work = options.workdir
     duration, speed = (3600, 10.0) if options.long else (600, 20.0)
     serve = ServeProcess(

@@ -99,8 +99,7 @@ class Phases:
         return "warmup" if warm else "steady"
 
 
-async def run(options: CampaignOptions, progress: Progress) -> CampaignReport:
-    report = CampaignReport("soak", options.seed, "long" if options.long else "short")
+async def run(options: CampaignOptions, progress: Progress, report: CampaignReport) -> CampaignReport:
     riders = 100 if options.long else 3
     minutes = options.minutes or (30.0 if options.long else 0.4)
     every_s = 10.0 if options.long else 1.0
