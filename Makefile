@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 # Windows install the same versions.
 LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --custom-compile-command "make lock" --quiet
 
-.PHONY: screenshots demo test lint lock-check typecheck pytest venv interop-deps clean lock test-latest
+.PHONY: screenshots demo test lint lock-check typecheck pytest venv interop-deps clean lock test-latest campaign
 
 # A new .venv each time, so that it holds exactly what the lock says (nothing left from an older lock).
 # pip installs only the bootstrap lock (hash-checked); uv installs the rest (hash-checked), several times
@@ -88,6 +88,11 @@ test: lock-check lint typecheck pytest
 # The README's screenshots (docs/*.png), taken in Chromium by the test that checks those pages.
 screenshots: $(STAMP)
 	RIDESYNC_SCREENSHOTS=docs $(BIN)/python -m pytest -q -p no:cacheprovider tests/demo/test_class_page.py
+
+# The long version of every `ridesync campaign` (two to three hours in all); the short ones run in `make test`.
+CAMPAIGNS := security crash network fuzz soak
+campaign: $(STAMP)
+	@rc=0; for c in $(CAMPAIGNS); do $(BIN)/ridesync campaign $$c --long --json $(CAMPAIGN_ARGS) || rc=1; done; exit $$rc
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
