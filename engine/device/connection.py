@@ -30,12 +30,11 @@ import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from engine.device import session as cs
-from engine.device.end_event import http_base
 from engine.device.status import SyncEvent, SyncTracker
 from engine.device.store_docs import StoreDocuments, to_hex, to_wire
 from engine.ride import schema
@@ -43,6 +42,7 @@ from engine.ride.schema import DocKind, DocRef, Phase
 from engine.store import ReplicaStore
 from engine.sync import wire
 from engine.sync.backoff import Attempts, Backoff, classify_exception
+from engine.urls import check_backend_url, http_base, ws_url
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,13 @@ SYNC_PATH = "/v1/sync"
 
 
 def sync_url(backend: str) -> str:
-    """`http://host:port` → `ws://host:port/v1/sync`; a ws:// or wss:// URL with a path is used as given."""
+    """`http://host:port` → `ws://host:port/v1/sync`; a ws:// or wss:// URL with a path is used as given.
+    Raises BackendUrlError (a ValueError) for anything else (engine/urls.py)."""
+    check_backend_url(backend)
     parts = urlsplit(backend)
     if parts.scheme in ("ws", "wss") and parts.path not in ("", "/"):
         return backend
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("ws", "wss") or not parts.netloc:
-        raise ValueError(f"backend URL must be http(s):// or ws(s)://host:port, got {backend!r}")
-    return urlunsplit((scheme, parts.netloc, SYNC_PATH, "", ""))
+    return ws_url(backend, SYNC_PATH)
 
 
 class DeviceSync:

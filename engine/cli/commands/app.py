@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from engine.cli import argtypes
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -20,7 +22,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "--sync-timeout, until the backend acknowledged everything, then prints the ride."
         ),
     )
-    p.add_argument("--backend", required=True, metavar="URL", help="backend, e.g. http://127.0.0.1:8750")
+    p.add_argument(
+        "--backend",
+        required=True,
+        type=argtypes.backend_url,
+        metavar="URL",
+        help="backend, e.g. http://127.0.0.1:8750",
+    )
     p.add_argument(
         "--token", required=True, metavar="T", help="app token (`ridesync token issue --role app`)"
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from engine.cli import argtypes
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -23,7 +25,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "it all. Running again with the same --data and --ride-id resumes the ride."
         ),
     )
-    p.add_argument("--backend", required=True, metavar="URL", help="backend, e.g. http://127.0.0.1:8750")
+    p.add_argument(
+        "--backend",
+        required=True,
+        type=argtypes.backend_url,
+        metavar="URL",
+        help="backend, e.g. http://127.0.0.1:8750",
+    )
     p.add_argument(
         "--token", required=True, metavar="T", help="bike token (`ridesync token issue --role bike`)"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from engine.cli import argtypes
 from engine.server.config import HttpLimits
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ HTTP_DEFAULTS = HttpLimits()
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the backend: class hub, /healthz, /metrics")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8750, help="port (default 8750; 0 picks a free one)")
+    p.add_argument("--port", type=argtypes.port, default=8750, help="port (default 8750; 0 picks a free one)")
     p.add_argument(
         "--data",
         default=None,
