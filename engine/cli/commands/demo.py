@@ -217,14 +217,16 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from engine.auth.tokens import TokenError
-    from engine.cli.datadir import check_data_dir, os_error
+    from engine.cli.datadir import check_data_dir, os_error, serving_lock
     from engine.events.idempotency import LedgerUnreadable
     from engine.store import StoreError
 
     if args.data:
         check_data_dir(Path(args.data))
     try:
-        asyncio.run(_main(args))
+        # Its backend serves from --data: not beside a `ridesync serve` on the same dir.
+        with serving_lock(Path(args.data)) if args.data else contextlib.nullcontext():
+            asyncio.run(_main(args))
     except OSError as exc:
         if exc.filename is not None:  # a file or dir under --data
             raise os_error(exc) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.cli import argtypes
@@ -161,14 +162,29 @@ def backend_config(args: argparse.Namespace) -> BackendConfig:
         raise CliError(str(exc)) from None
 
 
+def listening_event(url: str, data_dir: Path) -> dict[str, str]:
+    """The line `serve` prints once it listens: its URL, the dashboard's, and the command that issues a
+    viewer token for it (the dashboard wants one: `DASHBOARD?class=CLASS&token=TOKEN`)."""
+    import shlex
+
+    return {
+        "event": "listening",
+        "url": url,
+        "data_dir": str(data_dir),
+        "dashboard_url": f"{url}/",
+        "viewer_token_command": "ridesync token issue --role viewer --device dash-1 --class CLASS "
+        f"--data {shlex.quote(str(data_dir))}",
+        "open": f"{url}/?class=CLASS&token=TOKEN",
+    }
+
+
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
-    from pathlib import Path
 
     from engine import logs
     from engine.auth.tokens import TokenError
     from engine.backend.routes import make_setup
-    from engine.cli.datadir import open_keyring, os_error
+    from engine.cli.datadir import open_keyring, os_error, serving_lock
     from engine.cli.main import CliError
     from engine.cli.output import emit
     from engine.dashboard.routes import setup_dashboard
@@ -225,15 +241,14 @@ def _serve(args: argparse.Namespace) -> int:
     # traceback from inside the server's startup.
     open_keyring(config.data_dir, init=args.init)
     try:
-        asyncio.run(
-            serve(
-                config,
-                extra_setup=[make_setup(backend), setup_dashboard],
-                on_listening=lambda url: emit(
-                    {"event": "listening", "url": url, "data_dir": str(config.data_dir)}
-                ),
+        with serving_lock(config.data_dir):
+            asyncio.run(
+                serve(
+                    config,
+                    extra_setup=[make_setup(backend), setup_dashboard],
+                    on_listening=lambda url: emit(listening_event(url, config.data_dir)),
+                )
             )
-        )
     except (StoreError, LedgerUnreadable, TokenError) as exc:
         # The backend's store and ledger open at startup (engine/backend/routes.py); each names its file.
         raise CliError(str(exc)) from None
