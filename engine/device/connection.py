@@ -51,6 +51,55 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 SYNC_PATH = "/v1/sync"
 
 
+# Refusals a retry cannot fix: the token itself is bad (its key unknown here, a forged or damaged
+# signature, expired, malformed, missing) or it may not touch the ride. 429 and 503 are retried, as is a
+# token not valid *yet* (a clock that is behind catches up) and any refusal without one of these codes.
+FATAL_REFUSALS = frozenset(
+    {
+        "token_missing",
+        "token_malformed",
+        "token_invalid",
+        "token_bad_signature",
+        "token_unknown_key",
+        "token_expired",
+        "token_wrong_scope",
+        "not_ride_owner",
+    }
+)
+# The backend names its refusal's code in this header too, since a refused WebSocket upgrade
+# (aiohttp's WSServerHandshakeError) does not carry the response body.
+ERROR_HEADER = "X-Ridesync-Error"
+ERROR_DETAIL_HEADER = "X-Ridesync-Error-Detail"
+
+
+class SyncRefused(Exception):
+    """The backend refused this device for a reason no retry can fix (FATAL_REFUSALS); raised out of
+    `DeviceSync.run()` when `fail_fast` is set."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        self.status, self.code, self.detail = status, code, detail
+        super().__init__(
+            f"backend refused the connection: HTTP {status} {code}" + (f": {detail}" if detail else "")
+        )
+
+
+def unreachable_text(exc: BaseException) -> str:
+    """A connection failure in words (`cannot connect to 127.0.0.1:8750: connection refused`), not the
+    repr of aiohttp's exception (`ClientConnectorError ... ssl:default [Connect call failed ...]`)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_exc = exc.os_error
+        why = (os_exc.strerror or str(os_exc) or type(os_exc).__name__) if os_exc is not None else str(exc)
+        return f"cannot connect to {exc.host}:{exc.port}: {why[:1].lower()}{why[1:]}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the backend closed the connection"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def sync_url(backend: str) -> str:
     """`http://host:port` → `ws://host:port/v1/sync`; a ws:// or wss:// URL with a path is used as given.
     Raises BackendUrlError (a ValueError) for anything else (engine/urls.py)."""
@@ -78,8 +127,12 @@ class DeviceSync:
         rng: random.Random | None = None,
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        fail_fast: bool = False,
     ) -> None:
         self.store = store
+        # A refusal in FATAL_REFUSALS ends run() with SyncRefused (a command line that can only tell its
+        # user); otherwise it is retried at the backoff cap, so a fixed backend finds the device again.
+        self.fail_fast = fail_fast
         self._sleep = sleep  # injectable, so tests see the backoff decisions without waiting them out
         self.url = sync_url(backend)
         self.token = token
@@ -169,6 +222,7 @@ class DeviceSync:
             while True:
                 retry_after: float | None = None
                 retryable = True
+                fatal: SyncRefused | None = None
                 try:
                     refused = await self._connect_once(http)
                     reason = self.last_error or "connection closed"
@@ -182,17 +236,24 @@ class DeviceSync:
                         datetime.now(UTC),
                     )
                     retry_after, retryable = decision.retry_after, decision.retry
-                    reason = f"backend refused the connection (HTTP {exc.status})"
+                    code, detail = await self._refusal(http, exc)
+                    said = f": {code}" + (f": {detail}" if detail else "") if code else ""
+                    reason = f"backend refused the connection (HTTP {exc.status}{said})"
+                    if self.fail_fast and exc.status in (401, 403) and code in FATAL_REFUSALS:
+                        fatal = SyncRefused(exc.status, code, detail)
                 except (aiohttp.ClientError, OSError, TimeoutError, EOFError) as exc:
-                    reason = (
-                        f"backend unreachable ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
-                    )
+                    reason = f"backend unreachable ({unreachable_text(exc)})"
                 except Exception as exc:
                     # A bug or a store problem in one session must not end syncing, let alone recording.
                     log.exception("sync session failed", extra={"url": self.url})
                     reason = f"sync error ({type(exc).__name__}: {exc})"
                 finally:
                     self._disconnected()
+                if fatal is not None:
+                    self.last_error = reason
+                    self.tracker.set_online(False, reason)
+                    self._pulse()
+                    raise fatal
                 # A refusal that retrying cannot fix (a bad token) still gets retried, at the cap, so a
                 # fixed backend finds the device again; the reason says what is wrong.
                 delay = self.backoff.cap if not retryable else self.attempts.next_delay(retry_after)
@@ -206,6 +267,35 @@ class DeviceSync:
                 )
                 self.delays.append(delay)
                 await self._sleep(delay)
+
+    async def _refusal(
+        self, http: aiohttp.ClientSession, exc: aiohttp.WSServerHandshakeError
+    ) -> tuple[str, str]:
+        """The backend's reason for refusing the upgrade: (code, detail), empty when unknown. From the
+        response's ERROR_HEADER and ERROR_DETAIL_HEADER; from a backend that sends no such headers, from the
+        JSON body `{"error", "detail"}` of a plain GET of the same URL (which answers a bad token the same
+        way, though not every refusal: one that needs the upgrade itself is a 400 there)."""
+        headers = exc.headers if exc.headers is not None else {}
+        code, detail = headers.get(ERROR_HEADER, ""), headers.get(ERROR_DETAIL_HEADER, "")
+        if (code and detail) or exc.status not in (401, 403):
+            return code, detail
+        url = http_base(self.url) + urlsplit(self.url).path
+        try:
+            async with (
+                asyncio.timeout(self.connect_timeout_s),
+                http.get(
+                    url,
+                    params=[("ride", r) for r in sorted(self._conn_rides)],
+                    headers={"Authorization": f"Bearer {self.token}"},
+                ) as resp,
+            ):
+                body = await resp.json(content_type=None) if resp.status == exc.status else None
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            body = None
+        found = body.get("error") if isinstance(body, dict) else None
+        if isinstance(found, str) and isinstance(body, dict) and (not code or found == code):
+            return found, str(body.get("detail") or "")
+        return code, ""
 
     async def _close_out_finalized(self, http: aiohttp.ClientSession) -> None:
         """After a refusal: close out every ride the backend has finalized (module docstring)."""

@@ -132,6 +132,7 @@ def _app(args: argparse.Namespace) -> int:
             args.wait_phase or ""
         ),
         on_event=show,
+        fail_fast=True,
     )
     try:
         summary = asyncio.run(run_app(options))
@@ -143,6 +144,12 @@ def _app(args: argparse.Namespace) -> int:
         raise os_error(exc) from None  # the replica's dir under --data (engine/device/common.py)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
+    except BaseExceptionGroup as group:
+        from engine.cli.failures import sync_refusal
+
+        if (message := sync_refusal(group)) is None:
+            raise
+        raise CliError(message) from None
     emit(summary)
     ok = summary.get("sync_state") == "reconciled" and (summary.get("end_post") or {}).get("ok", True)
     return 0 if ok else 1

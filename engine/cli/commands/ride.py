@@ -112,6 +112,7 @@ def _ride(args: argparse.Namespace) -> int:
         heartbeat_s=args.heartbeat,
         sync_timeout_s=args.sync_timeout,
         on_event=_printer(args.json),
+        fail_fast=True,
     )
     summary = _run(options)
     _printer(args.json, final=True)(summary)
@@ -197,8 +198,9 @@ def _run(options: Any) -> dict[str, Any]:
     except (HrSpecError, SpecError) as exc:
         raise CliError(str(exc)) from exc
     except BaseExceptionGroup as group:
+        from engine.cli.failures import sync_refusal
         from engine.cli.sensor_sources import fatal_sensor_error
 
-        if (message := fatal_sensor_error(group)) is None:
+        if (message := sync_refusal(group) or fatal_sensor_error(group)) is None:
             raise
         raise CliError(message) from None
