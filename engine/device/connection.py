@@ -41,7 +41,7 @@ from engine.ride import schema
 from engine.ride.schema import DocKind, DocRef, Phase
 from engine.store import ReplicaStore
 from engine.sync import wire
-from engine.sync.backoff import Attempts, Backoff, classify_exception
+from engine.sync.backoff import Attempts, Backoff, classify_exception, connection_error_text
 from engine.urls import check_backend_url, http_base, ws_url
 
 log = logging.getLogger(__name__)
@@ -81,23 +81,6 @@ class SyncRefused(Exception):
         super().__init__(
             f"backend refused the connection: HTTP {status} {code}" + (f": {detail}" if detail else "")
         )
-
-
-def unreachable_text(exc: BaseException) -> str:
-    """A connection failure in words (`cannot connect to 127.0.0.1:8750: connection refused`), not the
-    repr of aiohttp's exception (`ClientConnectorError ... ssl:default [Connect call failed ...]`)."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        os_exc = exc.os_error
-        why = (os_exc.strerror or str(os_exc) or type(os_exc).__name__) if os_exc is not None else str(exc)
-        return f"cannot connect to {exc.host}:{exc.port}: {why[:1].lower()}{why[1:]}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the backend closed the connection"
-    if isinstance(exc, TimeoutError):
-        return "no answer in time"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror[:1].lower() + exc.strerror[1:]
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def sync_url(backend: str) -> str:
@@ -242,7 +225,7 @@ class DeviceSync:
                     if self.fail_fast and exc.status in (401, 403) and code in FATAL_REFUSALS:
                         fatal = SyncRefused(exc.status, code, detail)
                 except (aiohttp.ClientError, OSError, TimeoutError, EOFError) as exc:
-                    reason = f"backend unreachable ({unreachable_text(exc)})"
+                    reason = f"backend unreachable ({connection_error_text(exc)})"
                 except Exception as exc:
                     # A bug or a store problem in one session must not end syncing, let alone recording.
                     log.exception("sync session failed", extra={"url": self.url})

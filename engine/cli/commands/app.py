@@ -81,7 +81,7 @@ def _app(args: argparse.Namespace) -> int:
     from engine.auth.tokens import TokenError
     from engine.cli.datadir import check_data_dir, os_error
     from engine.cli.main import CliError
-    from engine.cli.output import emit
+    from engine.cli.output import emit, human, ride_summary_text, say
     from engine.device.app import AppOptions, run_app
     from engine.device.identity import token_claims
     from engine.ride import schema
@@ -114,8 +114,8 @@ def _app(args: argparse.Namespace) -> int:
     def show(obj: dict[str, Any]) -> None:
         if args.json:
             emit(obj)
-        elif obj.get("event") == "sync":
-            print(f"[{obj['ride_id']}] {obj['state']}: {obj['reason']}", file=sys.stderr, flush=True)
+        else:
+            say(human(obj), sys.stderr)
 
     options = AppOptions(
         backend=args.backend,
@@ -150,6 +150,9 @@ def _app(args: argparse.Namespace) -> int:
         if (message := sync_refusal(group)) is None:
             raise
         raise CliError(message) from None
-    emit(summary)
+    if args.json:
+        emit(summary)
+    else:
+        say(ride_summary_text(summary))
     ok = summary.get("sync_state") == "reconciled" and (summary.get("end_post") or {}).get("ok", True)
     return 0 if ok else 1

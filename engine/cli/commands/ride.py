@@ -139,17 +139,19 @@ def _sensor_opener(args: argparse.Namespace) -> Any:
 
 
 def _printer(as_json: bool, final: bool = False) -> Any:
+    """JSON lines on stdout with --json; otherwise readable lines: progress on stderr, the summary last on
+    stdout (engine/cli/output.py)."""
     import sys
 
-    from engine.cli.output import emit
+    from engine.cli.output import emit, human, ride_summary_text, say
 
     def show(obj: dict[str, Any]) -> None:
-        if as_json or final:
+        if as_json:
             emit(obj)
-        elif obj.get("event") == "sync":
-            print(f"[{obj['ride_id']}] {obj['state']}: {obj['reason']}", file=sys.stderr, flush=True)
+        elif final:
+            say(ride_summary_text(obj))
         else:
-            print(f"{obj.get('event')}: {obj}", file=sys.stderr, flush=True)
+            say(human(obj), sys.stderr)
 
     return show
 

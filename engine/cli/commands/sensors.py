@@ -10,6 +10,8 @@ import argparse
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
+from typing import Any
 
 from engine.cli.main import CliError
 from engine.cli.output import emit
@@ -40,7 +42,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--mode", choices=["listen", "poll"], default="poll", help="Peloton bus mode")
     parser.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
     parser.add_argument("--speed", type=float, default=1.0, help="simulation speed-up")
-    parser.add_argument("--json", action="store_true", help="JSON lines (the default; kept for scripts)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON lines on a terminal too (they are the default whenever stdout is a pipe or a file; on a "
+        "terminal the same readings print as readable lines)",
+    )
     parser.add_argument(
         "--data",
         default=None,
@@ -80,9 +87,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _pump(source: SensorSource) -> None:
+def _printer(as_json: bool) -> Callable[[dict[str, Any]], None]:
+    """JSON lines, unless a person reads stdout at a terminal without --json: then readable lines."""
+    import sys
+
+    from engine.cli.output import human, say
+
+    try:
+        terminal = sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    if as_json or not terminal:
+        return emit
+    return lambda obj: say(human(obj))
+
+
+async def _pump(source: SensorSource, show: Callable[[dict[str, Any]], None]) -> None:
     async for item in source.stream():
-        emit(item.to_json())
+        show(item.to_json())
 
 
 async def _stream(args: argparse.Namespace) -> None:
@@ -101,12 +123,13 @@ async def _stream(args: argparse.Namespace) -> None:
         sim_out_of_range=args.sim_out_of_range,
         serial_options=serial_options_from(args, data_dir),
     ) as sources:
+        show = _printer(args.json)
         started = time.monotonic()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(args.duration), asyncio.TaskGroup() as tg:
                 for source in sources:
-                    tg.create_task(_pump(source), name=f"sensors:{source.source_id}")
-        emit(
+                    tg.create_task(_pump(source, show), name=f"sensors:{source.source_id}")
+        show(
             {
                 "t": time.time(),
                 "kind": "summary",
