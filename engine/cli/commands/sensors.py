@@ -55,6 +55,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="where Peloton calibration tables are kept ($RIDESYNC_DATA or ./ridesync-data; for simulated "
         "bikes only when given)",
     )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for a --serial port that does not exist yet for as long as it takes (default: list the "
+        "ports that do exist and stop after 10 s)",
+    )
     from engine.cli.sensor_sources import add_serial_arguments
 
     add_serial_arguments(parser)
@@ -108,8 +114,31 @@ async def _pump(source: SensorSource, show: Callable[[dict[str, Any]], None]) ->
 
 
 async def _stream(args: argparse.Namespace) -> None:
-    from engine.cli.sensor_sources import open_sensor_sources, serial_options_from
+    from engine.cli.sensor_sources import (
+        PORT_WAIT_S,
+        open_sensor_sources,
+        serial_options_from,
+        wait_for_ports,
+    )
     from engine.server.config import default_data_dir
+
+    show = _printer(args.json)
+
+    def waiting(paths: list[str]) -> None:
+        limit = "until it appears" if args.wait else f"up to {PORT_WAIT_S:g} s"
+        for path in paths:
+            detail = f"{path} does not exist; waiting {limit}"
+            show(
+                {
+                    "t": time.time(),
+                    "source": f"serial:{path}",
+                    "kind": "state",
+                    "state": "waiting",
+                    "detail": detail,
+                }
+            )
+
+    await wait_for_ports(args.serial, wait=args.wait, on_wait=waiting)
 
     simulated = (args.serial or "").startswith("sim")
     data_dir = args.data or (None if simulated else default_data_dir())
@@ -123,7 +152,6 @@ async def _stream(args: argparse.Namespace) -> None:
         sim_out_of_range=args.sim_out_of_range,
         serial_options=serial_options_from(args, data_dir),
     ) as sources:
-        show = _printer(args.json)
         started = time.monotonic()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(args.duration), asyncio.TaskGroup() as tg:
