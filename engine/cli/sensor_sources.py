@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+from engine.cli.argtypes import positive_int
 from engine.readings import SensorSource
 
 
@@ -123,7 +124,7 @@ def add_serial_arguments(parser: argparse.ArgumentParser) -> None:
     """--baud, --sim-baud, --calibration, --bike-id and --tablet-boots, shared by `sensors` and `ride`."""
     parser.add_argument(
         "--baud",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="serial baud rate (default 19200 for Peloton, 115200 for a line sensor); simulated sensors "
@@ -131,7 +132,7 @@ def add_serial_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--sim-baud",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="a simulated line sensor's own baud rate, to rehearse a mismatch (default: --baud)",

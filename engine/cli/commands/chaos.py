@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     proxy.add_argument("--schedule", default=None, metavar="FILE", help="JSON schedule of fault changes")
     proxy.add_argument(
         "--duration",
-        type=float,
+        type=argtypes.positive_float,
         default=None,
         metavar="S",
         help="stop after S seconds (default: run until interrupted)",

@@ -81,7 +81,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="baud rate of the riders' simulated DIY cadence sensors and their readers (default 115200)",
     )
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-level", type=argtypes.log_level, default="WARNING", metavar="LEVEL")
     p.set_defaults(handler=_run)
 
 

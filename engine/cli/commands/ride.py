@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--retry-cap", type=float, default=30.0, metavar="S", help="longest reconnect backoff")
     p.add_argument("--heartbeat", type=float, default=2.0, metavar="S", help="WebSocket ping interval")
     p.add_argument("--fold-interval", type=float, default=10.0, metavar="S", help=argparse.SUPPRESS)
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-level", type=argtypes.log_level, default="WARNING", metavar="LEVEL")
     p.add_argument("--json", action="store_true", help="JSON lines: sync events, then the summary")
     from engine.cli.sensor_sources import add_serial_arguments
 

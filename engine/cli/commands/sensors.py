@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from engine.cli import argtypes
 from engine.cli.main import CliError
 from engine.cli.output import emit
 from engine.readings import SensorSource
@@ -40,8 +41,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--serial", metavar="sim|sim:N|PORT", help="serial bike or cadence sensor(s)")
     parser.add_argument("--protocol", choices=["peloton", "line"], default="peloton")
     parser.add_argument("--mode", choices=["listen", "poll"], default="poll", help="Peloton bus mode")
-    parser.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
-    parser.add_argument("--speed", type=float, default=1.0, help="simulation speed-up")
+    parser.add_argument(
+        "--duration", type=argtypes.positive_float, default=None, help="seconds; default: until Ctrl-C"
+    )
+    parser.add_argument("--speed", type=argtypes.positive_float, default=1.0, help="simulation speed-up")
     parser.add_argument(
         "--json",
         action="store_true",

@@ -134,7 +134,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="connections per address without a valid token yet; one more is refused with 429 unless its "
         "first request carries a valid token (default %(default)d)",
     )
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", type=argtypes.log_level, default="INFO", metavar="LEVEL")
     p.set_defaults(handler=_serve)
 
 
@@ -180,6 +180,7 @@ def listening_event(url: str, data_dir: Path) -> dict[str, str]:
 
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
+    import math
 
     from engine import logs
     from engine.auth.tokens import TokenError
@@ -210,8 +211,8 @@ def _serve(args: argparse.Namespace) -> int:
         ("--keepalive-timeout", args.keepalive_timeout),
         ("--max-pending-per-ip", args.max_pending_per_ip),
     ):
-        if not v > 0:
-            raise CliError(f"{name} must be positive")
+        if not (math.isfinite(v) and v > 0):
+            raise CliError(f"{name} must be a positive number")
     if args.relay is not None and not args.relay.startswith(("redis://", "rediss://", "unix://")):
         raise CliError(f"--relay wants a redis://HOST:PORT URL, got {args.relay!r}")
     backend = backend_config(args)
