@@ -32,6 +32,9 @@ from engine.sync.backoff import (
 )
 from engine.urls import http_base
 
+# http_base lives in engine/urls.py now; it stays importable from here.
+__all__ = ["IN_PROGRESS_CODE", "EndResult", "http_base", "post_ride_end"]
+
 log = logging.getLogger(__name__)
 
 

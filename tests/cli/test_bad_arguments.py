@@ -350,6 +350,11 @@ CASES: list[tuple[str, list[str], str, str]] = [
     ("demo-class-id", ["demo", "--class", "bad id!"], JSON, "--class"),
     ("demo-chaos-seed-alone", ["demo", "--chaos-seed", "1"], JSON, "--chaos"),
     ("demo-data-is-a-file", ["demo", "--data", "FILE", "--duration", "1"], JSON, "FILE"),
+    # subcommands added on other branches (sync, rides, campaign): an unknown flag is a usage error there,
+    # as the unknown command is here, so the table holds on either side of their merge
+    ("sync-unknown-flag", ["sync", "--no-such-flag"], USAGE, ""),
+    ("rides-unknown-flag", ["rides", "--no-such-flag"], USAGE, ""),
+    ("campaign-unknown-flag", ["campaign", "--no-such-flag"], USAGE, ""),
     # bench, lab
     ("bench-unknown", ["bench", "bogus"], USAGE, "invalid choice"),
     ("bench-unknown-flag", ["bench", "hrm", "--bogus"], USAGE, "unrecognized arguments"),
