@@ -25,8 +25,12 @@ class RequestError(Exception):
         self.headers = headers or {}
 
     def response(self) -> web.Response:
+        # The reason in headers as well: a client whose WebSocket upgrade is refused sees headers only.
+        detail = self.detail.encode("ascii", "backslashreplace").decode()
+        detail = " ".join(detail.split())[:300]
+        headers = {"X-Ridesync-Error": self.code, "X-Ridesync-Error-Detail": detail, **self.headers}
         return web.json_response(
-            {"error": self.code, "detail": self.detail}, status=self.status, headers=self.headers
+            {"error": self.code, "detail": self.detail}, status=self.status, headers=headers
         )
 
 

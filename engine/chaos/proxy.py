@@ -339,6 +339,11 @@ class ChaosProxy:
         self._tasks.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # stop() (Ctrl-C) cancelled this connection. End normally: on Python 3.11 asyncio's
+            # start_server callback calls exception() on a cancelled handler task and logs the
+            # CancelledError as an "Exception in callback" traceback.
+            writer.transport.abort()
         finally:
             self._tasks.discard(task)
 

@@ -14,10 +14,12 @@ Warnings are one JSON line on stderr, `{"warning": text}`, beside errors' `{"err
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from engine.auth.tokens import KeyFileDamaged, KeyFileError, KeyRing, KeysMissing
@@ -102,3 +104,39 @@ def open_keyring(data_dir: Path, *, init: bool) -> KeyRing:
             f"read it can sign tokens; fix: chmod 600 {ring.path}"
         )
     return ring
+
+
+SERVE_LOCK = "serve.lock"
+
+
+@contextlib.contextmanager
+def serving_lock(data_dir: Path) -> Iterator[Path]:
+    """Hold `DIR/serve.lock` exclusively while a backend serves from `data_dir`: a second `ridesync serve`
+    (or `demo --data`) on the same dir is refused with a CliError naming the holder's pid, rather than
+    running beside the first and answering `unknown_ride` for the rides it holds.
+
+    The lock is flock(2) on an open file: the kernel releases it when the descriptor closes, so a
+    server killed with SIGKILL leaves no stale lock behind (the file itself stays, harmless)."""
+    import fcntl
+
+    path = data_dir / SERVE_LOCK
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise os_error(exc, str(path)) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise CliError(
+                f"data dir {data_dir} is in use by another ridesync serve{who}: {path} is locked; stop that "
+                "one, or give this one its own --data"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+from engine.cli.argtypes import positive_int
 from engine.readings import SensorSource
 
 
@@ -67,11 +68,63 @@ def fatal_sensor_error(exc: BaseException) -> str | None:
     return None
 
 
+# How long `ridesync sensors` waits for a serial port that does not exist yet (say, an adapter still being
+# plugged in) before it says which ports do exist and stops; `--wait` waits for ever.
+PORT_WAIT_S = 10.0
+PORT_POLL_S = 0.2
+
+
+def serial_paths(spec: str | None) -> list[str]:
+    """The device paths a `--serial` spec names (none for `sim`, `sim:N`)."""
+    if not spec or spec.strip().startswith("sim"):
+        return []
+    return [p.strip() for p in spec.split(",") if p.strip()]
+
+
+async def wait_for_ports(
+    spec: str | None,
+    *,
+    wait: bool,
+    timeout_s: float | None = None,
+    on_wait: Callable[[list[str]], None] | None = None,
+) -> None:
+    """Return once every port `spec` names exists. Without `wait`, a port still missing after
+    `timeout_s` (default PORT_WAIT_S) is a CliError that lists the ports this machine has. `on_wait` is
+    called once with the missing ports when there are any."""
+    import asyncio
+    import os
+    import time
+
+    from engine.cli.main import CliError
+
+    limit = PORT_WAIT_S if timeout_s is None else timeout_s
+    started = time.monotonic()
+
+    def missing_now() -> list[str]:
+        return [p for p in serial_paths(spec) if not os.path.exists(p)]  # a stat: never blocks for long
+
+    told = False
+    while missing := missing_now():
+        if not told and on_wait is not None:
+            on_wait(missing)
+        told = True
+        if not wait and time.monotonic() - started >= limit:
+            from adapters.serial.available import available_ports
+
+            ports = available_ports()
+            here = "; ".join(ports) if ports else "none (is the adapter plugged in? `ridesync doctor` checks)"
+            raise CliError(
+                f"serial port {', '.join(missing)} does not exist (waited {limit:g} s); ports on this "
+                f"machine: {here}. Pass --wait to wait for it"
+            )
+        await asyncio.sleep(PORT_POLL_S)
+
+
 def add_serial_arguments(parser: argparse.ArgumentParser) -> None:
     """--baud, --sim-baud, --calibration, --bike-id and --tablet-boots, shared by `sensors` and `ride`."""
     parser.add_argument(
         "--baud",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="serial baud rate (default 19200 for Peloton, 115200 for a line sensor); simulated sensors "
@@ -79,7 +132,7 @@ def add_serial_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--sim-baud",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="a simulated line sensor's own baud rate, to rehearse a mismatch (default: --baud)",

@@ -16,14 +16,23 @@ def streaming(session: DemoSession) -> list[str]:
     return out
 
 
-def _hr_text(session: DemoSession, device: str) -> str:
+def hr_now(session: DemoSession, device: str) -> tuple[int | None, str]:
+    """The rider's heart rate as a viewer sees it now, in bpm (None unless live), and its state
+    (`live`, `stale`, `no_contact`, ...; `none` before any value)."""
     seen = session.monitor.riders.get(device)
     hr = seen.metrics.get("hr") if seen is not None else None
     if hr is None:
-        return "--"
+        return None, "none"
     if hr.state == "live" and hr.last_value is not None:
-        return str(round(hr.last_value))
-    return hr.state.replace("_", " ") or "--"
+        return round(hr.last_value), "live"
+    return None, hr.state or "none"
+
+
+def _hr_text(session: DemoSession, device: str) -> str:
+    bpm, state = hr_now(session, device)
+    if bpm is not None:
+        return str(bpm)
+    return "--" if state == "none" else state.replace("_", " ")
 
 
 def summary_line(session: DemoSession) -> str:
@@ -43,6 +52,8 @@ def summary_json(session: DemoSession) -> dict[str, object]:
         "elapsed_s": round(session.elapsed_s(), 1),
         "streaming": len(live),
         "riders": len(session.riders),
-        "hr": {r.spec.device: _hr_text(session, r.spec.device) for r in session.riders},
+        # Numbers (bpm, null when not live); why a value is missing is in hr_state.
+        "hr": {r.spec.device: hr_now(session, r.spec.device)[0] for r in session.riders},
+        "hr_state": {r.spec.device: hr_now(session, r.spec.device)[1] for r in session.riders},
         "reconnects": sum(r.reconnects for r in session.riders),
     }

@@ -59,6 +59,9 @@ class AppOptions:
     sync_timeout_s: float = 60.0
     wait_phase: Phase | None = None
     on_event: Callable[[dict[str, Any]], None] | None = None
+    # End with SyncRefused on a refusal no retry can fix (a bad token, not the ride's owner) instead of
+    # retrying it at the backoff cap (engine/device/connection.py): the command line sets it.
+    fail_fast: bool = False
 
 
 class AppSession:
@@ -74,6 +77,7 @@ class AppSession:
             backoff=Backoff(base=min(0.5, options.retry_cap_s), cap=options.retry_cap_s),
             heartbeat_s=options.heartbeat_s,
             on_event=self._sync_event,
+            fail_fast=options.fail_fast,
         )
         self.end: EndResult | None = None
         self.edited: list[str] = []

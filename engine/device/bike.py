@@ -72,6 +72,9 @@ class BikeOptions:
     heartbeat_s: float = 2.0
     sync_timeout_s: float = 60.0
     on_event: Callable[[dict[str, Any]], None] | None = None
+    # End with SyncRefused on a refusal no retry can fix (a bad token, not the ride's owner) instead of
+    # retrying it at the backoff cap (engine/device/connection.py): the command line sets it.
+    fail_fast: bool = False
     # Opens the sensors; wired in by the composition root (engine/cli/commands/ride.py), since the engine
     # never imports the adapters.
     sensors: Callable[[], AbstractAsyncContextManager[list[SensorSource]]] = _no_sensors
@@ -98,6 +101,7 @@ class BikeRide:
             heartbeat_s=options.heartbeat_s,
             on_event=self._sync_event,
             on_remote_change=self._remote_change,
+            fail_fast=options.fail_fast,
         )
         self.stop = asyncio.Event()
         # Set when sync brings an end of this ride from another replica (see the module docstring).

@@ -30,19 +30,19 @@ import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from engine.device import session as cs
-from engine.device.end_event import http_base
 from engine.device.status import SyncEvent, SyncTracker
 from engine.device.store_docs import StoreDocuments, to_hex, to_wire
 from engine.ride import schema
 from engine.ride.schema import DocKind, DocRef, Phase
 from engine.store import ReplicaStore
 from engine.sync import wire
-from engine.sync.backoff import Attempts, Backoff, classify_exception
+from engine.sync.backoff import Attempts, Backoff, classify_exception, connection_error_text
+from engine.urls import check_backend_url, http_base, ws_url
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +51,46 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 SYNC_PATH = "/v1/sync"
 
 
+# Refusals a retry cannot fix: the token itself is bad (its key unknown here, a forged or damaged
+# signature, expired, malformed, missing) or it may not touch the ride. 429 and 503 are retried, as is a
+# token not valid *yet* (a clock that is behind catches up) and any refusal without one of these codes.
+FATAL_REFUSALS = frozenset(
+    {
+        "token_missing",
+        "token_malformed",
+        "token_invalid",
+        "token_bad_signature",
+        "token_unknown_key",
+        "token_expired",
+        "token_wrong_scope",
+        "not_ride_owner",
+    }
+)
+# The backend names its refusal's code in this header too, since a refused WebSocket upgrade
+# (aiohttp's WSServerHandshakeError) does not carry the response body.
+ERROR_HEADER = "X-Ridesync-Error"
+ERROR_DETAIL_HEADER = "X-Ridesync-Error-Detail"
+
+
+class SyncRefused(Exception):
+    """The backend refused this device for a reason no retry can fix (FATAL_REFUSALS); raised out of
+    `DeviceSync.run()` when `fail_fast` is set."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        self.status, self.code, self.detail = status, code, detail
+        super().__init__(
+            f"backend refused the connection: HTTP {status} {code}" + (f": {detail}" if detail else "")
+        )
+
+
 def sync_url(backend: str) -> str:
-    """`http://host:port` → `ws://host:port/v1/sync`; a ws:// or wss:// URL with a path is used as given."""
+    """`http://host:port` → `ws://host:port/v1/sync`; a ws:// or wss:// URL with a path is used as given.
+    Raises BackendUrlError (a ValueError) for anything else (engine/urls.py)."""
+    check_backend_url(backend)
     parts = urlsplit(backend)
     if parts.scheme in ("ws", "wss") and parts.path not in ("", "/"):
         return backend
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("ws", "wss") or not parts.netloc:
-        raise ValueError(f"backend URL must be http(s):// or ws(s)://host:port, got {backend!r}")
-    return urlunsplit((scheme, parts.netloc, SYNC_PATH, "", ""))
+    return ws_url(backend, SYNC_PATH)
 
 
 class DeviceSync:
@@ -79,8 +110,12 @@ class DeviceSync:
         rng: random.Random | None = None,
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        fail_fast: bool = False,
     ) -> None:
         self.store = store
+        # A refusal in FATAL_REFUSALS ends run() with SyncRefused (a command line that can only tell its
+        # user); otherwise it is retried at the backoff cap, so a fixed backend finds the device again.
+        self.fail_fast = fail_fast
         self._sleep = sleep  # injectable, so tests see the backoff decisions without waiting them out
         self.url = sync_url(backend)
         self.token = token
@@ -170,6 +205,7 @@ class DeviceSync:
             while True:
                 retry_after: float | None = None
                 retryable = True
+                fatal: SyncRefused | None = None
                 try:
                     refused = await self._connect_once(http)
                     reason = self.last_error or "connection closed"
@@ -183,17 +219,24 @@ class DeviceSync:
                         datetime.now(UTC),
                     )
                     retry_after, retryable = decision.retry_after, decision.retry
-                    reason = f"backend refused the connection (HTTP {exc.status})"
+                    code, detail = await self._refusal(http, exc)
+                    said = f": {code}" + (f": {detail}" if detail else "") if code else ""
+                    reason = f"backend refused the connection (HTTP {exc.status}{said})"
+                    if self.fail_fast and exc.status in (401, 403) and code in FATAL_REFUSALS:
+                        fatal = SyncRefused(exc.status, code, detail)
                 except (aiohttp.ClientError, OSError, TimeoutError, EOFError) as exc:
-                    reason = (
-                        f"backend unreachable ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
-                    )
+                    reason = f"backend unreachable ({connection_error_text(exc)})"
                 except Exception as exc:
                     # A bug or a store problem in one session must not end syncing, let alone recording.
                     log.exception("sync session failed", extra={"url": self.url})
                     reason = f"sync error ({type(exc).__name__}: {exc})"
                 finally:
                     self._disconnected()
+                if fatal is not None:
+                    self.last_error = reason
+                    self.tracker.set_online(False, reason)
+                    self._pulse()
+                    raise fatal
                 # A refusal that retrying cannot fix (a bad token) still gets retried, at the cap, so a
                 # fixed backend finds the device again; the reason says what is wrong.
                 delay = self.backoff.cap if not retryable else self.attempts.next_delay(retry_after)
@@ -207,6 +250,35 @@ class DeviceSync:
                 )
                 self.delays.append(delay)
                 await self._sleep(delay)
+
+    async def _refusal(
+        self, http: aiohttp.ClientSession, exc: aiohttp.WSServerHandshakeError
+    ) -> tuple[str, str]:
+        """The backend's reason for refusing the upgrade: (code, detail), empty when unknown. From the
+        response's ERROR_HEADER and ERROR_DETAIL_HEADER; from a backend that sends no such headers, from the
+        JSON body `{"error", "detail"}` of a plain GET of the same URL (which answers a bad token the same
+        way, though not every refusal: one that needs the upgrade itself is a 400 there)."""
+        headers = exc.headers if exc.headers is not None else {}
+        code, detail = headers.get(ERROR_HEADER, ""), headers.get(ERROR_DETAIL_HEADER, "")
+        if (code and detail) or exc.status not in (401, 403):
+            return code, detail
+        url = http_base(self.url) + urlsplit(self.url).path
+        try:
+            async with (
+                asyncio.timeout(self.connect_timeout_s),
+                http.get(
+                    url,
+                    params=[("ride", r) for r in sorted(self._conn_rides)],
+                    headers={"Authorization": f"Bearer {self.token}"},
+                ) as resp,
+            ):
+                body = await resp.json(content_type=None) if resp.status == exc.status else None
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            body = None
+        found = body.get("error") if isinstance(body, dict) else None
+        if isinstance(found, str) and isinstance(body, dict) and (not code or found == code):
+            return found, str(body.get("detail") or "")
+        return code, ""
 
     async def _close_out_finalized(self, http: aiohttp.ClientSession) -> None:
         """After a refusal: close out every ride the backend has finalized (module docstring)."""

@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -31,14 +30,12 @@ from engine.sync.backoff import (
     classify_status,
     parse_retry_after,
 )
+from engine.urls import http_base
+
+# http_base lives in engine/urls.py now; it stays importable from here.
+__all__ = ["IN_PROGRESS_CODE", "EndResult", "http_base", "post_ride_end"]
 
 log = logging.getLogger(__name__)
-
-
-def http_base(backend: str) -> str:
-    parts = urlsplit(backend)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    return urlunsplit((scheme, parts.netloc, "", "", ""))
 
 
 @dataclass(slots=True)

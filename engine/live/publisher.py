@@ -18,21 +18,19 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 from engine.live.wire import BATCH_PROTOCOL, MAX_BATCH, METRIC_KEYS, reading_message, state_message
 from engine.readings import Kind, Reading, SensorSource, SourceItem
+from engine.urls import ws_url
 
 log = logging.getLogger(__name__)
 
 
 def class_ws_url(base: str, class_id: str, mode: str = "pub") -> str:
-    """`http://host:port` (or ws://) to the hub's class WebSocket URL."""
-    parts = urlsplit(base)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    return urlunsplit((scheme, parts.netloc, f"/live/v1/classes/{class_id}/ws", f"mode={mode}", ""))
+    """`http://host:port` (or ws://) to the hub's class WebSocket URL (engine/urls.py)."""
+    return ws_url(base, f"/live/v1/classes/{class_id}/ws", f"mode={mode}")
 
 
 def backoff_delay(

@@ -54,3 +54,29 @@ async def test_cli_rejects_bad_schedule(tmp_path: Path) -> None:
         _, err = await proc.communicate()
     assert proc.returncode == 2
     assert "drop must be a probability" in json.loads(err)["error"]
+
+
+async def test_cli_proxy_ctrl_c_with_a_connection_open_prints_no_traceback(echo_server: TcpServer) -> None:
+    """Ctrl-C while a connection is relayed (here: held in a stall) ends the proxy like an idle one: its
+    summary line, exit 0, and nothing on stderr (it was asyncio's CancelledError traceback)."""
+    async with asyncio.timeout(HANG_GUARD):
+        proc = await asyncio.create_subprocess_exec(
+            *RIDESYNC, "chaos", "proxy",
+            "--listen", "127.0.0.1:0", "--target", f"127.0.0.1:{echo_server.port}",
+            "--seed", "1", "--stall", "1", "--stall-max", "30",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        first = json.loads(await proc.stdout.readline())
+        host, port = first["listening"].rsplit(":", 1)
+        _reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"hello")
+        await writer.drain()
+        stall = json.loads(await proc.stdout.readline())  # the connection is now inside a stall
+        assert stall["fault"] == "stall"
+        proc.send_signal(signal.SIGINT)
+        out, err = await proc.communicate()
+        writer.close()
+    assert proc.returncode == 0
+    assert err.decode() == ""
+    assert json.loads(out.decode().splitlines()[-1])["stopped"] is True

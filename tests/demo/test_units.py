@@ -166,3 +166,27 @@ def test_chaos_victims_are_riders_of_the_class(n: int, seed: int) -> None:
     picked = chaos_victims(devices, seed)
     assert set(picked.values()) <= set(devices)
     assert len(set(picked.values())) == min(n, 3)
+
+
+def test_summary_json_carries_heart_rates_as_numbers() -> None:
+    """The demo's live summary line: bpm as JSON numbers (null when not live), the state beside them."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from engine.demo.console import summary_json, summary_line
+    from engine.demo.session import DemoSession
+
+    mon, _ = _monitor()
+    hr = {"v": 142, "t": 100.0, "seq": 1, "src": "s", "state": "live"}
+    mon.apply({"type": "delta", "riders": {"b1": {"presence": "here", "hr": hr}}}, 100.1)
+    gone = {"v": None, "t": 100.0, "seq": 1, "src": "s", "state": "no_contact"}
+    mon.apply({"type": "delta", "riders": {"b2": {"presence": "here", "hr": gone}}}, 100.1)
+    riders = [
+        SimpleNamespace(spec=SimpleNamespace(device=d, name=n), reconnects=0)
+        for d, n in (("b1", "Ana"), ("b2", "Bo"), ("b3", "Cy"))
+    ]
+    session = cast(DemoSession, SimpleNamespace(riders=riders, monitor=mon, elapsed_s=lambda: 5.0))
+    summary = summary_json(session)
+    assert summary["hr"] == {"b1": 142, "b2": None, "b3": None}
+    assert summary["hr_state"] == {"b1": "live", "b2": "no_contact", "b3": "none"}
+    assert "Ana:142 Bo:no contact Cy:--" in summary_line(session)

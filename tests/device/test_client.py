@@ -33,7 +33,7 @@ async def refusing(status: int, headers: dict[str, str]) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def delays_against(url: str, store: ReplicaStore, n: int = 2) -> DeviceSync:
+async def delays_against(url: str, store: ReplicaStore, n: int = 2, *, fail_fast: bool = False) -> DeviceSync:
     enough = asyncio.Event()
 
     async def fake_sleep(delay: float) -> None:
@@ -41,7 +41,9 @@ async def delays_against(url: str, store: ReplicaStore, n: int = 2) -> DeviceSyn
             enough.set()
             await asyncio.Event().wait()
 
-    sync = DeviceSync(store, url, "token", backoff=Backoff(base=0.5, cap=4.0), sleep=fake_sleep)
+    sync = DeviceSync(
+        store, url, "token", backoff=Backoff(base=0.5, cap=4.0), sleep=fake_sleep, fail_fast=fail_fast
+    )
     sync.track("r1")
     async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
         task = tg.create_task(sync.run())

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from engine.cli import argtypes
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -20,7 +22,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "--sync-timeout, until the backend acknowledged everything, then prints the ride."
         ),
     )
-    p.add_argument("--backend", required=True, metavar="URL", help="backend, e.g. http://127.0.0.1:8750")
+    p.add_argument(
+        "--backend",
+        required=True,
+        type=argtypes.backend_url,
+        metavar="URL",
+        help="backend, e.g. http://127.0.0.1:8750",
+    )
     p.add_argument(
         "--token", required=True, metavar="T", help="app token (`ridesync token issue --role app`)"
     )
@@ -44,7 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--sync-timeout", type=float, default=60.0, metavar="S")
     p.add_argument("--retry-cap", type=float, default=30.0, metavar="S", help="longest reconnect backoff")
     p.add_argument("--heartbeat", type=float, default=2.0, metavar="S", help="WebSocket ping interval")
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-level", type=argtypes.log_level, default="WARNING", metavar="LEVEL")
     p.add_argument("--json", action="store_true", help="JSON lines: sync events, then the ride")
     p.set_defaults(handler=_app)
 
@@ -73,7 +81,7 @@ def _app(args: argparse.Namespace) -> int:
     from engine.auth.tokens import TokenError
     from engine.cli.datadir import check_data_dir, os_error
     from engine.cli.main import CliError
-    from engine.cli.output import emit
+    from engine.cli.output import emit, human, ride_summary_text, say
     from engine.device.app import AppOptions, EditRefused, RideUnavailable, run_app
     from engine.device.identity import token_claims
     from engine.ride import schema
@@ -106,8 +114,8 @@ def _app(args: argparse.Namespace) -> int:
     def show(obj: dict[str, Any]) -> None:
         if args.json:
             emit(obj)
-        elif obj.get("event") == "sync":
-            print(f"[{obj['ride_id']}] {obj['state']}: {obj['reason']}", file=sys.stderr, flush=True)
+        else:
+            say(human(obj), sys.stderr)
 
     options = AppOptions(
         backend=args.backend,
@@ -124,6 +132,7 @@ def _app(args: argparse.Namespace) -> int:
             args.wait_phase or ""
         ),
         on_event=show,
+        fail_fast=True,
     )
     try:
         summary = asyncio.run(run_app(options))
@@ -135,6 +144,15 @@ def _app(args: argparse.Namespace) -> int:
         raise os_error(exc) from None  # the replica's dir under --data (engine/device/common.py)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
-    emit(summary)
+    except BaseExceptionGroup as group:
+        from engine.cli.failures import sync_refusal
+
+        if (message := sync_refusal(group)) is None:
+            raise
+        raise CliError(message) from None
+    if args.json:
+        emit(summary)
+    else:
+        say(ride_summary_text(summary))
     ok = summary.get("sync_state") == "reconciled" and (summary.get("end_post") or {}).get("ok", True)
     return 0 if ok else 1

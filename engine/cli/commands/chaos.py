@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from engine.cli import argtypes
 from engine.cli.main import CliError
 from engine.cli.output import emit
 
@@ -31,8 +32,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Prints JSON lines: first the listening address, then every injected fault."
         ),
     )
-    proxy.add_argument("--listen", required=True, metavar="HOST:PORT", help="port 0 picks a free port")
-    proxy.add_argument("--target", required=True, metavar="HOST:PORT")
+    proxy.add_argument(
+        "--listen",
+        required=True,
+        type=argtypes.hostport,
+        metavar="HOST:PORT",
+        help="port 0 picks a free port",
+    )
+    proxy.add_argument("--target", required=True, type=argtypes.hostport, metavar="HOST:PORT")
     proxy.add_argument("--drop", type=float, default=0.0, metavar="P", help="close new connections at once")
     proxy.add_argument(
         "--reset", type=float, default=0.0, metavar="P", help="reset (RST) connections mid-stream"
@@ -66,7 +73,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     proxy.add_argument("--schedule", default=None, metavar="FILE", help="JSON schedule of fault changes")
     proxy.add_argument(
         "--duration",
-        type=float,
+        type=argtypes.positive_float,
         default=None,
         metavar="S",
         help="stop after S seconds (default: run until interrupted)",
@@ -77,11 +84,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _proxy(args: argparse.Namespace) -> int:
     import asyncio
 
-    from engine.chaos.proxy import ChaosConfigError, Faults, load_schedule, parse_hostport
+    from engine.chaos.proxy import ChaosConfigError, Faults, load_schedule
 
     try:
-        listen = parse_hostport(args.listen)
-        target = parse_hostport(args.target)
+        listen: tuple[str, int] = args.listen
+        target: tuple[str, int] = args.target
         stall = args.stall if args.stall is not None else (0.1 if args.stall_max > 0 else 0.0)
         faults = Faults(
             drop=args.drop,
@@ -100,7 +107,7 @@ def _proxy(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_run(listen, target, faults, seed=args.seed, schedule=schedule, duration=args.duration))
     except OSError as exc:
-        raise CliError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
+        raise CliError(f"cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}") from None
     return 0
 
 

@@ -14,6 +14,7 @@ import functools
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
+from engine.cli import argtypes
 from engine.cli.main import CliError
 
 if TYPE_CHECKING:
@@ -48,7 +49,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--open", action="store_true", help="open the dashboard in the default browser")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout, ending with the report")
-    p.add_argument("--port", type=int, default=8750, help="port (default 8750; taken or 0: a free one)")
+    p.add_argument(
+        "--port", type=argtypes.port, default=8750, help="port (default 8750; taken or 0: a free one)"
+    )
     p.add_argument("--data", default=None, metavar="DIR", help="data dir (default: a temporary one)")
     p.add_argument("--class", dest="class_id", default="demo-class", metavar="NAME", help="class id")
     p.add_argument(
@@ -78,7 +81,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="baud rate of the riders' simulated DIY cadence sensors and their readers (default 115200)",
     )
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-level", type=argtypes.log_level, default="WARNING", metavar="LEVEL")
     p.set_defaults(handler=_run)
 
 
@@ -194,8 +197,6 @@ def _validate(args: argparse.Namespace) -> None:
         raise CliError("--speed must be in (0, 100]")
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         raise CliError("--duration must be a positive number of seconds")
-    if not 0 <= args.port <= 65535:
-        raise CliError("--port must be 0..65535")
     if not valid_id(args.class_id, 64):
         raise CliError(f"--class must be an id of 1-64 characters: {ID_CHARS}")
     if not 0 <= args.start_at <= 7200:
@@ -216,14 +217,16 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from engine.auth.tokens import TokenError
-    from engine.cli.datadir import check_data_dir, os_error
+    from engine.cli.datadir import check_data_dir, os_error, serving_lock
     from engine.events.idempotency import LedgerUnreadable
     from engine.store import StoreError
 
     if args.data:
         check_data_dir(Path(args.data))
     try:
-        asyncio.run(_main(args))
+        # Its backend serves from --data: not beside a `ridesync serve` on the same dir.
+        with serving_lock(Path(args.data)) if args.data else contextlib.nullcontext():
+            asyncio.run(_main(args))
     except OSError as exc:
         if exc.filename is not None:  # a file or dir under --data
             raise os_error(exc) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engine.cli import argtypes
 from engine.cli.output import emit
 
 
@@ -20,8 +21,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("port", metavar="PORT")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
-    p.add_argument("--baud", type=int, default=19200, help="baud rate (default 19200, the Peloton bus)")
+    p.add_argument(
+        "--duration", type=argtypes.positive_float, default=None, metavar="S", help="stop after S seconds"
+    )
+    p.add_argument(
+        "--baud", type=argtypes.positive_int, default=19200, help="baud rate (default 19200, the Peloton bus)"
+    )
     p.add_argument("--no-timing", action="store_true", help="do not write FILE.timing")
     p.set_defaults(handler=_record)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from engine.cli import argtypes
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -25,7 +27,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "`ridesync sync` pushes what this replica holds."
         ),
     )
-    p.add_argument("--backend", required=True, metavar="URL", help="backend, e.g. http://127.0.0.1:8750")
+    p.add_argument(
+        "--backend",
+        required=True,
+        type=argtypes.backend_url,
+        metavar="URL",
+        help="backend, e.g. http://127.0.0.1:8750",
+    )
     p.add_argument(
         "--token", required=True, metavar="T", help="bike token (`ridesync token issue --role bike`)"
     )
@@ -50,7 +58,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--retry-cap", type=float, default=30.0, metavar="S", help="longest reconnect backoff")
     p.add_argument("--heartbeat", type=float, default=2.0, metavar="S", help="WebSocket ping interval")
     p.add_argument("--fold-interval", type=float, default=10.0, metavar="S", help=argparse.SUPPRESS)
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-level", type=argtypes.log_level, default="WARNING", metavar="LEVEL")
     p.add_argument("--json", action="store_true", help="JSON lines: sync events, then the summary")
     from engine.cli.sensor_sources import add_serial_arguments
 
@@ -120,6 +128,7 @@ def _ride(args: argparse.Namespace) -> int:
         heartbeat_s=args.heartbeat,
         sync_timeout_s=args.sync_timeout,
         on_event=_printer(args.json),
+        fail_fast=True,
     )
     summary = _run(options)
     _printer(args.json, final=True)(summary)
@@ -146,17 +155,19 @@ def _sensor_opener(args: argparse.Namespace) -> Any:
 
 
 def _printer(as_json: bool, final: bool = False) -> Any:
+    """JSON lines on stdout with --json; otherwise readable lines: progress on stderr, the summary last on
+    stdout (engine/cli/output.py)."""
     import sys
 
-    from engine.cli.output import emit
+    from engine.cli.output import emit, human, ride_summary_text, say
 
     def show(obj: dict[str, Any]) -> None:
-        if as_json or final:
+        if as_json:
             emit(obj)
-        elif obj.get("event") == "sync":
-            print(f"[{obj['ride_id']}] {obj['state']}: {obj['reason']}", file=sys.stderr, flush=True)
+        elif final:
+            say(ride_summary_text(obj))
         else:
-            print(f"{obj.get('event')}: {obj}", file=sys.stderr, flush=True)
+            say(human(obj), sys.stderr)
 
     return show
 
@@ -207,8 +218,9 @@ def _run(options: Any) -> dict[str, Any]:
     except (HrSpecError, SpecError) as exc:
         raise CliError(str(exc)) from exc
     except BaseExceptionGroup as group:
+        from engine.cli.failures import sync_refusal
         from engine.cli.sensor_sources import fatal_sensor_error
 
-        if (message := fatal_sensor_error(group)) is None:
+        if (message := sync_refusal(group) or fatal_sensor_error(group)) is None:
             raise
         raise CliError(message) from None

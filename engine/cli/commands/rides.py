@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from engine.cli import argtypes
+
 FORMAT_NAMES = ("fit", "tcx", "csv")
 
 
@@ -28,7 +30,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     actions.required = True
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--backend", metavar="URL", help="backend, e.g. http://127.0.0.1:8750")
+        q.add_argument(
+            "--backend", type=argtypes.backend_url, metavar="URL", help="backend, e.g. http://127.0.0.1:8750"
+        )
         q.add_argument("--token", metavar="T", help="a token that may read the rides (any role)")
         q.add_argument("--data", metavar="DIR", help="read a replica's data dir instead of a backend")
 

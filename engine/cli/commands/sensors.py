@@ -10,7 +10,10 @@ import argparse
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
+from typing import Any
 
+from engine.cli import argtypes
 from engine.cli.main import CliError
 from engine.cli.output import emit
 from engine.readings import SensorSource
@@ -38,15 +41,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--serial", metavar="sim|sim:N|PORT", help="serial bike or cadence sensor(s)")
     parser.add_argument("--protocol", choices=["peloton", "line"], default="peloton")
     parser.add_argument("--mode", choices=["listen", "poll"], default="poll", help="Peloton bus mode")
-    parser.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
-    parser.add_argument("--speed", type=float, default=1.0, help="simulation speed-up")
-    parser.add_argument("--json", action="store_true", help="JSON lines (the default; kept for scripts)")
+    parser.add_argument(
+        "--duration", type=argtypes.positive_float, default=None, help="seconds; default: until Ctrl-C"
+    )
+    parser.add_argument("--speed", type=argtypes.positive_float, default=1.0, help="simulation speed-up")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON lines on a terminal too (they are the default whenever stdout is a pipe or a file; on a "
+        "terminal the same readings print as readable lines)",
+    )
     parser.add_argument(
         "--data",
         default=None,
         metavar="DIR",
         help="where Peloton calibration tables are kept ($RIDESYNC_DATA or ./ridesync-data; for simulated "
         "bikes only when given)",
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for a --serial port that does not exist yet for as long as it takes (default: list the "
+        "ports that do exist and stop after 10 s)",
     )
     from engine.cli.sensor_sources import add_serial_arguments
 
@@ -80,14 +96,52 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _pump(source: SensorSource) -> None:
+def _printer(as_json: bool) -> Callable[[dict[str, Any]], None]:
+    """JSON lines, unless a person reads stdout at a terminal without --json: then readable lines."""
+    import sys
+
+    from engine.cli.output import human, say
+
+    try:
+        terminal = sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    if as_json or not terminal:
+        return emit
+    return lambda obj: say(human(obj))
+
+
+async def _pump(source: SensorSource, show: Callable[[dict[str, Any]], None]) -> None:
     async for item in source.stream():
-        emit(item.to_json())
+        show(item.to_json())
 
 
 async def _stream(args: argparse.Namespace) -> None:
-    from engine.cli.sensor_sources import open_sensor_sources, serial_options_from
+    from engine.cli.sensor_sources import (
+        PORT_WAIT_S,
+        open_sensor_sources,
+        serial_options_from,
+        wait_for_ports,
+    )
     from engine.server.config import default_data_dir
+
+    show = _printer(args.json)
+
+    def waiting(paths: list[str]) -> None:
+        limit = "until it appears" if args.wait else f"up to {PORT_WAIT_S:g} s"
+        for path in paths:
+            detail = f"{path} does not exist; waiting {limit}"
+            show(
+                {
+                    "t": time.time(),
+                    "source": f"serial:{path}",
+                    "kind": "state",
+                    "state": "waiting",
+                    "detail": detail,
+                }
+            )
+
+    await wait_for_ports(args.serial, wait=args.wait, on_wait=waiting)
 
     simulated = (args.serial or "").startswith("sim")
     data_dir = args.data or (None if simulated else default_data_dir())
@@ -105,8 +159,8 @@ async def _stream(args: argparse.Namespace) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(args.duration), asyncio.TaskGroup() as tg:
                 for source in sources:
-                    tg.create_task(_pump(source), name=f"sensors:{source.source_id}")
-        emit(
+                    tg.create_task(_pump(source, show), name=f"sensors:{source.source_id}")
+        show(
             {
                 "t": time.time(),
                 "kind": "summary",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.cli import argtypes
 from engine.server.config import HttpLimits
 
 if TYPE_CHECKING:
@@ -16,7 +18,7 @@ HTTP_DEFAULTS = HttpLimits()
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the backend: class hub, /healthz, /metrics")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8750, help="port (default 8750; 0 picks a free one)")
+    p.add_argument("--port", type=argtypes.port, default=8750, help="port (default 8750; 0 picks a free one)")
     p.add_argument(
         "--data",
         default=None,
@@ -132,7 +134,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="connections per address without a valid token yet; one more is refused with 429 unless its "
         "first request carries a valid token (default %(default)d)",
     )
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", type=argtypes.log_level, default="INFO", metavar="LEVEL")
     p.set_defaults(handler=_serve)
 
 
@@ -160,14 +162,30 @@ def backend_config(args: argparse.Namespace) -> BackendConfig:
         raise CliError(str(exc)) from None
 
 
+def listening_event(url: str, data_dir: Path) -> dict[str, str]:
+    """The line `serve` prints once it listens: its URL, the dashboard's, and the command that issues a
+    viewer token for it (the dashboard wants one: `DASHBOARD?class=CLASS&token=TOKEN`)."""
+    import shlex
+
+    return {
+        "event": "listening",
+        "url": url,
+        "data_dir": str(data_dir),
+        "dashboard_url": f"{url}/",
+        "viewer_token_command": "ridesync token issue --role viewer --device dash-1 --class CLASS "
+        f"--data {shlex.quote(str(data_dir))}",
+        "open": f"{url}/?class=CLASS&token=TOKEN",
+    }
+
+
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
-    from pathlib import Path
+    import math
 
     from engine import logs
     from engine.auth.tokens import TokenError
     from engine.backend.routes import make_setup
-    from engine.cli.datadir import open_keyring, os_error
+    from engine.cli.datadir import open_keyring, os_error, serving_lock
     from engine.cli.main import CliError
     from engine.cli.output import emit
     from engine.dashboard.routes import setup_dashboard
@@ -193,8 +211,8 @@ def _serve(args: argparse.Namespace) -> int:
         ("--keepalive-timeout", args.keepalive_timeout),
         ("--max-pending-per-ip", args.max_pending_per_ip),
     ):
-        if not v > 0:
-            raise CliError(f"{name} must be positive")
+        if not (math.isfinite(v) and v > 0):
+            raise CliError(f"{name} must be a positive number")
     if args.relay is not None and not args.relay.startswith(("redis://", "rediss://", "unix://")):
         raise CliError(f"--relay wants a redis://HOST:PORT URL, got {args.relay!r}")
     backend = backend_config(args)
@@ -224,15 +242,14 @@ def _serve(args: argparse.Namespace) -> int:
     # traceback from inside the server's startup.
     open_keyring(config.data_dir, init=args.init)
     try:
-        asyncio.run(
-            serve(
-                config,
-                extra_setup=[make_setup(backend), setup_dashboard],
-                on_listening=lambda url: emit(
-                    {"event": "listening", "url": url, "data_dir": str(config.data_dir)}
-                ),
+        with serving_lock(config.data_dir):
+            asyncio.run(
+                serve(
+                    config,
+                    extra_setup=[make_setup(backend), setup_dashboard],
+                    on_listening=lambda url: emit(listening_event(url, config.data_dir)),
+                )
             )
-        )
     except (StoreError, LedgerUnreadable, TokenError) as exc:
         # The backend's store and ledger open at startup (engine/backend/routes.py); each names its file.
         raise CliError(str(exc)) from None

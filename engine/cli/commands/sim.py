@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.cli import argtypes
 from engine.cli.output import emit
 
 _FAULT_KINDS = ("garbage", "drop", "truncate", "flip")
@@ -85,7 +86,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     replay.add_argument("file", metavar="FILE")
     _common(replay)
-    replay.add_argument("--rate", type=float, default=130.0, metavar="B/S")
+    replay.add_argument("--rate", type=argtypes.positive_float, default=130.0, metavar="B/S")
     replay.add_argument(
         "--start-delay",
         type=float,
@@ -100,8 +101,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pty", action="store_true", required=True, help="serve on a pty (the only transport)")
     p.add_argument("--link", metavar="PATH", help="stable path (symlink) for the pty; default: a temp dir")
-    p.add_argument("--speed", type=float, default=1.0, metavar="X", help="play X times faster (default 1)")
-    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument(
+        "--speed",
+        type=argtypes.positive_float,
+        default=1.0,
+        metavar="X",
+        help="play X times faster (default 1)",
+    )
+    p.add_argument(
+        "--duration", type=argtypes.positive_float, default=None, metavar="S", help="stop after S seconds"
+    )
 
 
 def _parse_faults(spec: str) -> dict[str, int]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from engine.cli import argtypes
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -22,7 +24,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "(and has finalized a ride this bike ended), then prints each ride's sync state."
         ),
     )
-    p.add_argument("--backend", required=True, metavar="URL", help="backend, e.g. http://127.0.0.1:8750")
+    p.add_argument(
+        "--backend",
+        required=True,
+        type=argtypes.backend_url,
+        metavar="URL",
+        help="backend, e.g. http://127.0.0.1:8750",
+    )
     p.add_argument("--token", required=True, metavar="T", help="the replica's bike or app token")
     p.add_argument("--data", default=None, metavar="DIR", help="data dir ($RIDESYNC_DATA or ./ridesync-data)")
     p.add_argument(
