@@ -127,7 +127,8 @@ class SimBikeControl:
             raise ValueError(f"speed must be a positive number, got {speed}")
         self.protocol, self.mode, self.speed, self.seed = protocol, mode, speed, seed
         self.profile = LiveProfile(RideProfile.generated(RIDE_S, seed=seed))
-        self.faults = Faults(seed=seed)
+        # Two clean frames between faulted ones, so a reader can count each fault on its own.
+        self.faults = Faults(seed=seed, spacing=2)
         self._tmp = tempfile.TemporaryDirectory(prefix="ridesync-bike-")
         self._port = PtyPort(Path(self._tmp.name) / "tty")
         self._loop = asyncio.new_event_loop()
