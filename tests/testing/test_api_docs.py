@@ -37,7 +37,7 @@ def test_public_names_are_one_list() -> None:
     for name in engine.__all__:
         assert getattr(engine, name) is getattr(engine.api, name)
     with pytest.raises(AttributeError):
-        _ = engine.not_public  # type: ignore[attr-defined]
+        _ = engine.not_public
 
 
 @pytest.mark.slow
