@@ -93,7 +93,7 @@ class SimStrapControl:
             raise ValueError(f"heart rate {bpm} outside 1..65535")
         self._profile = None
         self._hr = bpm
-        self._strap._last_hr = bpm  # what the strap notifies the moment a central subscribes
+        self._set_last(bpm)
 
     def ramp(self, start: float, end: float, seconds: float) -> None:
         """From `start` to `end` bpm over `seconds` of simulated time, then held at `end`."""
@@ -115,6 +115,7 @@ class SimStrapControl:
     def set_contact(self, contact: bool) -> None:
         """Skin contact: False makes every notification say "contact not detected"."""
         self._contact = contact
+        self._set_last(self.bpm_now())
 
     def set_battery(self, pct: int) -> None:
         """Battery level (0x2A19), read by the central."""
@@ -177,7 +178,9 @@ class SimStrapControl:
         return self._profile.bpm_at(self.sim_time_s - self._profile_t0)
 
     def _set_last(self, bpm: float) -> None:
-        self._strap._last_hr = max(1, round(bpm))
+        """What the strap notifies the moment a central subscribes."""
+        contact = Contact.DETECTED if self._contact else Contact.NOT_DETECTED
+        self._strap.set_current(max(1, round(bpm)), contact)
 
     async def _tick(self) -> None:
         prev = self.sim_time_s

@@ -26,12 +26,15 @@ async def test_finds_the_strap_by_name(sim_strap):
 
 async def test_ignores_readings_without_skin_contact(sim_strap):
     sim_strap.pause()  # simulated time moves only when told
+    sim_strap.set_contact(False)
     async with StrapLogger(sim_strap.address, **sim_strap.bleak_kwargs) as logger:
-        sim_strap.set_contact(False)
         await sim_strap.advance(3)
         await asyncio.sleep(0.2)
-    assert [m.contact for m in logger.log.measurements[-3:]] == [False, False, False]
-    assert len(logger.log.bpm) == 1  # only the notification sent on subscription, with contact
+        sim_strap.set_contact(True)
+        await sim_strap.advance(1)
+        await asyncio.sleep(0.2)
+    assert [m.contact for m in logger.log.measurements] == [False, False, False, False, True]
+    assert len(logger.log.bpm) == 1
 
 
 async def test_survives_malformed_notifications_and_reads_rr(sim_strap):
