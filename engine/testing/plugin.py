@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
+
+try:
+    import pytest_asyncio
+
+    HAVE_PYTEST_ASYNCIO = True
+except ImportError:  # the plugin loads in every pytest run of an environment with ridesync installed
+    HAVE_PYTEST_ASYNCIO = False
 
 from engine.testing.backend import RidesyncBackend, RidesyncHub
 from engine.testing.bike import SimBikeControl
@@ -58,8 +64,7 @@ def ridesync_speed(request: pytest.FixtureRequest) -> float:
     return float(request.config.getoption("--ridesync-speed"))
 
 
-@pytest_asyncio.fixture
-async def sim_strap(ridesync_seed: int, ridesync_speed: float) -> AsyncIterator[SimStrapControl]:
+async def _sim_strap(ridesync_seed: int, ridesync_speed: float) -> AsyncIterator[SimStrapControl]:
     """A simulated heart-rate strap on a fresh virtual radio, beating once per simulated second."""
     from adapters.ble.sim.simulation import Simulation
 
@@ -75,6 +80,15 @@ async def sim_strap(ridesync_seed: int, ridesync_speed: float) -> AsyncIterator[
             await control.close()
     finally:
         await sim.close()
+
+
+if HAVE_PYTEST_ASYNCIO:
+    sim_strap = pytest_asyncio.fixture(_sim_strap, name="sim_strap")
+else:
+
+    @pytest.fixture(name="sim_strap")
+    def _sim_strap_needs_asyncio() -> None:
+        pytest.fail("the sim_strap fixture needs pytest-asyncio: pip install 'ridesync[testing]'")
 
 
 class SimBikeFactory:
