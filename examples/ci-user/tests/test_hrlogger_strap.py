@@ -20,7 +20,7 @@ async def test_logs_the_heart_rate(sim_strap):
 
 
 async def test_finds_the_strap_by_name(sim_strap):
-    assert await find_strap("ridesync-sim-hr", **sim_strap.bleak_kwargs) == sim_strap.address
+    assert await find_strap("ridesync-sim-hr", scan_s=1.0, **sim_strap.bleak_kwargs) == sim_strap.address
     assert await find_strap("Polar", scan_s=1.0, **sim_strap.bleak_kwargs) is None
 
 
