@@ -66,6 +66,7 @@ class SimStrap:
         self._hrs = hrs
         self._battery = battery
         self._last_hr = 70
+        self._last_contact = Contact.DETECTED
         self._connected = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -175,7 +176,7 @@ class SimStrap:
 
     def _notify_now(self, bearer: Any, handle: int) -> None:
         """Notify the current heart rate right away (inside the CCCD write, before its response)."""
-        payload = encode_hrm(self._last_hr, contact=Contact.DETECTED)
+        payload = encode_hrm(self._last_hr, contact=self._last_contact)
         pdu = att.ATT_Handle_Value_Notification(attribute_handle=handle, attribute_value=payload)
         self.device.gatt_server.send_gatt_pdu(bearer, bytes(pdu))
         self.notifications_sent += 1
@@ -206,6 +207,11 @@ class SimStrap:
         self._last_hr = hr
         await self.notify_raw(payload)
         return payload
+
+    def set_current(self, hr: int, contact: Contact = Contact.DETECTED) -> None:
+        """What the strap notifies the moment a central subscribes (before its next beat)."""
+        self._last_hr = hr
+        self._last_contact = contact
 
     def set_battery(self, pct: int) -> None:
         if not 0 <= pct <= 100:
