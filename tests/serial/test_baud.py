@@ -103,4 +103,6 @@ def test_sensors_cli_says_check_baud(capsys: pytest.CaptureFixture[str]) -> None
     states = [x for x in lines if x.get("kind") == "state" and x["state"] == "stale"]
     assert states and states[0]["detail"].endswith("no good one at 9600 baud: check --baud")
     assert not [x for x in lines if x.get("kind") == "cadence"]
-    assert main([*argv, "--baud", "0"]) == 2
+    with pytest.raises(SystemExit) as refused:  # argparse's usage error
+        main([*argv, "--baud", "0"])
+    assert refused.value.code == 2
