@@ -114,6 +114,7 @@ def test_sim_bike_poll_mode_answers_a_head_unit(tmp_path: Path) -> None:
 def test_errors_are_json_with_exit_2(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    rc: int | str | None
     try:
         rc = main(argv)
     except SystemExit as exc:  # a value argparse refuses is its usage error, also exit 2
