@@ -1,4 +1,5 @@
-"""The folder tree is the architecture: these checks keep the dependency rules from DESIGN §2 true."""
+"""The folder tree is the architecture: these checks keep the dependency rules of
+docs/architecture.md#ports-and-adapters true."""
 
 from __future__ import annotations
 
