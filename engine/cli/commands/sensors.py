@@ -87,7 +87,7 @@ async def _pump(source: SensorSource) -> None:
 
 async def _stream(args: argparse.Namespace) -> None:
     from engine.cli.sensor_sources import open_sensor_sources, serial_options_from
-    from engine.server.config import default_data_dir
+    from engine.datadir import default_data_dir
 
     simulated = (args.serial or "").startswith("sim")
     data_dir = args.data or (None if simulated else default_data_dir())
