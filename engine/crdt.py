@@ -1,4 +1,5 @@
-"""The one boundary between ridesync and the Automerge bindings (automerge==0.2.0.dev4, DESIGN §8).
+"""The one boundary between ridesync and the Automerge bindings (automerge==0.2.0.dev4,
+docs/architecture.md#automerge-hazards).
 
 Nothing else in the code base imports automerge; tests/store/test_crdt_boundary.py checks that.
 
@@ -331,7 +332,8 @@ class CrdtDoc:
 class SyncSession:
     """Automerge's sync protocol state for one connection to one peer, for one document.
 
-    Fresh per connection by design (DESIGN §8): the bindings cannot persist a SyncState, and a stale one
+    Fresh per connection by design (docs/architecture.md#automerge-hazards): the bindings cannot persist a
+    SyncState, and a stale one
     would make the peers skip changes. Messages are plain bytes in and out.
     """
 

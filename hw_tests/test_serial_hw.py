@@ -124,7 +124,7 @@ def _write(report: dict[str, Any]) -> Path:
 
 async def test_stream_and_lab_report() -> None:
     speed = 1.0
-    from engine.server.config import default_data_dir
+    from engine.datadir import default_data_dir
 
     async with open_serial_sources(
         PORT,

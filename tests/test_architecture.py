@@ -1,4 +1,5 @@
-"""The folder tree is the architecture: these checks keep the dependency rules from DESIGN §2 true."""
+"""The folder tree is the architecture: these checks keep the dependency rules of
+docs/architecture.md#ports-and-adapters true."""
 
 from __future__ import annotations
 
@@ -51,3 +52,41 @@ def test_protocol_modules_are_sans_io() -> None:
             offenders.append(f"{path.relative_to(ROOT)}: {sorted(bad)}")
     assert offenders == []
     assert all(p.exists() for p in protocol_files)
+
+
+LANES = {"engine.live", "engine.backend", "engine.dashboard"}
+# The one exception, to be deleted with it: the deprecated `ServerConfig.hub` (its type, and the live lane
+# `build_app` adds for it), kept for engine/bench/live.py's hub processes until they pass `live_lane`.
+DEPRECATED_HOST_IMPORTS = {
+    "engine/server/app.py": {"engine.live.lane"},
+    "engine/server/config.py": {"engine.live.config"},
+}
+
+
+def _in(name: str, packages: set[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def test_the_host_knows_no_lane() -> None:
+    """engine/server runs whatever lanes its caller passes (docs/architecture.md#the-host-and-its-lanes)."""
+    offenders = []
+    for path in sorted((ROOT / "engine/server").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        allowed = DEPRECATED_HOST_IMPORTS.get(rel, set())
+        bad = {n for n in _imports(path) if _in(n, LANES) and n not in allowed}
+        if bad:
+            offenders.append(f"{rel}: {sorted(bad)}")
+    assert offenders == []
+
+
+def test_lanes_use_only_the_hosts_contract() -> None:
+    """A lane imports nothing of the host but its keys and the lane protocol, so no import goes back
+    through the host."""
+    contract = {"engine.server.keys", "engine.server.lane"}
+    offenders = []
+    for package in sorted(LANES):
+        for path in sorted((ROOT / package.replace(".", "/")).rglob("*.py")):
+            bad = {n for n in _imports(path) if _in(n, {"engine.server"}) and n not in contract}
+            if bad:
+                offenders.append(f"{path.relative_to(ROOT)}: {sorted(bad)}")
+    assert offenders == []

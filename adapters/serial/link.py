@@ -137,7 +137,8 @@ class SerialLink:
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float, rng: Any) -> float:
-    """Exponential backoff with full jitter (DESIGN §1.6): uniform in [0, min(cap, base * 2**attempt)].
+    """Exponential backoff with full jitter (docs/architecture.md#retries): uniform in [0, min(cap, base *
+    2**attempt)].
 
     A floor of base/4 keeps a dead port from being hammered when the jitter draws near zero.
     """

@@ -1,4 +1,5 @@
-"""Peloton bus events as the JSON objects `ridesync decode peloton` prints (DESIGN §9 contract)."""
+"""Peloton bus events as the JSON objects `ridesync decode peloton` prints (a contract:
+docs/architecture.md#interfaces-others-rely-on)."""
 
 from __future__ import annotations
 

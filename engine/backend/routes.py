@@ -1,4 +1,4 @@
-"""`setup_backend`: the durable lane on the backend application (an `extra_setup` for
+"""`setup_backend`: the durable lane on the application `ridesync serve` runs (a `Lane` for
 engine.server.app.build_app): `GET /v1/sync` (WebSocket) and the `/v1/rides` API."""
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from engine.backend.ratelimit import RateLimiter
 from engine.backend.service import Backend
 from engine.backend.state import BACKEND, BackendState
 from engine.backend.ws import Connection, sync_endpoint
-from engine.server.app import Setup
 from engine.server.keys import DATA_DIR, REGISTRY
+from engine.server.lane import Lane
 from engine.sync.session import CLOSE_NORMAL
 
 GOING_AWAY = 1001
 
 
-def make_setup(config: BackendConfig | None = None) -> Setup:
+def make_setup(config: BackendConfig | None = None) -> Lane:
     def setup(app: web.Application) -> None:
         cfg = config if config is not None else BackendConfig.from_env()
         metrics = BackendMetrics(app[REGISTRY])

@@ -6,7 +6,7 @@ thread-safe, and Automerge documents stay on one thread). The store's commits ru
 (write-behind with group commit: only SQL and bytes cross over); whoever answers a peer awaits
 `store.flushed()` first. The ledger's SQLite steps run in worker threads through `Ledger.run_async`.
 
-Backend sync state per ride (DESIGN §1.5), derived from what the backend holds:
+Backend sync state per ride (docs/architecture.md#sync-states), derived from what the backend holds:
 - `syncing` while the ride is in progress, and after its end while samples the bike declared are missing
   (the reason says how many, from whom);
 - `reconciled` once the backend finalized the ride (it holds every declared sample; official totals);

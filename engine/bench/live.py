@@ -146,7 +146,8 @@ def _pin(cpus: set[int] | None) -> None:
 
 
 def _cpu_split(pin: bool) -> tuple[set[int] | None, set[int] | None]:
-    """(hub CPUs, generator CPUs): the hub alone on one core, the load on the rest, as DESIGN §5 measured."""
+    """(hub CPUs, generator CPUs): the hub alone on one core, the load on the rest, as the live lane's
+    prototypes were measured."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
     except (OSError, AttributeError):

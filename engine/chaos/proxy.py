@@ -1,4 +1,5 @@
-"""A user-space TCP fault proxy: this machine has no `tc netem` (DESIGN §7).
+"""A user-space TCP fault proxy: this machine has no `tc netem`
+(docs/architecture.md#testing-without-hardware).
 
 It relays bytes between clients and one target, so it works for HTTP and WebSocket alike, and injects:
 - **drop**: a new connection is closed at once, before any byte reaches the target;

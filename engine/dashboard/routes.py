@@ -1,4 +1,4 @@
-"""The dashboard's HTTP surface on the backend application (an `extra_setup` for engine.server.app).
+"""The dashboard's HTTP surface on the application `ridesync serve` runs (a lane: engine/server/lane.py).
 
 Pages (plain HTML + JS + CSS from `static/`, no build step):
     GET /                       class picker; `/?class=C&token=T` goes straight to the class view

@@ -1,5 +1,6 @@
 """Debian's Chromium, as the browser tests and `ridesync bench demo --browser` drive it through Playwright's
-`executable_path` (Playwright's own browser download does not work here, DESIGN §7)."""
+`executable_path` (Playwright's own browser download does not work here,
+docs/architecture.md#testing-without-hardware)."""
 
 from __future__ import annotations
 

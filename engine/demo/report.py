@@ -2,7 +2,8 @@
 
 Live lane: per rider, what each sensor delivered, what the publisher sent, and what a viewer of the class
 received. Durable lane: `reconciliation_report(riders)`, per ride, samples on the bike vs the backend,
-lost and duplicated samples, end events counted, final phase and sync state (DESIGN §9), from what
+lost and duplicated samples, end events counted, final phase and sync state
+(docs/architecture.md#interfaces-others-rely-on), from what
 `DemoSession.end_rides` recorded; a ride whose outcome was never recorded says so rather than guessing.
 """
 

@@ -1,4 +1,5 @@
-"""What the demo needs from the sensor side, without importing any adapter (DESIGN §2).
+"""What the demo needs from the sensor side, without importing any adapter
+(docs/architecture.md#ports-and-adapters).
 
 A `SensorRig` opens, for a roster, one heart-rate source and one bike source per rider, plus whatever
 controls the simulation offers (a strap that can walk out of range). The composition root

@@ -43,12 +43,14 @@ from engine.demo.victims import DEFAULT_CHAOS_SEED, chaos_victims
 from engine.device.bike import BikeOptions, BikeRide
 from engine.device.common import own_doc
 from engine.live.config import HubConfig
+from engine.live.lane import live_lane
 from engine.live.publisher import LivePublisher
 from engine.live.wire import METRIC_KEYS
 from engine.readings import Reading, SensorSource, SourceEvent, SourceState
-from engine.server.app import Setup, build_app
+from engine.server.app import build_app
 from engine.server.config import ServerConfig
 from engine.server.guard import GuardedRunner
+from engine.server.lane import Lane
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +297,7 @@ async def running_demo(
     *,
     roster: Sequence[RiderSpec] | None = None,
     on_value: OnValue | None = None,
-    extra_setup: Sequence[Setup] = (),
+    extra_setup: Sequence[Lane] = (),
 ) -> AsyncIterator[DemoSession]:
     specs = (
         list(roster)
@@ -309,9 +311,10 @@ async def running_demo(
             data_dir = config.data_dir
         keyring = KeyRing.load_or_create(data_dir)
         hub = HubConfig(stale_after_s=config.stale_after_s, leaderboard_s=config.leaderboard_s)
-        server = ServerConfig(data_dir=data_dir, host=config.host, port=config.port, hub=hub)
+        server = ServerConfig(data_dir=data_dir, host=config.host, port=config.port)
         durable = [setup_backend] if config.durable_lane else []
-        app = build_app(server, extra_setup=[setup_dashboard, *durable, *extra_setup], keyring=keyring)
+        lanes = [live_lane(hub), setup_dashboard, *durable, *extra_setup]
+        app = build_app(server, lanes, keyring=keyring)
         # The same guard as `ridesync serve` (timeouts, pending cap, quiet refusals): the demo's server is
         # a real one, open to whatever else is on the network.
         runner = GuardedRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)

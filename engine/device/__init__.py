@@ -1,1 +1,2 @@
-"""The device side of sync: the bike and app replicas, their sync client and sync state (issue 6)."""
+"""The device side of sync: the bike and app replicas, their sync client and sync state
+(docs/architecture.md#the-durable-lane)."""

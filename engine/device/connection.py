@@ -9,7 +9,8 @@
 - after any failure wait `Backoff` (full jitter, capped), at least the server's `Retry-After`.
 
 Refused after finalization. Once the backend has finalized a ride it refuses every other device's writes for
-good (DESIGN §3: after upload the backend is the authority), but for edits of title, notes and rating. A
+good (docs/architecture.md#after-finalization: then the backend is the authority), but for edits of title,
+notes and rating. A
 device that made changes offline which reached the backend only after that (an app's target edit, say) would
 otherwise be refused, reconnect, offer the same changes and be refused again for ever. So when the backend
 refuses a connection, the client asks `GET /v1/rides/{id}` for each of its rides; a finalized ride is *closed

@@ -1,4 +1,5 @@
-"""`POST /v1/rides/{id}/end`, retried until the backend answers for good (DESIGN §1.2, §1.6).
+"""`POST /v1/rides/{id}/end`, retried until the backend answers for good
+(docs/architecture.md#idempotent-events, docs/architecture.md#retries).
 
 The `Idempotency-Key` is derived from the ride (`ride_end_idempotency_key`), the same on every device
 and after any restart, and the body is built from the ride's stored end claim, so every retry is the

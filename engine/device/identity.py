@@ -1,4 +1,5 @@
-"""Who this device is, read from its token (DESIGN §9: `ridesync ride --token T` names no device).
+"""Who this device is, read from its token (docs/architecture.md#interfaces-others-rely-on: `ridesync ride
+--token T` names no device).
 
 The device cannot verify its own token (the backend holds the keys); it only reads the claims to name its
 replica. The backend verifies every use, so a forged claim here gains nothing.

@@ -3,7 +3,8 @@
 The adapter (engine/device/connection.py) sends what `connect()` returns, feeds every binary frame to
 `receive`, calls `open_documents` once joined and `local_change` when this replica changed a document,
 and carries out the effects in order. Documents come through a `ClientDocuments` provider, which holds
-this connection's Automerge sync states (fresh per connection, DESIGN §8) and persists whatever it
+this connection's Automerge sync states (fresh per connection, docs/architecture.md#automerge-hazards) and
+persists whatever it
 receives before returning.
 
 Acknowledgement: every sync message from the server starts with the server's heads at the time it wrote

@@ -1,4 +1,5 @@
-"""Per-ride sync state as a rider should see it (DESIGN §1.5), persisted through the ReplicaStore.
+"""Per-ride sync state as a rider should see it (docs/architecture.md#sync-states), persisted through the
+ReplicaStore.
 
 - `reconciled`: the backend acknowledged our heads of every document of the ride (see session.py for
   what an acknowledgement is). Nothing is "probably synced".

@@ -8,7 +8,8 @@ request finished, its stored response:
 - concurrent first requests are serialised through a `pending` claim row: exactly one caller executes,
   the others wait for its result and replay it. This works across threads and processes sharing the file.
 
-Two layers make "the ride ended from the bike and from the app counts once" (DESIGN §1.2):
+Two layers make "the ride ended from the bike and from the app counts once"
+(docs/architecture.md#idempotent-events):
 1. the client's `Idempotency-Key` header, scoped to the authenticated device (`device_scope`), with an
    exact body match: a device retrying gets its stored response; a device reusing a key for another body
    gets a conflict;

@@ -1,4 +1,4 @@
-"""Tunables of the class hub. Defaults follow DESIGN §5."""
+"""Tunables of the class hub. Defaults: docs/architecture.md#the-live-lane and engine/live/README.md."""
 
 from __future__ import annotations
 

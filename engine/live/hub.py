@@ -249,7 +249,7 @@ class HubBase:
 
 
 class Hub(HubBase):
-    """The coalescing hub (DESIGN §5)."""
+    """The coalescing hub (docs/architecture.md#the-live-lane)."""
 
     def __init__(self, config: HubConfig | None = None, relay: Relay | None = None) -> None:
         super().__init__(config or HubConfig())

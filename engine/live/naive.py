@@ -2,7 +2,7 @@
 
 No coalescing, no latest-value slots between sends, no slow-peer handling: each accepted sample is
 encoded (in the same frame format as the real hub) and awaited onto every peer's WebSocket in turn, the
-way a first implementation would. DESIGN §5 measured that awaiting beats one task per send.
+way a first implementation would. The prototypes measured that awaiting beats one task per send.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The seam for multi-process fan-out (DESIGN §2: Redis pub/sub; `redis_relay.RedisRelay`).
+"""The seam for multi-process fan-out (docs/architecture.md#several-hub-processes: Redis pub/sub;
+`redis_relay.RedisRelay`).
 
 A hub process that accepts a publisher's event applies it locally and, every `HubConfig.relay_flush_s`
 (10 ms) at most, hands what it accepted to `Relay.publish` as one batch per class (never one message per

@@ -146,7 +146,8 @@ class RideView:
         return float(value) if isinstance(value, int | float) else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON of `GET /v1/rides/{id}` (DESIGN §9); sync state is added by the serving replica."""
+        """The JSON of `GET /v1/rides/{id}` (docs/architecture.md#interfaces-others-rely-on); sync state is
+        added by the serving replica."""
         return {
             "ride_id": self.ride_id,
             "schema": SCHEMA_VERSION,

@@ -1,38 +1,39 @@
-"""The aiohttp application factory that `ridesync serve` runs.
+"""The aiohttp application factory that `ridesync serve` runs: the host, which knows no lane.
 
-Other areas add their routes to the same application through `extra_setup`: each is a function taking
-the application, called after the shared keys (engine.server.keys: DATA_DIR, KEYRING, REGISTRY) are set
-and before the app is frozen. It may add routes, `cleanup_ctx` lifecycles (the pattern for owned
-background tasks), `on_shutdown` hooks and Prometheus collectors on `app[REGISTRY]`. For example the sync
-issue's module would expose `def setup_sync(app: web.Application) -> None` and `ridesync serve` would call
-`build_app(config, extra_setup=[setup_sync])`. Paths: the hub owns `/live/...`; `/healthz` and `/metrics`
-are shared.
+`build_app(config, lanes)` sets the shared keys (engine.server.keys: DATA_DIR, KEYRING, REGISTRY), adds
+`/healthz` and `/metrics`, installs the connection guard's state, then calls every lane in order
+(engine.server.lane.Lane: a callable taking the application). Which lanes run is the caller's choice:
+`ridesync serve` runs the live lane, the durable lane and the dashboard (engine/cli/commands/serve.py);
+docs/architecture.md#the-host-and-its-lanes. Paths: each lane owns its prefix; `/healthz` and
+`/metrics` are the host's.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from engine.auth.tokens import KeyRing
-from engine.live.relay import Relay
-from engine.live.routes import setup_live
 from engine.server.config import ServerConfig
 from engine.server.guard import GUARD, ConnectionGuard, GuardCollector, refuse_over_cap
 from engine.server.keys import DATA_DIR, KEYRING, REGISTRY
+from engine.server.lane import Lane
 
-Setup = Callable[[web.Application], None]
+# The former name of a lane, for callers written before lanes had one.
+Setup = Lane
 
 
 def build_app(
     config: ServerConfig,
-    extra_setup: Sequence[Setup] = (),
+    lanes: Sequence[Lane] = (),
     keyring: KeyRing | None = None,
-    relay: Relay | None = None,
+    *,
+    extra_setup: Sequence[Lane] = (),
 ) -> web.Application:
+    """The application with `lanes` (then `extra_setup`, the former name, for older callers) on it."""
     # The guard's middleware answers, before any handler, a request the pending cap refused (guard.py).
     app = web.Application(middlewares=[refuse_over_cap])
     app[DATA_DIR] = config.data_dir
@@ -54,7 +55,16 @@ def build_app(
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    setup_live(app, config.hub, relay)
-    for setup in extra_setup:
-        setup(app)
+    for lane in (*_deprecated_hub_lane(config), *lanes, *extra_setup):
+        lane(app)
     return app
+
+
+def _deprecated_hub_lane(config: ServerConfig) -> tuple[Lane, ...]:
+    """The live lane for a caller that still passes `ServerConfig(hub=...)` instead of a lane (only
+    engine/bench/live.py's hub processes, until they pass `live_lane`); delete with `ServerConfig.hub`."""
+    if config.hub is None:
+        return ()
+    from engine.live.lane import live_lane
+
+    return (live_lane(config.hub),)

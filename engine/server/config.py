@@ -1,21 +1,22 @@
-"""Server configuration and the default data directory."""
+"""The host's configuration (`ridesync serve`): where it listens, its data dir, its connection limits.
+
+Lanes carry their own configuration (`HubConfig` for the live lane, `BackendConfig` for the durable
+lane); the caller hands each to its lane (docs/architecture.md#the-host-and-its-lanes).
+"""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine.live.config import HubConfig
+# The default data dir's home is engine/datadir.py; re-exported here for callers of the former location.
+from engine.datadir import default_data_dir
+
+if TYPE_CHECKING:
+    from engine.live.config import HubConfig
 
 DEFAULT_PORT = 8750
-
-
-def default_data_dir() -> Path:
-    """`$RIDESYNC_DATA` if set, else `./ridesync-data`: next to where the user runs the command, so a demo
-    or a lab bench keeps its keys and databases in plain sight."""
-    env = os.environ.get("RIDESYNC_DATA")
-    return Path(env) if env else Path("ridesync-data")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,9 @@ class ServerConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    hub: HubConfig = field(default_factory=HubConfig)
+    # Deprecated: a caller that has not moved to lanes (engine/bench/live.py) passes its hub here, and
+    # `build_app` then runs the live lane first. Everyone else passes `engine.live.lane.live_lane(hub)`.
+    hub: HubConfig | None = None
     http: HttpLimits = field(default_factory=HttpLimits)
     # Create the signing keys when the data dir has none (`ridesync serve --init`). Off by default: new
     # keys invalidate every token issued with the old ones, so a missing key file is an error.

@@ -11,22 +11,26 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from engine.server.app import Setup, build_app
+from engine.server.app import build_app
 from engine.server.config import ServerConfig
 from engine.server.guard import GuardedRunner
+from engine.server.lane import Lane
 
 log = logging.getLogger(__name__)
 
 
 async def serve(
     config: ServerConfig,
-    extra_setup: Sequence[Setup] = (),
+    lanes: Sequence[Lane] = (),
     on_listening: Callable[[str], None] | None = None,
     stop: Awaitable[object] | None = None,
+    *,
+    extra_setup: Sequence[Lane] = (),
 ) -> None:
-    """Serve until SIGINT/SIGTERM (or `stop` completes), then shut down cleanly: peers get a close frame
-    with 1001, background tasks are cancelled and awaited."""
-    app = build_app(config, extra_setup)
+    """Serve `lanes` (engine/server/lane.py) until SIGINT/SIGTERM (or `stop` completes), then shut down
+    cleanly: peers get a close frame with 1001, background tasks are cancelled and awaited. `extra_setup`
+    is the former name of `lanes`, run after them."""
+    app = build_app(config, lanes, extra_setup=extra_setup)
     # The hub holds thousands of long-lived connection objects; a full cyclic-GC pass over them is a
     # latency spike for every class. Freeze what startup built and collect the young generation less often.
     # The price: garbage in reference cycles stays for a long time, so nothing per connection may be freed

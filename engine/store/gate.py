@@ -1,4 +1,4 @@
-"""The actor gate: one connection's gated sync of one document of a store (DESIGN §4).
+"""The actor gate: one connection's gated sync of one document of a store (docs/architecture.md#the-gate).
 
 Checks, on every incoming sync message, before anything reaches the replica's document:
 1. a message that carries changes (read from its bytes, `engine.crdt.inspect_sync_message`, before
@@ -6,7 +6,7 @@ Checks, on every incoming sync message, before anything reaches the replica's do
    ride's current phase: a viewer, or a writer of another document, stages nothing at all, not even
    changes Automerge would only queue;
 2. the message is applied to a staging copy of the document, and the changes it adds are listed;
-   counters are refused (DESIGN §8);
+   counters are refused (docs/architecture.md#automerge-hazards);
 3. every new change's actor must be unbound (it is then bound to this device: trust on first use) or bound
    to this same device; an actor of another device is refused, relayed or not, since changes are not
    signed and a relay could forge any bound actor;
@@ -174,7 +174,9 @@ class GatedSync:
         if not new:
             return GateResult(True)
         if counters:
-            return GateResult(False, new, "counters are not allowed (DESIGN §8)", "counter")
+            return GateResult(
+                False, new, "counters are not allowed (docs/architecture.md#automerge-hazards)", "counter"
+            )
         actors = sorted({c.actor for c in new})
         for actor in actors:
             owner = store.actor_owner(actor)

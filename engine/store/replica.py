@@ -1,6 +1,6 @@
 """A replica's durable store: its ride documents, the raw sample log, and per-ride sync bookkeeping.
 
-Write path of a sample (DESIGN §1.1, §3):
+Write path of a sample (docs/architecture.md#samples-and-commits):
 1. `append_sample` writes the packed record to `raw_samples` and commits (fsync, synchronous=FULL) before
    returning: from then on it survives kill -9 and power cuts. Only the sample in flight can be lost.
 2. `fold` (every `fold_interval_s`, or `max_batch` samples) writes the pending samples into the device's

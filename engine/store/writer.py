@@ -3,7 +3,8 @@
 Why: a commit with synchronous=FULL waits for fsync. A backend that commits on its event loop stalls
 every connection (and `/healthz`) for each commit, and 500 bikes joining at once queue thousands of them.
 Here the event loop only queues SQL jobs (plain closures over bytes: no Automerge object ever crosses
-threads, DESIGN §8) and goes on; the writer thread runs everything queued so far in one transaction, so one
+threads, docs/architecture.md#automerge-hazards) and goes on; the writer thread runs everything queued so far
+in one transaction, so one
 fsync covers many connections' writes, and the next group gathers while it waits.
 
 The durability contract stays: jobs commit in the order they were queued (the file always holds a prefix

@@ -1,4 +1,5 @@
-"""Retry policy for every network call (DESIGN §1.6): exponential backoff with full jitter and a cap,
+"""Retry policy for every network call (docs/architecture.md#retries): exponential backoff with full jitter
+and a cap,
 `Retry-After` honoured, and a classifier saying which failures are worth retrying.
 
 Full jitter (sleep uniformly in [0, min(cap, base·factor^attempt)]) spreads a crowd of reconnecting

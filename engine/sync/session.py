@@ -55,7 +55,8 @@ SyncOutcome = Applied | Rejected
 
 class DocumentProvider(Protocol):
     """The documents one connection may see. Create one per connection: it holds this connection's
-    Automerge sync states, which must start fresh for every connection (DESIGN §8), and it knows which
+    Automerge sync states, which must start fresh for every connection
+    (docs/architecture.md#automerge-hazards), and it knows which
     device is on the other end, so it can gate writes."""
 
     def is_known(self, doc_id: str) -> bool:

@@ -29,7 +29,7 @@ import cbor2
 from engine.sync.docid import InvalidDocumentId, document_id_to_bytes
 
 PROTOCOL_V1: Final = "1"
-# A 4-hour offline backlog is ~2 MB of Automerge changes (DESIGN §3/§4); leave a wide margin.
+# A 4-hour offline backlog is ~2 MB of Automerge changes (docs/architecture.md#limits); leave a wide margin.
 DEFAULT_MAX_MESSAGE_BYTES: Final = 8 * 1024 * 1024
 MAX_PEER_ID_CHARS: Final = 256
 MAX_ERROR_MESSAGE_CHARS: Final = 4096

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from engine.auth.tokens import KeyRing, Role, TokenMalformed
 from engine.dashboard.directory import RIDES, RideDirectory
 from engine.dashboard.routes import setup_dashboard
+from engine.live.lane import live_lane
 from engine.live.leaderboard import table
 from engine.live.riders import CLASS_GAP_S, RiderBook
 from engine.live.routes import HUB
@@ -178,9 +179,8 @@ async def make_client(tmp_path: Path) -> AsyncIterator[object]:
     clients: list[TestClient[web.Request, web.Application]] = []
 
     async def make() -> TestClient[web.Request, web.Application]:
-        app = build_app(
-            ServerConfig(data_dir=tmp_path, port=0, init_keys=True), extra_setup=[setup_dashboard]
-        )
+        config = ServerConfig(data_dir=tmp_path, port=0, init_keys=True)
+        app = build_app(config, lanes=[live_lane(), setup_dashboard])
         client = TestClient(TestServer(app))
         await client.start_server()
         clients.append(client)

@@ -13,6 +13,7 @@ from aiohttp import web
 from engine.auth.tokens import KeyRing
 from engine.dashboard.directory import RIDES
 from engine.dashboard.routes import ASSETS, setup_dashboard
+from engine.live.lane import live_lane
 from engine.server.app import build_app
 from engine.server.config import ServerConfig
 
@@ -37,7 +38,7 @@ class Backend:
 @pytest.fixture
 async def backend(tmp_path: Path) -> AsyncIterator[Backend]:
     keyring = KeyRing.load_or_create(tmp_path)
-    app = build_app(ServerConfig(data_dir=tmp_path, port=0), extra_setup=[setup_dashboard], keyring=keyring)
+    app = build_app(ServerConfig(data_dir=tmp_path, port=0), [live_lane(), setup_dashboard], keyring=keyring)
     app[RIDES].register("spin", "bike-1", "ride-1", "Ann")
     app[RIDES].register("other", "bike-9", "ride-9", "Zed")
     runner = web.AppRunner(app, access_log=None)

@@ -1,4 +1,5 @@
-"""End-to-end with real processes on loopback (issue 6 "Must show"): `ridesync serve`, `ridesync ride`
+"""End-to-end with real processes on loopback (docs/architecture.md#the-contract): `ridesync serve`, `ridesync
+ride`
 with a simulated strap at --speed 60, `ridesync app`, the fault proxy in between."""
 
 from __future__ import annotations

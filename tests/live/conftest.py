@@ -22,6 +22,7 @@ from aiohttp import web
 from engine.auth.tokens import KeyRing
 from engine.live.config import HubConfig
 from engine.live.hub import Hub
+from engine.live.lane import live_lane
 from engine.live.relay import Relay
 from engine.live.routes import HUB
 from engine.live.wire import FrameReader
@@ -69,7 +70,7 @@ async def start_server(
     tmp: Path, hub: HubConfig, keyring: KeyRing, port: int = 0, relay: Relay | None = None
 ) -> LiveServer:
     app = build_app(
-        ServerConfig(data_dir=tmp, host="127.0.0.1", port=port, hub=hub), keyring=keyring, relay=relay
+        ServerConfig(data_dir=tmp, host="127.0.0.1", port=port), [live_lane(hub, relay)], keyring=keyring
     )
     # Run as `ridesync serve` runs it: with the HTTP guard (engine/server/guard.py).
     runner = GuardedRunner(app, access_log=None, shutdown_timeout=2.0)

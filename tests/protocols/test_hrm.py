@@ -1,4 +1,5 @@
-"""Heart Rate Service payloads: every flag combination, the DESIGN §6 examples, round trips and fuzzing."""
+"""Heart Rate Service payloads: every flag combination, the examples of docs/architecture.md#sensors, round
+trips and fuzzing."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from engine.auth.tokens import KeyRing
+from engine.live.lane import live_lane
 from engine.server.app import build_app
 from engine.server.config import HttpLimits, ServerConfig
 from engine.server.guard import GUARD, ConnectionGuard, GuardedRunner
@@ -78,7 +79,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
 
     async def factory(**limits: Any) -> Served:
         config = ServerConfig(data_dir=tmp_path, host="127.0.0.1", port=0, http=HttpLimits(**limits))
-        app = build_app(config, extra_setup=[_test_routes], keyring=keyring)
+        app = build_app(config, [live_lane(), _test_routes], keyring=keyring)
         runner = GuardedRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         runners.append(runner)

@@ -13,7 +13,8 @@ from engine.ride.schema import Role
 from engine.store import ReplicaStore
 
 # A document saved by @automerge/automerge (JS) after `doc.c = new Counter(5)` on `{title: "x"}`: reading
-# `c` panics in the Python bindings (DESIGN §8), which no Python code can produce by itself.
+# `c` panics in the Python bindings (docs/architecture.md#automerge-hazards), which no Python code can produce
+# by itself.
 JS_COUNTER_DOC = bytes.fromhex(
     "856f4a8327226013009b010110d01801b6fb1e1ec5fc9f1455557b2bd101a13f132fce26888cde4c5cb5b1db9e389eb0"
     "a722afe1b7c576dddba3a1a574b00701020302130323074003430256020b010402041304150b21022304340242045604"

@@ -82,11 +82,11 @@ def _app(args: argparse.Namespace) -> int:
     from engine.cli.datadir import check_data_dir, os_error
     from engine.cli.main import CliError
     from engine.cli.output import emit, human, ride_summary_text, say
+    from engine.datadir import default_data_dir
     from engine.device.app import AppOptions, EditRefused, RideUnavailable, run_app
     from engine.device.identity import token_claims
     from engine.ride import schema
     from engine.ride.schema import Phase
-    from engine.server.config import default_data_dir
     from engine.store import StoreError
 
     try:

@@ -1,4 +1,5 @@
-"""`ridesync chaos proxy …`: a TCP fault proxy for labs and tests (DESIGN §7: no tc netem here).
+"""`ridesync chaos proxy …`: a TCP fault proxy for labs and tests (no tc netem here:
+docs/architecture.md#testing-without-hardware).
 
 It prints one JSON line when listening (`{"listening": "HOST:PORT", "target": …, "seed": …}`), then one
 JSON line per injected fault, until interrupted.

@@ -1,6 +1,7 @@
 """`ridesync demo`: the group-class demo on embedded defaults (engine/demo), and its simulated sensors.
 
-This module is a composition root (DESIGN §2: only engine/cli and engine/bench wire adapters in): it opens
+This module is a composition root (docs/architecture.md#ports-and-adapters: only the composition roots wire
+adapters in): it opens
 one virtual BLE radio with a simulated strap per rider and one simulated bike per rider on a pty
 (Peloton-bus bikes in poll mode and DIY line-protocol cadence sensors), and hands them to
 `engine.demo.session.running_demo`.

@@ -74,11 +74,11 @@ def _ride(args: argparse.Namespace) -> int:
     from engine.auth.tokens import TokenError
     from engine.cli.datadir import check_data_dir
     from engine.cli.main import CliError
+    from engine.datadir import default_data_dir
     from engine.device.bike import BikeOptions
     from engine.device.identity import token_claims
     from engine.ids import ID_CHARS, valid_id
     from engine.ride import schema
-    from engine.server.config import default_data_dir
 
     try:
         claims = token_claims(args.token)
@@ -141,7 +141,7 @@ def _sensor_opener(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
     from engine.cli.sensor_sources import open_sensor_sources, serial_options_from
-    from engine.server.config import default_data_dir
+    from engine.datadir import default_data_dir
 
     return functools.partial(
         open_sensor_sources,

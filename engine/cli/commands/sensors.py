@@ -123,7 +123,7 @@ async def _stream(args: argparse.Namespace) -> None:
         serial_options_from,
         wait_for_ports,
     )
-    from engine.server.config import default_data_dir
+    from engine.datadir import default_data_dir
 
     show = _printer(args.json)
 

@@ -189,9 +189,11 @@ def _serve(args: argparse.Namespace) -> int:
     from engine.cli.main import CliError
     from engine.cli.output import emit
     from engine.dashboard.routes import setup_dashboard
+    from engine.datadir import default_data_dir
     from engine.events.idempotency import LedgerUnreadable
     from engine.live.config import HubConfig
-    from engine.server.config import ServerConfig, default_data_dir
+    from engine.live.lane import live_lane
+    from engine.server.config import ServerConfig
     from engine.server.run import serve
     from engine.store import StoreError
 
@@ -235,7 +237,6 @@ def _serve(args: argparse.Namespace) -> int:
         data_dir=Path(args.data) if args.data else default_data_dir(),
         host=args.host,
         port=args.port,
-        hub=hub,
         http=http,
     )
     # The data dir and its keys first: a damaged or missing one is one line naming the file, not a
@@ -246,7 +247,7 @@ def _serve(args: argparse.Namespace) -> int:
             asyncio.run(
                 serve(
                     config,
-                    extra_setup=[make_setup(backend), setup_dashboard],
+                    lanes=[live_lane(hub), make_setup(backend), setup_dashboard],
                     on_listening=lambda url: emit(listening_event(url, config.data_dir)),
                 )
             )

@@ -58,11 +58,11 @@ def _sync(args: argparse.Namespace) -> int:
     from engine.auth.tokens import TokenError
     from engine.cli.main import CliError
     from engine.cli.output import emit
+    from engine.datadir import default_data_dir
     from engine.device.identity import token_claims
     from engine.device.push import NoReplica, PushOptions, push_replica
     from engine.ride import schema
     from engine.ride.schema import Role
-    from engine.server.config import default_data_dir
     from engine.store import StoreError
 
     try:

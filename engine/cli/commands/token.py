@@ -81,7 +81,7 @@ def _ring(data: str | None, *, init: bool = False) -> KeyRing:
     from pathlib import Path
 
     from engine.cli.datadir import open_keyring
-    from engine.server.config import default_data_dir
+    from engine.datadir import default_data_dir
 
     return open_keyring(Path(data) if data is not None else default_data_dir(), init=init)
 
