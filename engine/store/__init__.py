@@ -1,9 +1,8 @@
 """The durable local store of a replica: ride documents, the raw sample log and sync bookkeeping."""
 
 from engine.store.db import StoreCorrupt, StoreError
-from engine.store.gate import Backlog, GatedSync, shared_content_problem
+from engine.store.gate import Backlog, GatedSync, GateResult, shared_content_problem
 from engine.store.replica import (
-    GateResult,
     RecoveryReport,
     ReplicaStore,
     RetentionPolicy,

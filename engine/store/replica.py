@@ -111,17 +111,6 @@ class RecoveryReport:
 
 
 @dataclass(frozen=True, slots=True)
-class GateResult:
-    """The outcome of a gated sync message. On rejection nothing changed; drop the connection's session."""
-
-    accepted: bool
-    new_changes: tuple[ChangeInfo, ...] = ()
-    reason: str = ""
-    # why it was refused, for metrics: actor | not_allowed | counter | content | panic | backlog
-    code: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class RideOwner:
     """Who owns a ride (kept by the backend; engine/backend/README.md, "Ride owners"): the bike whose first
     sync started it, the rider its token named (an app with a token for the same rider may write the ride
@@ -208,8 +197,6 @@ class ReplicaStore:
         # Every ride owner, loaded at open: the backend asks on every sync message and HTTP write.
         self._owners: dict[str, RideOwner] = {}
         self._acked: dict[tuple[str, str], list[bytes]] = {}
-        # receive_sync_gated's staging copies, by (doc id, id of the caller's SyncSession).
-        self._gated: dict[tuple[str, int], GatedSync] = {}
         self.actor = new_actor_id(self.device_id)
         self.recovery = RecoveryReport()
         try:
@@ -277,7 +264,6 @@ class ReplicaStore:
         self._docs.clear()
         self._by_ride.clear()
         self._phases.clear()
-        self._gated.clear()
         self._seqs.clear()
         self._pending.clear()
         self._top.clear()
@@ -944,18 +930,12 @@ class ReplicaStore:
 
     def generate_sync(self, doc_id: str, session: SyncSession) -> bytes | None:
         """The next sync message for this connection's peer, or None when there is nothing to say."""
-        gated = self._gated.get((doc_id, id(session)))
-        if gated is not None and gated.session is session:
-            message = gated.generate()
-            if message is None:
-                del self._gated[(doc_id, id(session))]
-            return message
         with self._crdt_guard():
             return session.generate(self.doc(doc_id))
 
     def receive_sync(self, doc_id: str, session: SyncSession, data: bytes) -> list[bytes]:
         """Apply a sync message from a trusted peer (a device receiving from the backend) and persist it
-        before returning; returns the new heads. The backend uses `receive_sync_gated` instead."""
+        before returning; returns the new heads. The backend gates what it receives: `gated_sync`."""
         entry = self._docs[doc_id]
         with self._crdt_guard():
             session.receive(entry.doc, data)
@@ -1047,30 +1027,6 @@ class ReplicaStore:
         self.ref(doc_id)
         return GatedSync(self, doc_id, backlog=backlog)
 
-    def receive_sync_gated(
-        self, doc_id: str, session: SyncSession, data: bytes, *, device: str, role: Role
-    ) -> GateResult:
-        """Apply a peer's sync message only if every change it brings may be written by this connection
-        (the gate: engine/store/gate.py). Accepted: new actors are bound, the changes are merged and
-        persisted before this returns. Rejected: nothing changes, and the caller drops the session and
-        closes the connection. Malformed bytes raise CrdtDecodeError, also changing nothing.
-
-        The staging copy for `session` is kept here until `generate_sync(doc_id, session)` finds nothing
-        left to say (or the message is rejected); a server with many connections should hold its own
-        `gated_sync(doc_id)` per connection instead."""
-        key = (doc_id, id(session))
-        gated = self._gated.get(key)
-        if gated is None or gated.session is not session:
-            gated = self._gated[key] = GatedSync(self, doc_id, session)
-        try:
-            result = gated.receive(data, device=device, role=role)
-        except BaseException:
-            self._gated.pop(key, None)
-            raise
-        if not result.accepted:
-            self._gated.pop(key, None)
-        return result
-
     # -- retention and storage ------------------------------------------------------------------------
 
     def evictable(self, ride_id: str) -> str | None:
@@ -1113,8 +1069,6 @@ class ReplicaStore:
             del self._docs[doc_id]
             for key in [k for k in self._acked if k[0] == doc_id]:
                 del self._acked[key]
-            for gated in [k for k in self._gated if k[0] == doc_id]:
-                del self._gated[gated]
         self._known_rides.discard(ride_id)
         self._status.pop(ride_id, None)
         self._seqs.pop(ride_id, None)
@@ -1160,7 +1114,6 @@ class ReplicaStore:
 
 
 __all__ = [
-    "GateResult",
     "RecoveryReport",
     "ReplicaStore",
     "RetentionPolicy",
