@@ -132,8 +132,8 @@ class MemoryStorage:
     def snapshot(self, doc_id: str) -> Snapshot | None:
         return self.backing.snapshots.get(doc_id)
 
-    def change_records(self, doc_id: str) -> list[ChangeRecord]:
-        return list(self.backing.changes.get(doc_id, []))
+    def change_records(self, doc_id: str) -> Iterator[ChangeRecord]:
+        return iter(list(self.backing.changes.get(doc_id, [])))
 
     def rides(self) -> list[RideRow]:
         return list(self.backing.rides.values())
@@ -144,9 +144,9 @@ class MemoryStorage:
     def sample_rides(self) -> set[str]:
         return {k[0] for k in self.backing.samples}
 
-    def raw_samples(self, ride_id: str) -> list[RawSample]:
+    def raw_samples(self, ride_id: str) -> Iterator[RawSample]:
         rows = [row for k, row in self.backing.samples.items() if k[0] == ride_id]
-        return sorted(rows, key=lambda r: (r.seq, r.device))
+        return iter(sorted(rows, key=lambda r: (r.seq, r.device)))
 
     def max_seq(self, ride_id: str, device: str) -> int | None:
         return max((k[2] for k in self.backing.samples if k[0] == ride_id and k[1] == device), default=None)

@@ -17,7 +17,7 @@ say so. Heads are lists of 32-byte change hashes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -147,8 +147,8 @@ class StoragePort(Protocol):
 
     def snapshot(self, doc_id: str) -> Snapshot | None: ...
 
-    def change_records(self, doc_id: str) -> list[ChangeRecord]:
-        """The document's change records in write order."""
+    def change_records(self, doc_id: str) -> Iterator[ChangeRecord]:
+        """The document's change records in write order (streamed: consume before the next write)."""
 
     def rides(self) -> list[RideRow]: ...
 
@@ -157,8 +157,8 @@ class StoragePort(Protocol):
     def sample_rides(self) -> set[str]:
         """Every ride with a row in the sample log."""
 
-    def raw_samples(self, ride_id: str) -> list[RawSample]:
-        """The ride's logged samples, by seq."""
+    def raw_samples(self, ride_id: str) -> Iterator[RawSample]:
+        """The ride's logged samples, by seq (streamed: consume before the next write)."""
 
     def max_seq(self, ride_id: str, device: str) -> int | None: ...
 

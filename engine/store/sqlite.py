@@ -180,16 +180,14 @@ class SqliteStorage:
             return Snapshot(data, [], intact=False)
         return Snapshot(data, db.unpack_heads(heads), intact=True)
 
-    def change_records(self, doc_id: str) -> list[ChangeRecord]:
-        out = []
+    def change_records(self, doc_id: str) -> Iterator[ChangeRecord]:
         for rec_id, data, heads, check in self.conn.execute(
             "SELECT id, data, heads, crc FROM changes WHERE doc_id=? ORDER BY id", (doc_id,)
         ):
             if check != db.crc(doc_id, rec_id, heads, data) or not data:
-                out.append(ChangeRecord(rec_id, data, [], intact=False))
+                yield ChangeRecord(rec_id, data, [], intact=False)
             else:
-                out.append(ChangeRecord(rec_id, data, db.unpack_heads(heads), intact=True))
-        return out
+                yield ChangeRecord(rec_id, data, db.unpack_heads(heads), intact=True)
 
     def rides(self) -> list[RideRow]:
         rows = self.conn.execute("SELECT ride_id, sync_state, sync_reason, updated FROM rides").fetchall()
@@ -204,14 +202,11 @@ class SqliteStorage:
     def sample_rides(self) -> set[str]:
         return {r for (r,) in self.conn.execute("SELECT DISTINCT ride_id FROM raw_samples")}
 
-    def raw_samples(self, ride_id: str) -> list[RawSample]:
-        return [
-            RawSample(device, seq, data, check == db.crc(ride_id, device, seq, data), bool(folded))
-            for device, seq, data, check, folded in self.conn.execute(
-                "SELECT device, seq, data, crc, folded FROM raw_samples WHERE ride_id=? ORDER BY seq",
-                (ride_id,),
-            )
-        ]
+    def raw_samples(self, ride_id: str) -> Iterator[RawSample]:
+        for device, seq, data, check, folded in self.conn.execute(
+            "SELECT device, seq, data, crc, folded FROM raw_samples WHERE ride_id=? ORDER BY seq", (ride_id,)
+        ):
+            yield RawSample(device, seq, data, check == db.crc(ride_id, device, seq, data), bool(folded))
 
     def max_seq(self, ride_id: str, device: str) -> int | None:
         row = self.conn.execute(
