@@ -312,20 +312,19 @@ def bench_gate(tmp: Path, hours: float) -> dict[str, Any]:
         backend.merge_remote(ref.doc_id, before)
         backend.bind_actor(bike.actor, "bike-g", Role.BIKE)
         mine, theirs = SyncSession(), SyncSession()
+        gated = backend.gated_sync(ref.doc_id)
         spent = 0.0
         for _ in range(50):
             msg = bike.generate_sync(ref.doc_id, mine)
             if msg is not None:
                 t0 = time.perf_counter()
                 if label == "gated":
-                    result = backend.receive_sync_gated(
-                        ref.doc_id, theirs, msg, device="bike-g", role=Role.BIKE
-                    )
+                    result = gated.receive(msg, device="bike-g", role=Role.BIKE)
                     assert result.accepted, result.reason
                 else:
                     backend.receive_sync(ref.doc_id, theirs, msg)
                 spent += time.perf_counter() - t0
-            reply = backend.generate_sync(ref.doc_id, theirs)
+            reply = gated.generate() if label == "gated" else backend.generate_sync(ref.doc_id, theirs)
             if reply is not None:
                 bike.receive_sync(ref.doc_id, mine, reply)
             if msg is None and reply is None:

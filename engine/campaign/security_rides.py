@@ -9,12 +9,14 @@ import asyncio
 import contextlib
 import itertools
 import random
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
 
-from engine.campaign.procs import get_json, proc_stats
+from engine.campaign.probes import http, upgrade_status
+from engine.campaign.procs import ServeProcess, get_json, proc_stats
 from engine.campaign.sync_client import SERVER_PEER, SyncClient
 from engine.crdt import CrdtDoc
 from engine.ride import schema
@@ -47,8 +49,18 @@ def orphan_change_message(rnd: random.Random, size: int = 900_000) -> bytes:
     return bytes([_SYNC_MESSAGE]) + _uleb(0) + _uleb(0) + _uleb(0) + _uleb(1) + _uleb(len(orphan)) + orphan
 
 
-if TYPE_CHECKING:
-    from engine.campaign.security import Security
+class AttackHost(Protocol):
+    """What the ride attacks need from the campaign that runs them (engine/campaign/security.py)."""
+
+    serve: ServeProcess
+
+    @property
+    def url(self) -> str: ...
+
+    def token(self, role: str, device: str, **kw: Any) -> str: ...
+
+    async def attempt(self, name: str, attack: Callable[[], Awaitable[tuple[bool, str]]]) -> None: ...
+
 
 VICTIM = "victim-1"
 FINAL = "final-1"
@@ -60,7 +72,7 @@ def sample(seq: int, t0: float) -> Sample:
 
 
 class RideAttacks:
-    def __init__(self, sec: Security, work: Path, seed: int) -> None:
+    def __init__(self, sec: AttackHost, work: Path, seed: int) -> None:
         self.sec = sec
         self.work = work
         self.rnd = random.Random(f"{seed}:rides")
@@ -175,7 +187,6 @@ class RideAttacks:
     async def sec_http(
         self, method: str, path: str, token: str | None, body: Any = None, key: str | None = None
     ) -> tuple[int, Any]:
-        from engine.campaign.security import http
 
         return await http(self.sec.url, method, path, token, body, key=key)
 
@@ -298,7 +309,6 @@ class RideAttacks:
             await sec.attempt(name, attack)
 
         async def newline_sync() -> tuple[bool, str]:
-            from engine.campaign.security import upgrade_status
 
             status = await upgrade_status(sec.url, {"ride": VICTIM + "\n"}, victim_token)
             return status in REFUSED, f"/v1/sync?ride=victim-1%0A upgrade: {status}"

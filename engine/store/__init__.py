@@ -1,24 +1,28 @@
-"""The durable local store of a replica: ride documents, the raw sample log and sync bookkeeping."""
+"""The durable local store of a replica: ride documents, the raw sample log and sync bookkeeping, in
+layers over one storage port (engine/store/README.md)."""
 
-from engine.store.db import StoreCorrupt, StoreError
-from engine.store.gate import Backlog, GatedSync, shared_content_problem
-from engine.store.replica import (
-    GateResult,
+from engine.store.backend_replica import BackendReplica
+from engine.store.db import StorageFull, StoreCorrupt, StoreError
+from engine.store.device_replica import DeviceReplica
+from engine.store.gate import Backlog, GatedSync, GateResult, shared_content_problem
+from engine.store.model import (
     RecoveryReport,
-    ReplicaStore,
     RetentionPolicy,
     RideNotEvictable,
     RideOwner,
-    StorageFull,
     StorageStatus,
     SyncState,
     SyncStatus,
     UnknownRide,
 )
+from engine.store.port import StoragePort, StorageTx
+from engine.store.replica import ReplicaStore
 from engine.store.writer import StoreWriter, WriterFailed
 
 __all__ = [
+    "BackendReplica",
     "Backlog",
+    "DeviceReplica",
     "GateResult",
     "GatedSync",
     "RecoveryReport",
@@ -27,7 +31,9 @@ __all__ = [
     "RideNotEvictable",
     "RideOwner",
     "StorageFull",
+    "StoragePort",
     "StorageStatus",
+    "StorageTx",
     "StoreCorrupt",
     "StoreError",
     "StoreWriter",

@@ -52,6 +52,10 @@ class StoreCorrupt(StoreError):
     """The store file itself is unreadable (not a database, empty, or malformed)."""
 
 
+class StorageFull(StoreError):
+    """SQLite could not write: the disk (or the database's page limit) is full."""
+
+
 def connect(data_dir: Path, *, quick_check: bool = True) -> sqlite3.Connection:
     """Open (or create) the replica's file. `quick_check=False` for a second connection to a file the
     store has just checked (its write-behind writer)."""

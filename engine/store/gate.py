@@ -38,17 +38,43 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from engine.crdt import ChangeInfo, CrdtDoc, CrdtPanic, SyncSession, inspect_sync_message
 from engine.ride import policy, schema
 from engine.ride.schema import DocKind, DocRef, Phase, Role
 
-if TYPE_CHECKING:
-    from engine.store.replica import GateResult, ReplicaStore
-
 _EDIT_KEY = re.compile(r"edit\.([0-9a-f]{2,64})\.([1-9][0-9]{0,9})")  # fullmatch: `$` passes a "\n"
 _FIXED = {"schema": schema.SCHEMA_VERSION, "kind": DocKind.SHARED.value}
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """The outcome of a gated sync message. On rejection nothing changed; drop the connection's session."""
+
+    accepted: bool
+    new_changes: tuple[ChangeInfo, ...] = ()
+    reason: str = ""
+    # why it was refused, for metrics: actor | not_allowed | counter | content | panic | backlog
+    code: str = ""
+
+
+class GateStore(Protocol):
+    """What the gate needs from a replica store (the backend's `ReplicaStore` is one)."""
+
+    def ref(self, doc_id: str) -> DocRef: ...
+
+    def doc(self, doc_id: str) -> CrdtDoc: ...
+
+    def phase(self, ride_id: str) -> Phase: ...
+
+    def actor_owner(self, actor: bytes) -> tuple[str, Role] | None: ...
+
+    def bind_actor(self, actor: bytes, device: str, role: Role) -> bool: ...
+
+    def merge_remote(self, doc_id: str, other: CrdtDoc) -> list[bytes]: ...
+
+    def reload(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -79,7 +105,7 @@ class GatedSync:
 
     def __init__(
         self,
-        store: ReplicaStore,
+        store: GateStore,
         doc_id: str,
         session: SyncSession | None = None,
         backlog: Backlog | None = None,
@@ -142,8 +168,6 @@ class GatedSync:
         return message
 
     def receive(self, data: bytes, *, device: str, role: Role) -> GateResult:
-        from engine.store.replica import GateResult
-
         store = self.store
         ref = store.ref(self.doc_id)
         info = inspect_sync_message(data)

@@ -20,15 +20,15 @@ RIDE = "ride-g"
 def push(sender: CrdtDoc, backend: ReplicaStore, ref: DocRef, device: str, role: Role) -> GateResult:
     """Run a sync conversation from `sender` to the backend, gated; stop at the first rejection."""
     backend.ensure_doc(ref)
-    mine, theirs = SyncSession(), SyncSession()
+    mine, gated = SyncSession(), backend.gated_sync(ref.doc_id)
     result = GateResult(accepted=True)
     for _ in range(20):
         msg = mine.generate(sender)
         if msg is not None:
-            result = backend.receive_sync_gated(ref.doc_id, theirs, msg, device=device, role=role)
+            result = gated.receive(msg, device=device, role=role)
             if not result.accepted:
                 return result
-        reply = theirs.generate(backend.doc(ref.doc_id))
+        reply = gated.generate()
         if reply is not None:
             mine.receive(sender, reply)
         if msg is None and reply is None:
@@ -156,7 +156,7 @@ def test_garbage_sync_bytes_change_nothing(open_replica: Open) -> None:
     backend.ensure_doc(ref)
     before = backend.heads(ref.doc_id)
     with pytest.raises(CrdtDecodeError):
-        backend.receive_sync_gated(ref.doc_id, SyncSession(), b"\x42\x00garbage", device="x", role=Role.APP)
+        backend.gated_sync(ref.doc_id).receive(b"\x42\x00garbage", device="x", role=Role.APP)
     assert backend.heads(ref.doc_id) == before
 
 
@@ -171,14 +171,14 @@ def test_device_side_sync_persists_before_returning(open_replica: Open) -> None:
     backend.finalize(RIDE)
     for ref in backend.ride_refs(RIDE):
         bike.ensure_doc(ref)
-        mine, theirs = SyncSession(), SyncSession()
+        mine, gated = SyncSession(), backend.gated_sync(ref.doc_id)
         for _ in range(20):
-            msg = backend.generate_sync(ref.doc_id, theirs)
+            msg = gated.generate()
             if msg is not None:
                 bike.receive_sync(ref.doc_id, mine, msg)
             reply = bike.generate_sync(ref.doc_id, mine)
             if reply is not None:
-                backend.receive_sync_gated(ref.doc_id, theirs, reply, device="bike-1", role=Role.BIKE)
+                assert gated.receive(reply, device="bike-1", role=Role.BIKE).accepted
             if msg is None and reply is None:
                 break
     bike.close()  # no explicit persist: receive_sync already made it durable

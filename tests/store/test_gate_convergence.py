@@ -28,13 +28,13 @@ def sync_doc(device: ReplicaStore, backend: ReplicaStore, ref: DocRef, device_id
     """One connection's sync of one document, device ⇄ backend (gated); the number of round trips."""
     backend.ensure_doc(ref)
     device.ensure_doc(ref)
-    mine, theirs = SyncSession(), SyncSession()
+    mine, gated = SyncSession(), backend.gated_sync(ref.doc_id)
     for rounds in range(1, MAX_ROUNDS + 1):
         msg = device.generate_sync(ref.doc_id, mine)
         if msg is not None:
-            result = backend.receive_sync_gated(ref.doc_id, theirs, msg, device=device_id, role=role)
+            result = gated.receive(msg, device=device_id, role=role)
             assert result.accepted, result.reason
-        reply = backend.generate_sync(ref.doc_id, theirs)
+        reply = gated.generate()
         if reply is not None:
             device.receive_sync(ref.doc_id, mine, reply)
         if msg is None and reply is None:

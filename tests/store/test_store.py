@@ -15,6 +15,7 @@ from engine.ride.schema import Phase, Role, shared_ref
 from engine.store import ReplicaStore, RideNotEvictable, StoreCorrupt, SyncState
 from engine.store import db as store_db
 from engine.store.db import DB_NAME
+from engine.store.sqlite import SqliteStorage
 
 from .conftest import Clock, make_sample
 
@@ -276,7 +277,7 @@ def test_a_panic_reloads_the_replica_from_disk(open_replica: Open) -> None:
         with poisoned._doc.transaction() as tx:
             tx.put(ROOT, "c", ScalarType.Counter, 1)
 
-    with pytest.raises(CrdtPanic), bike._crdt_guard():
+    with pytest.raises(CrdtPanic), bike.documents.guard():
         poisoned._call(write_counter, mutating=True)
     assert poisoned.poisoned
     assert bike.doc(doc_id) is not poisoned and bike.actor != old_actor
@@ -290,7 +291,8 @@ def test_full_disk_keeps_recording_in_memory_and_logs_once_space_returns(
     bike.start_ride(RIDE)
     bike.append_samples(RIDE, [make_sample(i) for i in range(5)])
     bike.fold(RIDE)
-    conn = bike._conn
+    assert isinstance(bike.storage, SqliteStorage)
+    conn = bike.storage.conn
     (pages,) = conn.execute("PRAGMA page_count").fetchone()
     conn.execute(f"PRAGMA max_page_count={pages}")  # SQLite now answers SQLITE_FULL, as on a full disk
     with caplog.at_level(logging.CRITICAL):

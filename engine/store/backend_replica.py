@@ -1,0 +1,81 @@
+"""The backend replica: the core plus end events, finalization, ride owners and the gate."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from engine.ride import documents, policy, schema
+from engine.ride.schema import DocRef, Phase, Role
+from engine.store.core import ReplicaCore
+from engine.store.db import StoreError
+from engine.store.gate import Backlog, GatedSync
+from engine.store.model import RideOwner
+
+
+class BackendReplica(ReplicaCore):
+    """The backend's replica: gates what devices send, records end events, finalizes, binds ride owners."""
+
+    roles: ClassVar[frozenset[Role]] = frozenset({Role.BACKEND})
+
+    def record_end_event(
+        self, ride_id: str, key: str, device: str, role: str, t: float | None = None
+    ) -> bool:
+        """Backend: an end event (idempotency key) received from a device. True the first time only."""
+        own = self._own_backend(ride_id)
+        with self.documents.guard():
+            wrote = documents.record_end_event(
+                self.doc(own.doc_id), key, self._clock() if t is None else t, device, role
+            )
+        self.persist(own.doc_id)
+        return wrote
+
+    def finalize(self, ride_id: str, t: float | None = None) -> policy.RideView:
+        """Backend: write the official totals once the bike's declared samples are all here."""
+        own = self._own_backend(ride_id)
+        view = self.view(ride_id)
+        if view.phase is Phase.FINALIZED:
+            return view
+        if not view.ready_to_finalize:
+            raise StoreError(
+                f"ride {ride_id} is not ready to finalize: {view.phase.label}, missing {view.missing_samples}"
+            )
+        with self.documents.guard():
+            documents.write_finalization(
+                self.doc(own.doc_id), self._clock() if t is None else t, view.totals, view.samples
+            )
+        self.persist(own.doc_id)
+        return self.view(ride_id)
+
+    def _own_backend(self, ride_id: str) -> DocRef:
+        if self.role is not Role.BACKEND:
+            raise StoreError("only the backend writes end events and finalization")
+        ref = schema.own_ref(ride_id, self.device_id, Role.BACKEND)
+        assert ref is not None
+        doc = self.ensure_doc(ref)
+        with self.documents.guard():
+            documents.init_doc(doc, ref)
+        shared_ref = schema.shared_ref(ride_id)
+        shared = self.ensure_doc(shared_ref)
+        with self.documents.guard():
+            documents.index_doc(shared, ref)
+        self.persist_if_dirty(shared_ref.doc_id)
+        return ref
+
+    def gated_sync(self, doc_id: str, backlog: Backlog | None = None) -> GatedSync:
+        """A new gated sync of `doc_id` for one connection (engine/store/gate.py): `receive(data, device=,
+        role=)` and `generate()`. A server keeps one per connection and document, all sharing the
+        connection's `backlog` (the limit on changes queued unapplied)."""
+        self.ref(doc_id)
+        return GatedSync(self, doc_id, backlog=backlog)
+
+    def bind_ride_owner(
+        self, ride_id: str, device: str, *, rider: str | None = None, class_id: str | None = None
+    ) -> RideOwner:
+        """Trust on first use: `device` owns `ride_id` unless someone owns it already (SyncBook)."""
+        return self.book.bind_ride_owner(ride_id, device, rider=rider, class_id=class_id)
+
+    def complete_ride_owner(
+        self, ride_id: str, *, rider: str | None = None, class_id: str | None = None
+    ) -> RideOwner:
+        """Fill in the owner's rider and class where they are still unset; a value once set stays."""
+        return self.book.complete_ride_owner(ride_id, rider=rider, class_id=class_id)

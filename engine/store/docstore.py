@@ -1,0 +1,400 @@
+"""The document store: every ride document this replica holds, loaded from and persisted to the storage
+port, and the per-ride state the layers above keep (one `Ride` per ride: evicting it is one `del`).
+
+Persistence: `persist` stores every change of a document not yet on disk as one record (with the caller's
+extra writes in the same transaction); every `compact_every` records, `compact` replaces them with a
+snapshot. Loading replays snapshot + records in one Automerge `load`, record by record if that fails, and
+reports (never raises) what it had to skip; a document whose history came back incomplete is `degraded`
+and never compacted, so its damaged rows are not overwritten by a document that lacks their content.
+
+Panic guard: every Automerge call runs under `guard()`. A panic calls `on_panic` (the replica reloads
+everything from disk under a fresh actor; the poisoned document stays in engine.crdt's graveyard) and
+re-raises; nothing from the poisoned document was persisted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from engine.crdt import ChangeInfo, CrdtDecodeError, CrdtDoc, CrdtPanic
+from engine.ride import documents, policy, schema
+from engine.ride.model import BackendDoc, DeviceDoc, RideDocs, SharedDoc
+from engine.ride.samples import Sample
+from engine.ride.schema import DocKind, DocRef, Phase
+from engine.store.model import RecoveryReport, SyncState, SyncStatus, UnknownRide
+from engine.store.port import Job, StoragePort, StorageTx
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COMPACT_EVERY = 256
+UnloggedRow = tuple[str, str, int, bytes]
+
+
+@dataclass(slots=True)
+class OpenDoc:
+    ref: DocRef
+    doc: CrdtDoc
+    persisted: list[bytes]
+    records: int = 0
+    degraded: bool = False
+    # The last full decode and the heads it was made at: views re-decode only documents that changed.
+    decoded: tuple[tuple[bytes, ...], DeviceDoc | BackendDoc | SharedDoc] | None = None
+    acked: dict[str, list[bytes]] = field(default_factory=dict)  # peer -> heads it acknowledged
+
+    def decode(self) -> DeviceDoc | BackendDoc | SharedDoc:
+        heads = tuple(self.doc.heads())
+        if self.decoded is None or self.decoded[0] != heads:
+            self.decoded = (heads, documents.decode(self.doc, self.ref))
+        return self.decoded[1]
+
+
+@dataclass(slots=True, eq=False)
+class Ride:
+    """Everything this replica keeps in memory about one ride."""
+
+    ride_id: str
+    docs: dict[str, OpenDoc] = field(default_factory=dict)
+    listed: bool = False  # its row in the rides table is written (or queued)
+    status: SyncStatus | None = None
+    phase: tuple[tuple[tuple[str, tuple[bytes, ...]], ...], Phase] | None = None
+    # Sample log (bike and app): None until the ride is started or recovered here.
+    seqs: set[int] | None = None  # seqs this device's own document holds
+    pending: dict[int, Sample] | None = None  # logged, not yet folded into the document
+    unlogged: list[UnloggedRow] = field(default_factory=list)  # not logged: the disk was full
+    last_fold: float | None = None
+    top: int | None = None  # highest seq this device recorded, once known
+
+    def forget_documents(self) -> None:
+        """Drop what depends on the in-memory documents (they are about to be loaded again)."""
+        self.docs = {}
+        self.phase = None
+        self.seqs = None
+        self.pending = None
+        self.top = None
+
+
+class DocumentStore:
+    def __init__(
+        self,
+        storage: StoragePort,
+        *,
+        actor: bytes,
+        clock: Callable[[], float],
+        on_panic: Callable[[], None],
+        compact_every: int = DEFAULT_COMPACT_EVERY,
+    ) -> None:
+        self.storage = storage
+        self.actor = actor
+        self.compact_every = compact_every
+        self.recovery = RecoveryReport()
+        self._clock = clock
+        self._on_panic = on_panic
+        self.rides: dict[str, Ride] = {}
+        self.docs: dict[str, OpenDoc] = {}  # the same entries as the rides hold, by doc id
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        try:
+            yield
+        except CrdtPanic:
+            log.critical("automerge panicked; reloading the replica from disk")
+            self._on_panic()
+            raise
+
+    def reset(self, actor: bytes) -> None:
+        """Forget every in-memory document (before loading them again under `actor`)."""
+        self.actor = actor
+        self.docs.clear()
+        for ride in self.rides.values():
+            ride.forget_documents()
+        self.recovery = RecoveryReport()
+
+    # -- rides ----------------------------------------------------------------------------------------
+
+    def ride(self, ride_id: str) -> Ride:
+        ride = self.rides.get(ride_id)
+        if ride is None:
+            ride = self.rides[ride_id] = Ride(ride_id)
+        return ride
+
+    def listed(self) -> list[str]:
+        return sorted(r.ride_id for r in self.rides.values() if r.listed)
+
+    def is_listed(self, ride_id: str) -> bool:
+        ride = self.rides.get(ride_id)
+        return ride is not None and ride.listed
+
+    def ensure_ride_row(self, ride_id: str) -> Ride:
+        ride = self.ride(ride_id)
+        if ride.listed:
+            return ride
+        now = self._clock()
+        state, reason = SyncState.SYNCING.value, "not yet synced"
+        self.storage.write(lambda tx: tx.add_ride(ride_id, now, state, reason))
+        ride.listed = True
+        ride.status = SyncStatus(ride_id, SyncState.SYNCING, "not yet synced", now)
+        return ride
+
+    def drop_ride(self, ride_id: str) -> None:
+        ride = self.rides.pop(ride_id, None)
+        if ride is not None:
+            for doc_id in ride.docs:
+                del self.docs[doc_id]
+
+    # -- loading --------------------------------------------------------------------------------------
+
+    def load_all(self) -> list[str]:
+        """Load every document; returns the rides whose sample log recovery should replay, in order."""
+        for doc_id, ride_id, kind, device in self.storage.docs():
+            try:
+                ref = DocRef(schema.check_ride_id(ride_id), DocKind(kind), device)
+            except (ValueError, TypeError):
+                self.recovery.problem(f"doc {doc_id!r}: unreadable ride/kind/device; skipped")
+                continue
+            if ref.doc_id != doc_id:
+                self.recovery.problem(f"doc {doc_id}: id does not match its ride/kind/device; skipped")
+                continue
+            self._add_entry(self._load_doc(ref))
+            self.recovery.docs_loaded += 1
+        # Rides are found wherever they left a trace, so a damaged `rides` row cannot hide unfolded samples.
+        listed = {row.ride_id for row in self.storage.rides()}
+        for ride_id in listed:
+            self.ride(ride_id).listed = True
+        traced = self.storage.sample_rides() | {e.ref.ride_id for e in self.docs.values()}
+        out = []
+        for ride_id in sorted(listed | traced):
+            try:
+                schema.check_ride_id(ride_id)
+            except ValueError:
+                self.recovery.problem(f"ride {ride_id!r}: unreadable id; its raw samples are not replayed")
+                continue
+            if ride_id not in listed:
+                self.recovery.problem(f"ride {ride_id}: missing from the rides table; restored as syncing")
+                self.ensure_ride_row(ride_id)
+            out.append(ride_id)
+        return out
+
+    def _load_doc(self, ref: DocRef) -> OpenDoc:
+        doc_id = ref.doc_id
+        report = self.recovery
+        base = b""
+        expected: list[bytes] = []
+        lost_snapshot = False
+        snapshot = self.storage.snapshot(doc_id)
+        if snapshot is not None:
+            if not snapshot.intact:
+                report.problem(
+                    f"doc {doc_id}: snapshot checksum mismatch ({len(snapshot.data)} bytes); skipped"
+                )
+                lost_snapshot = True
+            elif not snapshot.data:
+                report.problem(f"doc {doc_id}: empty snapshot; skipped")
+                lost_snapshot = True
+            else:
+                base = snapshot.data
+                expected = snapshot.heads
+        good: list[bytes] = []
+        skipped = 0
+        for record in self.storage.change_records(doc_id):
+            if not record.intact:
+                report.problem(
+                    f"doc {doc_id}: change record {record.id} is corrupt ({len(record.data)} bytes); skipped"
+                )
+                skipped += 1
+                continue
+            good.append(record.data)
+            expected = record.heads
+        report.records_skipped += skipped
+        doc = self._load_crdt(doc_id, base, good)
+        open_doc = OpenDoc(ref, doc, doc.heads(), records=len(good) + skipped)
+        if lost_snapshot or (expected and sorted(expected) != open_doc.persisted):
+            # Compacting now would overwrite the damaged rows with a document that lacks their content;
+            # keep them (and the raw log) until a peer resyncs what is missing.
+            open_doc.degraded = True
+            report.problem(
+                f"doc {doc_id}: history incomplete after skipped records; not compacted until resynced"
+            )
+        return open_doc
+
+    def _load_crdt(self, doc_id: str, base: bytes, chunks: list[bytes]) -> CrdtDoc:
+        try:
+            return CrdtDoc.load(base + b"".join(chunks), self.actor)
+        except CrdtDecodeError as exc:
+            self.recovery.problem(f"doc {doc_id}: bulk load failed ({exc}); loading record by record")
+        try:
+            doc = CrdtDoc.load(base, self.actor)
+        except CrdtDecodeError as exc:
+            self.recovery.problem(
+                f"doc {doc_id}: snapshot unreadable ({exc}); starting from its change records"
+            )
+            doc = CrdtDoc.new(self.actor)
+        for chunk in chunks:
+            try:
+                doc.apply_changes([chunk])
+            except CrdtDecodeError as exc:
+                self.recovery.problem(f"doc {doc_id}: change record unreadable ({exc}); skipped")
+                self.recovery.records_skipped += 1
+        return doc
+
+    # -- documents ------------------------------------------------------------------------------------
+
+    def ensure_doc(self, ref: DocRef) -> CrdtDoc:
+        """The document `ref`, created empty (registered, nothing written) if this replica lacks it.
+
+        A sync endpoint calls this for a document a peer offers; the empty document then receives it."""
+        entry = self.docs.get(ref.doc_id)
+        if entry is None:
+            self.ensure_ride_row(ref.ride_id)
+            doc_id, ride_id, kind, device = ref.doc_id, ref.ride_id, ref.kind.value, ref.device
+            self.storage.write(lambda tx: tx.add_doc(doc_id, ride_id, kind, device))
+            doc = CrdtDoc.new(self.actor)
+            entry = self._add_entry(OpenDoc(ref, doc, doc.heads()))
+        return entry.doc
+
+    def _add_entry(self, entry: OpenDoc) -> OpenDoc:
+        self.docs[entry.ref.doc_id] = entry
+        self.ride(entry.ref.ride_id).docs[entry.ref.doc_id] = entry
+        return entry
+
+    def ride_entries(self, ride_id: str) -> list[OpenDoc]:
+        ride = self.rides.get(ride_id)
+        return [] if ride is None else list(ride.docs.values())
+
+    def ride_refs(self, ride_id: str) -> list[DocRef]:
+        """The documents of `ride_id` this replica holds, plus any the shared index names that it lacks."""
+        refs = {e.ref.doc_id: e.ref for e in self.ride_entries(ride_id)}
+        shared = self.docs.get(schema.shared_ref(ride_id).doc_id)
+        if shared is not None:
+            decoded = shared.decode()
+            if isinstance(decoded, SharedDoc):
+                for ref in decoded.index:
+                    refs.setdefault(ref.doc_id, ref)
+        return sorted(refs.values(), key=lambda r: r.doc_id)
+
+    def entry(self, doc_id: str) -> OpenDoc:
+        entry = self.docs.get(doc_id)
+        if entry is None:
+            raise UnknownRide(f"no document {doc_id} in this replica")
+        return entry
+
+    def doc_seqs(self, ref: DocRef) -> set[int]:
+        entry = self.docs.get(ref.doc_id)
+        if entry is None:
+            return set()
+        decoded = entry.decode()
+        return {s.seq for s in decoded.samples} if isinstance(decoded, DeviceDoc) else set()
+
+    def changes_since(self, doc_id: str, heads: Iterable[bytes]) -> list[ChangeInfo]:
+        return self.entry(doc_id).doc.changes_since(heads)
+
+    # -- persistence ----------------------------------------------------------------------------------
+
+    def persist(self, doc_id: str, extra: Callable[[StorageTx], None] | None = None) -> int:
+        """Store every change of `doc_id` not yet on disk as one record, in one transaction (with `extra`
+        writes, if any). Returns the bytes written (0 if nothing was new)."""
+        entry = self.docs[doc_id]
+        with self.guard():
+            changes = entry.doc.changes_since(entry.persisted)
+            heads = entry.doc.heads()
+        if not changes:
+            if extra is not None:
+                self.storage.write(extra)
+            return 0
+        data = b"".join(c.data for c in changes)
+
+        def write(tx: StorageTx) -> None:
+            tx.append_change(doc_id, data, heads)
+            if extra is not None:
+                extra(tx)
+
+        self.storage.write(write)
+        entry.persisted = heads
+        entry.records += 1
+        if entry.records >= self.compact_every:
+            self.compact(doc_id)
+        return len(data)
+
+    def persist_if_dirty(self, doc_id: str) -> None:
+        entry = self.docs[doc_id]
+        if entry.doc.heads() != entry.persisted:
+            self.persist(doc_id)
+
+    def merge_remote(self, doc_id: str, other: CrdtDoc) -> list[bytes]:
+        """Merge a (gated) fork into the document and persist; returns the new heads."""
+        entry = self.docs[doc_id]
+        with self.guard():
+            new = entry.doc.merge(other)
+        self.persist(doc_id)
+        return new
+
+    def apply_changes(self, doc_id: str, chunks: Iterable[bytes]) -> list[bytes]:
+        entry = self.docs[doc_id]
+        with self.guard():
+            new = entry.doc.apply_changes(chunks)
+        self.persist(doc_id)
+        return new
+
+    def compact(self, doc_id: str) -> int:
+        """Fold the document's change records into one snapshot. Returns the snapshot size (0 if skipped:
+        a document with an incomplete history keeps its records until it is resynced)."""
+        entry = self.docs[doc_id]
+        if entry.degraded:
+            log.warning("not compacting a document with an incomplete history", extra={"doc_id": doc_id})
+            return 0
+        self.persist_if_dirty(doc_id)
+        with self.guard():
+            data = entry.doc.save()
+            heads = entry.doc.heads()
+        job: Job = lambda tx: tx.put_snapshot(doc_id, data, heads)  # noqa: E731
+        self.storage.write(job)
+        entry.records = 0
+        return len(data)
+
+    # -- views ----------------------------------------------------------------------------------------
+
+    def ride_docs(self, ride_id: str, owner: str | None) -> RideDocs:
+        shared = None
+        devices = []
+        backends = []
+        for entry in sorted(self.ride_entries(ride_id), key=lambda e: e.ref.doc_id):
+            decoded = entry.decode()
+            if isinstance(decoded, SharedDoc):
+                shared = decoded
+            elif isinstance(decoded, BackendDoc):
+                backends.append(decoded)
+            else:
+                devices.append(decoded)
+        return RideDocs(
+            ride_id=ride_id, shared=shared, devices=tuple(devices), backends=tuple(backends), owner=owner
+        )
+
+    def phase(self, ride_id: str, owner: str | None) -> Phase:
+        """The ride's phase from claims and finalization only (no sample decoding): cheap per message, and
+        cached until one of the ride's device or backend documents changes (a gate asks on every message).
+        Another bike's document never counts in a ride with an `owner` (policy rule 2)."""
+        entries = [
+            e
+            for e in self.ride_entries(ride_id)
+            if e.ref.kind is not DocKind.SHARED
+            and (owner is None or e.ref.kind is not DocKind.BIKE or e.ref.device == owner)
+        ]
+        with self.guard():
+            key = tuple((e.ref.doc_id, tuple(e.doc.heads())) for e in entries)
+        ride = self.rides.get(ride_id)
+        if ride is not None and ride.phase is not None and ride.phase[0] == key:
+            return ride.phase[1]
+        devices = []
+        backends = []
+        for entry in entries:
+            decoded = documents.decode(entry.doc, entry.ref, samples=False)
+            if isinstance(decoded, DeviceDoc):
+                devices.append(decoded)
+            elif isinstance(decoded, BackendDoc):
+                backends.append(decoded)
+        phase = policy.phase_of(devices, backends)
+        if ride is not None:
+            ride.phase = (key, phase)
+        return phase
