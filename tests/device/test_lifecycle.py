@@ -48,6 +48,15 @@ def check_rule_8(view: dict[str, Any], bike_data: Path, device: str, ride_id: st
     return after
 
 
+async def until_samples_on_backend(backend: Backend, ride_id: str, token: str, device: str) -> None:
+    """Wait (bounded by the caller's hang guard) until the backend holds samples of the bike: a first sync
+    can reconcile an empty ride, and an end before any sample is not what these tests are about."""
+    while True:
+        if (await backend.ride(ride_id, token))["samples"].get(device):
+            return
+        await asyncio.sleep(0.1)  # polling a remote view: nothing here could set an event
+
+
 async def test_an_end_from_the_app_stops_the_bike(backend: Backend, tmp_path: Path) -> None:
     bike_token = backend.token("bike", "bike-l1", rider="lee")
     app_token = backend.token("app", "tablet-l1", rider="lee")
@@ -57,6 +66,7 @@ async def test_an_end_from_the_app_stops_the_bike(backend: Backend, tmp_path: Pa
             stderr_path=tmp_path / "logs" / "ride.log",
         )
         await bike.wait_line(lambda o: o.get("event") == "sync" and o["state"] == "reconciled")
+        await until_samples_on_backend(backend, "r-l1", bike_token, "bike-l1")
         app = await spawn(
             *app_cmd(backend.url, app_token, "r-l1", tmp_path / "app", "--end"),
             stderr_path=tmp_path / "logs" / "app.log",
@@ -87,6 +97,7 @@ async def test_a_bike_offline_across_the_end_stops_when_it_reconnects(
             stderr_path=tmp_path / "logs" / "ride.log",
         )
         await bike.wait_line(lambda o: o.get("event") == "sync" and o["state"] == "reconciled")
+        await until_samples_on_backend(backend, "r-l2", bike_token, "bike-l2")
         proxy.partition()
         await bike.wait_line(lambda o: o.get("event") == "sync" and o["state"] == "failed")
         # The tablet, still online, ends the ride while the bike cannot hear of it.
@@ -123,6 +134,7 @@ async def test_bike_and_app_ending_in_the_same_second_count_once(backend: Backen
             stderr_path=tmp_path / "logs" / "ride.log",
         )
         await bike.wait_line(lambda o: o.get("event") == "sync" and o["state"] == "reconciled")
+        await until_samples_on_backend(backend, "r-l3", bike_token, "bike-l3")
         # Ctrl-C on the bike and --end on the tablet at the same moment.
         bike.proc.send_signal(signal.SIGINT)
         app = await spawn(
