@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from engine.crdt import CrdtDecodeError
 from engine.device.syncmsg import SyncMessageError, announced_heads
 from engine.sync import wire
 
@@ -64,7 +65,7 @@ class ClientDocuments(Protocol):
 
     def receive(self, doc_id: str, data: bytes) -> bool:
         """Apply a sync message and persist it before returning; True if it brought new changes.
-        Raises ValueError (e.g. CrdtDecodeError) for bytes that are not a sync message."""
+        Raises ValueError or CrdtDecodeError for bytes that are not a sync message."""
         ...
 
     def covers(self, doc_id: str, their_heads: Sequence[bytes]) -> bool:
@@ -258,7 +259,9 @@ class ClientSession:
         try:
             their_heads = announced_heads(data)
             changed = self.documents.receive(doc_id, data)
-        except (SyncMessageError, ValueError) as exc:
+        # CrdtDecodeError is not a ValueError: bytes whose header parses (b"\x42\x00") can still fail
+        # Automerge's own decoding, and that too is the peer's protocol error, never this replica's crash.
+        except (SyncMessageError, ValueError, CrdtDecodeError) as exc:
             return self.fail(f"bad sync message for {doc_id}: {exc}")
         self._unavailable.discard(doc_id)
         effects: list[Effect] = [Changed(doc_id)] if changed else []
