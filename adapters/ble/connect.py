@@ -33,6 +33,7 @@ __all__ = [
     "NotAHeartRateDevice",
     "StrapConnectError",
     "StrapConnectTimeout",
+    "WrongDevice",
     "connect_strap",
 ]
 
@@ -54,8 +55,12 @@ class BluezTooOld(RuntimeError):
         self.address = address
 
 
-class NotAHeartRateDevice(LookupError):
-    """The named device connected but serves no Heart Rate service: the wrong device was named."""
+class WrongDevice(LookupError):
+    """The named device connected but serves nothing this source reads: the wrong device was named."""
+
+
+class NotAHeartRateDevice(WrongDevice):
+    """The named device connected but serves no Heart Rate service."""
 
     def __init__(self, selector: str, address: str) -> None:
         super().__init__(
