@@ -135,7 +135,7 @@ async def open_bike_sources(
         on_radio = len(sim.straps) + len(sim.bikes)
         if on_radio + n > adapter.budget.slots:
             raise AdapterBudgetError(
-                f"{n} simulated bikes and {on_radio} devices already on adapter {adapter.name} need "
+                f"{n} simulated bike(s) and {on_radio} device(s) already on adapter {adapter.name} need "
                 f"{on_radio + n} connection slots, it has {adapter.budget.slots}: use fewer"
             )
         bikes = [await sim.add_bike(kind) for kind in kinds]
