@@ -52,6 +52,12 @@ _GONE = {SourceState.LOST, SourceState.STALE, SourceState.FAILED, SourceState.CL
 _BIKE_KINDS = {Kind.CADENCE, Kind.POWER, Kind.RESISTANCE, Kind.SPEED}
 
 
+def short_names(service_uuids: list[str]) -> list[str]:
+    """The profile names of the advertised services, for logs and JSON: ftms, cps, csc, hrs."""
+    names = {"1826": "ftms", "1818": "cps", "1816": "csc", "180d": "hrs"}
+    return [names.get(u[4:8].lower(), u) for u in service_uuids]
+
+
 def _clamp(value: float, low: int, high: int) -> int:
     return max(low, min(high, round(value)))
 

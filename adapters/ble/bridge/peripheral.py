@@ -73,6 +73,11 @@ def _transport_hint(transport: str) -> str:
     return "use sim, usb:N, hci-socket:N, serial:PORT,BAUD or another bumble transport"
 
 
+def _reason(exc: Exception) -> str:
+    # bumble asserts on a transport without its parameters ("usb" for "usb:0"): an empty message.
+    return str(exc) or f"{type(exc).__name__} (missing or malformed transport parameters?)"
+
+
 @dataclass(slots=True)
 class BridgeStats:
     notifications: int = 0  # measurement notifications sent (one per characteristic per round)
@@ -247,7 +252,7 @@ async def _open_device(transport: str, name: str, address: str, stack: contextli
             hci_transport = await open_transport(transport)
     except Exception as exc:  # bumble raises a different type per transport; all mean "cannot open"
         raise BridgeTransportError(
-            f"cannot open Bluetooth transport {transport!r}: {exc or type(exc).__name__}; "
+            f"cannot open Bluetooth transport {transport!r}: {_reason(exc)}; "
             f"{_transport_hint(transport)} ({HELP_URL})"
         ) from None
     stack.push_async_callback(hci_transport.close)
@@ -257,7 +262,7 @@ async def _open_device(transport: str, name: str, address: str, stack: contextli
             await device.power_on()
     except Exception as exc:
         raise BridgeTransportError(
-            f"the controller on {transport!r} did not start: {exc or type(exc).__name__}; "
+            f"the controller on {transport!r} did not start: {_reason(exc)}; "
             f"{_transport_hint(transport)} ({HELP_URL})"
         ) from None
     return device
