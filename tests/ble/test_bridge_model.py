@@ -238,6 +238,8 @@ def test_advertisement_fits_and_carries_the_services_and_ftms_service_data(name:
     assert len(data) <= ADVERTISING_MAX and len(scan_response) <= ADVERTISING_MAX
     ad = AdvertisingData.from_bytes(data)
     uuids = ad.get(AdvertisingData.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS)
-    assert [u.to_hex_str() for u in uuids] == ["1826", "1818", "1816", "180D"]
-    assert bytes(ad.get(AdvertisingData.SERVICE_DATA_16_BIT_UUID)[1]) == bytes([0x01, 0x20, 0x00])
+    assert uuids is not None and [u.to_hex_str() for u in uuids] == ["1826", "1818", "1816", "180D"]
+    service_data = ad.get(AdvertisingData.SERVICE_DATA_16_BIT_UUID)
+    assert service_data is not None and service_data[0].to_hex_str() == "1826"
+    assert bytes(service_data[1]) == bytes([0x01, 0x20, 0x00])  # available; indoor bike
     assert AdvertisingData.from_bytes(scan_response).get(AdvertisingData.COMPLETE_LOCAL_NAME) == name
