@@ -242,3 +242,81 @@ async def test_transport_that_cannot_open_is_one_json_error_and_records_nothing(
     message = json.loads(lines[0])["error"]
     assert f"tcp-client:127.0.0.1:{closed_port}" in message and "adapters/ble/README.md#the-bridge" in message
     assert not (data / "replicas").exists() and not any(data.rglob("*.sqlite*"))
+
+
+async def test_bridge_command_rides_advertises_and_reads_back(server: Server, tmp_path: Path) -> None:
+    """The command itself: `ridesync bridge --transport sim --readback` on a simulated serial bike records
+    and syncs the ride, and ridesync's BLE bike source reads the bridge back on the simulated radio."""
+    argv = [
+        sys.executable, "-m", "engine.cli.main", "bridge", "--transport", "sim", "--readback",
+        "--serial", "sim", "--backend", server.url, "--token", server.token("bike", "bike-2"),
+        "--data", str(tmp_path / "bike"), "--duration", "6", "--speed", "2", "--json",
+    ]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ}
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), HANG_GUARD_S)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert lines[0] == {
+        "event": "bridge",
+        "state": "advertising",
+        "transport": "sim",
+        "name": "ridesync bridge",
+        "address": "F0:52:53:42:52:01",
+        "services": ["ftms", "cps", "csc"],
+    }
+    readback = [line for line in lines if line.get("event") == "bridge_readback"]
+    assert {line["kind"] for line in readback} >= {"cadence", "power", "speed"}
+    assert any(line["kind"] == "power" and line["value"] > 0 for line in readback)
+    summary = lines[-1]
+    assert summary["sync_state"] == "reconciled" and summary["samples_recorded"] == 6
+    assert summary["bridge"]["centrals_connected"] == 1 and summary["bridge"]["notifications"] > 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--hr", "sim"], "give --serial (or --bike)"),
+        (["--serial", "sim", "--readback", "--transport", "usb:0"], "--readback needs --transport sim"),
+    ],
+)
+def test_bridge_refuses_what_it_cannot_do(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli.main import main
+
+    argv = ["bridge", "--transport", "sim", "--backend", "http://127.0.0.1:1", "--token", "t", *extra]
+    assert main(argv) == 2
+    assert message in json.loads(capsys.readouterr().err)["error"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--ble-name", ""],
+        ["--ble-name", "x" * 30],
+        ["--ble-name", " padded"],
+        ["--ble-address", "00:11:22:33:44:55"],  # not a static random address
+        ["--ble-address", "F0:52:53"],
+    ],
+)
+def test_bad_name_or_address_is_a_usage_error(bad: list[str]) -> None:
+    from engine.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(
+            ["bridge", "--transport", "sim", "--serial", "sim", "--backend", "http://x", "--token", "t", *bad]
+        )
+    assert exited.value.code == 2
+
+
+def test_bench_bridge_reports_both_paths_and_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cli.main import main
+
+    assert main(["bench", "bridge", "--count", "100", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["benchmark"] == "bridge"
+    for path in ("serial_to_ble_notification", "baseline_serial_to_reading", "ble_hop_only"):
+        assert 0 < result[path]["p50_ms"] <= result[path]["p99_ms"] <= result[path]["max_ms"]
+    assert set(result["ratios"]) == {"p50_ble_over_serial", "p99_ble_over_serial"}
