@@ -68,9 +68,9 @@ async def test_each_kind_streams_its_values_with_device_information(
     assert first.extra["device_info"] == info == source.device_info
     assert first.to_json()["device_info"] == info
     measured = {r.kind for r in rec.readings} - {Kind.BATTERY}
-    assert measured == expect
-    assert all(abs(c - 90) <= 3 for c in kinds(rec, Kind.CADENCE))
-    assert all(p == 200.0 for p in kinds(rec, Kind.POWER))
+    assert measured == expect, rec.items
+    assert all(abs(c - 90) <= 3 for c in kinds(rec, Kind.CADENCE)), rec.items
+    assert all(p == 200.0 for p in kinds(rec, Kind.POWER)), rec.items
     assert kinds(rec, Kind.BATTERY)[0] == 91.0
     assert [r.seq for r in rec.readings] == list(range(1, len(rec.readings) + 1))
     assert all(r.source == f"ble-bike:{sim_bike.address}" for r in rec.readings)
