@@ -43,6 +43,9 @@ def test_protocol_modules_are_sans_io() -> None:
     io_modules = {"asyncio", "socket", "serial", "bleak", "bumble", "aiohttp", "os", "select"}
     serial = ROOT / "adapters/serial"
     protocol_files = [ROOT / "adapters/ble/hrm.py", ROOT / "adapters/ble/link_state.py"]
+    protocol_files += [
+        ROOT / f"adapters/ble/{m}.py" for m in ("gatt_fields", "revolutions", "ftms", "cps", "csc")
+    ]
     protocol_files += [serial / "line_protocol.py", serial / "cadence.py", serial / "peloton_readings.py"]
     protocol_files += sorted((serial / "peloton").glob("*.py"))
     offenders = []
