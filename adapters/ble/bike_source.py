@@ -38,12 +38,15 @@ from adapters.ble.bike_services import (
 )
 from adapters.ble.hrm import BATTERY_LEVEL_UUID, HrmError, parse_battery_level
 from adapters.ble.link_source import BleLinkSource, Out, StrapSettings
+from adapters.ble.scan import StrapNotFound
 from engine.readings import Contact, Kind, Reading
 
 log = logging.getLogger(__name__)
 
 # A battery that does not notify is read again this often: it changes over hours, not seconds.
 BATTERY_EVERY_S = 300.0
+# Trainers and pods sleep until pedalled, and many take one central only (Zwift or a watch may hold it).
+BIKE_NOT_FOUND_HINT = "is it powered and awake (pedal to wake it), and not connected to another app or watch?"
 
 
 class BleBikeSource(BleLinkSource):
@@ -79,6 +82,9 @@ class BleBikeSource(BleLinkSource):
                 self._decoder = service.decoder()
                 return
         raise NotABike(self.selector, client.address)
+
+    def _not_found(self, exc: StrapNotFound) -> StrapNotFound:
+        return StrapNotFound(exc.selector, exc.timeout_s, exc.reason, device="bike", hint=BIKE_NOT_FOUND_HINT)
 
     def _measurement_uuid(self) -> str:
         assert self.service is not None, "_check_services picks the service first"

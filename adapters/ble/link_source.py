@@ -233,7 +233,12 @@ class BleLinkSource:
             # (and take the adapter's record of the device) before looking for it.
             self._device = await self.adapter.recover_stale(self.selector)
         if self._device is None or not is_address(self.selector):
-            self._device, _ = await self.adapter.scanner().find(self.selector, self.settings.scan_timeout_s)
+            try:
+                self._device, _ = await self.adapter.scanner().find(
+                    self.selector, self.settings.scan_timeout_s
+                )
+            except StrapNotFound as exc:
+                raise self._not_found(exc) from None
         device = self._device
 
         def on_disconnect(_client: BleakClient) -> None:
@@ -357,6 +362,10 @@ class BleLinkSource:
     def _check_services(self, client: BleakClient) -> None:
         """Raise a `WrongDevice` when the connected device does not serve what this source reads."""
         raise NotImplementedError
+
+    def _not_found(self, exc: StrapNotFound) -> StrapNotFound:
+        """The not-found error as this kind of device should say it (the strap's wording by default)."""
+        return exc
 
     def _measurement_uuid(self) -> str:
         """The characteristic to subscribe to (chosen by `_check_services` for this connection)."""

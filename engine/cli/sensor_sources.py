@@ -66,12 +66,15 @@ async def open_sensor_sources(
 
 def fatal_sensor_error(exc: BaseException) -> str | None:
     """The one-line message of a sensor error no retry can fix (no permission on a serial port, no
-    Bluetooth, BlueZ too old, not a heart-rate device, more straps than adapters), found inside the
+    Bluetooth, BlueZ too old, the wrong kind of device, more devices than adapters), found inside the
     exception groups a TaskGroup wraps it in; None for anything else."""
+    from adapters.ble.factory import HrSpecError
     from adapters.ble.source import FATAL_ERRORS
     from adapters.serial.link import SerialFatal
 
-    if isinstance(exc, (SerialFatal, *FATAL_ERRORS)):
+    # A spec that does not fit (bikes beyond the slots the straps left) can surface from inside the
+    # straps' simulation TaskGroup, so it arrives grouped too.
+    if isinstance(exc, (SerialFatal, HrSpecError, *FATAL_ERRORS)):
         return str(exc)
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:

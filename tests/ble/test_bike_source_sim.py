@@ -4,6 +4,7 @@ peripherals), readings and states out, sharing the strap's adapter."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -22,9 +23,11 @@ from engine.readings import Kind, SourceState
 from .conftest import FAST, Recorder, recording, sim_source
 
 
-def bike(sim: Simulation, address: str, settings: StrapSettings = FAST, **kwargs: float) -> BleBikeSource:
+def bike(
+    sim: Simulation, address: str, settings: StrapSettings = FAST, battery_every_s: float = 300.0
+) -> BleBikeSource:
     adapter = sim.adapters[0].ble_adapter()
-    return BleBikeSource(address, adapter=adapter, settings=settings, **kwargs)
+    return BleBikeSource(address, adapter=adapter, settings=settings, battery_every_s=battery_every_s)
 
 
 def kinds(rec: Recorder, kind: Kind) -> list[float]:
@@ -68,9 +71,9 @@ async def test_each_kind_streams_its_values_with_device_information(
     assert first.extra["device_info"] == info == source.device_info
     assert first.to_json()["device_info"] == info
     measured = {r.kind for r in rec.readings} - {Kind.BATTERY}
-    assert measured == expect
-    assert all(abs(c - 90) <= 3 for c in kinds(rec, Kind.CADENCE))
-    assert all(p == 200.0 for p in kinds(rec, Kind.POWER))
+    assert measured == expect, rec.items
+    assert all(abs(c - 90) <= 3 for c in kinds(rec, Kind.CADENCE)), rec.items
+    assert all(p == 200.0 for p in kinds(rec, Kind.POWER)), rec.items
     assert kinds(rec, Kind.BATTERY)[0] == 91.0
     assert [r.seq for r in rec.readings] == list(range(1, len(rec.readings) + 1))
     assert all(r.source == f"ble-bike:{sim_bike.address}" for r in rec.readings)
@@ -200,3 +203,12 @@ async def test_simulated_bikes_join_the_straps_radio_and_adapter() -> None:
                 pass
     finally:
         await sim.close()
+
+
+async def test_a_bike_that_does_not_advertise_is_retried_with_a_bike_hint(sim: Simulation) -> None:
+    source = bike(sim, "KICKR CORE 0000", settings=replace(FAST, scan_timeout_s=0.3))
+    async with recording(source) as rec:
+        await rec.until(lambda r: r.count_state(SourceState.BACKING_OFF) >= 1)
+    detail = next(s.detail for s in rec.states if s.state is SourceState.BACKING_OFF)
+    assert "no bike matching 'KICKR CORE 0000' advertised within 0.3 s" in detail
+    assert "pedal to wake it" in detail

@@ -124,7 +124,7 @@ def test_a_bike_that_goes_silent_is_stale_then_fresh_again() -> None:
     out: list[SourceItem] = []
     source._on_measurement(bytes([0x01, 0x00]), out.append)  # More Data, no field: valid, no reading
     assert m.tick(1000.0 + source.settings.stale_after_s + 0.1)[0].state is SourceState.STALE
-    source._clock = lambda: 1010.0  # type: ignore[method-assign]
+    source._clock = lambda: 1010.0
     # More Data (no speed), cadence 90 rpm, power 200 W.
     source._on_measurement(bytes([0x45, 0x00, 0xB4, 0x00, 0xC8, 0x00]), out.append)
     states = [i.state for i in out if isinstance(i, SourceEvent)]
@@ -198,11 +198,11 @@ def test_the_simulated_bike_model_round_trips_the_ride_through_the_parsers(kind:
     # FTMS carries the cadence; CPS and CSC derive it from the last whole crank revolutions, so it lies
     # between this second's and the previous second's cadence, give or take a revolution's rounding.
     assert len(cadences) >= 55
-    for got, before, now in cadences:
+    for rpm, before, now in cadences:
         if kind == "ftms":
-            assert got == now
+            assert rpm == now
         else:
-            assert min(before, now) - 3 <= got <= max(before, now) + 3
+            assert min(before, now) - 3 <= rpm <= max(before, now) + 3
 
 
 def test_the_model_counters_wrap_and_a_stopped_crank_reads_zero() -> None:

@@ -171,3 +171,19 @@ def test_three_simulated_ble_bikes_stream_cadence_and_power_through_bleak() -> N
     assert by_service["ftms"]["resistance"] and by_service["csc"]["speed"]
     for source, seq in seqs.items():
         assert seq == list(range(1, len(seq) + 1)), source
+
+
+def test_straps_and_bikes_over_one_simulated_adapter_is_one_line_naming_the_limit() -> None:
+    proc = subprocess.run(
+        [RIDESYNC, "sensors", "--hr", "sim:5", "--bike", "sim:3", "--duration", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert json.loads(proc.stderr)["error"] == (
+        "3 simulated bike(s) and 5 device(s) already on adapter sim0 need 8 connection slots, it has 7: "
+        "use fewer"
+    )
