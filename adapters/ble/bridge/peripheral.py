@@ -300,7 +300,7 @@ async def open_bridge(
         stack.push_async_callback(bridge.close)
         log.info(
             "bridge advertising",
-            extra={"transport": transport, "name": name, "address": address, "hr": with_hr},
+            extra={"transport": transport, "ble_name": name, "address": address, "hr": with_hr},
         )
         async with asyncio.TaskGroup() as tg:
             runner = tg.create_task(bridge.run(), name="bridge")
