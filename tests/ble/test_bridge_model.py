@@ -59,7 +59,7 @@ def test_stopped_crank_repeats_its_last_revolution_and_starts_again() -> None:
     assert crank.fields(T0 + 30.6) == (4, round(30.5 * 1024))
 
 
-@pytest.mark.parametrize("bad", [-30.0, math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("bad", [-30.0, math.nan, math.inf, -math.inf, 251.0, 8.98846567431158e307])
 def test_nonsense_rates_count_as_stopped(bad: float) -> None:
     crank = RevolutionSynth(T0)
     crank.set_rate(T0, bad)
@@ -130,6 +130,15 @@ def test_readings_become_the_three_bike_measurements_and_hr() -> None:
     assert csc.wheel is None and csc.crank == power.crank
     hrm = model.hrm()
     assert hrm is not None and parse_hrm(hrm).hr == 142
+
+
+def test_an_impossible_cadence_is_dropped_not_advertised() -> None:
+    """Found by the property below: a cadence of 9e307 made the crank count infinite revolutions."""
+    model = BridgeModel(T0)
+    model.offer(reading(Kind.CADENCE, 90.0), T0)
+    assert model.offer(reading(Kind.CADENCE, 8.98846567431158e307), T0) == Changed()
+    assert parse_indoor_bike_data(model.ftms()).cadence_rpm == 90.0
+    assert parse_cps(model.cps(T0 + 2.0)).crank == parse_csc(model.csc(T0 + 2.0)).crank
 
 
 def test_a_measured_speed_wins_over_the_derived_one() -> None:

@@ -15,11 +15,23 @@ import math
 
 from adapters.ble.revolutions import EVENT_TIME_MOD
 
+# The fastest rate that is a rate at all: the bound bike_services.MAX_CADENCE_RPM puts on what a central
+# believes. Anything faster (a glitch, a float gone to 1e308) would count absurd revolutions.
+MAX_PER_MIN = 250.0
+
 
 class RevolutionSynth:
     """Revolutions of one crank (or wheel) from a rate in revolutions per minute that changes over time."""
 
-    def __init__(self, start_s: float, *, ticks_per_s: int = 1024, revs_bits: int = 16) -> None:
+    def __init__(
+        self,
+        start_s: float,
+        *,
+        ticks_per_s: int = 1024,
+        revs_bits: int = 16,
+        max_per_min: float = MAX_PER_MIN,
+    ) -> None:
+        self.max_per_min = max_per_min
         self.ticks_per_s = ticks_per_s
         self.revs_bits = revs_bits
         self._start_s = start_s
@@ -42,9 +54,10 @@ class RevolutionSynth:
             self.last_event_s = now_s - self._start_s - since_last
 
     def set_rate(self, now_s: float, per_min: float) -> None:
-        """From `now_s` on the crank turns at `per_min` (negative or NaN counts as stopped)."""
+        """From `now_s` on the crank turns at `per_min`; negative, NaN or above `max_per_min` counts as
+        stopped (the model only passes rates it believes)."""
         self.advance(now_s)
-        self.per_min = per_min if per_min > 0 and math.isfinite(per_min) else 0.0
+        self.per_min = per_min if 0 < per_min <= self.max_per_min else 0.0
 
     def fields(self, now_s: float) -> tuple[int, int]:
         """(cumulative revolutions, event time of the last one in ticks), both wrapped as on the air."""

@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass
 
 from adapters.ble import cps, csc, ftms
-from adapters.ble.bridge.crank import RevolutionSynth
+from adapters.ble.bridge.crank import MAX_PER_MIN, RevolutionSynth
 from adapters.ble.hrm import encode_hrm
 from adapters.ble.sim.bike_model import speed_kmh_for
 from adapters.serial.peloton.synth import BikeSample
@@ -59,7 +59,10 @@ def short_names(service_uuids: list[str]) -> list[str]:
 
 
 def _clamp(value: float, low: int, high: int) -> int:
-    return max(low, min(high, round(value)))
+    # Bounded before rounding: a huge finite value times a field's resolution overflows to infinity.
+    if math.isnan(value):
+        return low
+    return round(max(float(low), min(float(high), value)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,8 @@ class BridgeModel:
             self.hr = None if value is None or value <= 0 else _clamp(value, 1, 255)
             return Changed(hr=True)
         if r.kind is Kind.CADENCE:
+            if value is not None and value > MAX_PER_MIN:
+                return Changed()  # not a cadence: keep telling the last one rather than a glitch
             self.cadence_rpm = None if value is None else max(0.0, value)
             self.crank.set_rate(now_s, self.cadence_rpm or 0.0)
         elif r.kind is Kind.POWER:

@@ -81,7 +81,7 @@ def _reason(exc: Exception) -> str:
 @dataclass(slots=True)
 class BridgeStats:
     notifications: int = 0  # measurement notifications sent (one per characteristic per round)
-    rounds: int = 0
+    rounds: int = 0  # rounds with at least one central connected
     centrals_connected: int = 0  # connections accepted over the whole run
     control_point_writes: int = 0
 
@@ -209,6 +209,8 @@ class BridgePeripheral:
 
     async def notify_now(self) -> None:
         """One round: every measurement as it stands now, to every subscriber."""
+        if not self.device.connections:
+            return  # nobody to tell; the crank keeps counting in the model regardless
         now = self._clock()
         payloads: list[tuple[Any, bytes]] = [
             (self.gatt.indoor_bike_data, self.model.ftms()),
