@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from bleak import BleakClient
+from bleak.exc import BleakGATTProtocolError
 
 from adapters.ble.bike_source import BleBikeSource
 from adapters.ble.bridge.gatt import (
@@ -80,6 +81,9 @@ async def cps_and_csc(sim: Simulation, address: str, adapter: int) -> tuple[Time
         await client.start_notify(CYCLING_POWER_MEASUREMENT_UUID, lambda _c, b: arrived(power, b))
         await client.start_notify(CSC_MEASUREMENT_UUID, lambda _c, b: arrived(csc, b))
         await client.start_notify(FTMS_CONTROL_POINT_UUID, lambda _c, b: answers.put_nowait(bytes(b)))
+        # A write with no op code is an ATT error, not an answer.
+        with pytest.raises(BleakGATTProtocolError, match="Invalid Attribute Value Length"):
+            await client.write_gatt_char(FTMS_CONTROL_POINT_UUID, b"", response=True)
         # Start before Request Control is refused; Request Control is granted; a target is not supported.
         for request in (b"\x07", b"\x00", b"\x05\xc8\x00"):
             await client.write_gatt_char(FTMS_CONTROL_POINT_UUID, request, response=True)

@@ -121,6 +121,7 @@ class BridgePeripheral:
         self._wake = asyncio.Event()
         self._jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._control: dict[int, FtmsControlPoint] = {}
+        self._answering: set[int] = set()  # connections whose control point answer is not sent yet
         self.gatt: BridgeGatt = build_gatt(
             with_hr=with_hr,
             on_control_point=self._on_control_point,
@@ -165,6 +166,7 @@ class BridgePeripheral:
 
         def on_disconnection(reason: int) -> None:
             self._control.pop(handle, None)
+            self._answering.discard(handle)
             log.info("bridge: central disconnected", extra={"handle": handle, "reason": reason})
 
         connection.on(connection.EVENT_DISCONNECTION, on_disconnection)
@@ -178,17 +180,29 @@ class BridgePeripheral:
 
     def _on_control_point(self, connection: Any, value: bytes) -> None:
         self.stats.control_point_writes += 1
-        control = self._control.setdefault(connection.handle, FtmsControlPoint())
+        handle = connection.handle
+        if handle in self._answering:
+            # One procedure at a time per central, as the profiles require: a central that writes again
+            # before confirming the last answer gets "Procedure Already In Progress", and the queue of
+            # answers stays bounded by the number of connections.
+            raise ATT_Error(
+                ErrorCode.PROCEDURE_ALREADY_IN_PROGRESS, message="control point procedure in progress"
+            )
+        control = self._control.setdefault(handle, FtmsControlPoint())
         try:
             response, status = control.handle(value)
         except ControlPointError as exc:
             raise ATT_Error(ErrorCode.INVALID_ATTRIBUTE_LENGTH, message=str(exc)) from None
 
         async def answer() -> None:
-            await self.device.indicate_subscriber(connection, self.gatt.control_point, response)
-            if status is not None:
-                await self.device.notify_subscribers(self.gatt.status, status)
+            try:
+                await self.device.indicate_subscriber(connection, self.gatt.control_point, response)
+                if status is not None:
+                    await self.device.notify_subscribers(self.gatt.status, status)
+            finally:
+                self._answering.discard(handle)
 
+        self._answering.add(handle)
         self._jobs.put_nowait(answer)
 
     # --- the owned loops --------------------------------------------------------------------------------
