@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,40 @@ def test_transport_that_cannot_open_is_one_json_error_and_records_nothing(
     message = json.loads(lines[0])["error"]
     assert f"tcp-client:127.0.0.1:{closed_port}" in message and "adapters/ble/README.md#the-bridge" in message
     assert not (data / "replicas").exists() and not any(data.rglob("*.sqlite*"))
+
+
+async def test_bridge_on_a_controller_behind_an_hci_transport() -> None:
+    """The path a USB dongle or hci-socket takes: bumble's `open_transport`, a host speaking HCI bytes to a
+    controller at the other end, power-on, advertising and GATT through it. Here the controller is a
+    simulated one on the radio, served over a TCP HCI transport; ridesync's bike source reads it back."""
+    from bumble.transport.tcp_server import open_tcp_server_transport_with_socket
+
+    from adapters.ble.sim.radio import SimController
+
+    sim = await Simulation.start()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    hci_server = await open_tcp_server_transport_with_socket(sock)
+    SimController("dongle", host_source=hci_server.source, host_sink=hci_server.sink, link=sim.link)
+    try:
+        async with (
+            asyncio.timeout(HANG_GUARD_S),
+            open_bridge(f"tcp-client:127.0.0.1:{port}", with_hr=False, heartbeat_s=0.25) as bridge,
+        ):
+            bridge.offer(Reading(0.0, "serial:x", 1, Kind.CADENCE, 90.0))
+            bridge.offer(Reading(0.0, "serial:x", 2, Kind.POWER, 200.0))
+            # HCI over a byte stream (with ACL flow control) makes discovery slower than in-process.
+            settings = replace(FAST, connect_timeout_s=5.0)
+            phone = BleBikeSource(bridge.address, adapter=sim.adapters[0].ble_adapter(), settings=settings)
+            async with recording(phone) as rec:
+                await rec.until(lambda r: len(values(r.readings, Kind.POWER)) >= 2)
+            assert bridge.transport.startswith("tcp-client:") and bridge.simulation is None
+    finally:
+        await hci_server.close()
+        await sim.close()
+    assert values(rec.readings, Kind.CADENCE)[-1] == CADENCE
+    assert values(rec.readings, Kind.POWER)[-1] == POWER
 
 
 async def test_bridge_command_rides_advertises_and_reads_back(server: Server, tmp_path: Path) -> None:
