@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from adapters.ble.connect import WrongDevice
 from adapters.ble.cps import CYCLING_POWER_MEASUREMENT_UUID, CYCLING_POWER_SERVICE_UUID, parse_cps
 from adapters.ble.csc import CSC_MEASUREMENT_UUID, CSC_SERVICE_UUID, parse_csc
 from adapters.ble.ftms import FITNESS_MACHINE_SERVICE_UUID, INDOOR_BIKE_DATA_UUID, parse_indoor_bike_data
@@ -33,7 +32,6 @@ __all__ = [
     "BikeDataError",
     "BikeDecoder",
     "BikeService",
-    "NotABike",
     "device_info_text",
 ]
 
@@ -53,19 +51,6 @@ DEVICE_INFO_FIELDS: tuple[tuple[str, str], ...] = (
     ("firmware", uuid16(0x2A26)),
 )
 DEVICE_INFO_MAX_CHARS = 64
-
-
-class NotABike(WrongDevice):
-    """The named device connected but serves none of FTMS, Cycling Power or Cycling Speed and Cadence."""
-
-    def __init__(self, selector: str, address: str) -> None:
-        super().__init__(
-            f"{selector!r} ({address}) connected but serves no bike service (Fitness Machine 0x1826, "
-            "Cycling Power 0x1818 or Cycling Speed and Cadence 0x1816): name a smart trainer, bike, "
-            "power meter or cadence sensor"
-        )
-        self.selector = selector
-        self.address = address
 
 
 class BikeDecoder(Protocol):

@@ -18,6 +18,7 @@ the heart-rate strap. This module says what a bike is:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -25,6 +26,7 @@ from collections.abc import Callable
 
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.exc import BleakError
 
 from adapters.ble.adapter import BleAdapter
 from adapters.ble.bike_services import (
@@ -33,9 +35,9 @@ from adapters.ble.bike_services import (
     BikeDataError,
     BikeDecoder,
     BikeService,
-    NotABike,
     device_info_text,
 )
+from adapters.ble.connect import NotABike
 from adapters.ble.hrm import BATTERY_LEVEL_UUID, HrmError, parse_battery_level
 from adapters.ble.link_source import BleLinkSource, Out, StrapSettings
 from adapters.ble.scan import StrapNotFound
@@ -111,11 +113,12 @@ class BleBikeSource(BleLinkSource):
                     self._on_battery(bytes(data), out)
 
             try:
-                await client.start_notify(battery, on_battery)
-            except Exception as exc:  # optional: the measurement streams without it
-                log.info(
-                    "battery notifications refused", extra={"source": self._source_id, "error": str(exc)}
-                )
+                # Bounded like every GATT call: a subscribe that never answers must not freeze the link.
+                async with asyncio.timeout(self.settings.gatt_timeout_s):
+                    await client.start_notify(battery, on_battery)
+            except (BleakError, TimeoutError) as exc:  # optional: the measurement streams without it
+                log.info("battery not subscribed", extra={"source": self._source_id, "error": str(exc)})
+                self._battery_due = self._clock() + self.battery_every_s
         else:
             self._battery_due = self._clock() + self.battery_every_s
         # Notified or not, the current level now: a device notifies only when it changes.

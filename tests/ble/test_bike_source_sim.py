@@ -10,9 +10,9 @@ import pytest
 
 from adapters.ble.adapter import BleAdapter
 from adapters.ble.bike_factory import open_bike_sources
-from adapters.ble.bike_services import NotABike
 from adapters.ble.bike_source import BleBikeSource
 from adapters.ble.budget import ConnectionBudget, ConnectionBudgetExceeded
+from adapters.ble.connect import NotABike
 from adapters.ble.factory import AdapterBudgetError
 from adapters.ble.link_source import StrapSettings
 from adapters.ble.sim import Simulation

@@ -15,12 +15,11 @@ from adapters.ble.bike_factory import BikeSpecError, parse_bike_spec, sim_kinds
 from adapters.ble.bike_services import (
     BIKE_SERVICES,
     BikeDataError,
-    NotABike,
     device_info_text,
 )
 from adapters.ble.bike_source import BleBikeSource
 from adapters.ble.budget import ConnectionBudget
-from adapters.ble.connect import WrongDevice
+from adapters.ble.connect import NotABike, WrongDevice
 from adapters.ble.link_source import FATAL_ERRORS
 from adapters.ble.sim.bike_model import BikeModel, speed_kmh_for
 from adapters.serial.peloton.synth import BikeSample
