@@ -10,7 +10,6 @@ from bumble.core import AdvertisingData
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.ble.bridge.crank import RevolutionSynth
 from adapters.ble.bridge.gatt import ADVERTISING_MAX, advertising
 from adapters.ble.bridge.model import BridgeModel, Changed, ControlPointError, FtmsControlPoint
 from adapters.ble.cps import parse_cps
@@ -18,7 +17,7 @@ from adapters.ble.csc import crank_data, parse_csc
 from adapters.ble.ftms import parse_indoor_bike_data
 from adapters.ble.gatt_fields import uuid16
 from adapters.ble.hrm import parse_hrm
-from adapters.ble.revolutions import RevolutionRate
+from adapters.ble.revolutions import RevolutionRate, RevolutionSynth
 from engine.readings import Kind, Reading, SourceEvent, SourceState
 
 T0 = 1000.0  # host monotonic time the bridge starts at

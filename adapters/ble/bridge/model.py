@@ -10,7 +10,7 @@ whatever sources the ride reads, and encodes, on demand:
 * Heart Rate Measurement (0x2A37) when a strap is paired.
 
 Cycling Power and CSC carry no cadence, only cumulative crank revolutions and the event time of the last
-one, which `RevolutionSynth` integrates from the cadence readings (`crank.py`). Speed, when no source
+one, which `RevolutionSynth` integrates from the cadence readings (`revolutions.py`). Speed, when no source
 measures it, is derived from power with the simulated bikes' drag model, so a head unit has a plausible
 number. A source that goes stale, is lost or closes takes its values with it: the bike reads as stopped
 (0 rpm, 0 W) and heart rate disappears, rather than a frozen 200 W riding on in Zwift.
@@ -27,8 +27,8 @@ import struct
 from dataclasses import dataclass
 
 from adapters.ble import cps, csc, ftms
-from adapters.ble.bridge.crank import MAX_PER_MIN, RevolutionSynth
 from adapters.ble.hrm import encode_hrm
+from adapters.ble.revolutions import MAX_CRANK_PER_MIN, RevolutionSynth
 from adapters.ble.sim.bike_model import speed_kmh_for
 from adapters.serial.peloton.synth import BikeSample
 from engine.readings import Kind, Reading, SourceEvent, SourceItem, SourceState
@@ -101,7 +101,7 @@ class BridgeModel:
             self.hr = None if value is None or value <= 0 else _clamp(value, 1, 255)
             return Changed(hr=True)
         if r.kind is Kind.CADENCE:
-            if value is not None and value > MAX_PER_MIN:
+            if value is not None and value > MAX_CRANK_PER_MIN:
                 return Changed()  # not a cadence: keep telling the last one rather than a glitch
             self.cadence_rpm = None if value is None else max(0.0, value)
             self.crank.set_rate(now_s, self.cadence_rpm or 0.0)
