@@ -8,6 +8,8 @@ With --json, every line is a JSON object: sync state changes (`{"event": "sync",
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from engine.cli import argtypes
@@ -80,9 +82,9 @@ def _ride(args: argparse.Namespace) -> int:
 
 def run_ride(
     args: argparse.Namespace,
-    sensors: Any,
-    before: Any = None,
-    add_to_summary: Any = None,
+    sensors: Callable[[], AbstractAsyncContextManager[list[Any]]],
+    before: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+    add_to_summary: Callable[[], dict[str, Any]] | None = None,
 ) -> int:
     """Validate `args`, run the ride on `sensors` (an opener of the sensor sources) and print it.
 
@@ -197,7 +199,9 @@ def printer(as_json: bool, final: bool = False) -> Any:
     return show
 
 
-def _run(options: Any, before: Any = None) -> dict[str, Any]:
+def _run(
+    options: Any, before: Callable[[], AbstractAsyncContextManager[None]] | None = None
+) -> dict[str, Any]:
     """Run the ride; the first Ctrl-C (or SIGTERM) ends it cleanly, a second one aborts."""
     import asyncio
     import contextlib
