@@ -18,12 +18,19 @@ them) / (event time between them), so a lost notification only widens the averag
   huge jump: any rate above `max_per_min` restarts the baseline instead of being reported, as does an
   event time that moves without a revolution or a revolution without the event time moving.
 
+`RevolutionSynth` goes the other way, for a device that must send such data but only knows a rate (the
+bridge advertising a serial bike, the simulated BLE bikes): revolutions are integrated over time at the
+rate that held (piecewise constant between rate changes), the event time is that of the last *whole*
+revolution, not of the notification, and a stopped crank repeats the same count and event time, as a
+real crank sensor does.
+
 Host time (`at_s`, e.g. `time.monotonic()` at arrival) is passed in by the caller, never read here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 EVENT_TIME_MOD = 1 << 16
@@ -145,3 +152,54 @@ class RevolutionRate:
 def wheel_speed_kmh(wheel_per_min: float, circumference_m: float) -> float:
     """Road speed from wheel revolutions per minute and the wheel's circumference."""
     return wheel_per_min * circumference_m * 60 / 1000
+
+
+# The fastest crank that is a crank at all (the bound bike_services.MAX_CADENCE_RPM puts on what a central
+# believes): a faster rate (a glitch, a float gone to 1e308) would count absurd revolutions.
+MAX_CRANK_PER_MIN = 250.0
+
+
+class RevolutionSynth:
+    """Revolutions of one crank (or wheel) from a rate in revolutions per minute that changes over time."""
+
+    def __init__(
+        self,
+        start_s: float,
+        *,
+        ticks_per_s: int = 1024,
+        revs_bits: int = 16,
+        max_per_min: float = MAX_CRANK_PER_MIN,
+    ) -> None:
+        self.max_per_min = max_per_min
+        self.ticks_per_s = ticks_per_s
+        self.revs_bits = revs_bits
+        self._start_s = start_s
+        self._t = start_s
+        self.per_min = 0.0
+        self.revs = 0.0  # whole and fractional revolutions since start
+        self.last_event_s = 0.0  # since start
+
+    def advance(self, now_s: float) -> None:
+        """Integrate up to `now_s` at the current rate; time going backwards is ignored."""
+        dt = now_s - self._t
+        if dt <= 0:
+            return
+        before = self.revs
+        self.revs += self.per_min / 60 * dt
+        self._t = now_s
+        if self.per_min > 0 and math.floor(self.revs) > math.floor(before):
+            # The last whole revolution came this long before now, at the rate that held.
+            since_last = (self.revs - math.floor(self.revs)) * 60 / self.per_min
+            self.last_event_s = now_s - self._start_s - since_last
+
+    def set_rate(self, now_s: float, per_min: float) -> None:
+        """From `now_s` on the crank turns at `per_min`; negative, NaN or above `max_per_min` counts as
+        stopped (the model only passes rates it believes)."""
+        self.advance(now_s)
+        self.per_min = per_min if 0 < per_min <= self.max_per_min else 0.0
+
+    def fields(self, now_s: float) -> tuple[int, int]:
+        """(cumulative revolutions, event time of the last one in ticks), both wrapped as on the air."""
+        self.advance(now_s)
+        revs = math.floor(self.revs) % (1 << self.revs_bits)
+        return revs, round(self.last_event_s * self.ticks_per_s) % EVENT_TIME_MOD

@@ -146,6 +146,12 @@ def ride_summary_text(summary: dict[str, Any]) -> str:
     end_post = summary.get("end_post")
     if isinstance(end_post, dict) and not end_post.get("ok", True):
         parts.append(f"end not posted: {end_post.get('error')}")
+    bridge = summary.get("bridge")
+    if isinstance(bridge, dict):  # `ridesync bridge`: what the BLE side did
+        parts.append(
+            f"bridge on {bridge.get('transport')}: {_value(bridge.get('centrals_connected', 0))} central(s), "
+            f"{_value(bridge.get('notifications', 0))} notifications"
+        )
     if summary.get("aborted"):
         parts.append("aborted")
     return "; ".join(parts)

@@ -197,6 +197,26 @@ CASES: list[tuple[str, list[str], str, str]] = [
         "bike token",
     ),
     ("ride-no-sensors", ["ride", "--backend", "http://h:1", "--token", "BIKE"], JSON, "--hr"),
+    # bridge: a ride with an extra output, so ride's checks plus its own
+    ("bridge-no-transport", ["bridge", "--backend", "http://h:1", "--token", "BIKE"], USAGE, "--transport"),
+    (
+        "bridge-no-bike",
+        ["bridge", "--transport", "sim", "--backend", "http://h:1", "--token", "BIKE", "--hr", "sim"],
+        JSON,
+        "--serial",
+    ),
+    (
+        "bridge-bad-address",
+        ["bridge", "--transport", "sim", "--ble-address", "00:11:22:33:44:55", "--serial", "sim"],
+        USAGE,
+        "static random",
+    ),
+    (
+        "bridge-app-token",
+        ["bridge", "--transport", "sim", "--backend", "http://h:1", "--token", "APP", "--serial", "sim"],
+        JSON,
+        "bike token",
+    ),
     (
         "ride-bad-ride-id",
         ["ride", "--backend", "http://h:1", "--token", "BIKE", "--hr", "sim", "--ride-id", "a b"],

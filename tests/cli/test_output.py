@@ -189,3 +189,15 @@ def test_sensors_on_a_terminal_prints_readable_lines_and_json_when_piped(
     monkeypatch.setattr("sys.stdout", screen)
     assert main([*argv, "--json"]) == 0
     assert all(json.loads(line) for line in screen.getvalue().splitlines())
+
+
+def test_bridge_summary_says_what_the_ble_side_did() -> None:
+    text = ride_summary_text(
+        {
+            "ride_id": "r1",
+            "sync_state": "reconciled",
+            "phase": "finalized",
+            "bridge": {"transport": "usb:0", "centrals_connected": 2, "notifications": 1234},
+        }
+    )
+    assert text.endswith("bridge on usb:0: 2 central(s), 1234 notifications")

@@ -24,7 +24,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ([], "--hr and/or --serial"),
+        ([], "--hr, --bike and/or --serial"),
         (["--hr", "sim", "--speed", "0"], "--speed must be positive"),
         (["--hr", "sim", "--duration", "-5"], "--duration must be positive"),
         (["--hr", "sim", "--ride-id", "no spaces/allowed"], "--ride-id"),

@@ -2,18 +2,17 @@
 
 The sample (cadence, power, resistance: the serial simulator's `RideProfile`) is what the rider does now.
 FTMS carries it as values; CPS and CSC devices only count, so the model integrates crank and wheel
-revolutions over simulated time and reports, as real sensors do, the cumulative count and the time of
-the last whole revolution (wrapping as the fields do). Speed comes from power with a simple air-drag
-model, since the profile has no speed: enough for a plausible number on a dashboard.
+revolutions over simulated time (`revolutions.RevolutionSynth`, the bridge's counter too) and reports,
+as real sensors do, the cumulative count and the time of the last whole revolution (wrapping as the
+fields do). Speed comes from power with a simple air-drag model, since the profile has no speed: enough
+for a plausible number on a dashboard.
 """
 
 from __future__ import annotations
 
-import math
-
 from adapters.ble import cps, csc, ftms
-from adapters.ble.bike_services import WHEEL_CIRCUMFERENCE_M
-from adapters.ble.revolutions import EVENT_TIME_MOD
+from adapters.ble.bike_services import MAX_WHEEL_RPM, WHEEL_CIRCUMFERENCE_M
+from adapters.ble.revolutions import RevolutionSynth
 from adapters.serial.peloton.calibration import CalibrationTable
 from adapters.serial.peloton.synth import DEFAULT_CALIBRATION, BikeSample
 
@@ -29,26 +28,6 @@ def speed_kmh_for(sample: BikeSample) -> float:
     return round(3.6 * float((sample.power_w / _DRAG_W_PER_M3S3) ** (1 / 3)), 2)
 
 
-class _Counter:
-    """Cumulative revolutions and the time of the last whole one, at a rate that changes each tick."""
-
-    def __init__(self, ticks_per_s: int) -> None:
-        self.ticks_per_s = ticks_per_s
-        self.revs = 0.0
-        self.last_event_s = 0.0
-
-    def advance(self, now_s: float, dt_s: float, per_min: float) -> None:
-        before = self.revs
-        self.revs += per_min / 60 * dt_s
-        if per_min > 0 and math.floor(self.revs) > math.floor(before):
-            # The last whole revolution happened this long before now, at this tick's rate.
-            self.last_event_s = now_s - (self.revs - math.floor(self.revs)) * 60 / per_min
-
-    def fields(self, revs_bits: int) -> tuple[int, int]:
-        revs = math.floor(self.revs) % (1 << revs_bits)
-        return revs, round(self.last_event_s * self.ticks_per_s) % EVENT_TIME_MOD
-
-
 class BikeModel:
     """One simulated bike of `kind` ("ftms", "cps" or "csc")."""
 
@@ -60,8 +39,9 @@ class BikeModel:
         self.sample = BikeSample(0, 0.0, DEFAULT_CALIBRATION[0])
         crank_ticks = cps.CPS_CRANK_TICKS_PER_S if kind == "cps" else csc.CSC_TICKS_PER_S
         wheel_ticks = cps.CPS_WHEEL_TICKS_PER_S if kind == "cps" else csc.CSC_TICKS_PER_S
-        self._crank = _Counter(crank_ticks)
-        self._wheel = _Counter(wheel_ticks)
+        # Crank counts are uint16, wheel counts uint32; a road wheel turns up to 1200 rpm.
+        self._crank = RevolutionSynth(0.0, ticks_per_s=crank_ticks, revs_bits=16)
+        self._wheel = RevolutionSynth(0.0, ticks_per_s=wheel_ticks, revs_bits=32, max_per_min=MAX_WHEEL_RPM)
 
     def advance(self, dt_s: float, sample: BikeSample) -> None:
         """`dt_s` simulated seconds pass, ridden as `sample`."""
@@ -69,9 +49,10 @@ class BikeModel:
             raise ValueError("time only moves forward")
         self.now_s += dt_s
         self.sample = sample
-        self._crank.advance(self.now_s, dt_s, float(sample.cadence))
+        # The tick's rate held over the whole tick.
+        self._crank.set_rate(self.now_s - dt_s, float(sample.cadence))
         wheel_per_min = speed_kmh_for(sample) / 3.6 / WHEEL_CIRCUMFERENCE_M * 60
-        self._wheel.advance(self.now_s, dt_s, wheel_per_min)
+        self._wheel.set_rate(self.now_s - dt_s, wheel_per_min)
 
     def measurement(self) -> bytes:
         """The notification a device of this kind sends now."""
@@ -85,8 +66,8 @@ class BikeModel:
                     power_w=min(0x7FFF, round(s.power_w)),
                 )
             )
-        crank = self._crank.fields(16)
-        wheel = self._wheel.fields(32)
+        crank = self._crank.fields(self.now_s)
+        wheel = self._wheel.fields(self.now_s)
         if self.kind == "cps":
             return cps.encode_cps(
                 cps.CyclingPowerMeasurement(

@@ -8,6 +8,8 @@ With --json, every line is a JSON object: sync state changes (`{"event": "sync",
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from engine.cli import argtypes
@@ -27,6 +29,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "ended one is refused (exit 2): `ridesync sync` pushes what this replica holds."
         ),
     )
+    add_ride_arguments(p)
+    p.set_defaults(handler=_ride)
+
+
+def add_ride_arguments(p: argparse.ArgumentParser) -> None:
+    """Every option of `ride`; `ridesync bridge` is a ride with an extra output and takes them all."""
     p.add_argument(
         "--backend",
         required=True,
@@ -66,10 +74,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from engine.cli.sensor_sources import add_serial_arguments
 
     add_serial_arguments(p)
-    p.set_defaults(handler=_ride)
 
 
 def _ride(args: argparse.Namespace) -> int:
+    return run_ride(args, sensor_opener(args))
+
+
+def run_ride(
+    args: argparse.Namespace,
+    sensors: Callable[[], AbstractAsyncContextManager[list[Any]]],
+    before: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+    add_to_summary: Callable[[], dict[str, Any]] | None = None,
+) -> int:
+    """Validate `args`, run the ride on `sensors` (an opener of the sensor sources) and print it.
+
+    `before`: an async context manager factory entered on the ride's event loop before the ride starts
+    and left after it ends (the bridge opens its controller there, so a transport that cannot open stops
+    the command before anything is recorded). `add_to_summary()`: extra keys for the summary."""
     import time
     from pathlib import Path
 
@@ -120,7 +141,7 @@ def _ride(args: argparse.Namespace) -> int:
         device=claims.device,
         ride_id=ride_id,
         data_root=data_root,
-        sensors=_sensor_opener(args),
+        sensors=sensors,
         class_id=args.class_id,
         name=args.name,
         max_hr=args.max_hr,
@@ -130,15 +151,17 @@ def _ride(args: argparse.Namespace) -> int:
         retry_cap_s=args.retry_cap,
         heartbeat_s=args.heartbeat,
         sync_timeout_s=args.sync_timeout,
-        on_event=_printer(args.json),
+        on_event=printer(args.json),
         fail_fast=True,
     )
-    summary = _run(options)
-    _printer(args.json, final=True)(summary)
+    summary = _run(options, before)
+    if add_to_summary is not None:
+        summary.update(add_to_summary())
+    printer(args.json, final=True)(summary)
     return 0 if summary.get("sync_state") == "reconciled" else 1
 
 
-def _sensor_opener(args: argparse.Namespace) -> Any:
+def sensor_opener(args: argparse.Namespace) -> Any:
     """The composition root wires the adapters in: the engine never imports them."""
     import functools
     from pathlib import Path
@@ -158,7 +181,7 @@ def _sensor_opener(args: argparse.Namespace) -> Any:
     )
 
 
-def _printer(as_json: bool, final: bool = False) -> Any:
+def printer(as_json: bool, final: bool = False) -> Any:
     """JSON lines on stdout with --json; otherwise readable lines: progress on stderr, the summary last on
     stdout (engine/cli/output.py)."""
     import sys
@@ -176,7 +199,9 @@ def _printer(as_json: bool, final: bool = False) -> Any:
     return show
 
 
-def _run(options: Any) -> dict[str, Any]:
+def _run(
+    options: Any, before: Callable[[], AbstractAsyncContextManager[None]] | None = None
+) -> dict[str, Any]:
     """Run the ride; the first Ctrl-C (or SIGTERM) ends it cleanly, a second one aborts."""
     import asyncio
     import contextlib
@@ -190,6 +215,10 @@ def _run(options: Any) -> dict[str, Any]:
     from engine.store import StoreError
 
     async def main() -> dict[str, Any]:
+        async with before() if before is not None else contextlib.nullcontext():
+            return await ride()
+
+    async def ride() -> dict[str, Any]:
         try:
             bike = BikeRide(options)
         except StoreError as exc:
