@@ -23,7 +23,7 @@ from adapters.ble.cps import CYCLING_POWER_MEASUREMENT_UUID, CYCLING_POWER_SERVI
 from adapters.ble.csc import CSC_MEASUREMENT_UUID, CSC_SERVICE_UUID, parse_csc
 from adapters.ble.ftms import FITNESS_MACHINE_SERVICE_UUID, INDOOR_BIKE_DATA_UUID, parse_indoor_bike_data
 from adapters.ble.gatt_fields import FitnessPayloadError, uuid16
-from adapters.ble.revolutions import RevolutionData, RevolutionRate, wheel_speed_kmh
+from adapters.ble.revolutions import MAX_CRANK_PER_MIN, RevolutionData, RevolutionRate, wheel_speed_kmh
 from engine.readings import Kind
 
 __all__ = [
@@ -40,7 +40,7 @@ BikeDataError = FitnessPayloadError
 
 WHEEL_CIRCUMFERENCE_M = 2.105
 # Above these the counters are not telling the truth (a reset, a glitch): the rate restarts instead.
-MAX_CADENCE_RPM = 250.0
+MAX_CADENCE_RPM = MAX_CRANK_PER_MIN
 MAX_WHEEL_RPM = 1200.0  # about 150 km/h on a road wheel
 
 DEVICE_INFORMATION_SERVICE_UUID = uuid16(0x180A)

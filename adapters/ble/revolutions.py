@@ -154,8 +154,9 @@ def wheel_speed_kmh(wheel_per_min: float, circumference_m: float) -> float:
     return wheel_per_min * circumference_m * 60 / 1000
 
 
-# The fastest crank that is a crank at all (the bound bike_services.MAX_CADENCE_RPM puts on what a central
-# believes): a faster rate (a glitch, a float gone to 1e308) would count absurd revolutions.
+# The fastest crank that is a crank at all, one bound for both directions: what a central believes
+# (bike_services) and what the bridge synthesises. A faster rate is a counter reset or a glitch (a float
+# gone to 1e308) and would count absurd revolutions.
 MAX_CRANK_PER_MIN = 250.0
 
 
