@@ -1,4 +1,4 @@
-"""The documents one sync connection may see and write: a `DocumentProvider` (engine/sync/session.py)
+"""The documents one sync connection may see and write: a `DocumentProvider` (engine/sync/server_session.py)
 backed by the backend's replica store.
 
 Visibility: a document the backend holds is known to the peer if its ride is readable by the token
@@ -27,7 +27,8 @@ from engine.crdt import CrdtDecodeError
 from engine.ride import schema
 from engine.ride.schema import DocRef, Role
 from engine.store import Backlog, GatedSync, GateResult
-from engine.sync.session import CLOSE_BACKLOG, Applied, Rejected, SyncOutcome
+from engine.sync.effects import CLOSE_BACKLOG
+from engine.sync.server_session import Applied, Rejected, SyncOutcome
 
 log = logging.getLogger(__name__)
 

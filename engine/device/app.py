@@ -28,11 +28,12 @@ import aiohttp
 from engine.device.common import replica_dir, ride_summary
 from engine.device.connection import DeviceSync
 from engine.device.end_event import EndResult, http_base, post_ride_end
+from engine.device.retry import classify_exception
 from engine.device.status import SyncEvent
 from engine.ride import policy, schema
 from engine.ride.schema import Phase, Role
 from engine.store import ReplicaStore
-from engine.sync.backoff import Attempts, Backoff, classify_exception, classify_status
+from engine.sync.backoff import Attempts, Backoff, classify_status
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from typing import Any
 
 import aiohttp
 
+from engine.device.retry import classify_exception
 from engine.events.idempotency import ride_end_idempotency_key
 from engine.sync.backoff import (
     Attempts,
     Backoff,
     Decision,
-    classify_exception,
     classify_status,
     parse_retry_after,
 )

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from engine.device.retry import classify_exception
 from engine.sync import backoff as b
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
@@ -139,10 +140,10 @@ def _response_error(status: int, headers: dict[str, str]) -> aiohttp.ClientRespo
 
 def test_classify_exceptions() -> None:
     later = (NOW + timedelta(seconds=42)).strftime("%a, %d %b %Y %H:%M:%S GMT")
-    assert b.classify_exception(_response_error(503, {"Retry-After": later}), NOW) == b.Decision(
+    assert classify_exception(_response_error(503, {"Retry-After": later}), NOW) == b.Decision(
         True, 42.0, "http 503: retryable"
     )
-    assert not b.classify_exception(_response_error(403, {}), NOW).retry
+    assert not classify_exception(_response_error(403, {}), NOW).retry
     for exc in (
         ConnectionResetError(),
         ConnectionRefusedError(),
@@ -150,5 +151,5 @@ def test_classify_exceptions() -> None:
         aiohttp.ServerDisconnectedError(),
         aiohttp.ClientPayloadError("cut"),
     ):
-        assert b.classify_exception(exc, NOW).retry, exc
-    assert not b.classify_exception(ValueError("bug"), NOW).retry
+        assert classify_exception(exc, NOW).retry, exc
+    assert not classify_exception(ValueError("bug"), NOW).retry
