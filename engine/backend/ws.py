@@ -93,7 +93,7 @@ class Connection:
         self.request = request
         app = request.app
         self.device = claims.device
-        self.role = auth.ride_role(claims)
+        self.role = claims.role
         self.expires_at = claims.exp + CLOCK_LEEWAY_S  # unix time; verify() accepts the token until then
         self.provider = RideDocuments(
             backend,

@@ -62,7 +62,6 @@ def _sync(args: argparse.Namespace) -> int:
     from engine.device.identity import token_claims
     from engine.device.push import NoReplica, PushOptions, push_replica
     from engine.ride import schema
-    from engine.ride.schema import Role
     from engine.store import StoreError
 
     try:
@@ -90,7 +89,7 @@ def _sync(args: argparse.Namespace) -> int:
         backend=args.backend,
         token=args.token,
         device=claims.device,
-        role=Role(claims.role.value),
+        role=claims.role,
         data_root=Path(args.data) if args.data else default_data_dir(),
         rides=list(dict.fromkeys(args.rides)),
         retry_cap_s=args.retry_cap,
