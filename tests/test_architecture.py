@@ -64,7 +64,7 @@ def _adapter_protocol_files() -> list[Path]:
 
 def _engine_protocol_files() -> list[Path]:
     """The engine's protocols and pure state: the whole sync protocol (wire, effects, both sessions, sync
-    messages, document ids, retry policy), the live lane's codecs, slots and controllers, ride documents
+    messages, document ids), the retry policy, the live lane's codecs, slots and controllers, ride documents
     and policy, exports, readings and ids."""
     engine = ROOT / "engine"
     files = sorted((engine / "sync").glob("*.py"))
@@ -72,7 +72,7 @@ def _engine_protocol_files() -> list[Path]:
     live += ["flush_control.py", "config.py"]
     files += [engine / "live" / name for name in live]
     files += sorted((engine / "ride").glob("*.py")) + sorted((engine / "export").glob("*.py"))
-    return [*files, engine / "readings.py", engine / "ids.py"]
+    return [*files, engine / "readings.py", engine / "ids.py", engine / "backoff.py", engine / "roles.py"]
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from engine.backoff import Attempts, Backoff
+from engine.device.defaults import DEFAULT_HEARTBEAT_S
 from engine.device.retry import classify_exception, connection_error_text
 from engine.device.status import SyncEvent, SyncTracker
 from engine.device.store_docs import StoreDocuments
@@ -44,13 +46,11 @@ from engine.store import ReplicaStore
 from engine.sync import client_session as cs
 from engine.sync import effects as fx
 from engine.sync import wire
-from engine.sync.backoff import Attempts, Backoff
 from engine.sync.docid import document_id_from_hex, document_id_to_hex
 from engine.urls import check_backend_url, http_base, ws_url
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HEARTBEAT_S = 2.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 SYNC_PATH = "/v1/sync"
 

@@ -1,5 +1,5 @@
 """Which failed HTTP calls the device client retries: aiohttp's exceptions mapped onto the pure retry policy
-(engine/sync/backoff.py), and a failed connection said in words for the log and the status line."""
+(engine/backoff.py), and a failed connection said in words for the log and the status line."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime
 
 import aiohttp
 
-from engine.sync.backoff import Decision, classify_status
+from engine.backoff import Decision, classify_status
 
 
 def connection_error_text(exc: BaseException) -> str:

@@ -29,7 +29,9 @@ import cbor2
 from engine.sync.docid import InvalidDocumentId, document_id_to_bytes
 
 PROTOCOL_V1: Final = "1"
-# A 4-hour offline backlog is ~2 MB of Automerge changes (docs/architecture.md#limits); leave a wide margin.
+# The largest frame either end accepts by default (the backend's --max-message-bytes, the device client):
+# a 4-hour offline backlog at the default 10 s fold is ~350 KB (engine/ride/README.md); 8 MiB leaves a 20x
+# margin for claims, edits and a denser commit interval.
 DEFAULT_MAX_MESSAGE_BYTES: Final = 8 * 1024 * 1024
 MAX_PEER_ID_CHARS: Final = 256
 MAX_ERROR_MESSAGE_CHARS: Final = 4096

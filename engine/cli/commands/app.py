@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from engine.cli import argtypes
+from engine.device.defaults import DEFAULT_HEARTBEAT_S
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

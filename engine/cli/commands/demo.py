@@ -143,8 +143,8 @@ async def simulated_rig(
     import asyncio
 
     from adapters.ble.factory import SIM_CONNECT_TIMEOUT_S, SIM_SCAN_TIMEOUT_S, open_hr_sources
-    from adapters.ble.link_state import BackoffPolicy
     from adapters.ble.source import StrapSettings
+    from engine.backoff import Backoff
     from engine.demo.sensors import RiderSensors
 
     n = len(specs)
@@ -157,7 +157,7 @@ async def simulated_rig(
             scan_timeout_s=SIM_SCAN_TIMEOUT_S,
             stale_after_s=2.0,
             tick_s=0.25,
-            backoff=BackoffPolicy(base_s=0.5, cap_s=5.0),
+            backoff=Backoff(base=0.5, cap=5.0),
         )
         hr = await stack.enter_async_context(
             open_hr_sources(f"sim:{n}", speed=speed, settings=settings, slots=max(7, n), play=False)

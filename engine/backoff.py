@@ -1,7 +1,7 @@
-"""Retry policy for every network call (docs/architecture.md#retries): exponential backoff with full jitter
-and a cap, `Retry-After` honoured, and a classifier saying which HTTP statuses are worth retrying (the
-classifier of aiohttp's exceptions is the device client's, engine/device/retry.py, so this module stays
-sans-I/O).
+"""Retry policy for every network call: exponential backoff with full jitter and a cap (the one home of it:
+the sync client, the live publisher, the Redis relay, the BLE and serial sources all wait by `Backoff`),
+`Retry-After` honoured, and a classifier saying which HTTP statuses are worth retrying (the classifier of
+aiohttp's exceptions is the device client's, engine/device/retry.py, so this module stays sans-I/O).
 
 Full jitter (sleep uniformly in [0, min(cap, base·factor^attempt)]) spreads a crowd of reconnecting
 devices over the whole window, so a backend that comes back is not hit by all of them at once.
@@ -23,6 +23,8 @@ _MAX_HEADER_CHARS: Final = 64
 
 RETRYABLE_STATUSES: Final = frozenset({429, 503})
 
+_SHARED: Final = random.Random()
+
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
@@ -36,6 +38,11 @@ class Backoff:
         if not all(math.isfinite(v) for v in (self.base, self.factor, self.cap)):
             raise ValueError("backoff parameters must be finite")
 
+    @classmethod
+    def capped(cls, base: float, cap: float) -> Backoff:
+        """Doubling from `base` up to `cap`; a base above the cap waits up to the cap from the start."""
+        return cls(base=min(base, cap), cap=cap)
+
     def ceiling(self, attempt: int) -> float:
         """The upper bound of the jitter window for the `attempt`-th retry (0-based)."""
         if attempt < 0:
@@ -45,9 +52,12 @@ class Backoff:
             return min(self.cap, self.base * self.factor**attempt)
         return self.cap
 
-    def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
-        """Seconds to wait before the next try: full jitter, but never less than a server's Retry-After."""
-        jittered = rng.uniform(0.0, self.ceiling(attempt))
+    def delay(
+        self, attempt: int, rng: random.Random | None = None, retry_after: float | None = None
+    ) -> float:
+        """Seconds to wait before the next try: full jitter, but never less than a server's Retry-After.
+        Without `rng`, a generator shared by this module's callers."""
+        jittered = (rng or _SHARED).uniform(0.0, self.ceiling(attempt))
         if retry_after is None:
             return jittered
         return max(jittered, retry_after)

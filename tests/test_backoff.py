@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from engine import backoff as b
 from engine.device.retry import classify_exception
-from engine.sync import backoff as b
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 
@@ -153,3 +153,14 @@ def test_classify_exceptions() -> None:
     ):
         assert classify_exception(exc, NOW).retry, exc
     assert not classify_exception(ValueError("bug"), NOW).retry
+
+
+@given(st.integers(min_value=0, max_value=100), st.floats(0.01, 5), st.floats(0.1, 60), st.integers(0, 2**32))
+def test_capped_is_full_jitter_up_to_the_cap_even_from_a_base_above_it(
+    attempt: int, base: float, cap: float, seed: int
+) -> None:
+    """The live publisher's and the relay's reconnect waits (a base above the cap waits up to the cap)."""
+    policy = b.Backoff.capped(base, cap)
+    assert policy.ceiling(attempt) == pytest.approx(min(cap, base * 2**attempt))
+    assert 0.0 <= policy.delay(attempt, random.Random(seed)) <= policy.ceiling(attempt)
+    assert 0.0 <= policy.delay(attempt) <= cap
