@@ -45,6 +45,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from engine.live.config import HubConfig
+
 NAME = "live"
 HELP = "class hub latency/CPU under many riders, next to the naive baseline hub; finds the knee"
 
@@ -95,10 +97,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hub-cpu-budget",
         "--hub-duty",
-        dest="hub_duty",
+        dest="hub_cpu_budget",
         type=float,
         default=None,
-        help="coalescing hub: share of a core it aims at by stretching its flush delay (cpu_budget)",
+        help="coalescing hub: share of a core it aims at by stretching its flush delay "
+        "(HubConfig.cpu_budget; --hub-duty is a deprecated alias)",
     )
     parser.add_argument(
         "--hub-max-tick", type=float, default=None, help="coalescing hub: longest flush delay in seconds"
@@ -161,7 +164,7 @@ def _cpu_split(pin: bool) -> tuple[set[int] | None, set[int] | None]:
 class HubSpec:
     data_dir: str
     impl: str
-    duty: float | None
+    cpu_budget: float | None
     max_tick: float | None
     cpus: set[int] | None
     relay_url: str | None = None
@@ -174,7 +177,7 @@ def _hub_main(ctl: Connection, spec: HubSpec) -> None:
     # The parent ends us with SIGTERM (serve()'s clean shutdown, once it runs); not its own handlers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    data_dir, impl, duty, max_tick = spec.data_dir, spec.impl, spec.duty, spec.max_tick
+    data_dir, impl, cpu_budget, max_tick = spec.data_dir, spec.impl, spec.cpu_budget, spec.max_tick
     import logging
     import threading
 
@@ -189,8 +192,8 @@ def _hub_main(ctl: Connection, spec: HubSpec) -> None:
     logging.basicConfig(level=logging.ERROR)
     _raise_nofile()
     hub_config = HubConfig(impl=impl, relay_url=spec.relay_url)
-    if duty is not None:
-        hub_config = dataclasses.replace(hub_config, cpu_budget=duty)
+    if cpu_budget is not None:
+        hub_config = dataclasses.replace(hub_config, cpu_budget=cpu_budget)
     if spec.share < 1.0:
         hub_config = dataclasses.replace(hub_config, cpu_limit=hub_config.cpu_limit * spec.share)
     if max_tick is not None:
@@ -492,7 +495,6 @@ def _percentile(sorted_vals: list[float], q: float) -> float:
     return sorted_vals[i]
 
 
-_DEFAULT_DUTY = 0.45  # HubConfig.cpu_budget
 _REDIS_EPHEMERAL = ("--save", "", "--appendonly", "no", "--loglevel", "warning", "--dir")
 
 
@@ -549,12 +551,12 @@ def _run_point(point: Point, args: argparse.Namespace, data_dir: str) -> dict[st
     if relayed and args.relay_cpus == "all":
         hub_cpus = None
     redis: _Redis | None = _Redis(args.redis_server, hub_cpus, data_dir) if relayed else None
-    duty = args.hub_duty
+    cpu_budget = args.hub_cpu_budget
     if relayed and hub_cpus is not None:
         # N hubs on the one hub core: each gets its share of the send budget the single hub has, or the
-        # adaptive delays (each aiming at `duty` of "its" core) would spend N times the CPU; so do their
+        # adaptive delays (each aiming at `cpu_budget` of "its" core) would spend N times the CPU; so do their
         # CPU limits.
-        duty = (args.hub_duty or _DEFAULT_DUTY) / point.hubs
+        cpu_budget = (args.hub_cpu_budget or HubConfig().cpu_budget) / point.hubs
     hubs: list[tuple[Any, Connection]] = []
     gens: list[tuple[Any, Connection]] = []
     try:
@@ -564,7 +566,7 @@ def _run_point(point: Point, args: argparse.Namespace, data_dir: str) -> dict[st
             hub_spec = HubSpec(
                 data_dir,
                 point.impl,
-                duty,
+                cpu_budget,
                 args.hub_max_tick,
                 hub_cpus,
                 redis.url if redis else None,
@@ -730,7 +732,7 @@ def _run_point(point: Point, args: argparse.Namespace, data_dir: str) -> dict[st
             "malformed_ignored": sum(r.get("malformed_ignored", 0) for r in relay1),
         }
         out["relay_cpus"] = args.relay_cpus
-        out["hub_duty_each"] = duty
+        out["hub_cpu_budget_each"] = cpu_budget
     _measured.append(out)
     return out
 
@@ -978,7 +980,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                 "metrics_per_sample": args.metrics,
                 "publish_batch": args.publish_batch,
                 "pinned": args.pin,
-                "hub_duty": args.hub_duty,
+                "hub_cpu_budget": args.hub_cpu_budget,
                 "hub_max_tick_s": args.hub_max_tick,
                 "hub_loop": args.hub_loop,
                 "relay_hubs": max(2, args.hubs),
