@@ -188,9 +188,7 @@ class DemoSession:
         """The rider's bike document as the backend's store holds it (None: not arrived yet)."""
         state = self.app[BACKEND]
         if state.backend is not None and rider.ride_id in state.backend.store.rides():
-            for doc in state.backend.store.ride_docs(rider.ride_id).devices:
-                if doc.device == rider.spec.device and doc.ref.kind.value == "bike":
-                    return doc
+            return state.backend.store.ride_docs(rider.ride_id).device_doc(rider.spec.device, Role.BIKE)
         return None
 
     def backend_seqs(self, rider: Rider) -> list[int]:
