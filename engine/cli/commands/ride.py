@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--heartbeat", type=float, default=DEFAULT_HEARTBEAT_S, metavar="S", help="WebSocket ping interval"
     )
-    p.add_argument("--fold-interval", type=float, default=10.0, metavar="S", help=argparse.SUPPRESS)
+    # None: the store's own default fold interval (named once, in engine/store/samplelog.py).
+    p.add_argument("--fold-interval", type=float, default=None, metavar="S", help=argparse.SUPPRESS)
     p.add_argument("--log-level", type=argtypes.log_level, default="WARNING", metavar="LEVEL")
     p.add_argument("--json", action="store_true", help="JSON lines: sync events, then the summary")
     from engine.cli.sensor_sources import add_serial_arguments
@@ -96,7 +97,10 @@ def _ride(args: argparse.Namespace) -> int:
             raise CliError(f"{name} must be positive")
     if args.duration is not None and not args.duration > 0:
         raise CliError("--duration must be positive")
-    if not (args.retry_cap > 0 and args.heartbeat > 0 and args.fold_interval > 0):
+    from engine.store.samplelog import DEFAULT_FOLD_INTERVAL_S
+
+    fold_interval = DEFAULT_FOLD_INTERVAL_S if args.fold_interval is None else args.fold_interval
+    if not (args.retry_cap > 0 and args.heartbeat > 0 and fold_interval > 0):
         raise CliError("--retry-cap, --heartbeat and --fold-interval must be positive")
     from engine.auth.tokens import MAX_HR_RANGE, valid_max_hr, valid_name
 
@@ -126,7 +130,7 @@ def _ride(args: argparse.Namespace) -> int:
         max_hr=args.max_hr,
         duration_s=args.duration,
         speed=args.speed,
-        fold_interval_s=args.fold_interval,
+        fold_interval_s=fold_interval,
         retry_cap_s=args.retry_cap,
         heartbeat_s=args.heartbeat,
         sync_timeout_s=args.sync_timeout,
