@@ -184,7 +184,6 @@ def _hub_main(ctl: Connection, spec: HubSpec) -> None:
     from aiohttp import web
 
     from engine.live.config import HubConfig
-    from engine.live.hub import Hub
     from engine.live.routes import HUB
     from engine.server.config import ServerConfig
     from engine.server.run import serve
@@ -213,8 +212,9 @@ def _hub_main(ctl: Connection, spec: HubSpec) -> None:
             cpu = os.times()
             snap: dict[str, Any] = {"ts": time.time(), "cpu_user_s": cpu.user, "cpu_system_s": cpu.system}
             snap.update(hub.stats.to_json())
-            snap["tick_interval_s"] = round(hub.tick_interval, 4) if isinstance(hub, Hub) else None
-            snap["relay"] = hub.relay_stats() if isinstance(hub, Hub) else None
+            delay = hub.flush_delay()
+            snap["tick_interval_s"] = round(delay, 4) if delay is not None else None
+            snap["relay"] = hub.relay_stats()
             ctl.send(snap)
 
     threading.Thread(target=answer_stats, daemon=True).start()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -212,6 +213,21 @@ class LiveHub(Protocol):
     def rider_leave(self, class_id: str, device: str) -> None: ...
 
     async def publish(self, class_id: str, event: InboundEvent) -> None: ...
+
+    def snapshot(self, class_id: str) -> tuple[dict[str, object], object]:
+        """The class as a fresh subscriber first sees it: rider records by device, and the full
+        leaderboard frame as JSON (None when there is none)."""
+        ...
+
+    def stats_details(self) -> dict[str, object]:
+        """What this hub adds to `/live/v1/stats` beyond its counters."""
+        ...
+
+    def flush_delay(self) -> float | None:
+        """The current flush delay in seconds; None for a hub that does not coalesce."""
+        ...
+
+    def relay_stats(self) -> dict[str, object] | None: ...
 
 
 class HubBase:
@@ -457,6 +473,27 @@ class Hub(HubBase):
                 handle.cancel()
             self._timers.clear()
             self._loop = None
+
+    def snapshot(self, class_id: str) -> tuple[dict[str, object], object]:
+        fan = self.classes.get(class_id)
+        if fan is None:
+            return {}, None
+        riders: dict[str, object] = {s.device: s.record() for s in fan.slots.changed_since(0)}
+        leaderboard = json.loads(fan.leaderboard.full_frame) if fan.leaderboard.seq else None
+        return riders, leaderboard
+
+    def stats_details(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "classes": len(self.classes),
+            "tick_interval_s": round(self.tick_interval, 4),
+        }
+        relay = self.relay_stats()
+        if relay is not None:
+            out["relay"] = relay
+        return out
+
+    def flush_delay(self) -> float | None:
+        return self.tick_interval
 
     def relay_stats(self) -> dict[str, object] | None:
         stats = getattr(self._relay, "stats", None)

@@ -26,6 +26,18 @@ class NaiveHub(HubBase):
     async def run(self) -> None:
         await asyncio.Event().wait()
 
+    def snapshot(self, class_id: str) -> tuple[dict[str, object], object]:
+        return {}, None  # the baseline serves no snapshots
+
+    def stats_details(self) -> dict[str, object]:
+        return {}
+
+    def flush_delay(self) -> float | None:
+        return None
+
+    def relay_stats(self) -> dict[str, object] | None:
+        return None
+
     def attach(self, class_id: str, conn: Connection, device: str, role: str) -> Peer:
         peer = self._new_peer(conn, device, role)
         self.peers.setdefault(class_id, {})[peer.peer_id] = peer

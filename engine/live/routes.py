@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -282,13 +281,7 @@ async def class_snapshot(request: web.Request) -> web.Response:
         claims.require_subscribe(class_id)
     except TokenScopeError as exc:
         return _error(403, exc.code, str(exc))
-    riders: dict[str, object] = {}
-    leaderboard: object = None
-    if isinstance(hub, Hub) and class_id in hub.classes:
-        fan = hub.classes[class_id]
-        riders = {s.device: s.record() for s in fan.slots.changed_since(0)}
-        if fan.leaderboard.seq:
-            leaderboard = json.loads(fan.leaderboard.full_frame)
+    riders, leaderboard = hub.snapshot(class_id)
     started = hub.riders.class_started(class_id)
     return web.json_response(
         {
@@ -312,12 +305,7 @@ async def stats(request: web.Request) -> web.Response:
         "connections": hub.connections(),
     }
     out.update(hub.stats.to_json())
-    if isinstance(hub, Hub):
-        out["classes"] = len(hub.classes)
-        out["tick_interval_s"] = round(hub.tick_interval, 4)
-        relay = hub.relay_stats()
-        if relay is not None:
-            out["relay"] = relay
+    out.update(hub.stats_details())
     return web.json_response(out)
 
 
@@ -342,8 +330,8 @@ def setup_live(app: web.Application, config: HubConfig | None = None, relay: Rel
     async def live(app: web.Application) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(hub.run(), name="live-hub")
-            if isinstance(hub, Hub):
-                tg.create_task(watch_connections(app[OPEN], cfg, hub.stats), name="live-watch")
+            # Every hub: connections a hub serves through aiohttp's WebSocketResponse are skipped by it.
+            tg.create_task(watch_connections(app[OPEN], cfg, hub.stats), name="live-watch")
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(live(app), name="live")
