@@ -36,7 +36,6 @@ import resource
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from engine.bench.redis_server import RedisServer
 from engine.live.config import HubConfig
 
 NAME = "live"
@@ -495,62 +495,16 @@ def _percentile(sorted_vals: list[float], q: float) -> float:
     return sorted_vals[i]
 
 
-_REDIS_EPHEMERAL = ("--save", "", "--appendonly", "no", "--loglevel", "warning", "--dir")
-
-
-class _Redis:
-    """A throwaway redis-server for the relay configuration: loopback, free port, no persistence."""
-
-    def __init__(self, binary: str, cpus: set[int] | None, workdir: str) -> None:
-        path = shutil.which(binary)
-        if path is None:
-            raise RuntimeError(f"{binary} not found: install the Debian package redis-server")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port: int = s.getsockname()[1]
-        self.proc = subprocess.Popen(
-            [path, "--port", str(self.port), "--bind", "127.0.0.1", *_REDIS_EPHEMERAL, workdir],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        if cpus:
-            with contextlib.suppress(OSError, AttributeError):
-                os.sched_setaffinity(self.proc.pid, cpus)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as c:
-                    c.sendall(b"PING\r\n")
-                    if c.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def _run_point(point: Point, args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
     ctx = mp.get_context("fork")
     hub_cpus, gen_cpus = _cpu_split(args.pin)
     relayed = point.hubs > 1
     if relayed and args.relay_cpus == "all":
         hub_cpus = None
-    redis: _Redis | None = _Redis(args.redis_server, hub_cpus, data_dir) if relayed else None
+    redis: RedisServer | None = None
+    if relayed:
+        redis = RedisServer(data_dir, binary=args.redis_server, cpus=hub_cpus)
+        redis.start()
     cpu_budget = args.hub_cpu_budget
     if relayed and hub_cpus is not None:
         # N hubs on the one hub core: each gets its share of the send budget the single hub has, or the
@@ -625,7 +579,7 @@ def _run_point(point: Point, args: argparse.Namespace, data_dir: str) -> dict[st
         # CPU comes from /proc on our clock (exact window even when a hub is too busy to answer quickly);
         # counters come stamped with each hub's clock, so a late answer shifts their window but not the rates.
         pids = [h.pid or 0 for h, _rx in hubs]
-        redis_pid = redis.proc.pid if redis is not None else None
+        redis_pid = redis.proc.pid if redis is not None and redis.proc is not None else None
         cpu0, t0 = [_proc_cpu(pid) for pid in pids], time.time()
         rcpu0 = _proc_cpu_s(redis_pid) if redis_pid else 0.0
         stats0 = [_hub_stats(rx) for _h, rx in hubs]
@@ -740,7 +694,7 @@ def _run_point(point: Point, args: argparse.Namespace, data_dir: str) -> dict[st
 def _stop_children(
     gens: list[tuple[Any, Connection]],
     hubs: list[tuple[Any, Connection]],
-    redis: _Redis | None,
+    redis: RedisServer | None,
     *,
     hurry: bool,
 ) -> None:
