@@ -38,7 +38,7 @@ from engine.device.defaults import DEFAULT_HEARTBEAT_S
 from engine.device.end_event import EndResult, post_ride_end
 from engine.device.sampler import RideClock, SampleBuilder
 from engine.device.status import SyncEvent, samples_text
-from engine.readings import SensorSource, SourceItem
+from engine.readings import SensorSource, SourceItem, pump
 from engine.ride import policy
 from engine.ride.schema import Phase, Role
 from engine.store import ReplicaStore
@@ -227,10 +227,7 @@ class BikeRide:
     # ---- recording --------------------------------------------------------------------------------------
 
     async def _pump(self, source: SensorSource, publisher: Any) -> None:
-        async for item in source.stream():
-            self._offer(item)
-            if publisher is not None:
-                publisher.offer(item)
+        await pump(source, self._offer, *([publisher.offer] if publisher is not None else []))
 
     def _offer(self, item: SourceItem) -> None:
         self.builder.offer(item, time.monotonic())

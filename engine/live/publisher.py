@@ -21,7 +21,7 @@ import aiohttp
 
 from engine.backoff import Backoff
 from engine.live.wire import BATCH_PROTOCOL, MAX_BATCH, METRIC_KEYS, reading_message, state_message
-from engine.readings import Kind, Reading, SensorSource, SourceItem
+from engine.readings import Kind, Reading, SensorSource, SourceItem, pump
 from engine.urls import ws_url
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,7 @@ class LivePublisher:
 
     async def pump(self, source: SensorSource) -> None:
         """Offer every item of `source` as it arrives, until the source ends or the task is cancelled."""
-        async for item in source.stream():
-            self.offer(item)
+        await pump(source, self.offer)
 
     # --- the network side ------------------------------------------------------------------------------
 
