@@ -88,12 +88,6 @@ def test_protocol_modules_are_sans_io(path: Path) -> None:
 
 
 LANES = {"engine.live", "engine.backend", "engine.dashboard"}
-# The one exception, to be deleted with it: the deprecated `ServerConfig.hub` (its type, and the live lane
-# `build_app` adds for it), kept for engine/bench/live.py's hub processes until they pass `live_lane`.
-DEPRECATED_HOST_IMPORTS = {
-    "engine/server/app.py": {"engine.live.lane"},
-    "engine/server/config.py": {"engine.live.config"},
-}
 
 
 def _in(name: str, packages: set[str]) -> bool:
@@ -105,8 +99,7 @@ def test_the_host_knows_no_lane() -> None:
     offenders = []
     for path in sorted((ROOT / "engine/server").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
-        allowed = DEPRECATED_HOST_IMPORTS.get(rel, set())
-        bad = {n for n in _imports(path) if _in(n, LANES) and n not in allowed}
+        bad = {n for n in _imports(path) if _in(n, LANES)}
         if bad:
             offenders.append(f"{rel}: {sorted(bad)}")
     assert offenders == []

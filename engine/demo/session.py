@@ -295,7 +295,7 @@ async def running_demo(
     *,
     roster: Sequence[RiderSpec] | None = None,
     on_value: OnValue | None = None,
-    extra_setup: Sequence[Lane] = (),
+    extra_lanes: Sequence[Lane] = (),
 ) -> AsyncIterator[DemoSession]:
     specs = (
         list(roster)
@@ -311,7 +311,7 @@ async def running_demo(
         hub = HubConfig(stale_after_s=config.stale_after_s, leaderboard_s=config.leaderboard_s)
         server = ServerConfig(data_dir=data_dir, host=config.host, port=config.port)
         durable = [setup_backend] if config.durable_lane else []
-        lanes = [live_lane(hub), setup_dashboard, *durable, *extra_setup]
+        lanes = [live_lane(hub), setup_dashboard, *durable, *extra_lanes]
         app = build_app(server, lanes, keyring=keyring)
         # The same guard as `ridesync serve` (timeouts, pending cap, quiet refusals): the demo's server is
         # a real one, open to whatever else is on the network.

@@ -21,6 +21,7 @@ from engine.bench.redis_server import RedisNotFound, RedisServer
 from engine.live.config import HubConfig
 from engine.live.hub import Hub
 from engine.live.lane import live_lane
+from engine.live.port import LiveHub
 from engine.live.relay import Relay
 from engine.live.routes import HUB
 from engine.live.wire import FrameReader
@@ -65,11 +66,17 @@ class LiveServer:
 
 
 async def start_server(
-    tmp: Path, hub: HubConfig, keyring: KeyRing, port: int = 0, relay: Relay | None = None
+    tmp: Path,
+    hub: HubConfig,
+    keyring: KeyRing,
+    port: int = 0,
+    relay: Relay | None = None,
+    *,
+    make_hub: Callable[[HubConfig], LiveHub] | None = None,
 ) -> LiveServer:
-    app = build_app(
-        ServerConfig(data_dir=tmp, host="127.0.0.1", port=port), [live_lane(hub, relay)], keyring=keyring
-    )
+    """The live lane on a guarded runner: the coalescing hub with `hub` and `relay`, or `make_hub(hub)`."""
+    lane = live_lane(hub, relay) if make_hub is None else live_lane(hub=make_hub(hub))
+    app = build_app(ServerConfig(data_dir=tmp, host="127.0.0.1", port=port), [lane], keyring=keyring)
     # Run as `ridesync serve` runs it: with the HTTP guard (engine/server/guard.py).
     runner = GuardedRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
@@ -87,8 +94,13 @@ async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     runners: list[web.AppRunner] = []
     keyring = KeyRing.generate()
 
-    async def factory(port: int = 0, relay: Relay | None = None, **hub: Any) -> LiveServer:
-        server = await start_server(tmp_path, HubConfig(**hub), keyring, port, relay)
+    async def factory(
+        port: int = 0,
+        relay: Relay | None = None,
+        make_hub: Callable[[HubConfig], LiveHub] | None = None,
+        **hub: Any,
+    ) -> LiveServer:
+        server = await start_server(tmp_path, HubConfig(**hub), keyring, port, relay, make_hub=make_hub)
         runners.append(server.runner)
         return server
 

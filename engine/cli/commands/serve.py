@@ -51,7 +51,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--stall-limit", type=float, default=10.0, metavar="S", help="disconnect a peer stalled this long"
     )
-    p.add_argument("--hub", choices=["coalescing", "naive"], default="coalescing", help=argparse.SUPPRESS)
     p.add_argument(
         "--relay", default=None, metavar="URL", help="share classes with other hubs via redis://HOST:PORT"
     )
@@ -224,7 +223,6 @@ def _serve(args: argparse.Namespace) -> int:
         leaderboard_s=args.leaderboard_interval,
         leaderboard_s_by_class=per_class,
         stall_limit_s=args.stall_limit,
-        impl=args.hub,
         relay_url=args.relay,
     )
     http = HttpLimits(
