@@ -72,7 +72,8 @@ def _engine_protocol_files() -> list[Path]:
     live += ["flush_control.py", "config.py"]
     files += [engine / "live" / name for name in live]
     files += sorted((engine / "ride").glob("*.py")) + sorted((engine / "export").glob("*.py"))
-    return [*files, engine / "readings.py", engine / "ids.py", engine / "backoff.py", engine / "roles.py"]
+    files += [engine / "readings.py", engine / "ids.py", engine / "backoff.py", engine / "roles.py"]
+    return [*files, engine / "wire_error.py"]
 
 
 @pytest.mark.parametrize(

@@ -15,11 +15,18 @@ import time
 from aiohttp import WSMsgType, web
 
 from engine.live.config import HubConfig
-from engine.live.connection import CLOSE_FORBIDDEN, Connection
+from engine.live.connection import Connection
 from engine.live.fanout import Peer, delta_text
 from engine.live.port import Entry, HubBase
 from engine.live.slots import ClassSlots
-from engine.live.wire import BATCH_PROTOCOL, InboundEvent, SampleIn, WireError, parse_inbound_batch
+from engine.live.wire import (
+    BATCH_PROTOCOL,
+    CLOSE_FORBIDDEN,
+    InboundEvent,
+    SampleIn,
+    parse_inbound_batch,
+)
+from engine.wire_error import WireError
 
 
 class NaiveConnection(Connection):
@@ -83,7 +90,7 @@ class NaiveHub(HubBase):
                 events = parse_inbound_batch(msg.data, device, time.time())
             except WireError as exc:
                 self.stats.malformed_closed += 1
-                await conn.close(exc.code, str(exc))
+                await conn.close(exc.close_code, str(exc))
                 return
             for event in events:
                 await self.publish(entry.class_id, event)

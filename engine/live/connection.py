@@ -1,5 +1,5 @@
 """One live connection as the hub sees it: a socket that speaks WebSocket itself (engine/live/rfc6455.py),
-with the write-buffer rule every hub applies, and the live lane's close codes."""
+with the write-buffer rule every hub applies."""
 
 from __future__ import annotations
 
@@ -10,12 +10,6 @@ import socket
 
 from engine.live.config import HubConfig
 from engine.live.rfc6455 import OP_PONG, close_frame, server_frame
-
-CLOSE_GOING_AWAY = 1001
-CLOSE_MALFORMED = 4400
-CLOSE_TOKEN_EXPIRED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_STALLED = 4408
 
 
 class Connection:

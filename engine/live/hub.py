@@ -23,14 +23,14 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from engine.live.config import HubConfig
-from engine.live.connection import CLOSE_STALLED, Connection
+from engine.live.connection import Connection
 from engine.live.fanout import ClassFanout, Peer, Plan
 from engine.live.flush_control import FlushController
 from engine.live.ingest import Ingest
 from engine.live.port import Entry, HubBase
 from engine.live.relay import Join, Leave, Relay, RelayEvent, Roster
 from engine.live.rfc6455 import HandshakeError, accept_handshake
-from engine.live.wire import BATCH_PROTOCOL, HelloIn, InboundEvent, SampleIn
+from engine.live.wire import BATCH_PROTOCOL, CLOSE_STALLED, HelloIn, InboundEvent, SampleIn
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Protocol
 
-from engine.live.connection import CLOSE_FORBIDDEN, Connection
+from engine.live.connection import Connection
 from engine.live.metrics import HubStats
 from engine.live.rfc6455 import (
     OP_BINARY,
@@ -30,7 +30,8 @@ from engine.live.rfc6455 import (
     FrameError,
     parse_close,
 )
-from engine.live.wire import InboundEvent, WireError, parse_inbound_batch
+from engine.live.wire import CLOSE_FORBIDDEN, InboundEvent, parse_inbound_batch
+from engine.wire_error import WireError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class Ingest:
             frames = self.parser.feed(data)
         except FrameError as exc:
             self.broken = True
-            self._refuse(exc.code, str(exc))
+            self._refuse(exc.close_code, str(exc))
             return False, b""
         for op, payload in frames:
             if op in (OP_TEXT, OP_BINARY):
@@ -102,7 +103,7 @@ class Ingest:
         try:
             events = parse_inbound_batch(payload, self.device, time.time())
         except WireError as exc:
-            self._refuse(exc.code, str(exc))
+            self._refuse(exc.close_code, str(exc))
             return
         publish, class_id = hub.publish_now, self.class_id
         for event in events:

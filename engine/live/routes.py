@@ -27,12 +27,7 @@ from engine.auth.tokens import (
     valid_id,
 )
 from engine.live.config import HubConfig
-from engine.live.connection import (
-    CLOSE_GOING_AWAY,
-    CLOSE_STALLED,
-    CLOSE_TOKEN_EXPIRED,
-    Connection,
-)
+from engine.live.connection import Connection
 from engine.live.fanout import Peer
 from engine.live.hub import Hub
 from engine.live.metrics import HubCollector, HubStats
@@ -40,7 +35,7 @@ from engine.live.port import Entry, LiveHub
 from engine.live.relay import Relay
 from engine.live.rfc6455 import OP_PING, server_frame
 from engine.live.riders import RiderBook
-from engine.live.wire import HelloIn
+from engine.live.wire import CLOSE_GOING_AWAY, CLOSE_STALLED, CLOSE_TOKEN_EXPIRED, HelloIn
 from engine.server.keys import DATA_DIR, KEYRING, REGISTRY
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,7 @@ from engine.crdt import CrdtDecodeError
 from engine.sync import wire
 from engine.sync.effects import CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, Close, Joined, Send, message_kind
 from engine.sync.syncmsg import SyncMessageError, announced_heads
+from engine.wire_error import WireError
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class ClientSession:
             return []
         try:
             message = wire.decode(frame, max_size=self.max_message_bytes)
-        except wire.WireError as exc:
+        except WireError as exc:
             return self.fail(f"invalid message from server: {exc}")
         if self.state is ClientState.CONNECTING:
             return self.fail("server spoke before we joined")

@@ -9,16 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from engine import wire_error
 from engine.sync import wire
 
-# WebSocket close codes (RFC 6455 §7.4.1).
+# WebSocket close codes (RFC 6455 §7.4.1); the two a malformed message gets are the wire error's.
 CLOSE_NORMAL: Final = 1000
-CLOSE_PROTOCOL_ERROR: Final = 1002
+CLOSE_PROTOCOL_ERROR: Final = wire_error.CLOSE_PROTOCOL_ERROR
 CLOSE_POLICY_VIOLATION: Final = 1008
-CLOSE_TOO_BIG: Final = 1009
+CLOSE_TOO_BIG: Final = wire_error.CLOSE_TOO_BIG
 CLOSE_INTERNAL_ERROR: Final = 1011
 # Application codes (4000-4999), each mirroring the HTTP status a request would get.
-CLOSE_TOKEN_EXPIRED: Final = 4401  # as the live hub (engine/live/hub.py)
+CLOSE_TOKEN_EXPIRED: Final = 4401  # as the live hub (engine/live/wire.py)
 CLOSE_BACKLOG: Final = 4413  # too many changes queued unapplied, waiting for a missing dependency
 
 # RFC 6455 limits a close reason to 123 bytes.

@@ -23,12 +23,12 @@ from engine.sync.effects import (
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
     CLOSE_PROTOCOL_ERROR,
-    CLOSE_TOO_BIG,
     Close,
     Joined,
     Send,
     message_kind,
 )
+from engine.wire_error import WireError
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +134,8 @@ class ServerSession:
             return []
         try:
             message = wire.decode(frame, max_size=self.max_message_bytes)
-        except wire.WireError as exc:
-            code = CLOSE_TOO_BIG if exc.reason == "oversize" else CLOSE_PROTOCOL_ERROR
-            return self.fail(f"invalid message: {exc}", code)
+        except WireError as exc:
+            return self.fail(f"invalid message: {exc}", exc.close_code)
         if self.state is SessionState.AWAITING_JOIN:
             return self._handle_first(message)
         return self._handle_joined(message)
