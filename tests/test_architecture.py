@@ -58,6 +58,9 @@ IO_MODULES = {
 def _adapter_protocol_files() -> list[Path]:
     serial = ROOT / "adapters/serial"
     files = [ROOT / "adapters/ble/hrm.py", ROOT / "adapters/ble/link_state.py"]
+    files += [ROOT / f"adapters/ble/{m}.py" for m in ("gatt_fields", "revolutions", "ftms", "cps", "csc")]
+    # What a bike's measurement means as readings, and what a simulated bike notifies: bytes only.
+    files += [ROOT / "adapters/ble/bike_services.py", ROOT / "adapters/ble/sim/bike_model.py"]
     files += [serial / "line_protocol.py", serial / "cadence.py", serial / "peloton_readings.py"]
     return files + sorted((serial / "peloton").glob("*.py"))
 
