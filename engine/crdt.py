@@ -262,6 +262,27 @@ class CrdtDoc:
 
         self._call(write, mutating=True)
 
+    def append_maps(self, key: str, rows: Iterable[Mapping[str, Scalar]]) -> None:
+        """Append each row as a map to the list at root `key` (made if missing), in one change. Every value
+        is type-checked before any call. ridesync's own documents stay flat (`put`); this nested layout is
+        what the store benchmark's baseline stores samples as (engine/bench/store.py)."""
+        typed = [[(k, _scalar_type(v), v) for k, v in row.items()] for row in rows]
+        if not isinstance(key, str) or not key:
+            raise TypeError("keys must be non-empty strings")
+
+        def write() -> None:
+            with self._doc.transaction() as tx:
+                found = tx.get(ROOT, key)
+                target = found[1] if found is not None else tx.put_object(ROOT, key, ObjType.List)
+                index = tx.length(target)
+                for row in typed:
+                    obj = tx.insert_object(target, index, ObjType.Map)
+                    index += 1
+                    for name, kind, value in row:
+                        tx.put(obj, name, kind, value)
+
+        self._call(write, mutating=True)
+
     # -- persistence and sync -------------------------------------------------------------------------
 
     def save(self) -> bytes:
@@ -503,25 +524,3 @@ def inspect_sync_message(data: bytes) -> SyncMessageInfo:
 def _check_actor(actor: bytes) -> None:
     if not isinstance(actor, bytes) or not actor or len(actor) > 32:
         raise ValueError("actor id must be 1-32 bytes")
-
-
-def baseline_list_of_maps(doc: CrdtDoc, key: str, rows: Iterable[Mapping[str, Scalar]]) -> None:
-    """Append each row as a map to the list at root `key`, in one change: the naive sample layout.
-
-    For benchmarks only (engine/bench/store.py compares it with the packed layout); ridesync's own
-    documents stay flat.
-    """
-    typed = [[(k, _scalar_type(v), v) for k, v in row.items()] for row in rows]
-
-    def write() -> None:
-        with doc._doc.transaction() as tx:
-            found = tx.get(ROOT, key)
-            target = found[1] if found is not None else tx.put_object(ROOT, key, ObjType.List)
-            index = tx.length(target)
-            for row in typed:
-                obj = tx.insert_object(target, index, ObjType.Map)
-                index += 1
-                for name, scalar_type, value in row:
-                    tx.put(obj, name, scalar_type, value)
-
-    doc._call(write, mutating=True)

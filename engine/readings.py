@@ -8,7 +8,7 @@ and the time the host received it (unix seconds), which is what staleness is mea
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -134,3 +134,11 @@ class SensorSource(Protocol):
     def source_id(self) -> str: ...
 
     def stream(self) -> AsyncIterator[SourceItem]: ...
+
+
+async def pump(source: SensorSource, *consumers: Callable[[SourceItem], object]) -> None:
+    """Hand every item of `source` to each consumer in turn as it arrives, until the source ends or the
+    task is cancelled: the one sensor pump of the bike replica, the live publisher and `ridesync sensors`."""
+    async for item in source.stream():
+        for consume in consumers:
+            consume(item)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,36 +40,60 @@ def test_engine_core_never_imports_radio_serial_or_adapters() -> None:
     assert offenders == []
 
 
-def test_protocol_modules_are_sans_io() -> None:
-    """Parsers and framers are pure: no asyncio, sockets, serial ports or radios."""
-    io_modules = {"asyncio", "socket", "serial", "bleak", "bumble", "aiohttp", "os", "select"}
+IO_MODULES = {
+    "asyncio",
+    "socket",
+    "select",
+    "os",
+    "serial",
+    "bleak",
+    "bumble",
+    "aiohttp",
+    "websockets",
+    "redis",
+    "sqlite3",
+}
+
+
+def _adapter_protocol_files() -> list[Path]:
     serial = ROOT / "adapters/serial"
-    protocol_files = [ROOT / "adapters/ble/hrm.py", ROOT / "adapters/ble/link_state.py"]
-    protocol_files += [
-        ROOT / f"adapters/ble/{m}.py" for m in ("gatt_fields", "revolutions", "ftms", "cps", "csc")
-    ]
+    files = [ROOT / "adapters/ble/hrm.py", ROOT / "adapters/ble/link_state.py"]
+    files += [ROOT / f"adapters/ble/{m}.py" for m in ("gatt_fields", "revolutions", "ftms", "cps", "csc")]
     # What a bike's measurement means as readings, and what a simulated bike notifies: bytes only.
-    protocol_files += [ROOT / "adapters/ble/bike_services.py", ROOT / "adapters/ble/sim/bike_model.py"]
+    files += [ROOT / "adapters/ble/bike_services.py", ROOT / "adapters/ble/sim/bike_model.py"]
     # The bridge's measurement model: readings in, bytes out.
-    protocol_files.append(ROOT / "adapters/ble/bridge/model.py")
-    protocol_files += [serial / "line_protocol.py", serial / "cadence.py", serial / "peloton_readings.py"]
-    protocol_files += sorted((serial / "peloton").glob("*.py"))
-    offenders = []
-    for path in protocol_files:
-        bad = {n for n in _imports(path) if _top(n) in io_modules}
-        if bad:
-            offenders.append(f"{path.relative_to(ROOT)}: {sorted(bad)}")
-    assert offenders == []
-    assert all(p.exists() for p in protocol_files)
+    files.append(ROOT / "adapters/ble/bridge/model.py")
+    files += [serial / "line_protocol.py", serial / "cadence.py", serial / "peloton_readings.py"]
+    return files + sorted((serial / "peloton").glob("*.py"))
+
+
+def _engine_protocol_files() -> list[Path]:
+    """The engine's protocols and pure state: the whole sync protocol (wire, effects, both sessions, sync
+    messages, document ids), the retry policy, the live lane's codecs, slots and controllers, ride documents
+    and policy, exports, readings and ids."""
+    engine = ROOT / "engine"
+    files = sorted((engine / "sync").glob("*.py"))
+    live = ["wire.py", "rfc6455.py", "relay_codec.py", "slots.py", "fanout.py", "leaderboard.py"]
+    live += ["flush_control.py", "config.py"]
+    files += [engine / "live" / name for name in live]
+    files += sorted((engine / "ride").glob("*.py")) + sorted((engine / "export").glob("*.py"))
+    files += [engine / "readings.py", engine / "ids.py", engine / "backoff.py", engine / "roles.py"]
+    return [*files, engine / "wire_error.py"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    _adapter_protocol_files() + _engine_protocol_files(),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_protocol_modules_are_sans_io(path: Path) -> None:
+    """Parsers, framers and protocol state machines are pure: no event loop, sockets, HTTP, serial ports,
+    radios or databases, not even imported lazily inside a function."""
+    assert path.exists()
+    assert {n for n in _imports(path) if _top(n) in IO_MODULES} == set()
 
 
 LANES = {"engine.live", "engine.backend", "engine.dashboard"}
-# The one exception, to be deleted with it: the deprecated `ServerConfig.hub` (its type, and the live lane
-# `build_app` adds for it), kept for engine/bench/live.py's hub processes until they pass `live_lane`.
-DEPRECATED_HOST_IMPORTS = {
-    "engine/server/app.py": {"engine.live.lane"},
-    "engine/server/config.py": {"engine.live.config"},
-}
 
 
 def _in(name: str, packages: set[str]) -> bool:
@@ -79,8 +105,7 @@ def test_the_host_knows_no_lane() -> None:
     offenders = []
     for path in sorted((ROOT / "engine/server").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
-        allowed = DEPRECATED_HOST_IMPORTS.get(rel, set())
-        bad = {n for n in _imports(path) if _in(n, LANES) and n not in allowed}
+        bad = {n for n in _imports(path) if _in(n, LANES)}
         if bad:
             offenders.append(f"{rel}: {sorted(bad)}")
     assert offenders == []

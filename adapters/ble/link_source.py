@@ -39,7 +39,7 @@ from adapters.ble.connect import (
     WrongDevice,
     connect_strap,
 )
-from adapters.ble.link_state import BackoffPolicy, StrapLinkMachine
+from adapters.ble.link_state import StrapLinkMachine
 from adapters.ble.scan import BluetoothUnavailable, StrapNotFound, is_address
 from adapters.ble.timeouts import (
     DISCONNECT_TIMEOUT_S,
@@ -47,6 +47,7 @@ from adapters.ble.timeouts import (
     HARDWARE_CONNECT_TIMEOUT_S,
     SCAN_TIMEOUT_S,
 )
+from engine.backoff import Backoff
 from engine.readings import SourceEvent, SourceItem, SourceState
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class StrapSettings:
     gatt_timeout_s: float = GATT_TIMEOUT_S
     stale_after_s: float = 3.0
     stable_after_s: float = 10.0
-    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=30.0))
     # How often the watchdog looks for staleness; a fraction of stale_after_s.
     tick_s: float = 0.5
     disconnect_timeout_s: float = DISCONNECT_TIMEOUT_S

@@ -25,6 +25,7 @@ import enum
 import random
 from dataclasses import dataclass, field
 
+from engine.backoff import Backoff
 from engine.readings import Contact, SourceEvent, SourceState
 
 
@@ -40,24 +41,6 @@ class Phase(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class BackoffPolicy:
-    """Full-jitter exponential backoff: delay = uniform(0, min(cap, base * 2**attempt))."""
-
-    base_s: float = 1.0
-    cap_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not (0 < self.base_s <= self.cap_s):
-            raise ValueError(f"need 0 < base_s <= cap_s, got base {self.base_s}, cap {self.cap_s}")
-
-    def ceiling(self, attempt: int) -> float:
-        return min(self.cap_s, self.base_s * 2.0 ** min(attempt, 62))
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, self.ceiling(attempt))
-
-
-@dataclass(frozen=True, slots=True)
 class RetryAfter:
     delay_s: float
     attempt: int
@@ -66,7 +49,7 @@ class RetryAfter:
 @dataclass
 class StrapLinkMachine:
     source_id: str
-    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=30.0))
     stale_after_s: float = 3.0
     stable_after_s: float = 10.0
     rng: random.Random = field(default_factory=random.Random)

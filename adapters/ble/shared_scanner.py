@@ -31,8 +31,8 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakDBusError, BleakError
 
-from adapters.ble.link_state import BackoffPolicy
 from adapters.ble.scan import BluetoothUnavailable, StrapNotFound, matches
+from engine.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ BLUEZ_NOT_READY = "org.bluez.Error.NotReady"
 _TRANSIENT_TEXTS = ("operation already in progress", "resource not ready", "powering", "busy")
 
 # Retrying a refused StartDiscovery: quick at first, never hammering the daemon.
-SCAN_RETRY = BackoffPolicy(base_s=0.25, cap_s=2.0)
+SCAN_RETRY = Backoff(base=0.25, cap=2.0)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -67,7 +67,7 @@ class SharedScanner:
         backend: type[BaseBleakScanner] | None = None,
         bluez_adapter: str | None = None,
         *,
-        retry: BackoffPolicy = SCAN_RETRY,
+        retry: Backoff = SCAN_RETRY,
         rng: random.Random | None = None,
     ) -> None:
         self.backend = backend

@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator
 
 from adapters.serial.cadence import CrankCadence
 from adapters.serial.line_protocol import CrankRecord, Ident, LineError, LineParser
-from adapters.serial.link import PortLost, QueueItem, SerialLink
+from adapters.serial.link import RECONNECT_BASE_S, RECONNECT_CAP_S, PortLost, QueueItem, SerialLink
 from adapters.serial.port_source import PortSource, next_chunk
 from engine.readings import Kind, SourceItem, SourceState
 
@@ -35,8 +35,8 @@ class LineSource(PortSource):
         stop_after_s: float = 3.0,
         stale_after_s: float = 3.0,
         rebaseline_after_s: float = 60.0,
-        backoff_base_s: float = 0.2,
-        backoff_cap_s: float = 5.0,
+        backoff_base_s: float = RECONNECT_BASE_S,
+        backoff_cap_s: float = RECONNECT_CAP_S,
     ) -> None:
         super().__init__(
             [path],

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 
 from adapters.serial.calibration_store import CalibrationKeeper
-from adapters.serial.link import PortLost, QueueItem, SerialLink
+from adapters.serial.link import RECONNECT_BASE_S, RECONNECT_CAP_S, PortLost, QueueItem, SerialLink
 from adapters.serial.peloton import (
     BusDecoder,
     CalibrationComplete,
@@ -37,8 +37,8 @@ class PelotonListenSource(PortSource):
         baudrate: int = PELOTON_BAUD,
         idle_flush_s: float = 0.25,
         stale_after_s: float = 2.0,
-        backoff_base_s: float = 0.2,
-        backoff_cap_s: float = 5.0,
+        backoff_base_s: float = RECONNECT_BASE_S,
+        backoff_cap_s: float = RECONNECT_CAP_S,
         calibration: CalibrationKeeper | None = None,
     ) -> None:
         super().__init__(

@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import AsyncGenerator
 
 from adapters.serial.calibration_store import CalibrationKeeper
-from adapters.serial.link import PortLost, QueueItem, SerialLink
+from adapters.serial.link import RECONNECT_BASE_S, RECONNECT_CAP_S, PortLost, QueueItem, SerialLink
 from adapters.serial.peloton import (
     CALIBRATION_ENTRIES,
     POLL_CYCLE,
@@ -60,8 +60,8 @@ class PelotonPollSource(PortSource):
         retries: int = 2,
         stale_after: int = 3,
         recalibrate_s: float = 30.0,
-        backoff_base_s: float = 0.2,
-        backoff_cap_s: float = 5.0,
+        backoff_base_s: float = RECONNECT_BASE_S,
+        backoff_cap_s: float = RECONNECT_CAP_S,
         calibration: CalibrationKeeper | None = None,
     ) -> None:
         super().__init__(

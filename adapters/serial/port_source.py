@@ -25,7 +25,15 @@ from typing import Any
 
 import serial
 
-from adapters.serial.link import PortLost, PortPermissionDenied, QueueItem, SerialLink, backoff_delay
+from adapters.serial.link import (
+    RECONNECT_BASE_S,
+    RECONNECT_CAP_S,
+    PortLost,
+    PortPermissionDenied,
+    QueueItem,
+    SerialLink,
+    backoff_delay,
+)
 from engine.readings import Kind, Reading, SourceEvent, SourceItem, SourceState
 
 log = logging.getLogger(__name__)
@@ -38,8 +46,8 @@ class PortSource:
         *,
         source_id: str,
         baudrate: int,
-        backoff_base_s: float = 0.2,
-        backoff_cap_s: float = 5.0,
+        backoff_base_s: float = RECONNECT_BASE_S,
+        backoff_cap_s: float = RECONNECT_CAP_S,
     ) -> None:
         if not 1 <= len(paths) <= 2:
             raise ValueError("a serial source reads one port, or two for a tapped bus")

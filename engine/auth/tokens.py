@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import enum
 import hashlib
 import hmac
 import json
@@ -30,6 +29,7 @@ from typing import Any
 
 from engine import ids
 from engine.ids import InvalidId
+from engine.roles import Role as Role  # noqa: PLC0414 (the one Role, re-exported)
 
 # Device, class, ride and key ids: one grammar (engine/ids.py) for tokens, the ride schema and every route,
 # so an id that gets a token is an id the rest of ridesync accepts. Also importable from here.
@@ -40,13 +40,6 @@ KEY_FILE = "token-keys.json"
 # Small clock differences between devices must not reject a fresh token.
 CLOCK_LEEWAY_S = 30.0
 MAX_TOKEN_LEN = 4096
-
-
-class Role(enum.StrEnum):
-    BIKE = "bike"
-    APP = "app"
-    BACKEND = "backend"
-    VIEWER = "viewer"
 
 
 class TokenError(Exception):

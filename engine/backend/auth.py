@@ -6,12 +6,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from engine.auth.tokens import Claims, KeyRing, TokenError, token_from_request
-from engine.auth.tokens import Role as TokenRole
 from engine.backend.metrics import BackendMetrics
 from engine.backend.ratelimit import RateLimiter
-from engine.ride.schema import Role
+from engine.roles import Role
 
-WRITERS = frozenset({TokenRole.BIKE, TokenRole.APP, TokenRole.BACKEND})
+WRITERS = frozenset({Role.BIKE, Role.APP, Role.BACKEND})
 
 
 class RequestError(Exception):
@@ -56,10 +55,6 @@ def authenticate(
     return claims
 
 
-def ride_role(claims: Claims) -> Role:
-    return Role(claims.role.value)
-
-
 def may_read(claims: Claims, ride_id: str, ride_classes: frozenset[str]) -> bool:
     """A token with `rides` reads only those. Without: writers (bike, app, backend) read any ride; a viewer
     reads the rides registered in its classes (`ride_classes`: the classes the ride is registered in)."""
@@ -75,7 +70,7 @@ def require_read(claims: Claims, ride_id: str, ride_classes: frozenset[str]) -> 
         raise RequestError(403, "token_wrong_scope", f"token does not allow ride {ride_id!r}")
 
 
-def require_writer(claims: Claims, ride_id: str, roles: frozenset[TokenRole] = WRITERS) -> None:
+def require_writer(claims: Claims, ride_id: str, roles: frozenset[Role] = WRITERS) -> None:
     if claims.role not in roles:
         allowed = ", ".join(sorted(r.value for r in roles))
         raise RequestError(403, "role_not_allowed", f"role {claims.role.value!r} may not do this ({allowed})")

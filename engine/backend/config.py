@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from engine.ids import ID_CHARS, valid_id
+from engine.sync import wire
 
-# A 4-hour offline backlog at the default 10 s fold is ~350 KB (engine/ride/README.md); 8 MiB leaves a
-# 20x margin for claims, edits and a denser commit interval.
-DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# 8 MiB, the sync codec's own default (engine/sync/wire.py says why).
+DEFAULT_MAX_MESSAGE_BYTES = wire.DEFAULT_MAX_MESSAGE_BYTES
 # Below this even a join with metadata or one fold's sync message may not fit.
 MIN_MESSAGE_BYTES = 4096
 MAX_MESSAGE_BYTES = 1024 * 1024 * 1024

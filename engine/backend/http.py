@@ -196,7 +196,7 @@ async def end_ride(
     t = payload.get("t")
     if t is not None and (isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t)):
         raise auth.RequestError(400, "bad_body", "t must be a number (unix seconds)")
-    role = auth.ride_role(claims)
+    role = claims.role
 
     async def logical() -> idem.StoredResponse:
         end_key = schema.end_key(ride_id)
@@ -264,7 +264,7 @@ async def put_meta(
     owners.require_owner(backend, claims, ride_id)
     body = await _body(request, backend.config.max_body_bytes)
     fields = _meta_fields(_json_object(body, empty_ok=False))
-    role = auth.ride_role(claims)
+    role = claims.role
     # Validate every value first, on a scratch document, so a bad field writes nothing.
     scratch = CrdtDoc.new(new_actor_id("validate"))
     for name, value in fields.items():

@@ -1,4 +1,4 @@
-"""The documents one sync connection may see and write: a `DocumentProvider` (engine/sync/session.py)
+"""The documents one sync connection may see and write: a `DocumentProvider` (engine/sync/server_session.py)
 backed by the backend's replica store.
 
 Visibility: a document the backend holds is known to the peer if its ride is readable by the token
@@ -21,13 +21,14 @@ import weakref
 from collections.abc import Callable
 
 from engine.auth.tokens import Claims
-from engine.auth.tokens import Role as TokenRole
 from engine.backend.service import Backend, Peer, hex_id
 from engine.crdt import CrdtDecodeError
 from engine.ride import schema
-from engine.ride.schema import DocRef, Role
+from engine.ride.schema import DocRef
+from engine.roles import Role
 from engine.store import Backlog, GatedSync, GateResult
-from engine.sync.session import CLOSE_BACKLOG, Applied, Rejected, SyncOutcome
+from engine.sync.effects import CLOSE_BACKLOG
+from engine.sync.server_session import Applied, Rejected, SyncOutcome
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,7 @@ class RideDocuments:
         # The token's claims decide which rides this peer may write; without them (tests driving the
         # provider directly), a token for this device and role scoped to the connection's rides.
         self.claims = (
-            claims
-            if claims is not None
-            else Claims(TokenRole(role.value), device, frozenset(), rides, 0.0, math.inf)
+            claims if claims is not None else Claims(role, device, frozenset(), rides, 0.0, math.inf)
         )
         self.sessions: dict[str, GatedSync] = {}  # by hex id; the store's gate (engine/store/gate.py)
         config = backend.config

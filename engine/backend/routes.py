@@ -19,7 +19,7 @@ from engine.backend.state import BACKEND, BackendState
 from engine.backend.ws import Connection, sync_endpoint
 from engine.server.keys import DATA_DIR, REGISTRY
 from engine.server.lane import Lane
-from engine.sync.session import CLOSE_NORMAL
+from engine.sync.effects import CLOSE_NORMAL
 
 GOING_AWAY = 1001
 

@@ -34,7 +34,7 @@ from engine.events.idempotency import Ledger
 from engine.ride import policy, schema
 from engine.ride.schema import DocKind, DocRef, Phase, Role
 from engine.store import ReplicaStore, RideOwner, SyncState
-from engine.sync.docid import InvalidDocumentId, document_id_from_bytes, document_id_to_bytes
+from engine.sync.docid import InvalidDocumentId, document_id_from_bytes, document_id_to_hex
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Peer(Protocol):
 def hex_id(document_id: str) -> str | None:
     """The store's hex id of an automerge-repo document id, or None if it is not one."""
     try:
-        return document_id_to_bytes(document_id).hex()
+        return document_id_to_hex(document_id)
     except InvalidDocumentId:
         return None
 

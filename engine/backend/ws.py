@@ -1,4 +1,4 @@
-"""`GET /v1/sync`: the automerge-repo WebSocket endpoint (the adapter around engine/sync/session.py).
+"""`GET /v1/sync`: the automerge-repo WebSocket endpoint (the adapter around engine/sync/server_session.py).
 
 One connection = a reader task (frames into a small bounded queue, so a flooding peer meets TCP
 backpressure) and a worker task, the only one that sends: it feeds frames to the session, and pushes
@@ -37,13 +37,14 @@ from engine.backend.service import Backend
 from engine.backend.state import BackendState, ride_classes
 from engine.ride import schema
 from engine.store import StoreError
-from engine.sync import session as s
+from engine.sync import effects as fx
+from engine.sync import server_session as s
 
 log = logging.getLogger(__name__)
 
 QUEUE_FRAMES: Final = 8
 LINGER_POLL_S: Final = 0.02
-CLOSE_TOKEN_EXPIRED: Final = s.CLOSE_TOKEN_EXPIRED
+CLOSE_TOKEN_EXPIRED: Final = fx.CLOSE_TOKEN_EXPIRED
 CLOSE_ABNORMAL: Final = 1006  # never sent: what a peer sees when the connection ends without a close frame
 
 
@@ -92,7 +93,7 @@ class Connection:
         self.request = request
         app = request.app
         self.device = claims.device
-        self.role = auth.ride_role(claims)
+        self.role = claims.role
         self.expires_at = claims.exp + CLOCK_LEEWAY_S  # unix time; verify() accepts the token until then
         self.provider = RideDocuments(
             backend,
@@ -192,7 +193,7 @@ class Connection:
                 except TimeoutError:
                     timeout = self.backend.config.join_timeout_s
                     await self._apply(
-                        self.session.fail(f"no join within {timeout:g} s", s.CLOSE_POLICY_VIOLATION)
+                        self.session.fail(f"no join within {timeout:g} s", fx.CLOSE_POLICY_VIOLATION)
                     )
                     return
             else:
@@ -228,7 +229,7 @@ class Connection:
     async def _apply(self, effects: list[s.Effect]) -> None:
         for effect in effects:
             match effect:
-                case s.Send(frame, carries_state):
+                case fx.Send(frame, carries_state):
                     if self.ws.closed:
                         continue  # the peer resyncs what it missed when it reconnects
                     if carries_state and not await self._durable():
@@ -238,9 +239,9 @@ class Connection:
                     except (ConnectionError, RuntimeError):
                         continue
                     self.backend.metrics.sync_bytes.labels("out").inc(len(frame))
-                case s.Close(code, reason):
+                case fx.Close(code, reason):
                     await self._close(code, reason)
-                case s.Joined(peer_id, _):
+                case fx.Joined(peer_id, _):
                     log.info(
                         "sync peer joined",
                         extra={"device": self.device, "role": self.role.value, "peer_id": peer_id},
@@ -294,8 +295,8 @@ class Connection:
             await store.flushed()
         except StoreError as exc:
             log.error("store commit failed; closing the connection", extra={"device": self.device})
-            self.session.fail(f"storage failure: {exc}", s.CLOSE_INTERNAL_ERROR)
-            await self._close(s.CLOSE_INTERNAL_ERROR, "storage failure")
+            self.session.fail(f"storage failure: {exc}", fx.CLOSE_INTERNAL_ERROR)
+            await self._close(fx.CLOSE_INTERNAL_ERROR, "storage failure")
             return False
         self.backend.metrics.commit_wait_seconds.observe(time.perf_counter() - started)
         return True

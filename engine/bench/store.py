@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from engine.crdt import CrdtDoc, SyncSession, baseline_list_of_maps, new_actor_id
+from engine.crdt import CrdtDoc, SyncSession, new_actor_id
 from engine.ride import documents, policy
 from engine.ride.model import BackendDoc, DeviceDoc, RideDocs
 from engine.ride.samples import Sample
@@ -103,7 +103,7 @@ def bench_append(tmp: Path, count: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     n = min(count, 300)
     for i in range(n):
-        baseline_list_of_maps(doc, "samples", [as_map(sample(i))])
+        doc.append_maps("samples", [as_map(sample(i))])
         conn.execute("INSERT OR REPLACE INTO doc VALUES(1, ?)", (doc.save(),))
     out["naive_save_every_sample_us_per_sample_first_300"] = _us((time.perf_counter() - t0) / n)
     conn.close()
@@ -127,10 +127,10 @@ def bench_doc_append(samples: int = 1800) -> dict[str, Any]:
 def bench_naive_growth(samples: int) -> dict[str, Any]:
     """Save-after-every-sample cost grows with the document: time it at the end of a longer ride."""
     doc = CrdtDoc.new(new_actor_id("naive"))
-    baseline_list_of_maps(doc, "samples", [as_map(sample(i)) for i in range(samples)])
+    doc.append_maps("samples", [as_map(sample(i)) for i in range(samples)])
     t0 = time.perf_counter()
     for i in range(samples, samples + 20):
-        baseline_list_of_maps(doc, "samples", [as_map(sample(i))])
+        doc.append_maps("samples", [as_map(sample(i))])
         doc.save()
     return {f"naive_save_every_sample_us_at_{samples}_samples": _us((time.perf_counter() - t0) / 20)}
 
@@ -149,9 +149,7 @@ def build_maps(samples: int, interval: float) -> CrdtDoc:
     doc = CrdtDoc.new(new_actor_id("maps"))
     step = max(int(interval), 1)
     for base in range(0, samples, step):
-        baseline_list_of_maps(
-            doc, "samples", [as_map(sample(i)) for i in range(base, min(samples, base + step))]
-        )
+        doc.append_maps("samples", [as_map(sample(i)) for i in range(base, min(samples, base + step))])
     return doc
 
 

@@ -30,6 +30,7 @@ from engine.live import rfc6455
 from engine.live import wire as live_wire
 from engine.ride import samples
 from engine.sync import wire as sync_wire
+from engine.wire_error import WireError
 
 SHORT_INPUTS = 3000
 LONG_INPUTS = 1_000_000
@@ -200,8 +201,8 @@ def _http_seeds() -> tuple[bytes, ...]:
 
 
 ENGINE_TARGETS: tuple[FuzzTarget, ...] = (
-    FuzzTarget("sync-wire-cbor", _sync_parse, (sync_wire.WireError,), _sync_seeds()),
-    FuzzTarget("live-frames-json", _live_parse, (live_wire.WireError,), _live_seeds()),
+    FuzzTarget("sync-wire-cbor", _sync_parse, (WireError,), _sync_seeds()),
+    FuzzTarget("live-frames-json", _live_parse, (WireError,), _live_seeds()),
     FuzzTarget("live-rfc6455", _frames_parse, (rfc6455.FrameError,), _frames_seeds()),
     FuzzTarget("store-sample-records", _samples_parse, (samples.SampleDecodeError,), _samples_seeds()),
     FuzzTarget("http-json-bodies", _http_parse, (RequestError,), _http_seeds()),

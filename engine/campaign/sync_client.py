@@ -16,6 +16,7 @@ from engine.ride.schema import DocRef
 from engine.store import ReplicaStore
 from engine.sync import wire
 from engine.sync.docid import document_id_from_bytes, document_id_to_bytes
+from engine.urls import ws_url
 
 SERVER_PEER = "ridesync-backend"
 
@@ -24,7 +25,7 @@ class SyncClient:
     def __init__(
         self, base_url: str, token: str, store: ReplicaStore, ride_id: str, *, peer_id: str | None = None
     ) -> None:
-        self.url = base_url.replace("http://", "ws://") + "/v1/sync"
+        self.url = ws_url(base_url, "/v1/sync")
         self.token = token
         self.store = store
         self.ride_id = ride_id

@@ -15,9 +15,13 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from engine.live.publisher import backoff_delay, class_ws_url
+from engine.backoff import Backoff
+from engine.live.publisher import class_ws_url
 
 log = logging.getLogger(__name__)
+
+# Reconnecting to the hub: 0.2 s doubling up to 5 s, full jitter.
+RECONNECT = Backoff(base=0.2, cap=5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,5 +117,5 @@ class ClassMonitor:
                                 self.apply(frame, received)
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     log.info("monitor reconnecting", extra={"error": repr(exc)})
-                await asyncio.sleep(backoff_delay(attempt, 0.2, 5.0))
+                await asyncio.sleep(RECONNECT.delay(attempt))
                 attempt += 1

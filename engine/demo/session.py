@@ -189,9 +189,7 @@ class DemoSession:
         """The rider's bike document as the backend's store holds it (None: not arrived yet)."""
         state = self.app[BACKEND]
         if state.backend is not None and rider.ride_id in state.backend.store.rides():
-            for doc in state.backend.store.ride_docs(rider.ride_id).devices:
-                if doc.device == rider.spec.device and doc.ref.kind.value == "bike":
-                    return doc
+            return state.backend.store.ride_docs(rider.ride_id).device_doc(rider.spec.device, Role.BIKE)
         return None
 
     def backend_seqs(self, rider: Rider) -> list[int]:
@@ -298,7 +296,7 @@ async def running_demo(
     *,
     roster: Sequence[RiderSpec] | None = None,
     on_value: OnValue | None = None,
-    extra_setup: Sequence[Lane] = (),
+    extra_lanes: Sequence[Lane] = (),
 ) -> AsyncIterator[DemoSession]:
     specs = (
         list(roster)
@@ -314,7 +312,7 @@ async def running_demo(
         hub = HubConfig(stale_after_s=config.stale_after_s, leaderboard_s=config.leaderboard_s)
         server = ServerConfig(data_dir=data_dir, host=config.host, port=config.port)
         durable = [setup_backend] if config.durable_lane else []
-        lanes = [live_lane(hub), setup_dashboard, *durable, *extra_setup]
+        lanes = [live_lane(hub), setup_dashboard, *durable, *extra_lanes]
         app = build_app(server, lanes, keyring=keyring)
         # The same guard as `ridesync serve` (timeouts, pending cap, quiet refusals): the demo's server is
         # a real one, open to whatever else is on the network.

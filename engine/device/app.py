@@ -25,14 +25,17 @@ from typing import Any
 
 import aiohttp
 
+from engine.backoff import Attempts, Backoff, classify_status
 from engine.device.common import replica_dir, ride_summary
 from engine.device.connection import DeviceSync
-from engine.device.end_event import EndResult, http_base, post_ride_end
+from engine.device.defaults import DEFAULT_HEARTBEAT_S
+from engine.device.end_event import EndResult, post_ride_end
+from engine.device.retry import classify_exception
 from engine.device.status import SyncEvent
 from engine.ride import policy, schema
 from engine.ride.schema import Phase, Role
 from engine.store import ReplicaStore
-from engine.sync.backoff import Attempts, Backoff, classify_exception, classify_status
+from engine.urls import http_base
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class AppOptions:
     end: bool = False
     edits: dict[str, Any] = field(default_factory=dict)
     retry_cap_s: float = 30.0
-    heartbeat_s: float = 2.0
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
     sync_timeout_s: float = 60.0
     wait_phase: Phase | None = None
     on_event: Callable[[dict[str, Any]], None] | None = None

@@ -31,16 +31,18 @@ from typing import Any
 
 import aiohttp
 
+from engine.backoff import Backoff
 from engine.device.common import own_doc, replica_dir, ride_summary
 from engine.device.connection import DeviceSync
+from engine.device.defaults import DEFAULT_HEARTBEAT_S
 from engine.device.end_event import EndResult, post_ride_end
 from engine.device.sampler import RideClock, SampleBuilder
 from engine.device.status import SyncEvent, samples_text
-from engine.readings import SensorSource, SourceItem
+from engine.readings import SensorSource, SourceItem, pump
 from engine.ride import policy
 from engine.ride.schema import Phase, Role
 from engine.store import ReplicaStore
-from engine.sync.backoff import Backoff
+from engine.store.replica import DEFAULT_FOLD_INTERVAL_S
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +69,9 @@ class BikeOptions:
     max_hr: int | None = None
     duration_s: float | None = None  # ride seconds; None = until stopped
     speed: float = 1.0
-    fold_interval_s: float = 10.0
+    fold_interval_s: float = DEFAULT_FOLD_INTERVAL_S
     retry_cap_s: float = 30.0
-    heartbeat_s: float = 2.0
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
     sync_timeout_s: float = 60.0
     on_event: Callable[[dict[str, Any]], None] | None = None
     # End with SyncRefused on a refusal no retry can fix (a bad token, not the ride's owner) instead of
@@ -225,10 +227,7 @@ class BikeRide:
     # ---- recording --------------------------------------------------------------------------------------
 
     async def _pump(self, source: SensorSource, publisher: Any) -> None:
-        async for item in source.stream():
-            self._offer(item)
-            if publisher is not None:
-                publisher.offer(item)
+        await pump(source, self._offer, *([publisher.offer] if publisher is not None else []))
 
     def _offer(self, item: SourceItem) -> None:
         self.builder.offer(item, time.monotonic())

@@ -19,11 +19,7 @@ def replica_dir(data_root: Path, role: Role, device: str) -> Path:
 
 
 def own_doc(store: ReplicaStore, ride_id: str) -> DeviceDoc | None:
-    docs = store.ride_docs(ride_id)
-    for dev in docs.devices:
-        if dev.device == store.device_id and dev.ref.kind.value == store.role.value:
-            return dev
-    return None
+    return store.ride_docs(ride_id).device_doc(store.device_id, store.role)
 
 
 def ride_summary(store: ReplicaStore, ride_id: str) -> dict[str, Any]:

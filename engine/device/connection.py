@@ -35,19 +35,22 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from engine.device import session as cs
+from engine.backoff import Attempts, Backoff
+from engine.device.defaults import DEFAULT_HEARTBEAT_S
+from engine.device.retry import classify_exception, connection_error_text
 from engine.device.status import SyncEvent, SyncTracker
-from engine.device.store_docs import StoreDocuments, to_hex, to_wire
+from engine.device.store_docs import StoreDocuments
 from engine.ride import schema
 from engine.ride.schema import DocKind, DocRef, Phase
 from engine.store import ReplicaStore
+from engine.sync import client_session as cs
+from engine.sync import effects as fx
 from engine.sync import wire
-from engine.sync.backoff import Attempts, Backoff, classify_exception, connection_error_text
+from engine.sync.docid import document_id_from_hex, document_id_to_hex
 from engine.urls import check_backend_url, http_base, ws_url
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HEARTBEAT_S = 2.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 SYNC_PATH = "/v1/sync"
 
@@ -164,7 +167,7 @@ class DeviceSync:
         changes (the app) needs one fresh exchange to know it holds what the backend holds now.
         """
         refs = self._syncable(ride_id, self.store.ride_refs(ride_id))
-        return bool(refs) and all(to_wire(r.doc_id) in self._settled for r in refs)
+        return bool(refs) and all(document_id_from_hex(r.doc_id) in self._settled for r in refs)
 
     def closed_out(self, ride_id: str) -> str | None:
         """Why the ride is finalized without some of this device's changes, or None (module docstring)."""
@@ -332,7 +335,7 @@ class DeviceSync:
         """The backend holds `doc_id` as we do, on this connection; a shared document's ride may go on."""
         if doc_id not in self._settled:
             self._settled.add(doc_id)
-            self._dirty.add(self.store.ref(to_hex(doc_id)).ride_id)
+            self._dirty.add(self.store.ref(document_id_to_hex(doc_id)).ride_id)
             self._wake.set()
 
     def _disconnected(self) -> None:
@@ -354,7 +357,7 @@ class DeviceSync:
             nonlocal refused
             for effect in effects:
                 match effect:
-                    case cs.Send(frame):
+                    case fx.Send(frame):
                         try:
                             async with send_lock:
                                 await ws.send_bytes(frame)
@@ -363,10 +366,10 @@ class DeviceSync:
                             self.last_error = self.last_error or f"connection lost ({type(exc).__name__})"
                             await ws.close()
                             return
-                    case cs.Close(code, reason):
+                    case fx.Close(code, reason):
                         self.last_error = self.last_error or reason
                         await ws.close(code=code, message=reason.encode())
-                    case cs.Joined():
+                    case fx.Joined():
                         self.connects += 1
                         self.connected.set()
                         self.tracker.set_online(True)
@@ -374,12 +377,12 @@ class DeviceSync:
                         self._wake.set()
                     case cs.Acknowledged(doc_id, heads):
                         self._settle(doc_id)
-                        self.tracker.acknowledged(to_hex(doc_id), heads)
+                        self.tracker.acknowledged(document_id_to_hex(doc_id), heads)
                         if self.on_ack is not None:
-                            self.on_ack(to_hex(doc_id))
+                            self.on_ack(document_id_to_hex(doc_id))
                         self._pulse()
                     case cs.Changed(doc_id):
-                        doc_hex = to_hex(doc_id)
+                        doc_hex = document_id_to_hex(doc_id)
                         ride_id = self.store.ref(doc_hex).ride_id
                         # The shared document indexes the others: a new entry is a new document to sync.
                         self._dirty.add(ride_id)
@@ -389,7 +392,7 @@ class DeviceSync:
                         self.tracker.refresh(ride_id)
                         self._pulse()
                     case cs.Unavailable(doc_id):
-                        doc_hex = to_hex(doc_id)
+                        doc_hex = document_id_to_hex(doc_id)
                         ride_id = self.store.ref(doc_hex).ride_id
                         if not self.store.heads(doc_hex):
                             # Neither side has anything of it (say, the backend has not written yet).
@@ -460,7 +463,7 @@ class DeviceSync:
                 refs = self._syncable(ride_id, self.store.ride_refs(ride_id))
                 for ref in refs:
                     self.store.ensure_doc(ref)
-                shared = to_wire(schema.shared_ref(ride_id).doc_id)
+                shared = document_id_from_hex(schema.shared_ref(ride_id).doc_id)
                 if (
                     shared not in self._settled
                     and self.closed_out(ride_id) is None
@@ -472,7 +475,7 @@ class DeviceSync:
                     # before. Before the end nothing can finalize, so all documents go at once (one round
                     # trip less per connection, which a class of bikes joining together notices).
                     refs = [r for r in refs if r.kind is DocKind.SHARED]
-                wire_ids = [to_wire(r.doc_id) for r in refs]
+                wire_ids = [document_id_from_hex(r.doc_id) for r in refs]
                 known = [d for d in wire_ids if d in session.opened]
                 effects = session.open_documents(wire_ids)
                 for doc_id in known:

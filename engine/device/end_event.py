@@ -22,19 +22,16 @@ from typing import Any
 
 import aiohttp
 
-from engine.events.idempotency import ride_end_idempotency_key
-from engine.sync.backoff import (
+from engine.backoff import (
     Attempts,
     Backoff,
     Decision,
-    classify_exception,
     classify_status,
     parse_retry_after,
 )
+from engine.device.retry import classify_exception
+from engine.events.idempotency import ride_end_idempotency_key
 from engine.urls import http_base
-
-# http_base lives in engine/urls.py now; it stays importable from here.
-__all__ = ["IN_PROGRESS_CODE", "EndResult", "http_base", "post_ride_end"]
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.backoff import Backoff
 from engine.device.common import own_doc, ride_summary
 from engine.device.connection import DeviceSync
+from engine.device.defaults import DEFAULT_HEARTBEAT_S
 from engine.device.status import SyncEvent
 from engine.ride.schema import Phase, Role
 from engine.store import ReplicaStore
 from engine.store.db import DB_NAME
-from engine.sync.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class PushOptions:
     data_root: Path
     rides: list[str] = field(default_factory=list)  # empty: every ride the replica holds
     retry_cap_s: float = 30.0
-    heartbeat_s: float = 2.0
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
     sync_timeout_s: float = 60.0
     on_event: Callable[[dict[str, Any]], None] | None = None
 

@@ -1,6 +1,7 @@
 """`ClientDocuments` over a ReplicaStore: the documents a device syncs, with this connection's sync states.
 
-The store names documents by 32 hex characters, automerge-repo by bs58check of the same 16 bytes.
+The store names documents by 32 hex characters, automerge-repo by bs58check of the same 16 bytes
+(engine/sync/docid.py translates).
 """
 
 from __future__ import annotations
@@ -9,15 +10,7 @@ from collections.abc import Sequence
 
 from engine.crdt import SyncSession
 from engine.store import ReplicaStore
-from engine.sync.docid import document_id_from_bytes, document_id_to_bytes
-
-
-def to_wire(doc_hex: str) -> str:
-    return document_id_from_bytes(bytes.fromhex(doc_hex))
-
-
-def to_hex(doc_id: str) -> str:
-    return document_id_to_bytes(doc_id).hex()
+from engine.sync.docid import document_id_to_hex as to_hex
 
 
 class StoreDocuments:

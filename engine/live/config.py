@@ -46,8 +46,6 @@ class HubConfig:
     heartbeat_s: float = 20.0
     # Bytes asked of the socket per read (asyncio's default of 256 KiB is slow to allocate, see hub.py).
     read_chunk: int = 16 * 1024
-    # "coalescing" (the real hub) or "naive" (the benchmark's baseline: every sample to every peer at once).
-    impl: str = "coalescing"
     # Multi-process fan-out: hubs given the same Redis URL share their classes (engine/live/redis_relay.py).
     relay_url: str | None = None
     # Each hub re-announces the riders connected to it this often, which repairs joins and leaves lost to

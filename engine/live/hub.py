@@ -13,243 +13,32 @@ that cannot take it is skipped without awaiting anything, so it never delays the
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import logging
 import os
-import socket
 import time
 import zlib
 from collections.abc import Sequence
-from typing import Protocol
 
 from aiohttp import web
 
 from engine.live.config import HubConfig
+from engine.live.connection import Connection
 from engine.live.fanout import ClassFanout, Peer, Plan
 from engine.live.flush_control import FlushController
-from engine.live.metrics import HubStats
+from engine.live.ingest import Ingest
+from engine.live.port import Entry, HubBase
 from engine.live.relay import Join, Leave, Relay, RelayEvent, Roster
-from engine.live.rfc6455 import OP_PONG, close_frame, server_frame
-from engine.live.riders import RiderBook
-from engine.live.wire import HelloIn, InboundEvent, SampleIn
+from engine.live.rfc6455 import HandshakeError, accept_handshake
+from engine.live.wire import BATCH_PROTOCOL, CLOSE_STALLED, HelloIn, InboundEvent, SampleIn
 
 log = logging.getLogger(__name__)
-
-CLOSE_GOING_AWAY = 1001
-CLOSE_MALFORMED = 4400
-CLOSE_TOKEN_EXPIRED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_STALLED = 4408
-
-
-class Connection:
-    """One peer's socket as the hub sees it: can it take a frame now, write one, close with a reason.
-
-    Two kinds: the coalescing hub's connections speak WebSocket themselves (`ws` is None: frames in are
-    parsed by engine/live/ingest.py as they arrive, frames out are pre-framed bytes), while the naive
-    baseline's use aiohttp's WebSocketResponse (`ws`) the way a first implementation would.
-    """
-
-    def __init__(
-        self, transport: asyncio.Transport, config: HubConfig, ws: web.WebSocketResponse | None = None
-    ) -> None:
-        self.ws = ws
-        self.transport = transport
-        self.device = ""  # the token's device, for logs
-        self.buffer_limit = config.peer_buffer_limit
-        self.buffer_max = config.peer_buffer_max
-        # The one write-buffer rule for every connection and every frame (routes.watch_connections): more
-        # than `buffer_limit` unsent bytes for longer than the stall limit, or more than `buffer_max` when
-        # looked at, closes it with 4408. Loop time at which its unsent bytes last went over the limit.
-        self.backed_up_since: float | None = None
-        # A ping that arrived while the buffer was full: only the newest is answered (RFC 6455 §5.5.3),
-        # once the peer reads again. Never a queue of pongs.
-        self.pending_pong: bytes | None = None
-        loop = asyncio.get_running_loop()
-        # Resolved when the handler has something to do: the peer is gone, or a close was asked for.
-        self.attention: asyncio.Future[None] = loop.create_future()
-        # Resolved when the peer is gone: connection lost, or its Close frame answered.
-        self.gone: asyncio.Future[None] = loop.create_future()
-        self.close_request: tuple[int, str] | None = None
-        # A Close frame went out: nothing may follow it (the fan-out checks this before every write).
-        self.closing = False
-        # Heartbeat bookkeeping (routes.py): a message or a pong received since the last look (never the
-        # peer's own pings); a ping of ours outstanding.
-        self.received = True
-        self.last_heard = loop.time()
-        self.ping_sent: float | None = None
-        sock = transport.get_extra_info("socket")
-        # Fast path: with nothing buffered in the transport, send on the socket directly (what
-        # transport.write would do, minus its Python overhead, which is a fifth of a frame's cost). Only on
-        # plain TCP: under TLS the socket carries ciphertext and every byte must go through the transport.
-        # (asyncio hands out a restricted socket wrapper; its fd is ours to write while the transport is open,
-        # and `is_closing()` turns true before asyncio ever closes that fd, so a reused fd is never written.)
-        self.fd = -1
-        if sock is not None and transport.get_extra_info("sslcontext") is None:
-            self.fd = sock.fileno()
-        if isinstance(getattr(transport, "max_size", None), int):
-            # asyncio's selector transport reads with recv(256 KiB): glibc serves a buffer that large with
-            # a fresh mmap and unmaps it after the read, and the page faults made every received sample
-            # cost ~20 us on this machine instead of ~6. Publishers send messages of a few hundred bytes.
-            transport.max_size = config.read_chunk  # type: ignore[attr-defined]
-        if sock is not None and config.peer_sndbuf > 0:
-            # A small kernel send buffer keeps the bytes in flight to a stalled peer (which it will read as
-            # a backlog when it resumes) small, and makes the stall visible to us quickly.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config.peer_sndbuf)
-
-    def writable(self) -> bool:
-        t = self.transport
-        return not self.closing and not t.is_closing() and t.get_write_buffer_size() <= self.buffer_limit
-
-    def write(self, wire: bytes) -> None:
-        t = self.transport
-        if self.closing or t.is_closing():
-            return
-        if self.fd >= 0 and not t.get_write_buffer_size():
-            try:
-                sent = os.write(self.fd, wire)
-            except OSError:
-                # Would block, or a dead peer: the transport buffers it or meets the error on its own terms.
-                sent = 0
-            if sent == len(wire):
-                return
-            wire = wire[sent:]
-        t.write(wire)
-
-    def send_control(self, frame: bytes) -> bool:
-        """Write a control frame (ping, pong) only if it keeps the unsent bytes within the limit: a peer
-        that does not read gets no more of them buffered. False when it was not written."""
-        t = self.transport
-        if self.closing or t.is_closing() or t.get_write_buffer_size() + len(frame) > self.buffer_limit:
-            return False
-        self.write(frame)
-        return True
-
-    def pong(self, payload: bytes) -> None:
-        """Answer a ping: now if the peer is reading, else later (routes.watch_connections), newest only."""
-        if self.send_control(server_frame(OP_PONG, payload)):
-            self.pending_pong = None
-        else:
-            self.pending_pong = payload
-
-    # --- ending (self-spoken WebSocket connections) -------------------------------------------------------
-
-    def peer_gone(self) -> None:
-        for fut in (self.gone, self.attention):
-            if not fut.done():
-                fut.set_result(None)
-
-    def request_close(self, code: int, reason: str) -> None:
-        """Ask the connection's handler to close it (from code that cannot await, e.g. the frame parser)."""
-        if self.close_request is None and not self.closing:
-            self.close_request = (code, reason)
-            if not self.attention.done():
-                self.attention.set_result(None)
-
-    def peer_closed(self, code: int) -> None:
-        """The peer sent a Close frame: answer it (unless ours already went) and end the connection."""
-        if not self.closing:
-            self.closing = True
-            if not self.transport.is_closing():
-                self.transport.write(close_frame(code))
-        self.transport.close()
-        self.peer_gone()
-
-    async def close(self, code: int, reason: str) -> None:
-        if self.ws is not None:
-            await self._close_aiohttp(code, reason)
-            return
-        if not self.closing:
-            self.closing = True
-            if not self.transport.is_closing():
-                # After whatever is still buffered: a peer reads every frame it was sent, then the reason.
-                self.transport.write(close_frame(code, reason))
-        try:
-            async with asyncio.timeout(2.0):
-                await asyncio.shield(self.gone)
-        except TimeoutError:
-            pass
-        finally:
-            # A stalled peer may never read our close frame: do not let it hold the socket open.
-            if not self.transport.is_closing():
-                self.transport.abort()
-            self.peer_gone()
-
-    async def _close_aiohttp(self, code: int, reason: str) -> None:
-        assert self.ws is not None
-        try:
-            async with asyncio.timeout(2.0):
-                await self.ws.close(code=code, message=reason.encode()[:120])
-        except (TimeoutError, OSError, RuntimeError):
-            pass
-        finally:
-            # A stalled peer may never read our close frame: do not let it hold the socket open.
-            if not self.transport.is_closing():
-                self.transport.abort()
-
-
-class LiveHub(Protocol):
-    """What the routes need from a hub; the coalescing hub and the naive baseline both provide it."""
-
-    stats: HubStats
-    riders: RiderBook
-
-    def connections(self) -> dict[str, int]: ...
-
-    def opened(self, mode: str) -> None: ...
-
-    def closed(self, mode: str) -> None: ...
-
-    async def run(self) -> None: ...
-
-    def attach(self, class_id: str, conn: Connection, device: str, role: str) -> Peer: ...
-
-    def detach(self, class_id: str, peer: Peer) -> None: ...
-
-    def rider_join(self, class_id: str, device: str) -> None: ...
-
-    def rider_leave(self, class_id: str, device: str) -> None: ...
-
-    async def publish(self, class_id: str, event: InboundEvent) -> None: ...
-
-
-class HubBase:
-    def __init__(self, config: HubConfig) -> None:
-        self.config = config
-        self.stats = HubStats()
-        self._conns: dict[str, int] = {}
-        self._publishers: dict[tuple[str, str], int] = {}
-        self._next_peer = 0
-        # Riders' names and max HRs, and when each class started, kept across restarts (riders.py).
-        self.riders = RiderBook()
-
-    def connections(self) -> dict[str, int]:
-        return dict(self._conns)
-
-    def opened(self, mode: str) -> None:
-        self._conns[mode] = self._conns.get(mode, 0) + 1
-
-    def closed(self, mode: str) -> None:
-        self._conns[mode] = self._conns.get(mode, 0) - 1
-
-    def _new_peer(self, conn: Connection, device: str, role: str) -> Peer:
-        self._next_peer += 1
-        return Peer(self._next_peer, device, role, link=conn)
-
-    def _count_publisher(self, class_id: str, device: str, delta: int) -> int:
-        # The same bike may briefly hold two connections while it reconnects: it leaves when the last goes.
-        key = (class_id, device)
-        n = self._publishers.get(key, 0) + delta
-        if n <= 0:
-            self._publishers.pop(key, None)
-            return 0
-        self._publishers[key] = n
-        return n
 
 
 class Hub(HubBase):
     """The coalescing hub (docs/architecture.md#the-live-lane)."""
+
+    impl = "coalescing"
 
     def __init__(self, config: HubConfig | None = None, relay: Relay | None = None) -> None:
         super().__init__(config or HubConfig())
@@ -281,6 +70,37 @@ class Hub(HubBase):
         self._schedule(class_id, self.tick_interval)
 
     # --- called by the routes ---------------------------------------------------------------------------
+
+    async def serve_socket(self, request: web.Request, entry: Entry) -> web.StreamResponse:
+        """The connection speaks WebSocket itself (engine/live/ingest.py says why): aiohttp answers the
+        upgrade, then hands every byte the client sends to an `Ingest`."""
+        try:
+            shake = accept_handshake(request.headers, (BATCH_PROTOCOL,))
+        except HandshakeError as exc:
+            return web.json_response({"error": "bad_handshake", "detail": str(exc)}, status=400)
+        resp = web.StreamResponse(status=101, headers=shake.headers)
+        resp.force_close()
+        try:
+            await resp.prepare(request)
+        except ConnectionError:
+            return resp  # the client vanished during the upgrade; aiohttp finishes quietly
+        conn = Connection(entry.transport, self.config)
+        async with entry.register(conn):
+            ingest = Ingest(
+                conn,
+                self,
+                entry.class_id,
+                entry.claims.device,
+                publishing=entry.publishing,
+                max_msg=self.config.max_msg_bytes,
+            )
+            # (The same seam aiohttp's WebSocketResponse plugs its reader into; anything the client sent
+            # before this point was kept by aiohttp and is fed now.)
+            request.protocol.set_parser(ingest)  # type: ignore[arg-type]
+            await conn.attention
+            if conn.close_request is not None:
+                await conn.close(*conn.close_request)
+        return resp
 
     def attach(self, class_id: str, conn: Connection, device: str, role: str) -> Peer:
         peer = self._new_peer(conn, device, role)
@@ -457,6 +277,27 @@ class Hub(HubBase):
                 handle.cancel()
             self._timers.clear()
             self._loop = None
+
+    def snapshot(self, class_id: str) -> tuple[dict[str, object], object]:
+        fan = self.classes.get(class_id)
+        if fan is None:
+            return {}, None
+        riders: dict[str, object] = {s.device: s.record() for s in fan.slots.changed_since(0)}
+        leaderboard = json.loads(fan.leaderboard.full_frame) if fan.leaderboard.seq else None
+        return riders, leaderboard
+
+    def stats_details(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "classes": len(self.classes),
+            "tick_interval_s": round(self.tick_interval, 4),
+        }
+        relay = self.relay_stats()
+        if relay is not None:
+            out["relay"] = relay
+        return out
+
+    def flush_delay(self) -> float | None:
+        return self.tick_interval
 
     def relay_stats(self) -> dict[str, object] | None:
         stats = getattr(self._relay, "stats", None)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Protocol
 
-from engine.live.hub import CLOSE_FORBIDDEN, Connection, Hub
+from engine.live.connection import Connection
+from engine.live.metrics import HubStats
 from engine.live.rfc6455 import (
     OP_BINARY,
     OP_CLOSE,
@@ -28,14 +30,23 @@ from engine.live.rfc6455 import (
     FrameError,
     parse_close,
 )
-from engine.live.wire import WireError, parse_inbound_batch
+from engine.live.wire import CLOSE_FORBIDDEN, InboundEvent, parse_inbound_batch
+from engine.wire_error import WireError
 
 log = logging.getLogger(__name__)
 
 
+class IngestHub(Protocol):
+    """What an `Ingest` applies messages to: a hub that takes an event synchronously (the coalescing hub)."""
+
+    stats: HubStats
+
+    def publish_now(self, class_id: str, event: InboundEvent) -> None: ...
+
+
 class Ingest:
     def __init__(
-        self, conn: Connection, hub: Hub, class_id: str, device: str, *, publishing: bool, max_msg: int
+        self, conn: Connection, hub: IngestHub, class_id: str, device: str, *, publishing: bool, max_msg: int
     ) -> None:
         self.conn = conn
         self.hub = hub
@@ -56,7 +67,7 @@ class Ingest:
             frames = self.parser.feed(data)
         except FrameError as exc:
             self.broken = True
-            self._refuse(exc.code, str(exc))
+            self._refuse(exc.close_code, str(exc))
             return False, b""
         for op, payload in frames:
             if op in (OP_TEXT, OP_BINARY):
@@ -92,7 +103,7 @@ class Ingest:
         try:
             events = parse_inbound_batch(payload, self.device, time.time())
         except WireError as exc:
-            self._refuse(exc.code, str(exc))
+            self._refuse(exc.close_code, str(exc))
             return
         publish, class_id = hub.publish_now, self.class_id
         for event in events:

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from engine.backoff import Backoff
 from engine.live.wire import BATCH_PROTOCOL, MAX_BATCH, METRIC_KEYS, reading_message, state_message
-from engine.readings import Kind, Reading, SensorSource, SourceItem
+from engine.readings import Kind, Reading, SensorSource, SourceItem, pump
 from engine.urls import ws_url
 
 log = logging.getLogger(__name__)
@@ -31,13 +30,6 @@ log = logging.getLogger(__name__)
 def class_ws_url(base: str, class_id: str, mode: str = "pub") -> str:
     """`http://host:port` (or ws://) to the hub's class WebSocket URL (engine/urls.py)."""
     return ws_url(base, f"/live/v1/classes/{class_id}/ws", f"mode={mode}")
-
-
-def backoff_delay(
-    attempt: int, base: float, cap: float, rng: Callable[[float, float], float] = random.uniform
-) -> float:
-    """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2**attempt)]."""
-    return rng(0.0, min(cap, base * (2 ** min(attempt, 30))))
 
 
 @dataclass(slots=True)
@@ -72,6 +64,7 @@ class LivePublisher:
         self.max_hr = max_hr
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
+        self.backoff = Backoff.capped(backoff_base_s, backoff_cap_s)
         self.heartbeat_s = heartbeat_s
         self.stats = PublisherStats()
         self.state = "connecting"
@@ -109,8 +102,7 @@ class LivePublisher:
 
     async def pump(self, source: SensorSource) -> None:
         """Offer every item of `source` as it arrives, until the source ends or the task is cancelled."""
-        async for item in source.stream():
-            self.offer(item)
+        await pump(source, self.offer)
 
     # --- the network side ------------------------------------------------------------------------------
 
@@ -143,7 +135,7 @@ class LivePublisher:
                     self._offline()
                 self.stats.failures += 1
                 self.state = "backing_off"
-                delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s)
+                delay = self.backoff.delay(attempt)
                 if retry_after is not None:
                     delay = max(delay, min(retry_after, self.backoff_cap_s * 4))
                 attempt += 1

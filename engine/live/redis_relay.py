@@ -38,7 +38,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from engine.live.publisher import backoff_delay
+from engine.backoff import Backoff
 from engine.live.relay import Deliver, RelayEvent
 from engine.live.relay_codec import CHANNEL, RelayCodecError, decode_message, encode_messages, own_prefix
 
@@ -131,6 +131,7 @@ class RedisRelay:
         self.max_outbox = max_outbox
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
+        self.backoff = Backoff.capped(backoff_base_s, backoff_cap_s)
         self.ping_after_s = ping_after_s
         self.dead_after_s = dead_after_s
         self.stats = RelayStats()
@@ -180,7 +181,7 @@ class RedisRelay:
                 self.stats.batches_dropped += len(self._outbox)
                 self._outbox.clear()
                 await link.close()
-            delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s)
+            delay = self.backoff.delay(attempt)
             attempt += 1
             log.warning(
                 "relay publisher lost the broker",
@@ -233,7 +234,7 @@ class RedisRelay:
             finally:
                 self.subscribed.clear()
                 await link.close()
-            delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s)
+            delay = self.backoff.delay(attempt)
             attempt += 1
             log.warning(
                 "relay subscriber lost the broker",

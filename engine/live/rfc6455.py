@@ -26,22 +26,23 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from engine.wire_error import CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG
+
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 CLOSE_NORMAL = 1000
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_TOO_BIG = 1009
 # Close codes a peer may not send on the wire (RFC 6455 §7.4.1), or outside the defined ranges.
 _RESERVED_CLOSE = frozenset({1004, 1005, 1006, 1015})
 
 
 class FrameError(ValueError):
-    """A frame the protocol forbids; `code` is the close code to answer with."""
+    """A frame the protocol forbids; `close_code` is the close code to answer with (a number, named for
+    what it is, as `WireError.close_code`: ridesync's `code` attributes are string names)."""
 
-    def __init__(self, message: str, code: int = CLOSE_PROTOCOL_ERROR) -> None:
+    def __init__(self, message: str, close_code: int = CLOSE_PROTOCOL_ERROR) -> None:
         super().__init__(message)
-        self.code = code
+        self.close_code = close_code
 
 
 class HandshakeError(ValueError):
@@ -155,7 +156,7 @@ class ClientFrameParser:
                 raise FrameError(f"unknown opcode {op}")
             elif length + self._frag_len > self.max_msg:
                 # Refused from the header alone: a peer cannot make us buffer more than max_msg.
-                raise FrameError("message too big", code=CLOSE_TOO_BIG)
+                raise FrameError("message too big", close_code=CLOSE_TOO_BIG)
             end = pos + head + 4 + length
             if n < end:
                 break

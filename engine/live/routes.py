@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import functools
 import logging
 import os
 import time
 from collections.abc import AsyncIterator
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from engine.auth.tokens import (
     CLOCK_LEEWAY_S,
@@ -27,23 +27,15 @@ from engine.auth.tokens import (
     valid_id,
 )
 from engine.live.config import HubConfig
+from engine.live.connection import Connection
 from engine.live.fanout import Peer
-from engine.live.hub import (
-    CLOSE_FORBIDDEN,
-    CLOSE_GOING_AWAY,
-    CLOSE_STALLED,
-    CLOSE_TOKEN_EXPIRED,
-    Connection,
-    Hub,
-    LiveHub,
-)
-from engine.live.ingest import Ingest
+from engine.live.hub import Hub
 from engine.live.metrics import HubCollector, HubStats
-from engine.live.naive import NaiveHub
+from engine.live.port import Entry, LiveHub
 from engine.live.relay import Relay
-from engine.live.rfc6455 import OP_PING, HandshakeError, accept_handshake, server_frame
+from engine.live.rfc6455 import OP_PING, server_frame
 from engine.live.riders import RiderBook
-from engine.live.wire import BATCH_PROTOCOL, HelloIn, WireError, parse_inbound_batch
+from engine.live.wire import CLOSE_GOING_AWAY, CLOSE_STALLED, CLOSE_TOKEN_EXPIRED, HelloIn
 from engine.server.keys import DATA_DIR, KEYRING, REGISTRY
 
 log = logging.getLogger(__name__)
@@ -77,7 +69,6 @@ def _authenticate(request: web.Request, hub: LiveHub) -> Claims | web.Response:
 
 async def class_ws(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
-    config = request.app[HUB_CONFIG]
     class_id = request.match_info["class_id"]
     if not valid_id(class_id):
         return _error(400, "bad_class", "class id must be a short id")
@@ -101,24 +92,13 @@ async def class_ws(request: web.Request) -> web.StreamResponse:
     if transport is None:
         return _error(400, "no_transport", "connection already closed")
 
-    if isinstance(hub, Hub):
-        return await _live_socket(request, hub, transport, class_id, claims, mode=mode)
-    ws = web.WebSocketResponse(
-        compress=False, max_msg_size=config.max_msg_bytes, heartbeat=20.0, protocols=(BATCH_PROTOCOL,)
-    )
-    try:
-        await ws.prepare(request)
-    except ConnectionError:
-        return ws  # the client vanished during the upgrade; aiohttp finishes quietly
-    conn = Connection(transport, config, ws)
-    async with _registered(request, hub, conn, class_id, claims, mode=mode):
-        await _read_messages(conn, hub, class_id, claims, mode != "sub")
-    return ws
+    register = functools.partial(_registered, request, hub, class_id=class_id, claims=claims, mode=mode)
+    return await hub.serve_socket(request, Entry(class_id, claims, mode, transport, register))
 
 
 @contextlib.asynccontextmanager
 async def _registered(
-    request: web.Request, hub: LiveHub, conn: Connection, class_id: str, claims: Claims, *, mode: str
+    request: web.Request, hub: LiveHub, conn: Connection, *, class_id: str, claims: Claims, mode: str
 ) -> AsyncIterator[Peer | None]:
     """The connection as the hub's for as long as the body runs: a rider while it publishes, a peer while
     it subscribes, counted and closable at shutdown; and no longer than its token is valid."""
@@ -153,58 +133,6 @@ async def _registered(
         open_conns.discard(conn)
 
 
-async def _live_socket(
-    request: web.Request, hub: Hub, transport: asyncio.Transport, class_id: str, claims: Claims, *, mode: str
-) -> web.StreamResponse:
-    """The coalescing hub's connections speak WebSocket themselves (engine/live/ingest.py says why):
-    aiohttp answers the upgrade, then hands every byte the client sends to an `Ingest`."""
-    try:
-        shake = accept_handshake(request.headers, (BATCH_PROTOCOL,))
-    except HandshakeError as exc:
-        return _error(400, "bad_handshake", str(exc))
-    resp = web.StreamResponse(status=101, headers=shake.headers)
-    resp.force_close()
-    try:
-        await resp.prepare(request)
-    except ConnectionError:
-        return resp  # the client vanished during the upgrade; aiohttp finishes quietly
-    config = request.app[HUB_CONFIG]
-    conn = Connection(transport, config)
-    async with _registered(request, hub, conn, class_id, claims, mode=mode):
-        ingest = Ingest(
-            conn, hub, class_id, claims.device, publishing=mode != "sub", max_msg=config.max_msg_bytes
-        )
-        # (The same seam aiohttp's WebSocketResponse plugs its reader into; anything the client sent
-        # before this point was kept by aiohttp and is fed now.)
-        request.protocol.set_parser(ingest)  # type: ignore[arg-type]
-        await conn.attention
-        if conn.close_request is not None:
-            await conn.close(*conn.close_request)
-    return resp
-
-
-async def _read_messages(
-    conn: Connection, hub: LiveHub, class_id: str, claims: Claims, publishing: bool
-) -> None:
-    assert conn.ws is not None
-    async for msg in conn.ws:
-        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-            return
-        if not publishing:
-            hub.stats.reject("subscribe_only")
-            await conn.close(CLOSE_FORBIDDEN, "this connection may only subscribe")
-            return
-        try:
-            events = parse_inbound_batch(msg.data, claims.device, time.time())
-        except WireError as exc:
-            hub.stats.malformed_closed += 1
-            log.info("closing on bad message", extra={"device": claims.device, "reason": str(exc)})
-            await conn.close(exc.code, str(exc))
-            return
-        for event in events:
-            await hub.publish(class_id, event)
-
-
 async def watch_connections(open_conns: OpenConnections, config: HubConfig, stats: HubStats) -> None:
     """One timer for every self-spoken connection (instead of one per connection reset on every message):
     the heartbeat, and the write-buffer rule.
@@ -225,7 +153,7 @@ async def watch_connections(open_conns: OpenConnections, config: HubConfig, stat
         await asyncio.sleep(min(interval, stall) / 4)
         now = loop.time()
         for conn in list(open_conns.conns):
-            if conn.ws is not None or conn.closing or conn.close_request is not None:
+            if not conn.watched or conn.closing or conn.close_request is not None:
                 continue
             if _over_buffer(conn, now, stall, stats):
                 continue
@@ -282,13 +210,7 @@ async def class_snapshot(request: web.Request) -> web.Response:
         claims.require_subscribe(class_id)
     except TokenScopeError as exc:
         return _error(403, exc.code, str(exc))
-    riders: dict[str, object] = {}
-    leaderboard: object = None
-    if isinstance(hub, Hub) and class_id in hub.classes:
-        fan = hub.classes[class_id]
-        riders = {s.device: s.record() for s in fan.slots.changed_since(0)}
-        if fan.leaderboard.seq:
-            leaderboard = json.loads(fan.leaderboard.full_frame)
+    riders, leaderboard = hub.snapshot(class_id)
     started = hub.riders.class_started(class_id)
     return web.json_response(
         {
@@ -305,30 +227,38 @@ async def stats(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     cpu = os.times()
     out: dict[str, object] = {
-        "impl": request.app[HUB_CONFIG].impl,
+        "impl": hub.impl,
         "ts": time.time(),
         "cpu_user_s": cpu.user,
         "cpu_system_s": cpu.system,
         "connections": hub.connections(),
     }
     out.update(hub.stats.to_json())
-    if isinstance(hub, Hub):
-        out["classes"] = len(hub.classes)
-        out["tick_interval_s"] = round(hub.tick_interval, 4)
-        relay = hub.relay_stats()
-        if relay is not None:
-            out["relay"] = relay
+    out.update(hub.stats_details())
     return web.json_response(out)
 
 
-def setup_live(app: web.Application, config: HubConfig | None = None, relay: Relay | None = None) -> None:
-    """Register the class hub on `app` (which must already hold KEYRING and REGISTRY)."""
-    cfg = config or HubConfig()
-    if relay is None and cfg.relay_url and cfg.impl != "naive":
-        from engine.live.redis_relay import RedisRelay
+def setup_live(
+    app: web.Application,
+    config: HubConfig | None = None,
+    relay: Relay | None = None,
+    *,
+    hub: LiveHub | None = None,
+) -> None:
+    """Register a class hub on `app` (which must already hold KEYRING and REGISTRY): `hub` when given (any
+    `LiveHub`, with its own config; `config` and `relay` must then be left out), else the coalescing hub
+    with `config` and `relay` (default: a Redis relay when `config.relay_url` is set)."""
+    if hub is not None:
+        if config is not None or relay is not None:
+            raise ValueError("pass either a hub or its config and relay, not both")
+        cfg = hub.config
+    else:
+        cfg = config or HubConfig()
+        if relay is None and cfg.relay_url:
+            from engine.live.redis_relay import RedisRelay
 
-        relay = RedisRelay(cfg.relay_url)
-    hub: LiveHub = NaiveHub(cfg) if cfg.impl == "naive" else Hub(cfg, relay)
+            relay = RedisRelay(cfg.relay_url)
+        hub = Hub(cfg, relay)
     if DATA_DIR in app:
         hub.riders = RiderBook.in_dir(app[DATA_DIR])
     app[HUB] = hub
@@ -342,8 +272,9 @@ def setup_live(app: web.Application, config: HubConfig | None = None, relay: Rel
     async def live(app: web.Application) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(hub.run(), name="live-hub")
-            if isinstance(hub, Hub):
-                tg.create_task(watch_connections(app[OPEN], cfg, hub.stats), name="live-watch")
+            # Every hub: a connection that is not `watched` (its WebSocket library keeps its own heartbeat)
+            # is skipped by it.
+            tg.create_task(watch_connections(app[OPEN], cfg, hub.stats), name="live-watch")
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(live(app), name="live")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from engine.auth.tokens import valid_id
 from engine.readings import Contact, Kind, Reading, SourceEvent, SourceState
+from engine.wire_error import CLOSE_TOO_BIG, WireError
 
 # The metrics the live lane carries and their short keys in frames.
 METRIC_KEYS: dict[str, str] = {
@@ -36,12 +37,16 @@ BATCH_PROTOCOL = "ridesync-live.2"
 _CONTACTS = frozenset(c.value for c in Contact)
 
 
-class WireError(ValueError):
-    """A malformed or out-of-scope message. `code` is the WebSocket close code the hub uses."""
+# The live lane's close codes: RFC 6455's, and its own (4000-4999), each mirroring an HTTP status.
+CLOSE_GOING_AWAY = 1001
+CLOSE_MALFORMED = 4400
+CLOSE_TOKEN_EXPIRED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_STALLED = 4408
 
-    def __init__(self, message: str, code: int = 4400) -> None:
-        super().__init__(message)
-        self.code = code
+
+def _malformed(detail: str) -> WireError:
+    return WireError("malformed", detail, close_code=CLOSE_MALFORMED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,26 +85,26 @@ def _num(obj: dict[str, object], key: str, *, optional: bool = False) -> float |
     if v is None and optional:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise WireError(f"field {key!r} must be a finite number")
+        raise _malformed(f"field {key!r} must be a finite number")
     return float(v)
 
 
 def _metric(obj: dict[str, object]) -> str:
     kind = obj.get("kind")
     if not isinstance(kind, str) or kind not in METRIC_KEYS:
-        raise WireError(f"field 'kind' must be one of {sorted(METRIC_KEYS)}")
+        raise _malformed(f"field 'kind' must be one of {sorted(METRIC_KEYS)}")
     return METRIC_KEYS[kind]
 
 
 def _load(data: str | bytes) -> object:
     if len(data) > 64 * 1024:
-        raise WireError("message too large", code=1009)
+        raise WireError("too_big", "message too large", close_code=CLOSE_TOO_BIG)
     try:
         # UTF-8 only (what a WebSocket text message is), decoded here: json.loads would first sniff bytes
         # for UTF-16/32, which costs a third of the parse of a typical sample.
         return json.loads(data.decode() if isinstance(data, bytes) else data)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise WireError("message is not JSON") from exc
+        raise _malformed("message is not JSON") from exc
 
 
 def parse_inbound(data: str | bytes, device: str, now: float) -> InboundEvent:
@@ -114,35 +119,39 @@ def parse_inbound_batch(data: str | bytes, device: str, now: float) -> list[Inbo
     obj = _load(data)
     if isinstance(obj, list):
         if not 1 <= len(obj) <= MAX_BATCH:
-            raise WireError(f"a batch holds 1 to {MAX_BATCH} messages")
+            raise _malformed(f"a batch holds 1 to {MAX_BATCH} messages")
         return [_parse_obj(item, device, now) for item in obj]
     return [_parse_obj(obj, device, now)]
 
 
 def _parse_obj(obj: object, device: str, now: float) -> InboundEvent:
     if not isinstance(obj, dict):
-        raise WireError("message is not a JSON object")
+        raise _malformed("message is not a JSON object")
     claimed = obj.get("device", device)
     if claimed != device:
-        raise WireError(f"token for device {device!r} may not publish for {claimed!r}", code=4403)
+        raise WireError(
+            "forbidden",
+            f"token for device {device!r} may not publish for {claimed!r}",
+            close_code=CLOSE_FORBIDDEN,
+        )
     kind = obj.get("type")
     if kind == "sample":
         t = _num(obj, "t")
         assert t is not None
         if t > now + MAX_FUTURE_S:
-            raise WireError("sample timestamp is in the future")
+            raise _malformed("sample timestamp is in the future")
         seq = obj.get("seq")
         if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
-            raise WireError("field 'seq' must be a non-negative integer")
+            raise _malformed("field 'seq' must be a non-negative integer")
         value = _num(obj, "v", optional=True)
         if value is not None and not 0 <= value <= MAX_VALUE:
-            raise WireError("field 'v' out of range")
+            raise _malformed("field 'v' out of range")
         src = obj.get("src", device)
         if not valid_id(src):
-            raise WireError("field 'src' must be a short id")
+            raise _malformed("field 'src' must be a short id")
         contact = obj.get("contact")
         if contact is not None and contact not in _CONTACTS:
-            raise WireError("field 'contact' is not a contact state")
+            raise _malformed("field 'contact' is not a contact state")
         assert isinstance(src, str)
         return SampleIn(
             device, _metric(obj), value, t, seq, src, contact if isinstance(contact, str) else None
@@ -152,22 +161,22 @@ def _parse_obj(obj: object, device: str, now: float) -> InboundEvent:
         assert t is not None
         state = obj.get("state")
         if state not in ("no_contact", "ok"):
-            raise WireError("field 'state' must be 'no_contact' or 'ok'")
+            raise _malformed("field 'state' must be 'no_contact' or 'ok'")
         assert isinstance(state, str)
         return StateIn(device, _metric(obj), state, t)
     if kind == "hello":
         name = obj.get("name")
         if name is not None and (not isinstance(name, str) or len(name) > 64 or not name.isprintable()):
-            raise WireError("field 'name' must be a short printable string")
+            raise _malformed("field 'name' must be a short printable string")
         max_hr = obj.get("max_hr")
         if max_hr is not None and (
             isinstance(max_hr, bool) or not isinstance(max_hr, int) or not 100 <= max_hr <= 250
         ):
-            raise WireError("field 'max_hr' must be an integer 100..250")
+            raise _malformed("field 'max_hr' must be an integer 100..250")
         return HelloIn(
             device, name if isinstance(name, str) else None, max_hr if isinstance(max_hr, int) else None
         )
-    raise WireError("field 'type' must be 'sample', 'state' or 'hello'")
+    raise _malformed("field 'type' must be 'sample', 'state' or 'hello'")
 
 
 def reading_message(reading: Reading) -> str | None:
@@ -258,7 +267,7 @@ class FrameReader:
                 n = struct.unpack_from("!Q", buf, pos + 2)[0]
                 head = 10
             if b1 & 0x80:
-                raise WireError("server frames must not be masked")
+                raise WireError("masked", "server frames must not be masked")
             if len(buf) - pos < head + n:
                 break
             out.append((b0 & 0x0F, bytes(buf[pos + head : pos + head + n])))

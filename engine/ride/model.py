@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.ride.samples import Sample
 from engine.ride.schema import DocRef
+from engine.roles import Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +100,10 @@ class RideDocs:
     devices: tuple[DeviceDoc, ...] = ()
     backends: tuple[BackendDoc, ...] = ()
     owner: str | None = None
+
+    def device_doc(self, device: str, role: Role) -> DeviceDoc | None:
+        """The document `device` writes in `role` (a bike's or an app's own), if this replica holds it."""
+        for doc in self.devices:
+            if doc.device == device and doc.ref.kind.value == role.value:
+                return doc
+        return None

@@ -34,15 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import ids
+from engine.roles import Role as Role  # noqa: PLC0414 (the one Role, re-exported)
 
 SCHEMA_VERSION = 1
-
-
-class Role(enum.StrEnum):
-    BIKE = "bike"
-    APP = "app"
-    BACKEND = "backend"
-    VIEWER = "viewer"
 
 
 class DocKind(enum.StrEnum):

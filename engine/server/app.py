@@ -22,18 +22,13 @@ from engine.server.guard import GUARD, ConnectionGuard, GuardCollector, refuse_o
 from engine.server.keys import DATA_DIR, KEYRING, REGISTRY
 from engine.server.lane import Lane
 
-# The former name of a lane, for callers written before lanes had one.
-Setup = Lane
-
 
 def build_app(
     config: ServerConfig,
     lanes: Sequence[Lane] = (),
     keyring: KeyRing | None = None,
-    *,
-    extra_setup: Sequence[Lane] = (),
 ) -> web.Application:
-    """The application with `lanes` (then `extra_setup`, the former name, for older callers) on it."""
+    """The application with `lanes` on it, in order."""
     # The guard's middleware answers, before any handler, a request the pending cap refused (guard.py).
     app = web.Application(middlewares=[refuse_over_cap])
     app[DATA_DIR] = config.data_dir
@@ -55,16 +50,6 @@ def build_app(
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    for lane in (*_deprecated_hub_lane(config), *lanes, *extra_setup):
+    for lane in lanes:
         lane(app)
     return app
-
-
-def _deprecated_hub_lane(config: ServerConfig) -> tuple[Lane, ...]:
-    """The live lane for a caller that still passes `ServerConfig(hub=...)` instead of a lane (only
-    engine/bench/live.py's hub processes, until they pass `live_lane`); delete with `ServerConfig.hub`."""
-    if config.hub is None:
-        return ()
-    from engine.live.lane import live_lane
-
-    return (live_lane(config.hub),)

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 # The default data dir's home is engine/datadir.py; re-exported here for callers of the former location.
 from engine.datadir import default_data_dir
-
-if TYPE_CHECKING:
-    from engine.live.config import HubConfig
 
 DEFAULT_PORT = 8750
 
@@ -45,9 +41,6 @@ class ServerConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    # Deprecated: a caller that has not moved to lanes (engine/bench/live.py) passes its hub here, and
-    # `build_app` then runs the live lane first. Everyone else passes `engine.live.lane.live_lane(hub)`.
-    hub: HubConfig | None = None
     http: HttpLimits = field(default_factory=HttpLimits)
     # Create the signing keys when the data dir has none (`ridesync serve --init`). Off by default: new
     # keys invalidate every token issued with the old ones, so a missing key file is an error.

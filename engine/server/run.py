@@ -24,13 +24,10 @@ async def serve(
     lanes: Sequence[Lane] = (),
     on_listening: Callable[[str], None] | None = None,
     stop: Awaitable[object] | None = None,
-    *,
-    extra_setup: Sequence[Lane] = (),
 ) -> None:
     """Serve `lanes` (engine/server/lane.py) until SIGINT/SIGTERM (or `stop` completes), then shut down
-    cleanly: peers get a close frame with 1001, background tasks are cancelled and awaited. `extra_setup`
-    is the former name of `lanes`, run after them."""
-    app = build_app(config, lanes, extra_setup=extra_setup)
+    cleanly: peers get a close frame with 1001, background tasks are cancelled and awaited."""
+    app = build_app(config, lanes)
     # The hub holds thousands of long-lived connection objects; a full cyclic-GC pass over them is a
     # latency spike for every class. Freeze what startup built and collect the young generation less often.
     # The price: garbage in reference cycles stays for a long time, so nothing per connection may be freed

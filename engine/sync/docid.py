@@ -1,4 +1,5 @@
-"""automerge-repo document ids: base58check-encoded UUID bytes, and `automerge:<id>` URLs.
+"""automerge-repo document ids: base58check-encoded UUID bytes, the store's hex names of the same bytes,
+and `automerge:<id>` URLs.
 
 automerge-repo (packages/automerge-repo/src/AutomergeUrl.ts) encodes a document's 16 random bytes with
 bs58check: Bitcoin-alphabet base58 of `payload + sha256(sha256(payload))[:4]`. It is ~40 lines, so it
@@ -96,6 +97,23 @@ def _decode(document_id: str) -> bytes:
     if len(payload) != DOCUMENT_ID_BYTES:
         raise InvalidDocumentId(f"a document id encodes {DOCUMENT_ID_BYTES} bytes, this one {len(payload)}")
     return payload
+
+
+# The store names a document by the same 16 bytes as 32 hex characters; these are the one translation.
+
+
+def document_id_from_hex(doc_hex: str) -> str:
+    """The automerge-repo id of the document the store names `doc_hex`."""
+    try:
+        binary = bytes.fromhex(doc_hex)
+    except ValueError as exc:
+        raise InvalidDocumentId(f"not a hex document id: {doc_hex!r}") from exc
+    return document_id_from_bytes(binary)
+
+
+def document_id_to_hex(document_id: str) -> str:
+    """The store's hex name of an automerge-repo document id; raises InvalidDocumentId."""
+    return document_id_to_bytes(document_id).hex()
 
 
 def is_valid_document_id(value: object) -> bool:

@@ -27,9 +27,12 @@ from typing import Any, Final
 import cbor2
 
 from engine.sync.docid import InvalidDocumentId, document_id_to_bytes
+from engine.wire_error import CLOSE_TOO_BIG, WireError
 
 PROTOCOL_V1: Final = "1"
-# A 4-hour offline backlog is ~2 MB of Automerge changes (docs/architecture.md#limits); leave a wide margin.
+# The largest frame either end accepts by default (the backend's --max-message-bytes, the device client):
+# a 4-hour offline backlog at the default 10 s fold is ~350 KB (engine/ride/README.md); 8 MiB leaves a 20x
+# margin for claims, edits and a denser commit interval.
 DEFAULT_MAX_MESSAGE_BYTES: Final = 8 * 1024 * 1024
 MAX_PEER_ID_CHARS: Final = 256
 MAX_ERROR_MESSAGE_CHARS: Final = 4096
@@ -38,15 +41,6 @@ MAX_LIST_ITEMS: Final = 1024
 _MAX_SAFE_INTEGER: Final = 2**53 - 1
 # Real messages are at most four levels deep (remote-heads-changed); bound the work garbage can cause.
 _MAX_DEPTH: Final = 8
-
-
-class WireError(ValueError):
-    """A frame that is not a valid message. `reason` is a stable code, the message explains it."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 def _peer_id(value: object, name: str) -> str:
@@ -340,7 +334,11 @@ def _loads(frame: bytes, max_size: int) -> dict[str, Any]:
     if not isinstance(frame, (bytes, bytearray, memoryview)):
         raise WireError("wrong_type", f"a frame is bytes, got {type(frame).__name__}")
     if len(frame) > max_size:
-        raise WireError("oversize", f"frame of {len(frame)} bytes exceeds the limit of {max_size}")
+        raise WireError(
+            "oversize",
+            f"frame of {len(frame)} bytes exceeds the limit of {max_size}",
+            close_code=CLOSE_TOO_BIG,
+        )
     if not frame:
         raise WireError("not_cbor", "empty frame")
     stream = io.BytesIO(frame)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from engine.auth.tokens import KeyRing
+from engine.urls import ws_url
 
 _URL = re.compile(r"https?://[\w.\-\[\]:]+")
 START_TIMEOUT_S = 30.0
@@ -99,8 +100,7 @@ class RidesyncBackend:
         query = [f"mode={mode}"] if mode else []
         if token is not None:
             query.append(f"token={token}")
-        base = self.url.replace("http", "ws", 1)
-        return f"{base}/live/v1/classes/{class_id}/ws" + ("?" + "&".join(query) if query else "")
+        return ws_url(self.url, f"/live/v1/classes/{class_id}/ws", "&".join(query))
 
     def close(self) -> None:
         if self.proc.poll() is None:

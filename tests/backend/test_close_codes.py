@@ -17,7 +17,7 @@ from engine.crdt import CrdtDoc, new_actor_id
 from engine.ride.schema import Role, shared_ref
 from engine.sync import wire
 from engine.sync.docid import document_id_from_bytes
-from engine.sync.session import (
+from engine.sync.effects import (
     CLOSE_BACKLOG,
     CLOSE_POLICY_VIOLATION,
     CLOSE_PROTOCOL_ERROR,

@@ -8,7 +8,7 @@ from typing import Any
 from engine.ride import documents
 from engine.ride.schema import Role, own_ref
 from engine.store import ReplicaStore
-from engine.sync.session import CLOSE_POLICY_VIOLATION
+from engine.sync.effects import CLOSE_POLICY_VIOLATION
 from tests.backend.conftest import HANG_GUARD, T0, Server, sample
 
 RIDE = "ride-auth"

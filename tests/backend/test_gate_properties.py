@@ -21,7 +21,8 @@ from engine.backend.service import Backend, repo_id
 from engine.crdt import CrdtDoc, SyncSession, new_actor_id
 from engine.ride.schema import Role, own_ref, shared_ref
 from engine.store import ReplicaStore
-from engine.sync import session as s
+from engine.sync import effects as fx
+from engine.sync import server_session as s
 from engine.sync import wire
 from tests.backend.conftest import T0, sample
 
@@ -91,7 +92,7 @@ def test_random_frames_close_or_are_ignored(gate_backend: Backend, frame: bytes)
     session = s.ServerSession(server_peer_id=SERVER, provider=_provider(backend))
     session.receive(wire.encode(wire.Join("p")))
     effects = session.receive(frame)
-    assert all(isinstance(e, s.Send | s.Close) for e in effects)
+    assert all(isinstance(e, fx.Send | fx.Close) for e in effects)
     assert _heads(backend) == before
 
 
@@ -147,11 +148,11 @@ def test_the_shared_document_only_takes_edits_in_the_writers_name(gate_backend: 
         if out is None:
             break
         effects = session.receive(wire.encode(wire.Sync("p", SERVER, repo_id(ref), out)))
-        closed = any(isinstance(e, s.Close) for e in effects)
+        closed = any(isinstance(e, fx.Close) for e in effects)
         if closed:
             break
         for e in effects:
-            if isinstance(e, s.Send):
+            if isinstance(e, fx.Send):
                 msg = wire.decode(e.frame)
                 if isinstance(msg, wire.Sync):
                     mine.receive(doc, msg.data)

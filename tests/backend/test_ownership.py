@@ -24,7 +24,7 @@ from engine.dashboard.directory import RIDES
 from engine.dashboard.routes import setup_dashboard
 from engine.ride.schema import Phase, Role
 from engine.store import ReplicaStore
-from engine.sync.session import CLOSE_POLICY_VIOLATION
+from engine.sync.effects import CLOSE_POLICY_VIOLATION
 from tests.backend.conftest import HANG_GUARD, T0, MakeServer, Server, sample
 
 RIDE = "ride-victim"

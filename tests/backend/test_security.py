@@ -16,7 +16,7 @@ from engine.ride.schema import Role, own_ref, shared_ref
 from engine.store import ReplicaStore
 from engine.sync import wire
 from engine.sync.docid import document_id_from_bytes
-from engine.sync.session import CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG
+from engine.sync.effects import CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG
 from tests.backend.client import SERVER_PEER, SyncClient
 from tests.backend.conftest import HANG_GUARD, MakeServer, Server, sample
 

@@ -14,7 +14,7 @@ import aiohttp
 from engine.auth.tokens import KeyRing
 from engine.ride.schema import Role, shared_ref
 from engine.store import ReplicaStore
-from engine.sync.session import CLOSE_BACKLOG, CLOSE_POLICY_VIOLATION
+from engine.sync.effects import CLOSE_BACKLOG, CLOSE_POLICY_VIOLATION
 from tests.backend.client import SyncClient
 from tests.backend.conftest import T0, sample
 from tests.backend.hostile import orphan_changes, raw_peer, sync_frame

@@ -12,7 +12,7 @@ import weakref
 import aiohttp
 
 from engine.ride.schema import Role, shared_ref
-from engine.sync.session import CLOSE_POLICY_VIOLATION
+from engine.sync.effects import CLOSE_POLICY_VIOLATION
 from tests.backend.client import SyncClient
 from tests.backend.conftest import HANG_GUARD, T0, Server, sample
 from tests.backend.hostile import orphan_changes, raw_peer, sync_frame

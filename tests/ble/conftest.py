@@ -10,9 +10,9 @@ import pytest
 
 from adapters.ble.adapter import BleAdapter
 from adapters.ble.budget import ConnectionBudget
-from adapters.ble.link_state import BackoffPolicy
 from adapters.ble.sim import Simulation
 from adapters.ble.source import BleHeartRateSource, StrapSettings
+from engine.backoff import Backoff
 from engine.readings import Kind, Reading, SensorSource, SourceEvent, SourceItem, SourceState
 
 # Short everything, so range loss and reconnects take well under a second each on the virtual radio.
@@ -22,7 +22,7 @@ FAST = StrapSettings(
     scan_timeout_s=2.0,
     stale_after_s=0.5,
     stable_after_s=0.2,
-    backoff=BackoffPolicy(base_s=0.05, cap_s=0.2),
+    backoff=Backoff(base=0.05, cap=0.2),
     tick_s=0.05,
 )
 HANG_GUARD_S = 30

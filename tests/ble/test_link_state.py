@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.ble.link_state import BackoffPolicy, LinkStateError, Phase, StrapLinkMachine
+from adapters.ble.link_state import LinkStateError, Phase, StrapLinkMachine
+from engine.backoff import Backoff
 from engine.readings import Contact, SourceState
 
 
@@ -29,19 +30,19 @@ def states(events: list) -> list[SourceState]:  # type: ignore[type-arg]
 def test_full_jitter_backoff_stays_between_zero_and_the_capped_ceiling(
     base: float, factor: float, attempt: int, seed: int
 ) -> None:
-    policy = BackoffPolicy(base_s=base, cap_s=base * factor)
+    policy = Backoff(base=base, cap=base * factor)
     delay = policy.delay(attempt, random.Random(seed))
-    assert 0 <= delay <= policy.ceiling(attempt) <= policy.cap_s
+    assert 0 <= delay <= policy.ceiling(attempt) <= policy.cap
 
 
 def test_backoff_ceiling_doubles_until_the_cap() -> None:
-    policy = BackoffPolicy(base_s=1, cap_s=10)
+    policy = Backoff(base=1, cap=10)
     assert [policy.ceiling(a) for a in range(6)] == [1, 2, 4, 8, 10, 10]
 
 
 def test_backoff_rejects_nonsense() -> None:
-    with pytest.raises(ValueError, match="base_s"):
-        BackoffPolicy(base_s=5, cap_s=1)
+    with pytest.raises(ValueError, match="cap >= base"):
+        Backoff(base=5, cap=1)
 
 
 def test_happy_path_and_one_connect_at_a_time() -> None:
@@ -56,7 +57,7 @@ def test_happy_path_and_one_connect_at_a_time() -> None:
 
 
 def test_failures_back_off_further_each_time() -> None:
-    m = machine(backoff=BackoffPolicy(base_s=1, cap_s=100))
+    m = machine(backoff=Backoff(base=1, cap=100))
     ceilings = []
     for i in range(5):
         m.connecting(float(i))
@@ -163,7 +164,7 @@ def test_any_legal_sequence_keeps_invariants(ops: list[str]) -> None:
                 m.connecting(t)
             elif op == "fail":
                 _, retry = m.connect_failed(t, "x")
-                assert 0 <= retry.delay_s <= m.backoff.cap_s
+                assert 0 <= retry.delay_s <= m.backoff.cap
             elif op == "sub":
                 m.subscribed(t)
             elif op == "meas":

@@ -139,7 +139,7 @@ CASES: list[tuple[str, list[str], str, str]] = [
     ),
     ("serve-max-message-bytes", ["serve", "--max-message-bytes", "-5", "--data", "DATA"], JSON, "message"),
     ("serve-heartbeat-nan", ["serve", "--heartbeat-s", "nan", "--data", "DATA"], JSON, "heartbeat"),
-    ("serve-hub-choice", ["serve", "--hub", "bogus"], USAGE, "invalid choice"),
+    ("serve-no-baseline-hub", ["serve", "--hub", "naive"], USAGE, "unrecognized arguments"),
     ("serve-log-level", ["serve", "--log-level", "LOUD"], USAGE, "LOUD"),
     ("serve-no-keys", ["serve", "--port", "0", "--data", "NOKEYS"], JSON, "--init"),
     ("serve-data-is-a-file", ["serve", "--port", "0", "--data", "FILE"], JSON, "FILE"),

@@ -246,7 +246,7 @@ async def test_sync_state_and_ride_chart_when_the_backend_serves_rides(
     states: dict[str, str] = {}
     # The live lane only: this test serves its own stand-in for the backend's ride routes.
     config = DemoConfig(riders=2, speed=4.0, port=0, data_dir=tmp_path / "data", durable_lane=False)
-    async with running_demo(config, simulated_rig, extra_setup=[_ride_endpoints(states)]) as demo:
+    async with running_demo(config, simulated_rig, extra_lanes=[_ride_endpoints(states)]) as demo:
         states[demo.riders[0].ride_id] = "reconciled"
         states[demo.riders[1].ride_id] = "failed"
         async with async_playwright() as pw:

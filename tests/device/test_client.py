@@ -10,10 +10,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from engine.backoff import Backoff
 from engine.device.connection import DeviceSync, sync_url
 from engine.ride.schema import Role
 from engine.store import ReplicaStore, SyncState
-from engine.sync.backoff import Backoff
 
 
 @asynccontextmanager

@@ -15,12 +15,12 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from engine.backoff import Backoff
 from engine.device.connection import DeviceSync
 from engine.device.end_event import EndResult, post_ride_end
 from engine.ride.samples import Sample
 from engine.ride.schema import Phase, Role, shared_ref
 from engine.store import ReplicaStore, SyncState
-from engine.sync.backoff import Backoff
 from tests.backend.server import Server
 
 RIDE = "ride-late"

@@ -11,9 +11,9 @@ import pytest
 from aiohttp import web
 
 from engine.auth.tokens import KeyRing
+from engine.backoff import Backoff
 from engine.device.connection import DeviceSync, SyncRefused
 from engine.store import ReplicaStore
-from engine.sync.backoff import Backoff
 from tests.device.conftest import RIDESYNC, Backend
 from tests.device.test_client import bike_store, delays_against
 

@@ -1,4 +1,4 @@
-"""The sans-I/O client session against the real server session (engine/sync/session.py), frames passed
+"""The sans-I/O client session against the real server session (engine/sync/server_session.py), frames passed
 by hand; the client's documents live in a real ReplicaStore."""
 
 from __future__ import annotations
@@ -10,14 +10,16 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from engine.crdt import CrdtDecodeError, CrdtDoc, SyncSession, new_actor_id
-from engine.device import session as cs
-from engine.device.store_docs import StoreDocuments, to_wire
-from engine.device.syncmsg import SyncMessageError, announced_heads
+from engine.device.store_docs import StoreDocuments
 from engine.ride.samples import Sample
 from engine.ride.schema import Role
 from engine.store import ReplicaStore
-from engine.sync import session as ss
+from engine.sync import client_session as cs
+from engine.sync import effects as fx
+from engine.sync import server_session as ss
 from engine.sync import wire
+from engine.sync.docid import document_id_from_hex
+from engine.sync.syncmsg import SyncMessageError, announced_heads
 
 SERVER = "test-server"
 
@@ -54,9 +56,9 @@ def exchange(client: cs.ClientSession, server: ss.ServerSession, effects: list[c
     while pending:
         effect = pending.pop(0)
         seen.append(effect)
-        if isinstance(effect, cs.Send):
+        if isinstance(effect, fx.Send):
             for reply in server.receive(effect.frame):
-                if isinstance(reply, ss.Send):
+                if isinstance(reply, fx.Send):
                     pending += client.receive(reply.frame)
     return seen
 
@@ -72,7 +74,7 @@ def bike(tmp_path: Path) -> ReplicaStore:
 
 
 def wire_ids(store: ReplicaStore) -> list[str]:
-    return [to_wire(r.doc_id) for r in store.ride_refs("r1")]
+    return [document_id_from_hex(r.doc_id) for r in store.ride_refs("r1")]
 
 
 def joined_pair(
@@ -82,7 +84,7 @@ def joined_pair(
     server = ss.ServerSession(server_peer_id=SERVER, provider=docs)
     client = cs.ClientSession(peer_id="bike-1-peer", documents=StoreDocuments(store))
     effects = exchange(client, server, client.connect())
-    assert cs.Joined(SERVER) in effects
+    assert any(isinstance(e, fx.Joined) and e.peer_id == SERVER for e in effects)
     assert client.state is cs.ClientState.JOINED
     return client, server, docs
 
@@ -98,12 +100,12 @@ def test_acknowledged_only_once_the_server_holds_our_changes(bike: ReplicaStore)
     # Our first messages carry no changes; the server's first answers announce its empty heads.
     first_answers: list[cs.Effect] = []
     for effect in opening:
-        assert isinstance(effect, cs.Send)
+        assert isinstance(effect, fx.Send)
         for reply in server.receive(effect.frame):
-            if isinstance(reply, ss.Send):
+            if isinstance(reply, fx.Send):
                 first_answers += client.receive(reply.frame)
     assert acks(first_answers) == {}
-    effects = exchange(client, server, [e for e in first_answers if isinstance(e, cs.Send)])
+    effects = exchange(client, server, [e for e in first_answers if isinstance(e, fx.Send)])
     acked = acks(effects)
     assert set(acked) == set(ids)
     for doc_id in ids:
@@ -117,7 +119,7 @@ def test_a_local_change_is_offered_and_acknowledged(bike: ReplicaStore) -> None:
     exchange(client, server, client.open_documents(ids))
     bike.append_sample("r1", Sample(seq=25, t=1025.0, hr=99))
     bike.fold("r1")
-    own = next(to_wire(r.doc_id) for r in bike.ride_refs("r1") if r.kind.value == "bike")
+    own = next(document_id_from_hex(r.doc_id) for r in bike.ride_refs("r1") if r.kind.value == "bike")
     effects = exchange(client, server, client.local_change(own))
     acked = acks(effects)
     assert set(acked) == {own}
@@ -136,7 +138,7 @@ def test_server_error_closes_and_reports(bike: ReplicaStore) -> None:
     client, _, _ = joined_pair(bike, [])
     effects = client.receive(wire.encode(wire.Error(SERVER, "bike-1-peer", "sync rejected: not yours")))
     assert effects[0] == cs.ServerError("sync rejected: not yours")
-    assert isinstance(effects[1], cs.Close)
+    assert isinstance(effects[1], fx.Close)
     assert client.state is cs.ClientState.CLOSED
     assert client.receive(wire.encode(wire.Error(SERVER, "bike-1-peer", "again"))) == []
 
@@ -144,11 +146,11 @@ def test_server_error_closes_and_reports(bike: ReplicaStore) -> None:
 def test_garbage_and_impostors_close_the_connection(bike: ReplicaStore) -> None:
     client, _, _ = joined_pair(bike, [])
     effects = client.receive(b"\xff\x00garbage")
-    assert isinstance(effects[-1], cs.Close) and effects[-1].code == cs.CLOSE_PROTOCOL_ERROR
+    assert isinstance(effects[-1], fx.Close) and effects[-1].code == fx.CLOSE_PROTOCOL_ERROR
     client2, _, _ = joined_pair(bike, [])
     doc_id = wire_ids(bike)[0]
     frame = wire.encode(wire.Sync("someone-else", "bike-1-peer", doc_id, b"\x42\x00"))
-    assert isinstance(client2.receive(frame)[-1], cs.Close)
+    assert isinstance(client2.receive(frame)[-1], fx.Close)
 
 
 def test_the_server_must_answer_join_with_peer(bike: ReplicaStore) -> None:
@@ -156,7 +158,7 @@ def test_the_server_must_answer_join_with_peer(bike: ReplicaStore) -> None:
     client.connect()
     doc_id = wire_ids(bike)[0]
     effects = client.receive(wire.encode(wire.Sync(SERVER, "p", doc_id, b"\x42\x00")))
-    assert isinstance(effects[-1], cs.Close)
+    assert isinstance(effects[-1], fx.Close)
     assert "expected peer" in (client.close_reason or "")
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from aiohttp import WSMsgType, web
 
 from engine.crdt import CrdtDecodeError, CrdtDoc, SyncSession
-from engine.sync import session as s
+from engine.sync import effects as fx
+from engine.sync import server_session as s
 
 SERVER_PEER_ID = "ridesync-interop-server"
 TOKEN = "interop-token"
@@ -31,16 +32,16 @@ class Hub:
             return
         for effect in effects:
             match effect:
-                case s.Send(frame):
+                case fx.Send(frame):
                     if ws.closed:
                         return  # a dead link: the peer resyncs when it reconnects
                     try:
                         await ws.send_bytes(frame)
                     except ConnectionError:
                         return
-                case s.Close(code, reason):
+                case fx.Close(code, reason):
                     await ws.close(code=code, message=reason.encode())
-                case s.Joined(peer_id, _):
+                case fx.Joined(peer_id, _):
                     self.joined.append(peer_id)
                 case s.DocumentChanged(doc_id):
                     self.changed.set()

@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import shutil
 import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,9 +17,11 @@ import pytest
 from aiohttp import web
 
 from engine.auth.tokens import KeyRing
+from engine.bench.redis_server import RedisNotFound, RedisServer
 from engine.live.config import HubConfig
 from engine.live.hub import Hub
 from engine.live.lane import live_lane
+from engine.live.port import LiveHub
 from engine.live.relay import Relay
 from engine.live.routes import HUB
 from engine.live.wire import FrameReader
@@ -67,11 +66,17 @@ class LiveServer:
 
 
 async def start_server(
-    tmp: Path, hub: HubConfig, keyring: KeyRing, port: int = 0, relay: Relay | None = None
+    tmp: Path,
+    hub: HubConfig,
+    keyring: KeyRing,
+    port: int = 0,
+    relay: Relay | None = None,
+    *,
+    make_hub: Callable[[HubConfig], LiveHub] | None = None,
 ) -> LiveServer:
-    app = build_app(
-        ServerConfig(data_dir=tmp, host="127.0.0.1", port=port), [live_lane(hub, relay)], keyring=keyring
-    )
+    """The live lane on a guarded runner: the coalescing hub with `hub` and `relay`, or `make_hub(hub)`."""
+    lane = live_lane(hub, relay) if make_hub is None else live_lane(hub=make_hub(hub))
+    app = build_app(ServerConfig(data_dir=tmp, host="127.0.0.1", port=port), [lane], keyring=keyring)
     # Run as `ridesync serve` runs it: with the HTTP guard (engine/server/guard.py).
     runner = GuardedRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
@@ -89,8 +94,13 @@ async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     runners: list[web.AppRunner] = []
     keyring = KeyRing.generate()
 
-    async def factory(port: int = 0, relay: Relay | None = None, **hub: Any) -> LiveServer:
-        server = await start_server(tmp_path, HubConfig(**hub), keyring, port, relay)
+    async def factory(
+        port: int = 0,
+        relay: Relay | None = None,
+        make_hub: Callable[[HubConfig], LiveHub] | None = None,
+        **hub: Any,
+    ) -> LiveServer:
+        server = await start_server(tmp_path, HubConfig(**hub), keyring, port, relay, make_hub=make_hub)
         runners.append(server.runner)
         return server
 
@@ -240,78 +250,15 @@ async def until(pred: Callable[[], bool], poll_s: float = 0.01) -> None:
             await asyncio.sleep(poll_s)
 
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-NO_PERSISTENCE = ("--save", "", "--appendonly", "no", "--dir")
-
-
-class RedisProcess:
-    """A real, throwaway redis-server on a free loopback port (no persistence), restartable in place."""
-
-    def __init__(self, port: int, workdir: Path) -> None:
-        self.port = port
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                *NO_PERSISTENCE,
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + HANG_GUARD_S
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(HANG_GUARD_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    if not os.path.exists(REDIS_SERVER):
-        pytest.skip("redis-server not found: install the Debian package `redis-server`")
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """The bench's throwaway redis-server harness (engine/bench/redis_server.py), per test."""
     workdir = tmp_path / "redis"
     workdir.mkdir()
-    server = RedisProcess(free_port(), workdir)
+    try:
+        server = RedisServer(workdir, start_timeout_s=HANG_GUARD_S)
+    except RedisNotFound:
+        pytest.skip("redis-server not found: install the Debian package `redis-server`")
     server.start()
     try:
         yield server

@@ -15,8 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.live.publisher import LivePublisher
-from engine.live.wire import MAX_BATCH, HelloIn, SampleIn, WireError, parse_inbound_batch
+from engine.live.wire import MAX_BATCH, HelloIn, SampleIn, parse_inbound_batch
 from engine.readings import Kind, Reading
+from engine.wire_error import WireError
 from tests.live.conftest import HANG_GUARD_S, ServerFactory, sample, until, viewing
 
 NOW = 1_800_000_000.0
@@ -46,7 +47,7 @@ def test_batch_parses_each_member_and_a_single_object_still_works() -> None:
 def test_a_bad_member_refuses_the_whole_batch(msg: str, code: int) -> None:
     with pytest.raises(WireError) as err:
         parse_inbound_batch(msg, "b", NOW)
-    assert err.value.code == code
+    assert err.value.close_code == code
 
 
 @given(st.lists(st.binary(max_size=40) | st.text(max_size=40), max_size=5))

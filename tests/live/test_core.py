@@ -20,7 +20,6 @@ from engine.live.wire import (
     HelloIn,
     SampleIn,
     StateIn,
-    WireError,
     client_text_frame,
     parse_inbound,
     reading_message,
@@ -28,6 +27,7 @@ from engine.live.wire import (
     state_message,
 )
 from engine.readings import Contact, Kind, Reading, SourceEvent, SourceState
+from engine.wire_error import WireError
 
 NOW = 1_800_000_000.0
 
@@ -73,7 +73,7 @@ def test_parse_sample_state_hello() -> None:
 def test_parse_rejects(msg: str, code: int) -> None:
     with pytest.raises(WireError) as err:
         parse_inbound(msg, "b", NOW)
-    assert err.value.code == code
+    assert err.value.close_code == code
 
 
 @given(st.binary(max_size=200) | st.text(max_size=200))

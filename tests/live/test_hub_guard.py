@@ -12,7 +12,7 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
-from engine.live.hub import Connection
+from engine.live.connection import Connection
 from engine.live.metrics import HubStats
 from engine.live.rfc6455 import OP_CLOSE, OP_PING
 from engine.live.routes import OPEN, _over_buffer

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from engine.auth.tokens import CLOCK_LEEWAY_S
+from engine.bench.naive_hub import NaiveHub
 from tests.live.conftest import HANG_GUARD_S, RawClient, ServerFactory, View, sample, viewing
 
 
@@ -401,7 +402,7 @@ async def test_naive_baseline_hub_delivers_every_sample(
     make_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
     """The benchmark's baseline must be a working hub, or its numbers mean nothing."""
-    srv = await make_server(impl="naive")
+    srv = await make_server(make_hub=NaiveHub)
     bike = await session.ws_connect(srv.ws_url("c1", srv.token("bike", "bike-1"), mode="pub"))
     async with viewing(session, srv.ws_url("c1", srv.token("viewer", "dash"))) as dash:
         for seq in range(1, 6):

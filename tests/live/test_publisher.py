@@ -9,11 +9,9 @@ import time
 from collections.abc import AsyncIterator
 
 import aiohttp
-from hypothesis import given
-from hypothesis import strategies as st
 
 from engine.live.config import HubConfig
-from engine.live.publisher import LivePublisher, backoff_delay, class_ws_url
+from engine.live.publisher import LivePublisher, class_ws_url
 from engine.readings import Contact, Kind, Reading, SourceEvent, SourceItem, SourceState
 from engine.server.keys import DATA_DIR
 from tests.live.conftest import HANG_GUARD_S, ServerFactory, start_server, until, viewing
@@ -156,14 +154,6 @@ async def test_cancel_while_backing_off_is_clean() -> None:
         await task
     assert task.cancelled()
     assert "Connect" in pub.stats.last_error or "refused" in pub.stats.last_error.lower()
-
-
-@given(st.integers(min_value=0, max_value=100), st.floats(0.01, 5), st.floats(0.1, 60))
-def test_backoff_is_full_jitter_and_capped(attempt: int, base: float, cap: float) -> None:
-    hi = min(cap, base * 2**attempt)
-    assert backoff_delay(attempt, base, cap, rng=lambda a, b: b) == hi
-    assert backoff_delay(attempt, base, cap, rng=lambda a, b: a) == 0.0
-    assert 0.0 <= backoff_delay(attempt, base, cap) <= cap
 
 
 def test_class_ws_url() -> None:

@@ -18,12 +18,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.exceptions import RedisError
 
+from engine.bench.redis_server import RedisServer
 from engine.live import relay_codec
 from engine.live.redis_relay import BrokerLink, RedisRelay
 from engine.live.relay import Join, Leave, RelayEvent, Roster
 from engine.live.relay_codec import CHANNEL, RelayCodecError, decode_message, encode_messages
 from engine.live.wire import HelloIn, SampleIn, StateIn
-from tests.live.conftest import HANG_GUARD_S, LiveServer, RedisProcess, ServerFactory, sample, until, viewing
+from tests.live.conftest import HANG_GUARD_S, LiveServer, ServerFactory, sample, until, viewing
 
 
 async def ready(*relays: RedisRelay) -> None:
@@ -35,7 +36,7 @@ async def ready(*relays: RedisRelay) -> None:
 
 @contextlib.asynccontextmanager
 async def two_hubs(
-    make_server: ServerFactory, redis_server: RedisProcess, **hub: object
+    make_server: ServerFactory, redis_server: RedisServer, **hub: object
 ) -> AsyncIterator[tuple[LiveServer, LiveServer, RedisRelay, RedisRelay]]:
     relay_a, relay_b = RedisRelay(redis_server.url), RedisRelay(redis_server.url)
     hub_a = await make_server(relay=relay_a, **hub)
@@ -45,7 +46,7 @@ async def two_hubs(
 
 
 async def test_riders_on_either_hub_reach_peers_on_the_other(
-    make_server: ServerFactory, redis_server: RedisProcess, session: aiohttp.ClientSession
+    make_server: ServerFactory, redis_server: RedisServer, session: aiohttp.ClientSession
 ) -> None:
     async with two_hubs(make_server, redis_server) as (a, b, relay_a, relay_b):
         bike_a = await session.ws_connect(a.ws_url("c1", a.token("bike", "bike-a"), mode="pub"))
@@ -77,7 +78,7 @@ async def test_riders_on_either_hub_reach_peers_on_the_other(
 
 
 async def test_classes_stay_separate_across_hubs(
-    make_server: ServerFactory, redis_server: RedisProcess, session: aiohttp.ClientSession
+    make_server: ServerFactory, redis_server: RedisServer, session: aiohttp.ClientSession
 ) -> None:
     async with two_hubs(make_server, redis_server) as (a, b, _ra, _rb):
         bike1 = await session.ws_connect(a.ws_url("c1", a.token("bike", "bike-1", ("c1",)), mode="pub"))
@@ -98,7 +99,7 @@ async def test_classes_stay_separate_across_hubs(
 
 
 async def test_join_and_leave_cross_hubs_and_a_rider_on_both_leaves_with_its_last_connection(
-    make_server: ServerFactory, redis_server: RedisProcess, session: aiohttp.ClientSession
+    make_server: ServerFactory, redis_server: RedisServer, session: aiohttp.ClientSession
 ) -> None:
     async with (
         two_hubs(make_server, redis_server) as (a, b, _ra, _rb),
@@ -122,7 +123,7 @@ async def test_join_and_leave_cross_hubs_and_a_rider_on_both_leaves_with_its_las
 
 
 async def test_relay_reconnects_after_redis_restarts(
-    make_server: ServerFactory, redis_server: RedisProcess, session: aiohttp.ClientSession
+    make_server: ServerFactory, redis_server: RedisServer, session: aiohttp.ClientSession
 ) -> None:
     async with two_hubs(make_server, redis_server) as (a, b, relay_a, relay_b):
         bike = await session.ws_connect(a.ws_url("c1", a.token("bike", "bike-1"), mode="pub"))
@@ -148,7 +149,7 @@ async def test_relay_reconnects_after_redis_restarts(
         await bike.close()
 
 
-async def test_a_broker_link_never_reconnects_underneath_its_owner(redis_server: RedisProcess) -> None:
+async def test_a_broker_link_never_reconnects_underneath_its_owner(redis_server: RedisServer) -> None:
     # redis-py 8.2's pooled client replaced a connection the server had closed without telling anyone;
     # the relay's link must fail instead, so that the relay's own reconnect (and its counters) run.
     link = BrokerLink(redis_server.url)
@@ -165,7 +166,7 @@ async def test_a_broker_link_never_reconnects_underneath_its_owner(redis_server:
         await link.close()
 
 
-async def test_an_idle_publisher_notices_a_broker_restart(redis_server: RedisProcess) -> None:
+async def test_an_idle_publisher_notices_a_broker_restart(redis_server: RedisServer) -> None:
     relay = RedisRelay(redis_server.url, ping_after_s=0.2, dead_after_s=1.0)
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(relay.run(lambda _c, _o, _e: None))
@@ -177,7 +178,7 @@ async def test_an_idle_publisher_notices_a_broker_restart(redis_server: RedisPro
 
 
 async def test_a_silent_hub_s_riders_leave_after_the_expiry_and_rosters_restore_lost_joins(
-    make_server: ServerFactory, redis_server: RedisProcess, session: aiohttp.ClientSession
+    make_server: ServerFactory, redis_server: RedisServer, session: aiohttp.ClientSession
 ) -> None:
     hubs = two_hubs(make_server, redis_server, relay_roster_s=0.2, relay_expire_s=1.0, sweep_s=0.05)
     async with (
@@ -201,7 +202,7 @@ async def test_a_silent_hub_s_riders_leave_after_the_expiry_and_rosters_restore_
 
 
 async def test_garbage_on_the_broker_is_ignored_and_counted(
-    make_server: ServerFactory, redis_server: RedisProcess, session: aiohttp.ClientSession
+    make_server: ServerFactory, redis_server: RedisServer, session: aiohttp.ClientSession
 ) -> None:
     async with two_hubs(make_server, redis_server) as (a, b, _relay_a, relay_b):
         client = aioredis.Redis.from_url(redis_server.url)

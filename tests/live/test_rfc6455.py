@@ -116,7 +116,7 @@ def test_parser_fuzz_only_frame_errors(data: bytes) -> None:
             assert op in (OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG)
             assert len(payload) <= 256
     except FrameError as exc:
-        assert exc.code in (1002, 1009)
+        assert exc.close_code in (1002, 1009)
 
 
 @pytest.mark.parametrize(
@@ -137,7 +137,7 @@ def test_parser_fuzz_only_frame_errors(data: bytes) -> None:
 def test_protocol_violations(wire: bytes, code: int) -> None:
     with pytest.raises(FrameError) as err:
         ClientFrameParser(max_msg=256).feed(wire)
-    assert err.value.code == code
+    assert err.value.close_code == code
 
 
 def test_close_codes() -> None:

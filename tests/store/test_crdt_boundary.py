@@ -256,3 +256,27 @@ def test_inspect_sync_message_raises_only_decode_errors(tail: bytes, head: bytes
 
     with contextlib.suppress(CrdtDecodeError):
         inspect_sync_message(head + tail)
+
+
+def test_append_maps_is_one_change_and_checks_every_value_before_writing() -> None:
+    """The nested layout the store benchmark's baseline stores samples as (engine/bench/store.py)."""
+    from automerge.core import ROOT, Document
+
+    doc = CrdtDoc.new(new_actor_id("maps"))
+    doc.append_maps("samples", [{"hr": 120, "t": 1.5}, {"hr": 121}])
+    heads = doc.heads()
+    doc.append_maps("samples", [{"hr": 122}])
+    assert len(doc.changes_since([])) == 2 and len(doc.changes_since(heads)) == 1
+    before = doc.heads()
+    with pytest.raises(TypeError):
+        doc.append_maps("samples", [{"hr": 123}, {"hr": object()}])  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="64-bit"):
+        doc.append_maps("samples", [{"hr": 2**63}])
+    assert doc.heads() == before  # nothing of a refused call was written
+    raw = Document.load(doc.save())
+    found = raw.get(ROOT, "samples")
+    assert found is not None
+    rows = found[1]
+    assert raw.length(rows) == 3
+    last = raw.get(rows, 2)
+    assert last is not None and raw.get(last[1], "hr")[0][1] == 122  # type: ignore[index]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.sync.session import Applied, Rejected, SyncOutcome
+from engine.sync.server_session import Applied, Rejected, SyncOutcome
 
 
 @dataclass

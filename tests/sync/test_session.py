@@ -4,7 +4,8 @@ import cbor2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.sync import session as s
+from engine.sync import effects as fx
+from engine.sync import server_session as s
 from engine.sync import wire
 from engine.sync.docid import new_document_id
 from tests.sync.fake_provider import FakeProvider, Store
@@ -38,17 +39,17 @@ def join(session: s.ServerSession, peer: str = CLIENT) -> list[s.Effect]:
 
 
 def sent(effects: list[s.Effect]) -> list[wire.Message]:
-    return [wire.decode(e.frame) for e in effects if isinstance(e, s.Send)]
+    return [wire.decode(e.frame) for e in effects if isinstance(e, fx.Send)]
 
 
-def closes(effects: list[s.Effect]) -> list[s.Close]:
-    return [e for e in effects if isinstance(e, s.Close)]
+def closes(effects: list[s.Effect]) -> list[fx.Close]:
+    return [e for e in effects if isinstance(e, fx.Close)]
 
 
 def test_join_is_answered_with_peer() -> None:
     session, _, _ = make()
     effects = join(session)
-    assert effects[0] == s.Joined(CLIENT, wire.PeerMetadata())
+    assert effects[0] == fx.Joined(CLIENT, wire.PeerMetadata())
     assert sent(effects) == [wire.Peer(SERVER, CLIENT, wire.PeerMetadata(), "1")]
     assert session.state is s.SessionState.JOINED
     assert session.peer_id == CLIENT
@@ -65,14 +66,14 @@ def test_unsupported_version_gets_error_then_close() -> None:
     session, _, _ = make()
     effects = session.receive(wire.encode(wire.Join(CLIENT, wire.PeerMetadata(), ("2",))))
     assert sent(effects) == [wire.Error(SERVER, CLIENT, "unsupported protocol version")]
-    assert effects[-1] == s.Close(s.CLOSE_PROTOCOL_ERROR, "unsupported protocol version")
+    assert effects[-1] == fx.Close(fx.CLOSE_PROTOCOL_ERROR, "unsupported protocol version")
     assert session.state is s.SessionState.CLOSED
 
 
 def test_anything_before_join_closes_without_error_frame() -> None:
     session, _, store = make()
     effects = session.receive(wire.encode(wire.Sync(CLIENT, SERVER, DOC, b"evil")))
-    assert effects == [s.Close(s.CLOSE_PROTOCOL_ERROR, "expected join, got sync")]
+    assert effects == [fx.Close(fx.CLOSE_PROTOCOL_ERROR, "expected join, got sync")]
     assert session.receive(wire.encode(wire.Join(CLIENT))) == []
     assert store.docs[DOC] == {"a1", "a2"}
 
@@ -81,7 +82,7 @@ def test_garbage_before_join() -> None:
     session, _, _ = make()
     effects = session.receive(b"\xff\x00garbage")
     assert len(effects) == 1
-    assert closes(effects)[0].code == s.CLOSE_PROTOCOL_ERROR
+    assert closes(effects)[0].code == fx.CLOSE_PROTOCOL_ERROR
     assert "not_cbor" in closes(effects)[0].reason
 
 
@@ -114,8 +115,8 @@ def test_rejected_sync_closes_and_changes_nothing() -> None:
     [error] = sent(effects)
     assert isinstance(error, wire.Error)
     assert "actor not allowed" in error.message
-    assert effects[-1].__class__ is s.Close
-    assert closes(effects)[0].code == s.CLOSE_POLICY_VIOLATION
+    assert effects[-1].__class__ is fx.Close
+    assert closes(effects)[0].code == fx.CLOSE_POLICY_VIOLATION
     assert store.docs[DOC] == {"a1", "a2"}
     assert session.document_changed(DOC) == []
 
@@ -127,14 +128,14 @@ def test_garbage_after_join_sends_error_and_closes() -> None:
     [error] = sent(effects)
     assert isinstance(error, wire.Error)
     assert "missing_field" in error.message
-    assert closes(effects)[0].code == s.CLOSE_PROTOCOL_ERROR
+    assert closes(effects)[0].code == fx.CLOSE_PROTOCOL_ERROR
 
 
 def test_oversize_frame_closes_with_1009() -> None:
     session, _, _ = make(max_message_bytes=100)
     join(session)
     effects = session.receive(wire.encode(wire.Sync(CLIENT, SERVER, DOC, b"x" * 200)))
-    assert closes(effects)[0].code == s.CLOSE_TOO_BIG
+    assert closes(effects)[0].code == fx.CLOSE_TOO_BIG
 
 
 def test_spoofed_sender_and_wrong_target_close() -> None:
@@ -145,7 +146,7 @@ def test_spoofed_sender_and_wrong_target_close() -> None:
         session, _, store = make()
         join(session)
         effects = session.receive(wire.encode(message))
-        assert closes(effects)[0].code == s.CLOSE_PROTOCOL_ERROR
+        assert closes(effects)[0].code == fx.CLOSE_PROTOCOL_ERROR
         assert store.docs[DOC] == {"a1", "a2"}
 
 
@@ -161,11 +162,11 @@ def test_repeated_join_is_answered_again_but_another_peer_id_is_not() -> None:
 def test_leave_and_peer_error_close_normally() -> None:
     session, _, _ = make()
     join(session)
-    assert session.receive(wire.encode(wire.Leave(CLIENT))) == [s.Close(s.CLOSE_NORMAL, "peer left")]
+    assert session.receive(wire.encode(wire.Leave(CLIENT))) == [fx.Close(fx.CLOSE_NORMAL, "peer left")]
     session, _, _ = make()
     join(session)
     effects = session.receive(wire.encode(wire.Error(CLIENT, SERVER, "bye")))
-    assert effects == [s.Close(s.CLOSE_NORMAL, "peer error: bye")]
+    assert effects == [fx.Close(fx.CLOSE_NORMAL, "peer error: bye")]
 
 
 def test_provider_exception_is_an_internal_error_close() -> None:
@@ -174,7 +175,7 @@ def test_provider_exception_is_an_internal_error_close() -> None:
     join(session)
     effects = session.receive(wire.encode(wire.Sync(CLIENT, SERVER, DOC, b"c1")))
     assert sent(effects) == [wire.Error(SERVER, CLIENT, "internal error")]
-    assert closes(effects)[0].code == s.CLOSE_INTERNAL_ERROR
+    assert closes(effects)[0].code == fx.CLOSE_INTERNAL_ERROR
 
 
 def test_too_many_open_documents() -> None:
@@ -183,7 +184,7 @@ def test_too_many_open_documents() -> None:
     join(session)
     results = [session.receive(wire.encode(wire.Sync(CLIENT, SERVER, d, b"c"))) for d in docs]
     assert not closes(results[0]) and not closes(results[1])
-    assert closes(results[2])[0].code == s.CLOSE_PROTOCOL_ERROR
+    assert closes(results[2])[0].code == fx.CLOSE_PROTOCOL_ERROR
 
 
 def test_ephemeral_only_for_open_documents_and_others_ignored() -> None:
@@ -206,7 +207,7 @@ def test_two_sessions_converge_through_document_changed() -> None:
     join(app, "app")
     app_seen: set[str] = set()
     for effect in app.receive(wire.encode(wire.Request("app", SERVER, DOC, b"hello"))):
-        if isinstance(effect, s.Send):
+        if isinstance(effect, fx.Send):
             app_seen |= set(wire.decode(effect.frame).data.decode().split(","))  # type: ignore[union-attr]
     assert app_seen == {"base"}
     effects = bike.receive(wire.encode(wire.Sync("bike", SERVER, DOC, b"bike1,bike2")))
@@ -224,8 +225,8 @@ def test_any_frame_sequence_keeps_invariants(frames: list[bytes]) -> None:
         effects = session.receive(frame)
         if closed:
             assert effects == []
-        if any(isinstance(e, s.Close) for e in effects):
-            assert isinstance(effects[-1], s.Close)
+        if any(isinstance(e, fx.Close) for e in effects):
+            assert isinstance(effects[-1], fx.Close)
             assert session.state is s.SessionState.CLOSED
             closed = True
         assert not any(c.startswith("evil") for c in store.docs[DOC])

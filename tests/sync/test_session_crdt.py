@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.crdt import CrdtDoc, SyncSession, new_actor_id
-from engine.sync import session as s
+from engine.sync import effects as fx
+from engine.sync import server_session as s
 from engine.sync import wire
 from engine.sync.docid import new_document_id
 from tests.interop.server_harness import CrdtProvider, Hub
@@ -46,13 +47,13 @@ def setup(n_clients: int) -> tuple[Hub, list[Client]]:
 def route(clients: list[Client], target: Client, effects: list[s.Effect]) -> None:
     for effect in effects:
         match effect:
-            case s.Send(frame):
+            case fx.Send(frame):
                 target.inbox.append(frame)
             case s.DocumentChanged(doc_id):
                 for other in clients:
                     if other is not target:
                         route(clients, other, other.session.document_changed(doc_id))
-            case s.Close(_, reason):
+            case fx.Close(_, reason):
                 raise AssertionError(f"session closed: {reason}")
 
 

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.sync import wire
+from engine.wire_error import WireError
 from tests.sync.strategies import document_ids, messages
 
 DOC = "4NMNnkMhL8jXrdJ9jamS58PAVdXu"
@@ -60,7 +61,7 @@ def test_legacy_leave_and_unknown_types_decode() -> None:
     assert wire.decode(frame({"type": "leave", "senderId": "p"})) == wire.Leave("p")
     unknown = wire.decode(frame({"type": "future-thing", "senderId": "p", "extra": [1, 2]}))
     assert unknown == wire.UnknownMessage("future-thing", "p", None)
-    with pytest.raises(wire.WireError):
+    with pytest.raises(WireError):
         wire.encode(unknown)
 
 
@@ -131,31 +132,31 @@ GOOD_SYNC: dict[str, Any] = {
     ],
 )
 def test_rejects_with_reason(raw: bytes, reason: str) -> None:
-    with pytest.raises(wire.WireError) as info:
+    with pytest.raises(WireError) as info:
         wire.decode(raw)
-    assert info.value.reason == reason
+    assert info.value.code == reason
 
 
 def test_oversize_is_rejected_before_decoding() -> None:
     raw = wire.encode(wire.Sync("a", "b", DOC, b"x" * 1000))
     assert wire.decode(raw, max_size=len(raw)) == wire.Sync("a", "b", DOC, b"x" * 1000)
-    with pytest.raises(wire.WireError) as info:
+    with pytest.raises(WireError) as info:
         wire.decode(raw, max_size=len(raw) - 1)
-    assert info.value.reason == "oversize"
+    assert info.value.code == "oversize"
 
 
 def test_constructing_an_invalid_message_fails() -> None:
-    with pytest.raises(wire.WireError):
+    with pytest.raises(WireError):
         wire.Sync("a", "b", DOC, b"")
-    with pytest.raises(wire.WireError):
+    with pytest.raises(WireError):
         wire.Request("a", "b", "not-an-id", b"x")
 
 
 def _decode_or_wire_error(raw: bytes) -> None:
     try:
         msg = wire.decode(raw)
-    except wire.WireError as exc:
-        assert exc.reason
+    except WireError as exc:
+        assert exc.code
         return
     if not isinstance(msg, wire.UnknownMessage):
         assert wire.decode(wire.encode(msg)) == msg
@@ -259,5 +260,5 @@ def test_large_integers_travel_as_js_numbers() -> None:
     # float64 (0xfb), as cbor-x writes numbers of 2**32 and above; never a 64-bit CBOR integer (0x1b).
     assert cbor2.loads(raw)["count"] == 2**40 and b"\x1b" not in raw
     assert wire.decode(raw) == wire.Ephemeral("a", "b", DOC, b"x", 2**40, "s")
-    with pytest.raises(wire.WireError):
+    with pytest.raises(WireError):
         wire.Ephemeral("a", "b", DOC, b"x", 2**53, "s")

@@ -4,6 +4,8 @@ straps and bikes and a real `ridesync serve` on loopback (the plugin's `ridesync
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,15 @@ def test_public_names_are_one_list() -> None:
         assert getattr(engine, name) is getattr(engine.api, name)
     with pytest.raises(AttributeError):
         _ = engine.not_public
+
+
+def test_import_engine_loads_neither_the_api_nor_a_radio() -> None:
+    """`import engine` knows the public names (read from engine/api.py's source) without importing them."""
+    code = (
+        "import sys, engine; print(len(engine.__all__), 'engine.api' in sys.modules, 'bleak' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(len(engine.api.__all__)), "False", "False"]
 
 
 @pytest.mark.slow

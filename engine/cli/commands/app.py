@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from engine.cli import argtypes
+from engine.device.defaults import DEFAULT_HEARTBEAT_S
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,7 +52,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--data", default=None, metavar="DIR", help="data dir ($RIDESYNC_DATA or ./ridesync-data)")
     p.add_argument("--sync-timeout", type=float, default=60.0, metavar="S")
     p.add_argument("--retry-cap", type=float, default=30.0, metavar="S", help="longest reconnect backoff")
-    p.add_argument("--heartbeat", type=float, default=2.0, metavar="S", help="WebSocket ping interval")
+    p.add_argument(
+        "--heartbeat", type=float, default=DEFAULT_HEARTBEAT_S, metavar="S", help="WebSocket ping interval"
+    )
     p.add_argument("--log-level", type=argtypes.log_level, default="WARNING", metavar="LEVEL")
     p.add_argument("--json", action="store_true", help="JSON lines: sync events, then the ride")
     p.set_defaults(handler=_app)

@@ -1,6 +1,7 @@
 """`ridesync bench NAME`: benchmarks that print JSON and run their baseline side by side in the same run.
 
-Each module in `engine.bench` is one benchmark: it exposes NAME, HELP, `add_arguments(parser)` and
+Each module (or package, like `engine.bench.live`) in `engine.bench` that exposes NAME and `run` is one
+benchmark: it exposes NAME, HELP, `add_arguments(parser)` and
 `run(args) -> dict`. Only ratios between a measurement and its in-run baseline are meaningful on a noisy
 shared machine, so every result should carry both.
 """

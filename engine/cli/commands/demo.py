@@ -158,8 +158,8 @@ async def simulated_rig(
 
     from adapters.ble.bike_factory import open_bike_sources
     from adapters.ble.factory import SIM_CONNECT_TIMEOUT_S, SIM_SCAN_TIMEOUT_S, open_hr_sources
-    from adapters.ble.link_state import BackoffPolicy
     from adapters.ble.source import StrapSettings
+    from engine.backoff import Backoff
     from engine.demo.sensors import RiderSensors
 
     n = len(specs)
@@ -172,7 +172,7 @@ async def simulated_rig(
             scan_timeout_s=SIM_SCAN_TIMEOUT_S,
             stale_after_s=2.0,
             tick_s=0.25,
-            backoff=BackoffPolicy(base_s=0.5, cap_s=5.0),
+            backoff=Backoff(base=0.5, cap=5.0),
         )
         ble = [spec for spec in specs if spec.ble_profile is not None]
         # One simulated adapter holds every strap and BLE bike, as a room's would (slots permitting).

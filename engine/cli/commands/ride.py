@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from engine.cli import argtypes
+from engine.device.defaults import DEFAULT_HEARTBEAT_S
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,8 +68,11 @@ def add_ride_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, metavar="DIR", help="data dir ($RIDESYNC_DATA or ./ridesync-data)")
     p.add_argument("--sync-timeout", type=float, default=60.0, metavar="S", help="wait this long at the end")
     p.add_argument("--retry-cap", type=float, default=30.0, metavar="S", help="longest reconnect backoff")
-    p.add_argument("--heartbeat", type=float, default=2.0, metavar="S", help="WebSocket ping interval")
-    p.add_argument("--fold-interval", type=float, default=10.0, metavar="S", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--heartbeat", type=float, default=DEFAULT_HEARTBEAT_S, metavar="S", help="WebSocket ping interval"
+    )
+    # None: the store's own default fold interval (named once, in engine/store/samplelog.py).
+    p.add_argument("--fold-interval", type=float, default=None, metavar="S", help=argparse.SUPPRESS)
     p.add_argument("--log-level", type=argtypes.log_level, default="WARNING", metavar="LEVEL")
     p.add_argument("--json", action="store_true", help="JSON lines: sync events, then the summary")
     from engine.cli.sensor_sources import add_serial_arguments
@@ -117,7 +121,10 @@ def run_ride(
             raise CliError(f"{name} must be positive")
     if args.duration is not None and not args.duration > 0:
         raise CliError("--duration must be positive")
-    if not (args.retry_cap > 0 and args.heartbeat > 0 and args.fold_interval > 0):
+    from engine.store.samplelog import DEFAULT_FOLD_INTERVAL_S
+
+    fold_interval = DEFAULT_FOLD_INTERVAL_S if args.fold_interval is None else args.fold_interval
+    if not (args.retry_cap > 0 and args.heartbeat > 0 and fold_interval > 0):
         raise CliError("--retry-cap, --heartbeat and --fold-interval must be positive")
     from engine.auth.tokens import MAX_HR_RANGE, valid_max_hr, valid_name
 
@@ -147,7 +154,7 @@ def run_ride(
         max_hr=args.max_hr,
         duration_s=args.duration,
         speed=args.speed,
-        fold_interval_s=args.fold_interval,
+        fold_interval_s=fold_interval,
         retry_cap_s=args.retry_cap,
         heartbeat_s=args.heartbeat,
         sync_timeout_s=args.sync_timeout,

@@ -16,7 +16,7 @@ from typing import Any
 from engine.cli import argtypes
 from engine.cli.main import CliError
 from engine.cli.output import emit
-from engine.readings import SensorSource
+from engine.readings import SensorSource, pump
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -118,8 +118,7 @@ def _printer(as_json: bool) -> Callable[[dict[str, Any]], None]:
 
 
 async def _pump(source: SensorSource, show: Callable[[dict[str, Any]], None]) -> None:
-    async for item in source.stream():
-        show(item.to_json())
+    await pump(source, lambda item: show(item.to_json()))
 
 
 async def _stream(args: argparse.Namespace) -> None:

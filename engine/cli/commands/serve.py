@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.cli import argtypes
+from engine.live.config import HubConfig
 from engine.server.config import HttpLimits
 
 if TYPE_CHECKING:
     from engine.backend.config import BackendConfig
 
 HTTP_DEFAULTS = HttpLimits()
+# The flags' defaults are the hub's own (engine/live/config.py), named there once.
+_HUB_DEFAULTS = HubConfig()
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,12 +37,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--stale-after",
         type=float,
-        default=3.0,
+        default=_HUB_DEFAULTS.stale_after_s,
         metavar="S",
         help="live values older than this show as stale",
     )
     p.add_argument(
-        "--leaderboard-interval", type=float, default=3.0, metavar="S", help="leaderboard delta tick"
+        "--leaderboard-interval",
+        type=float,
+        default=_HUB_DEFAULTS.leaderboard_s,
+        metavar="S",
+        help="leaderboard delta tick",
     )
     p.add_argument(
         "--class-leaderboard-interval",
@@ -49,9 +56,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="per-class leaderboard tick; repeatable",
     )
     p.add_argument(
-        "--stall-limit", type=float, default=10.0, metavar="S", help="disconnect a peer stalled this long"
+        "--stall-limit",
+        type=float,
+        default=_HUB_DEFAULTS.stall_limit_s,
+        metavar="S",
+        help="disconnect a peer stalled this long",
     )
-    p.add_argument("--hub", choices=["coalescing", "naive"], default="coalescing", help=argparse.SUPPRESS)
     p.add_argument(
         "--relay", default=None, metavar="URL", help="share classes with other hubs via redis://HOST:PORT"
     )
@@ -224,7 +234,6 @@ def _serve(args: argparse.Namespace) -> int:
         leaderboard_s=args.leaderboard_interval,
         leaderboard_s_by_class=per_class,
         stall_limit_s=args.stall_limit,
-        impl=args.hub,
         relay_url=args.relay,
     )
     http = HttpLimits(

@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from engine.cli import argtypes
+from engine.device.defaults import DEFAULT_HEARTBEAT_S
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,7 +44,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--sync-timeout", type=float, default=60.0, metavar="S")
     p.add_argument("--retry-cap", type=float, default=30.0, metavar="S", help="longest reconnect backoff")
-    p.add_argument("--heartbeat", type=float, default=2.0, metavar="S", help="WebSocket ping interval")
+    p.add_argument(
+        "--heartbeat", type=float, default=DEFAULT_HEARTBEAT_S, metavar="S", help="WebSocket ping interval"
+    )
     p.add_argument("--log-level", default="WARNING")
     p.add_argument("--json", action="store_true", help="JSON lines: sync events, then the result")
     p.set_defaults(handler=_sync)
@@ -62,7 +65,6 @@ def _sync(args: argparse.Namespace) -> int:
     from engine.device.identity import token_claims
     from engine.device.push import NoReplica, PushOptions, push_replica
     from engine.ride import schema
-    from engine.ride.schema import Role
     from engine.store import StoreError
 
     try:
@@ -90,7 +92,7 @@ def _sync(args: argparse.Namespace) -> int:
         backend=args.backend,
         token=args.token,
         device=claims.device,
-        role=Role(claims.role.value),
+        role=claims.role,
         data_root=Path(args.data) if args.data else default_data_dir(),
         rides=list(dict.fromkeys(args.rides)),
         retry_cap_s=args.retry_cap,

@@ -8,7 +8,7 @@ persists whatever it
 receives before returning.
 
 Acknowledgement: every sync message from the server starts with the server's heads at the time it wrote
-the message (engine/device/syncmsg.py). Since the server persists a sync message before it answers it,
+the message (engine/sync/syncmsg.py). Since the server persists a sync message before it answers it,
 heads that cover all of ours mean the backend durably holds everything we have: that, and nothing weaker,
 is an `Acknowledged` effect.
 
@@ -25,27 +25,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from engine.crdt import CrdtDecodeError
-from engine.device.syncmsg import SyncMessageError, announced_heads
 from engine.sync import wire
-
-# One Send/Close vocabulary for both ends of a connection, re-exported for the adapter.
-from engine.sync.session import CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, Close, Send
-
-__all__ = [
-    "CLOSE_NORMAL",
-    "CLOSE_PROTOCOL_ERROR",
-    "Acknowledged",
-    "Changed",
-    "ClientDocuments",
-    "ClientSession",
-    "ClientState",
-    "Close",
-    "Effect",
-    "Joined",
-    "Send",
-    "ServerError",
-    "Unavailable",
-]
+from engine.sync.effects import CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, Close, Joined, Send, message_kind
+from engine.sync.syncmsg import SyncMessageError, announced_heads
+from engine.wire_error import WireError
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +63,6 @@ class ClientState(enum.Enum):
     AWAITING_PEER = "awaiting_peer"
     JOINED = "joined"
     CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class Joined:
-    server_peer_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +155,7 @@ class ClientSession:
             return []
         try:
             message = wire.decode(frame, max_size=self.max_message_bytes)
-        except wire.WireError as exc:
+        except WireError as exc:
             return self.fail(f"invalid message from server: {exc}")
         if self.state is ClientState.CONNECTING:
             return self.fail("server spoke before we joined")
@@ -200,7 +178,7 @@ class ClientSession:
         self.state = ClientState.CLOSED
         self.close_reason = reason
         self._open.clear()
-        return [Close(code, reason.encode()[:123].decode(errors="ignore"))]
+        return [Close.truncated(code, reason)]
 
     def _handle_first(self, message: wire.Message) -> list[Effect]:
         match message:
@@ -211,13 +189,13 @@ class ClientSession:
                     return self.fail(f"unsupported protocol version {message.selected_protocol_version!r}")
                 self.server_peer_id = message.sender_id
                 self.state = ClientState.JOINED
-                return [Joined(message.sender_id)]
+                return [Joined(message.sender_id, message.peer_metadata)]
             case wire.Error():
                 return [
                     ServerError(message.message),
                     *self._close(CLOSE_NORMAL, f"server: {message.message}"),
                 ]
-        return self.fail(f"expected peer, got {_kind(message)}")
+        return self.fail(f"expected peer, got {message_kind(message)}")
 
     def _handle_joined(self, message: wire.Message) -> list[Effect]:
         sender = getattr(message, "sender_id", None)
@@ -246,7 +224,7 @@ class ClientSession:
                 return []
             case wire.Join():
                 return self.fail("a server does not send join")
-        return self.fail(f"unexpected {_kind(message)}")
+        return self.fail(f"unexpected {message_kind(message)}")
 
     def _handle_sync(self, doc_id: str, data: bytes) -> list[Effect]:
         assert self.server_peer_id is not None
@@ -282,7 +260,3 @@ class ClientSession:
         else:
             message = wire.Sync(self.peer_id, self.server_peer_id, doc_id, data)
         return [Send(wire.encode(message))]
-
-
-def _kind(message: wire.Message) -> str:
-    return message.type if isinstance(message, wire.UnknownMessage) else type(message).__name__.lower()

@@ -1,6 +1,7 @@
-"""Retry policy for every network call (docs/architecture.md#retries): exponential backoff with full jitter
-and a cap,
-`Retry-After` honoured, and a classifier saying which failures are worth retrying.
+"""Retry policy for every network call: exponential backoff with full jitter and a cap (the one home of it:
+the sync client, the live publisher, the Redis relay, the BLE and serial sources all wait by `Backoff`),
+`Retry-After` honoured, and a classifier saying which HTTP statuses are worth retrying (the classifier of
+aiohttp's exceptions is the device client's, engine/device/retry.py, so this module stays sans-I/O).
 
 Full jitter (sleep uniformly in [0, min(cap, base·factor^attempt)]) spreads a crowd of reconnecting
 devices over the whole window, so a backend that comes back is not hit by all of them at once.
@@ -22,6 +23,8 @@ _MAX_HEADER_CHARS: Final = 64
 
 RETRYABLE_STATUSES: Final = frozenset({429, 503})
 
+_SHARED: Final = random.Random()
+
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
@@ -35,6 +38,11 @@ class Backoff:
         if not all(math.isfinite(v) for v in (self.base, self.factor, self.cap)):
             raise ValueError("backoff parameters must be finite")
 
+    @classmethod
+    def capped(cls, base: float, cap: float) -> Backoff:
+        """Doubling from `base` up to `cap`; a base above the cap waits up to the cap from the start."""
+        return cls(base=min(base, cap), cap=cap)
+
     def ceiling(self, attempt: int) -> float:
         """The upper bound of the jitter window for the `attempt`-th retry (0-based)."""
         if attempt < 0:
@@ -44,9 +52,12 @@ class Backoff:
             return min(self.cap, self.base * self.factor**attempt)
         return self.cap
 
-    def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
-        """Seconds to wait before the next try: full jitter, but never less than a server's Retry-After."""
-        jittered = rng.uniform(0.0, self.ceiling(attempt))
+    def delay(
+        self, attempt: int, rng: random.Random | None = None, retry_after: float | None = None
+    ) -> float:
+        """Seconds to wait before the next try: full jitter, but never less than a server's Retry-After.
+        Without `rng`, a generator shared by this module's callers."""
+        jittered = (rng or _SHARED).uniform(0.0, self.ceiling(attempt))
         if retry_after is None:
             return jittered
         return max(jittered, retry_after)
@@ -109,43 +120,3 @@ def classify_status(status: int, retry_after: str | None, now: datetime) -> Deci
     if status in RETRYABLE_STATUSES:
         return Decision(True, parse_retry_after(retry_after, now), f"http {status}: retryable")
     return Decision(False, None, f"http {status}: not retryable")
-
-
-def connection_error_text(exc: BaseException) -> str:
-    """A connection failure in words (`cannot connect to 127.0.0.1:8750: connection refused`), not the
-    repr of aiohttp's exception (`ClientConnectorError ... ssl:default [Connect call failed ...]`)."""
-    import os
-
-    import aiohttp
-
-    def os_text(err: OSError) -> str:
-        text = os.strerror(err.errno) if err.errno else (err.strerror or str(err) or type(err).__name__)
-        return text[:1].lower() + text[1:]
-
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port}: {os_text(exc.os_error)}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection"
-    if isinstance(exc, TimeoutError):
-        return "no answer in time"
-    if isinstance(exc, OSError) and (exc.errno or exc.strerror):
-        return os_text(exc)
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def classify_exception(exc: BaseException, now: datetime) -> Decision:
-    """A failed call → retry decision. Connection-level failures (refused, reset, timed out, server went
-    away mid-response) are retryable; an HTTP error status is classified by `classify_status`."""
-    # Lazily: the policy above is pure, only this classifier needs to know aiohttp's exception types.
-    import aiohttp
-
-    if isinstance(exc, aiohttp.ClientResponseError):
-        headers = exc.headers
-        retry_after = headers.get("Retry-After") if headers is not None else None
-        return classify_status(exc.status, retry_after, now)
-    if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
-        return Decision(True, None, f"connection: {connection_error_text(exc)}")
-    if isinstance(exc, (ConnectionError, TimeoutError, EOFError, OSError)):
-        return Decision(True, None, f"connection: {connection_error_text(exc)}")
-    return Decision(False, None, f"not retryable: {type(exc).__name__}")

@@ -18,18 +18,19 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from engine.sync import wire
+from engine.sync.effects import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_PROTOCOL_ERROR,
+    Close,
+    Joined,
+    Send,
+    message_kind,
+)
+from engine.wire_error import WireError
 
 log = logging.getLogger(__name__)
-
-# WebSocket close codes (RFC 6455 §7.4.1).
-CLOSE_NORMAL: Final = 1000
-CLOSE_PROTOCOL_ERROR: Final = 1002
-CLOSE_POLICY_VIOLATION: Final = 1008
-CLOSE_TOO_BIG: Final = 1009
-CLOSE_INTERNAL_ERROR: Final = 1011
-# Application codes (4000-4999), each mirroring the HTTP status a request would get.
-CLOSE_TOKEN_EXPIRED: Final = 4401  # as the live hub (engine/live/hub.py)
-CLOSE_BACKLOG: Final = 4413  # too many changes queued unapplied, waiting for a missing dependency
 
 DEFAULT_MAX_OPEN_DOCUMENTS: Final = 1024
 
@@ -84,27 +85,6 @@ class SessionState(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Send:
-    frame: bytes
-    # True for a `sync` message: its heads tell the peer what the server holds, so an adapter whose
-    # storage commits asynchronously must have committed before sending it (join/peer, doc-unavailable
-    # and error frames carry no document state).
-    carries_state: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Joined:
-    peer_id: str
-    metadata: wire.PeerMetadata
-
-
-@dataclass(frozen=True, slots=True)
 class DocumentChanged:
     """The peer's sync message changed `doc_id`: push to the other sessions that have it open."""
 
@@ -154,9 +134,8 @@ class ServerSession:
             return []
         try:
             message = wire.decode(frame, max_size=self.max_message_bytes)
-        except wire.WireError as exc:
-            code = CLOSE_TOO_BIG if exc.reason == "oversize" else CLOSE_PROTOCOL_ERROR
-            return self.fail(f"invalid message: {exc}", code)
+        except WireError as exc:
+            return self.fail(f"invalid message: {exc}", exc.close_code)
         if self.state is SessionState.AWAITING_JOIN:
             return self._handle_first(message)
         return self._handle_joined(message)
@@ -188,12 +167,11 @@ class ServerSession:
         self.state = SessionState.CLOSED
         self.close_reason = reason
         self._open.clear()
-        # RFC 6455 limits a close reason to 123 bytes.
-        return [Close(code, reason.encode()[:123].decode(errors="ignore"))]
+        return [Close.truncated(code, reason)]
 
     def _handle_first(self, message: wire.Message) -> list[Effect]:
         if not isinstance(message, wire.Join):
-            return self.fail(f"expected join, got {_kind(message)}")
+            return self.fail(f"expected join, got {message_kind(message)}")
         versions = message.supported_protocol_versions
         # automerge-repo's server treats a join without versions as protocol 1.
         if versions is not None and wire.PROTOCOL_V1 not in versions:
@@ -241,7 +219,7 @@ class ServerSession:
                 return []
             case wire.Peer():
                 return self.fail("a client does not send peer")
-        return self.fail(f"unexpected {_kind(message)}")
+        return self.fail(f"unexpected {message_kind(message)}")
 
     def _handle_sync(self, doc_id: str, data: bytes) -> list[Effect]:
         assert self.peer_id is not None
@@ -275,7 +253,3 @@ class ServerSession:
         return [
             Send(wire.encode(wire.Sync(self.server_peer_id, self.peer_id, doc_id, data)), carries_state=True)
         ]
-
-
-def _kind(message: wire.Message) -> str:
-    return message.type if isinstance(message, wire.UnknownMessage) else type(message).__name__.lower()

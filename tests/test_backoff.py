@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from engine.sync import backoff as b
+from engine import backoff as b
+from engine.device.retry import classify_exception
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 
@@ -139,10 +140,10 @@ def _response_error(status: int, headers: dict[str, str]) -> aiohttp.ClientRespo
 
 def test_classify_exceptions() -> None:
     later = (NOW + timedelta(seconds=42)).strftime("%a, %d %b %Y %H:%M:%S GMT")
-    assert b.classify_exception(_response_error(503, {"Retry-After": later}), NOW) == b.Decision(
+    assert classify_exception(_response_error(503, {"Retry-After": later}), NOW) == b.Decision(
         True, 42.0, "http 503: retryable"
     )
-    assert not b.classify_exception(_response_error(403, {}), NOW).retry
+    assert not classify_exception(_response_error(403, {}), NOW).retry
     for exc in (
         ConnectionResetError(),
         ConnectionRefusedError(),
@@ -150,5 +151,16 @@ def test_classify_exceptions() -> None:
         aiohttp.ServerDisconnectedError(),
         aiohttp.ClientPayloadError("cut"),
     ):
-        assert b.classify_exception(exc, NOW).retry, exc
-    assert not b.classify_exception(ValueError("bug"), NOW).retry
+        assert classify_exception(exc, NOW).retry, exc
+    assert not classify_exception(ValueError("bug"), NOW).retry
+
+
+@given(st.integers(min_value=0, max_value=100), st.floats(0.01, 5), st.floats(0.1, 60), st.integers(0, 2**32))
+def test_capped_is_full_jitter_up_to_the_cap_even_from_a_base_above_it(
+    attempt: int, base: float, cap: float, seed: int
+) -> None:
+    """The live publisher's and the relay's reconnect waits (a base above the cap waits up to the cap)."""
+    policy = b.Backoff.capped(base, cap)
+    assert policy.ceiling(attempt) == pytest.approx(min(cap, base * 2**attempt))
+    assert 0.0 <= policy.delay(attempt, random.Random(seed)) <= policy.ceiling(attempt)
+    assert 0.0 <= policy.delay(attempt) <= cap
