@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from engine.ride.samples import Sample
-from tests.backend.server import MakeServer, Server, make_server, server
+from tests.support.backend_server import MakeServer, Server, make_server, server
 
 __all__ = ["HANG_GUARD", "T0", "MakeServer", "Server", "make_server", "now", "sample", "server"]
 

@@ -25,7 +25,7 @@ from engine.sync.session import (
     CLOSE_TOO_BIG,
 )
 from tests.backend.conftest import HANG_GUARD, T0, MakeServer, Server, sample
-from tests.backend.hostile import (
+from tests.support.hostile import (
     SERVER_PEER,
     close_code_while_sending,
     orphan_changes,

@@ -17,8 +17,8 @@ from engine.store import ReplicaStore
 from engine.sync.session import CLOSE_BACKLOG, CLOSE_POLICY_VIOLATION
 from tests.backend.client import SyncClient
 from tests.backend.conftest import T0, sample
-from tests.backend.hostile import orphan_changes, raw_peer, sync_frame
 from tests.backend.test_serve_process import serve
+from tests.support.hostile import orphan_changes, raw_peer, sync_frame
 
 RIDE = "ride-flood"
 MESSAGES = 30

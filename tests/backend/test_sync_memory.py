@@ -15,7 +15,7 @@ from engine.ride.schema import Role, shared_ref
 from engine.sync.session import CLOSE_POLICY_VIOLATION
 from tests.backend.client import SyncClient
 from tests.backend.conftest import HANG_GUARD, T0, Server, sample
-from tests.backend.hostile import orphan_changes, raw_peer, sync_frame
+from tests.support.hostile import orphan_changes, raw_peer, sync_frame
 
 RIDE = "ride-mem"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.campaign.procs import RIDESYNC, Proc, ServeProcess, spawn
-from tests.backend.server import make_server, server
+from tests.support.backend_server import make_server, server
 
 __all__ = ["RIDESYNC", "Proc", "make_server", "server", "spawn"]
 

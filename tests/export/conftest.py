@@ -11,8 +11,8 @@ import xmlschema
 from hypothesis import strategies as st
 
 from engine.export import ExportRide, Row, build
-from tests.backend.server import make_server, server
 from tests.device.conftest import backend
+from tests.support.backend_server import make_server, server
 
 __all__ = ["backend", "make_server", "rides", "rows", "server", "tcx_schema"]
 

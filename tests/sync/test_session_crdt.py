@@ -13,7 +13,7 @@ from engine.crdt import CrdtDoc, SyncSession, new_actor_id
 from engine.sync import session as s
 from engine.sync import wire
 from engine.sync.docid import new_document_id
-from tests.interop.server_harness import CrdtProvider, Hub
+from tests.support.server_harness import CrdtProvider, Hub
 
 SERVER = "server"
 DOC = new_document_id()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from engine.crdt import CrdtDecodeError, CrdtDoc, SyncSession, actor_device_prefix, new_actor_id
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _imports_automerge(path: Path) -> bool:
@@ -242,7 +242,7 @@ def test_inspect_sync_message_refuses_what_it_cannot_read() -> None:
 
 def test_inspect_sync_message_counts_chunk_types_it_does_not_know() -> None:
     from engine.crdt import inspect_sync_message
-    from tests.backend.hostile import sync_message
+    from tests.support.hostile import sync_message
 
     future = b"\x85\x6f\x4a\x83" + b"\x00" * 4 + b"\x07" + b"\x03abc"
     info = inspect_sync_message(sync_message([future]))
