@@ -153,7 +153,7 @@ def test_a_js_counter_is_detected_and_reading_it_is_a_typed_panic() -> None:
         """
         import gc
         from engine import crdt
-        from tests.store.conftest import JS_COUNTER_DOC
+        from tests.support.automerge_js import JS_COUNTER_DOC
         doc = crdt.CrdtDoc.load(JS_COUNTER_DOC, crdt.new_actor_id("x"))
         print("counters", doc.counters_since([]))
         print("keys", ",".join(doc.keys()))

@@ -24,7 +24,7 @@ from engine.sync.session import (
     CLOSE_TOKEN_EXPIRED,
     CLOSE_TOO_BIG,
 )
-from tests.backend.conftest import HANG_GUARD, T0, MakeServer, Server, sample
+from tests.support.backend_server import HANG_GUARD, MakeServer, Server
 from tests.support.hostile import (
     SERVER_PEER,
     close_code_while_sending,
@@ -33,6 +33,7 @@ from tests.support.hostile import (
     sync_frame,
     sync_message,
 )
+from tests.support.samples import T0, sample
 
 RIDE = "ride-close"
 REPEAT = 30

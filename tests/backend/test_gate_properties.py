@@ -23,7 +23,7 @@ from engine.ride.schema import Role, own_ref, shared_ref
 from engine.store import ReplicaStore
 from engine.sync import session as s
 from engine.sync import wire
-from tests.backend.conftest import T0, sample
+from tests.support.samples import T0, sample
 
 RIDE = "ride-prop"
 SERVER = "ridesync-backend"

@@ -25,7 +25,8 @@ from engine.dashboard.routes import setup_dashboard
 from engine.ride.schema import Phase, Role
 from engine.store import ReplicaStore
 from engine.sync.session import CLOSE_POLICY_VIOLATION
-from tests.backend.conftest import HANG_GUARD, T0, MakeServer, Server, sample
+from tests.support.backend_server import HANG_GUARD, MakeServer, Server
+from tests.support.samples import T0, sample
 
 RIDE = "ride-victim"
 SYNC_WAIT = 10.0
