@@ -321,14 +321,21 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
-def setup_live(app: web.Application, config: HubConfig | None = None, relay: Relay | None = None) -> None:
-    """Register the class hub on `app` (which must already hold KEYRING and REGISTRY)."""
+def setup_live(
+    app: web.Application,
+    config: HubConfig | None = None,
+    relay: Relay | None = None,
+    hub: LiveHub | None = None,
+) -> None:
+    """Register the class hub on `app` (which must already hold KEYRING and REGISTRY): `hub` when given
+    (any LiveHub, e.g. a baseline), else the one `config` names."""
     cfg = config or HubConfig()
-    if relay is None and cfg.relay_url and cfg.impl != "naive":
-        from engine.live.redis_relay import RedisRelay
+    if hub is None:
+        if relay is None and cfg.relay_url and cfg.impl != "naive":
+            from engine.live.redis_relay import RedisRelay
 
-        relay = RedisRelay(cfg.relay_url)
-    hub: LiveHub = NaiveHub(cfg) if cfg.impl == "naive" else Hub(cfg, relay)
+            relay = RedisRelay(cfg.relay_url)
+        hub = NaiveHub(cfg) if cfg.impl == "naive" else Hub(cfg, relay)
     if DATA_DIR in app:
         hub.riders = RiderBook.in_dir(app[DATA_DIR])
     app[HUB] = hub

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from engine.auth.tokens import KeyRing
 from engine.live.config import HubConfig
-from engine.live.hub import Hub
+from engine.live.hub import Hub, LiveHub
 from engine.live.lane import live_lane
 from engine.live.relay import Relay
 from engine.live.routes import HUB
@@ -64,11 +64,16 @@ class LiveServer:
 
 
 async def start_server(
-    tmp: Path, hub: HubConfig, keyring: KeyRing, port: int = 0, relay: Relay | None = None
+    tmp: Path,
+    hub: HubConfig,
+    keyring: KeyRing,
+    port: int = 0,
+    relay: Relay | None = None,
+    serve: LiveHub | None = None,
 ) -> LiveServer:
-    app = build_app(
-        ServerConfig(data_dir=tmp, host="127.0.0.1", port=port), [live_lane(hub, relay)], keyring=keyring
-    )
+    """`serve`: a hub object to serve instead of the one `hub` (its config) names."""
+    lane = live_lane(hub, relay, serve)
+    app = build_app(ServerConfig(data_dir=tmp, host="127.0.0.1", port=port), [lane], keyring=keyring)
     # Run as `ridesync serve` runs it: with the HTTP guard (engine/server/guard.py).
     runner = GuardedRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
