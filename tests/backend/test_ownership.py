@@ -1,7 +1,7 @@
 """Ride ownership on the backend: the bike whose first sync starts a ride owns it; the apps it admits (a
 token for the same rider, or a token for that ride) and the backend may write it too; nobody else can
 create a document in it, end it, edit it or move it to another class. Real aiohttp on 127.0.0.1, real
-SQLite files (tests/backend/server.py)."""
+SQLite files (tests/support/backend_server.py)."""
 
 from __future__ import annotations
 

@@ -69,6 +69,7 @@ async def start_server(
     keyring: KeyRing,
     port: int = 0,
     relay: Relay | None = None,
+    *,
     serve: LiveHub | None = None,
 ) -> LiveServer:
     """`serve`: a hub object to serve instead of the one `hub` (its config) names."""
