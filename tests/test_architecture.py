@@ -113,6 +113,7 @@ SANS_IO_NAMES = (
     "model.py",
     "samples.py",
     "readings.py",
+    "backoff.py",  # retry policy
     "rfc6455.py",
     "*_state.py",
     "slots.py",
