@@ -1,7 +1,7 @@
 """The one boundary between ridesync and the Automerge bindings (automerge==0.2.0.dev4,
 docs/architecture.md#automerge-hazards).
 
-Nothing else in the code base imports automerge; tests/store/test_crdt_boundary.py checks that.
+Nothing else in the code base imports automerge; tests/test_crdt.py checks that.
 
 Hazards this module contains:
 - A Rust panic surfaces as `pyo3_runtime.PanicException`, a BaseException, and poisons the document's lock;
@@ -309,7 +309,7 @@ class CrdtDoc:
         Reading a counter (as a JS peer may write) panics in these bindings, so a sync gate must refuse
         such changes before they reach a document it will read. The bindings expose patches only through
         their Rust Debug text, which names the scalar type; matching on it is tied to the pinned version,
-        and tests/store/test_crdt_boundary.py checks it against a real JS-made counter.
+        and tests/test_crdt.py checks it against a real JS-made counter.
         """
         have = list(heads)
         patches = self._call(lambda: self._doc.diff(have, self._doc.get_heads()))
@@ -393,7 +393,7 @@ class SyncSession:
 # chunks; v2 may send one whole-document chunk instead). Capabilities may follow; they carry no data.
 # A storage chunk is magic (4 bytes), checksum (4), type (0 document, 1 change, 2 deflated change), a
 # LEB128 length and that many bytes. A change's hash is SHA-256 over type 1, the length and the
-# uncompressed body. tests/store/test_crdt_boundary.py checks all of this against the pinned bindings.
+# uncompressed body. tests/test_crdt.py checks all of this against the pinned bindings.
 
 _SYNC_TYPES = (0x42, 0x43)
 _CHUNK_MAGIC = b"\x85\x6f\x4a\x83"

@@ -4,6 +4,7 @@ docs/architecture.md#ports-and-adapters true."""
 from __future__ import annotations
 
 import ast
+import fnmatch
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,97 @@ def test_lanes_use_only_the_hosts_contract() -> None:
             if bad:
                 offenders.append(f"{path.relative_to(ROOT)}: {sorted(bad)}")
     assert offenders == []
+
+
+# Every protocol module of the engine is sans-I/O, found by a rule rather than listed by hand, so that a new
+# codec or session is covered the day it is added: every module of the packages that are protocol or pure
+# data by design (engine/sync: the automerge-repo protocol; engine/ride: the ride documents and their
+# policy; engine/export: the file formats), and anywhere else in engine/ a module named for a protocol job.
+SANS_IO_PACKAGES = ("engine/sync", "engine/ride", "engine/export")
+SANS_IO_NAMES = (
+    "*wire*.py",  # wire formats
+    "*codec*.py",
+    "*session*.py",  # protocol state machines
+    "syncmsg.py",
+    "docid.py",
+    "ids.py",  # the id grammar
+    "policy.py",
+    "schema.py",
+    "model.py",
+    "samples.py",
+    "readings.py",
+    "backoff.py",  # retry policy
+    "rfc6455.py",
+    "*_state.py",
+    "slots.py",
+    "fanout.py",
+    "leaderboard.py",
+    "flush_control.py",
+)
+# Modules the rule matches that are not protocols; each says why.
+NOT_PROTOCOLS = {
+    "engine/demo/session.py": "the demo's runner (servers, simulated rigs, browsers), not a protocol session",
+}
+# Protocol modules that still do I/O, each with the reason. An entry whose module is gone or has become
+# sans-I/O fails the test below, so this list can only shrink.
+SANS_IO_DEBT = {
+    "engine/sync/backoff.py": "its retry classifier imports aiohttp inside functions to sort client errors",
+}
+IO_IMPORTS = {
+    "asyncio",
+    "selectors",
+    "select",
+    "socket",
+    "ssl",
+    "os",
+    "subprocess",
+    "threading",
+    "sqlite3",
+    "serial",
+    "serial_asyncio_fast",
+    "bleak",
+    "bumble",
+    "aiohttp",
+    "websockets",
+    "redis",
+    "http.client",
+    "http.server",
+    "urllib.request",
+}
+
+
+def _is_io(name: str) -> bool:
+    return any(name == io or name.startswith(io + ".") for io in IO_IMPORTS)
+
+
+def engine_protocol_modules() -> list[str]:
+    found: set[str] = set()
+    for path in (ROOT / "engine").rglob("*.py"):
+        rel = path.relative_to(ROOT).as_posix()
+        in_package = any(rel.startswith(p + "/") for p in SANS_IO_PACKAGES)
+        if in_package or any(fnmatch.fnmatch(path.name, pattern) for pattern in SANS_IO_NAMES):
+            found.add(rel)
+    return sorted(found - set(NOT_PROTOCOLS))
+
+
+def test_every_engine_protocol_module_is_sans_io() -> None:
+    """Wire codecs, sync messages, session state machines, parsers, the policy and the id grammar import
+    no event loop, socket, HTTP library, serial port, radio or database, not even inside a function:
+    they are driven by bytes and events in, effects out (docs/architecture.md#ports-and-adapters)."""
+    modules = engine_protocol_modules()
+    # The rule must keep finding the protocol layer; a rename that hid it from the rule fails here.
+    for expected in ("engine/sync/wire.py", "engine/sync/session.py", "engine/live/wire.py", "engine/ids.py"):
+        assert expected in modules, f"the sans-I/O rule no longer finds {expected}: update SANS_IO_NAMES"
+    offenders: list[str] = []
+    for rel in modules:
+        bad = sorted(n for n in _imports(ROOT / rel) if _is_io(n))
+        if bad and rel not in SANS_IO_DEBT:
+            offenders.append(f"  {rel} imports {', '.join(bad)}")
+    assert not offenders, (
+        "protocol modules must stay sans-I/O (move the I/O to the module that drives them):\n"
+        + "\n".join(offenders)
+    )
+    stale = [
+        rel for rel in SANS_IO_DEBT if rel not in modules or not any(_is_io(n) for n in _imports(ROOT / rel))
+    ]
+    assert not stale, f"no longer I/O or no longer there, delete from SANS_IO_DEBT: {stale}"

@@ -2,7 +2,7 @@
 collects its stdout JSON lines, `ServeProcess` is `ridesync serve` on a data dir that can be SIGKILLed and
 restarted on the same port, `proc_stats` reads a process's RSS and open files from /proc.
 
-The device tests (tests/device/conftest.py) use these too: one home for them."""
+The device and export tests (tests/support/processes.py) use these too: one home for them."""
 
 from __future__ import annotations
 

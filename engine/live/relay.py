@@ -82,6 +82,8 @@ class LocalRelay:
         self.batches_published = 0
 
     def publish(self, class_id: str, events: Sequence[RelayEvent]) -> None:
+        if self.deliver is None:
+            return  # not running: `run` is what sends, so, like a relay without its broker, it drops
         self.batches_published += 1
         self._bus.broadcast(self, class_id, events)
 

@@ -24,8 +24,8 @@ from engine.sync.effects import (
     CLOSE_TOKEN_EXPIRED,
     CLOSE_TOO_BIG,
 )
-from tests.backend.conftest import HANG_GUARD, T0, MakeServer, Server, sample
-from tests.backend.hostile import (
+from tests.support.backend_server import HANG_GUARD, MakeServer, Server
+from tests.support.hostile import (
     SERVER_PEER,
     close_code_while_sending,
     orphan_changes,
@@ -33,6 +33,7 @@ from tests.backend.hostile import (
     sync_frame,
     sync_message,
 )
+from tests.support.samples import T0, sample
 
 RIDE = "ride-close"
 REPEAT = 30

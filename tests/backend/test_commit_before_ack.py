@@ -9,7 +9,8 @@ import threading
 
 from engine.ride.schema import Role
 from engine.sync import wire
-from tests.backend.conftest import HANG_GUARD, T0, Server, sample
+from tests.support.backend_server import HANG_GUARD, Server
+from tests.support.samples import T0, sample
 
 RIDE = "ride-ack"
 

@@ -12,7 +12,8 @@ import asyncio
 import pytest
 
 from engine.ride.schema import Role
-from tests.backend.conftest import T0, Server, sample
+from tests.support.backend_server import Server
+from tests.support.samples import T0, sample
 
 pytestmark = pytest.mark.slow
 ROUNDS = 100

@@ -9,7 +9,8 @@ from engine.ride import documents
 from engine.ride.schema import Role, own_ref
 from engine.store import ReplicaStore
 from engine.sync.effects import CLOSE_POLICY_VIOLATION
-from tests.backend.conftest import HANG_GUARD, T0, Server, sample
+from tests.support.backend_server import HANG_GUARD, Server
+from tests.support.samples import T0, sample
 
 RIDE = "ride-auth"
 

@@ -24,7 +24,7 @@ from engine.store import ReplicaStore
 from engine.sync import effects as fx
 from engine.sync import server_session as s
 from engine.sync import wire
-from tests.backend.conftest import T0, sample
+from tests.support.samples import T0, sample
 
 RIDE = "ride-prop"
 SERVER = "ridesync-backend"

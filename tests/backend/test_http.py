@@ -10,7 +10,8 @@ from engine.backend.config import BackendConfig
 from engine.backend.ratelimit import RateLimiter
 from engine.ride.schema import Role
 from engine.store import ReplicaStore
-from tests.backend.conftest import HANG_GUARD, T0, MakeServer, Server, sample
+from tests.support.backend_server import HANG_GUARD, MakeServer, Server
+from tests.support.samples import T0, sample
 
 RIDE = "ride-http"
 

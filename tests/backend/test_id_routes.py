@@ -17,7 +17,8 @@ import pytest
 
 from engine.dashboard.routes import setup_dashboard
 from engine.ride.schema import Role
-from tests.backend.conftest import HANG_GUARD, MakeServer, Server, sample
+from tests.support.backend_server import HANG_GUARD, MakeServer, Server
+from tests.support.samples import sample
 
 BAD_IDS = ["ride-a\n", "ride-a\r\n", "a@b", "_x", " x", "x ", "x\ty"]
 RIDE = "ride-a"

@@ -11,11 +11,12 @@ import pytest
 from engine.auth.tokens import CLOCK_LEEWAY_S
 from engine.backend.config import BackendConfig, ConfigError
 from engine.backend.ws import CLOSE_TOKEN_EXPIRED
+from engine.campaign.sync_client import SyncClient
 from engine.cli.commands.serve import backend_config
 from engine.cli.main import CliError, build_parser
 from engine.ride.schema import Role, own_ref
-from tests.backend.client import SyncClient
-from tests.backend.conftest import HANG_GUARD, T0, Server, sample
+from tests.support.backend_server import HANG_GUARD, Server
+from tests.support.samples import T0, sample
 
 RIDE = "ride-exp"
 TTL = 3600.0

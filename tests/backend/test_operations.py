@@ -7,14 +7,15 @@ import asyncio
 
 import aiohttp
 
+from engine.campaign.sync_client import SyncClient
 from engine.dashboard.directory import RIDES
 from engine.dashboard.routes import setup_dashboard
 from engine.ride.schema import Role, shared_ref
 from engine.server.keys import DATA_DIR
 from engine.sync import wire
 from engine.sync.docid import document_id_from_bytes
-from tests.backend.client import SyncClient
-from tests.backend.conftest import HANG_GUARD, T0, MakeServer, Server, sample
+from tests.support.backend_server import HANG_GUARD, MakeServer, Server
+from tests.support.samples import T0, sample
 
 RIDE = "ride-ops"
 

@@ -1,7 +1,7 @@
 """Ride ownership on the backend: the bike whose first sync starts a ride owns it; the apps it admits (a
 token for the same rider, or a token for that ride) and the backend may write it too; nobody else can
 create a document in it, end it, edit it or move it to another class. Real aiohttp on 127.0.0.1, real
-SQLite files (tests/backend/server.py)."""
+SQLite files (tests/support/backend_server.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from engine.dashboard.routes import setup_dashboard
 from engine.ride.schema import Phase, Role
 from engine.store import ReplicaStore
 from engine.sync.effects import CLOSE_POLICY_VIOLATION
-from tests.backend.conftest import HANG_GUARD, T0, MakeServer, Server, sample
+from tests.support.backend_server import HANG_GUARD, MakeServer, Server
+from tests.support.samples import T0, sample
 
 RIDE = "ride-victim"
 SYNC_WAIT = 10.0

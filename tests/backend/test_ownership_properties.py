@@ -21,8 +21,9 @@ from engine.dashboard.directory import RIDES
 from engine.dashboard.routes import setup_dashboard
 from engine.ride.schema import Role
 from engine.store import ReplicaStore
-from tests.backend.conftest import HANG_GUARD, T0, MakeServer, Server, sample
 from tests.backend.test_ownership import RIDE, _stable, _sync
+from tests.support.backend_server import HANG_GUARD, MakeServer, Server
+from tests.support.samples import T0, sample
 
 BIKES = {"bike-1": ("alice", "spin-6am"), "a-evil": ("mallory", "evil")}  # device: (rider, class)
 APPS = {"tablet-1": "alice", "app-evil": "mallory", "app-none": None}  # device: rider

@@ -10,6 +10,7 @@ import time
 import aiohttp
 import pytest
 
+from engine.campaign.sync_client import SERVER_PEER, SyncClient
 from engine.crdt import CrdtDoc
 from engine.ride import schema
 from engine.ride.schema import Role, own_ref, shared_ref
@@ -17,8 +18,8 @@ from engine.store import ReplicaStore
 from engine.sync import wire
 from engine.sync.docid import document_id_from_bytes
 from engine.sync.effects import CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG
-from tests.backend.client import SERVER_PEER, SyncClient
-from tests.backend.conftest import HANG_GUARD, MakeServer, Server, sample
+from tests.support.backend_server import HANG_GUARD, MakeServer, Server
+from tests.support.samples import sample
 
 RIDE = "ride-sec"
 

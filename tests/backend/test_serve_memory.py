@@ -12,13 +12,13 @@ from pathlib import Path
 import aiohttp
 
 from engine.auth.tokens import KeyRing
+from engine.campaign.sync_client import SyncClient
 from engine.ride.schema import Role, shared_ref
 from engine.store import ReplicaStore
 from engine.sync.effects import CLOSE_BACKLOG, CLOSE_POLICY_VIOLATION
-from tests.backend.client import SyncClient
-from tests.backend.conftest import T0, sample
-from tests.backend.hostile import orphan_changes, raw_peer, sync_frame
 from tests.backend.test_serve_process import serve
+from tests.support.hostile import orphan_changes, raw_peer, sync_frame
+from tests.support.samples import T0, sample
 
 RIDE = "ride-flood"
 MESSAGES = 30

@@ -16,10 +16,11 @@ from typing import Any
 import aiohttp
 
 from engine.auth.tokens import KeyRing
+from engine.campaign.sync_client import SyncClient
 from engine.ride.schema import Role
 from engine.store import ReplicaStore
-from tests.backend.client import SyncClient
-from tests.backend.conftest import HANG_GUARD, T0, sample
+from tests.support.backend_server import HANG_GUARD
+from tests.support.samples import T0, sample
 
 RIDE = "ride-proc"
 

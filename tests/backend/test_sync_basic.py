@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from engine.ride.schema import DocKind, Role, own_ref, shared_ref
-from tests.backend.conftest import HANG_GUARD, Server, sample
+from tests.support.backend_server import HANG_GUARD, Server
+from tests.support.samples import sample
 
 
 async def test_bike_ride_reaches_the_backend_and_the_app_sees_it(server: Server) -> None:

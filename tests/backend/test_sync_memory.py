@@ -11,11 +11,12 @@ import weakref
 
 import aiohttp
 
+from engine.campaign.sync_client import SyncClient
 from engine.ride.schema import Role, shared_ref
 from engine.sync.effects import CLOSE_POLICY_VIOLATION
-from tests.backend.client import SyncClient
-from tests.backend.conftest import HANG_GUARD, T0, Server, sample
-from tests.backend.hostile import orphan_changes, raw_peer, sync_frame
+from tests.support.backend_server import HANG_GUARD, Server
+from tests.support.hostile import orphan_changes, raw_peer, sync_frame
+from tests.support.samples import T0, sample
 
 RIDE = "ride-mem"
 

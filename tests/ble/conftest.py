@@ -1,31 +1,15 @@
-"""Fixtures for BLE tests: a simulated radio with short timeouts, and a recorder for source streams."""
+"""Fixtures for BLE tests: a simulated radio with short timeouts (helpers: tests/support/ble.py)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.ble.adapter import BleAdapter
-from adapters.ble.budget import ConnectionBudget
 from adapters.ble.sim import Simulation
-from adapters.ble.source import BleHeartRateSource, StrapSettings
-from engine.backoff import Backoff
-from engine.readings import Kind, Reading, SensorSource, SourceEvent, SourceItem, SourceState
+from tests.support.ble import SUPERVISION_TIMEOUT_S
 
-# Short everything, so range loss and reconnects take well under a second each on the virtual radio.
-SUPERVISION_TIMEOUT_S = 0.3
-FAST = StrapSettings(
-    connect_timeout_s=1.0,
-    scan_timeout_s=2.0,
-    stale_after_s=0.5,
-    stable_after_s=0.2,
-    backoff=Backoff(base=0.05, cap=0.2),
-    tick_s=0.05,
-)
-HANG_GUARD_S = 30
+__all__ = ["sim"]
 
 
 @pytest.fixture
@@ -35,71 +19,3 @@ async def sim() -> AsyncIterator[Simulation]:
         yield simulation
     finally:
         await simulation.close()
-
-
-def sim_source(
-    sim: Simulation, selector: str, budget: ConnectionBudget | None = None, settings: StrapSettings = FAST
-) -> BleHeartRateSource:
-    adapter = BleAdapter(
-        "sim",
-        budget or ConnectionBudget("sim", 7),
-        scanner_backend=sim.scanner_backend,
-        client_backend=sim.client_backend,
-        recover=sim.adapters[0].recover_stale,
-    )
-    return BleHeartRateSource(selector, adapter=adapter, settings=settings)
-
-
-class Recorder:
-    """Collects a source's items in the background; tests wait on conditions over what arrived."""
-
-    def __init__(self, source: SensorSource) -> None:
-        self.source = source
-        self.items: list[SourceItem] = []
-        self._changed = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    async def run(self) -> None:
-        stream = self.source.stream()
-        try:
-            async for item in stream:
-                self.items.append(item)
-                self._changed.set()
-        finally:
-            self._changed.set()
-            if isinstance(stream, AsyncGenerator):
-                await stream.aclose()
-
-    async def until(self, predicate: Callable[[Recorder], bool]) -> None:
-        async with asyncio.timeout(HANG_GUARD_S):
-            while not predicate(self):
-                if self.task is not None and self.task.done():
-                    self.task.result()
-                    raise AssertionError(f"stream ended before the condition held; got {self.items!r}")
-                self._changed.clear()
-                await self._changed.wait()
-
-    @property
-    def readings(self) -> list[Reading]:
-        return [i for i in self.items if isinstance(i, Reading)]
-
-    def heart_rates(self) -> list[Reading]:
-        return [r for r in self.readings if r.kind is Kind.HEART_RATE]
-
-    @property
-    def states(self) -> list[SourceEvent]:
-        return [i for i in self.items if isinstance(i, SourceEvent)]
-
-    def count_state(self, state: SourceState) -> int:
-        return sum(1 for s in self.states if s.state is state)
-
-
-@asynccontextmanager
-async def recording(source: SensorSource) -> AsyncIterator[Recorder]:
-    recorder = Recorder(source)
-    recorder.task = asyncio.create_task(recorder.run())
-    try:
-        yield recorder
-    finally:
-        recorder.task.cancel()
-        await asyncio.gather(recorder.task, return_exceptions=True)

@@ -19,8 +19,8 @@ from adapters.ble.sim import Simulation
 from adapters.serial.peloton.synth import BikeSample
 from adapters.serial.sim.profile import RideProfile
 from engine.readings import Kind, SourceState
-
-from .conftest import FAST, Recorder, recording, sim_source
+from tests.support.ble import FAST, sim_source
+from tests.support.sources import Recorder, recording
 
 
 def bike(

@@ -40,9 +40,9 @@ from engine.cli.sensor_sources import open_sensor_sources
 from engine.device.bike import BikeOptions, BikeRide
 from engine.readings import Kind, Reading, SourceItem
 from engine.testing.bike import SimBikeControl
-from tests.backend.server import Server, make_server, server
-
-from .conftest import FAST, HANG_GUARD_S, recording
+from tests.support.backend_server import Server, make_server, server
+from tests.support.ble import FAST
+from tests.support.sources import HANG_GUARD_S, recording
 
 __all__ = ["make_server", "server"]
 

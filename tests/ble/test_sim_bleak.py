@@ -27,8 +27,7 @@ from adapters.ble.scan import StrapNotFound, find_strap, scan_straps
 from adapters.ble.sim import Simulation
 from adapters.ble.sim.radio import new_node
 from engine.readings import Contact
-
-from .conftest import HANG_GUARD_S
+from tests.support.sources import HANG_GUARD_S
 
 CADENCE_SENSOR = "F0:52:53:43:00:01"
 

@@ -24,8 +24,8 @@ from adapters.ble.sim.radio import new_node
 from adapters.ble.sim.simulation import strap_address
 from adapters.ble.source import BleHeartRateSource
 from engine.readings import Contact, Kind, Reading, SourceState
-
-from .conftest import FAST, HANG_GUARD_S, Recorder, recording, sim_source
+from tests.support.ble import FAST, sim_source
+from tests.support.sources import HANG_GUARD_S, Recorder, recording
 
 
 def streaming(rec: Recorder, times: int = 1) -> bool:

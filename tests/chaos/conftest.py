@@ -4,37 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import WSMsgType, web
 
-
-@dataclass
-class TcpServer:
-    """Echoes what it gets (mode "echo"), or sends `payload` on connect and then closes (mode "send")."""
-
-    payload: bytes = b""
-    connections: int = 0
-    received: bytearray = field(default_factory=bytearray)
-    port: int = 0
-    server: asyncio.Server | None = None
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            if self.payload:
-                writer.write(self.payload)
-                await writer.drain()
-            else:
-                while data := await reader.read(65536):
-                    self.received += data
-                    writer.write(data)
-                    await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
+from tests.support.loopback_servers import TcpServer, WsServer
 
 
 @pytest.fixture
@@ -53,13 +27,6 @@ async def send_server() -> AsyncIterator[TcpServer]:
     srv.port = srv.server.sockets[0].getsockname()[1]
     yield srv
     srv.server.close()
-
-
-@dataclass
-class WsServer:
-    port: int = 0
-    messages: list[bytes] = field(default_factory=list)
-    big: bytes = bytes(range(256)) * 400  # 100 KiB: a large sync message
 
 
 @pytest.fixture

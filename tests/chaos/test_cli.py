@@ -6,7 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.chaos.conftest import TcpServer
+from tests.support.loopback_servers import TcpServer
 
 HANG_GUARD = 60
 # Not `-m engine.cli.main`: that would make a second copy of the module and its CliError class.

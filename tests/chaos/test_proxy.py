@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from engine.chaos.proxy import ChaosConfigError, ChaosProxy, Faults, parse_hostport, parse_schedule
-from tests.chaos.conftest import TcpServer, WsServer
+from tests.support.loopback_servers import TcpServer, WsServer
 
 HANG_GUARD = 30
 

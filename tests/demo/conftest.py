@@ -8,12 +8,8 @@ from pathlib import Path
 import pytest
 
 from engine.cli.commands.demo import simulated_rig
-from engine.demo.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing
+from engine.demo.browser import CHROMIUM, browser_missing
 from engine.demo.session import DemoConfig, DemoSession, running_demo
-
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "artifacts" / "screenshots"
-HANG_GUARD_S = 60.0
 
 
 @pytest.fixture
@@ -32,6 +28,3 @@ def chromium() -> Path:
     if missing is not None:
         pytest.skip(missing)
     return CHROMIUM
-
-
-__all__ = ["CHROMIUM_ARGS", "HANG_GUARD_S", "ROOT", "SCREENSHOTS"]

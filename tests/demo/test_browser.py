@@ -20,7 +20,8 @@ from aiohttp import web
 from engine.cli.commands.demo import simulated_rig
 from engine.demo.session import DemoConfig, DemoSession, running_demo
 from engine.live.routes import OPEN
-from tests.demo.conftest import CHROMIUM_ARGS, HANG_GUARD_S, ROOT, SCREENSHOTS
+from tests.support.browser import CHROMIUM_ARGS, HANG_GUARD_S, SCREENSHOTS
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.slow
 

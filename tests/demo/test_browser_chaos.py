@@ -22,8 +22,8 @@ from engine.cli.commands.demo import simulated_rig
 from engine.demo.chaos import ChaosPlan, ChaosRun
 from engine.demo.session import DemoConfig, running_demo
 from engine.demo.victims import DEFAULT_CHAOS_SEED
-from tests.demo.conftest import CHROMIUM_ARGS, HANG_GUARD_S, SCREENSHOTS
 from tests.demo.test_browser import until
+from tests.support.browser import CHROMIUM_ARGS, HANG_GUARD_S, SCREENSHOTS
 
 pytestmark = pytest.mark.slow
 

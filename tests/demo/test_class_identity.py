@@ -25,7 +25,7 @@ from engine.live.slots import ClassSlots, RiderSlot
 from engine.live.wire import HelloIn, SampleIn
 from engine.server.app import build_app
 from engine.server.config import ServerConfig
-from tests.demo.conftest import ROOT
+from tests.support.paths import ROOT
 
 CLI = [sys.executable, "-m", "engine.cli.main"]
 

@@ -30,8 +30,9 @@ from engine.demo.session import DemoConfig, running_demo
 from engine.live.publisher import LivePublisher
 from engine.live.slots import hr_zone
 from engine.readings import Kind, Reading
-from tests.demo.conftest import CHROMIUM_ARGS, ROOT, SCREENSHOTS
 from tests.demo.test_browser import until
+from tests.support.browser import CHROMIUM_ARGS, SCREENSHOTS
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.slow
 

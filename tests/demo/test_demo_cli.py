@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from engine.demo.victims import DEFAULT_CHAOS_SEED, chaos_victims
-from tests.demo.conftest import ROOT
+from tests.support.paths import ROOT
 
 # The installed console script, as a user runs it (`python -m engine.cli.main` would load the CLI twice).
 RIDESYNC = [str(Path(sys.executable).parent / "ridesync")]

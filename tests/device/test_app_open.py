@@ -12,8 +12,8 @@ import aiohttp
 from engine.device.common import replica_dir
 from engine.ride.schema import Role
 from engine.store import ReplicaStore
-from tests.device.conftest import HANG_GUARD_S, Backend, spawn
 from tests.device.test_e2e import app_cmd, ride_cmd
+from tests.support.processes import HANG_GUARD_S, Backend, spawn
 
 
 async def test_app_with_a_mistyped_ride_id_is_refused_and_creates_nothing(

@@ -12,7 +12,7 @@ import pytest
 
 from engine.chaos.proxy import ChaosProxy, Faults
 from engine.events.idempotency import ride_end_idempotency_key
-from tests.device.conftest import HANG_GUARD_S, Backend, spawn
+from tests.support.processes import HANG_GUARD_S, Backend, spawn
 
 pytestmark = pytest.mark.slow
 

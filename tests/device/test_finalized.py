@@ -21,7 +21,7 @@ from engine.device.end_event import EndResult, post_ride_end
 from engine.ride.samples import Sample
 from engine.ride.schema import Phase, Role, shared_ref
 from engine.store import ReplicaStore, SyncState
-from tests.backend.server import Server
+from tests.support.backend_server import Server
 
 RIDE = "ride-late"
 T0 = 1_795_000_000.0

@@ -16,8 +16,8 @@ from engine.device.common import own_doc, replica_dir
 from engine.ride import policy
 from engine.ride.schema import Role
 from engine.store import ReplicaStore
-from tests.device.conftest import HANG_GUARD_S, Backend, spawn
 from tests.device.test_e2e import app_cmd, log_tail, ride_cmd
+from tests.support.processes import HANG_GUARD_S, Backend, spawn
 
 pytestmark = pytest.mark.slow
 

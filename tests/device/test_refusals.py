@@ -14,8 +14,8 @@ from engine.auth.tokens import KeyRing
 from engine.backoff import Backoff
 from engine.device.connection import DeviceSync, SyncRefused
 from engine.store import ReplicaStore
-from tests.device.conftest import RIDESYNC, Backend
 from tests.device.test_client import bike_store, delays_against
+from tests.support.processes import RIDESYNC, Backend
 
 HANG_GUARD_S = 90
 

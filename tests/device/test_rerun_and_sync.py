@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine.chaos.proxy import ChaosProxy
-from tests.device.conftest import HANG_GUARD_S, Backend, spawn
 from tests.device.test_e2e import assert_complete, log_tail, ride_cmd
+from tests.support.processes import HANG_GUARD_S, Backend, spawn
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.device.conftest import HANG_GUARD_S, Backend, spawn
+from tests.support.processes import HANG_GUARD_S, Backend, spawn
 
 RIDE_S = 120
 

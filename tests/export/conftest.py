@@ -1,26 +1,21 @@
-"""Fixtures for the export tests: Garmin's TCX v2 schema, and rides as plain data (hypothesis)."""
+"""Fixtures for the export tests: Garmin's TCX v2 schema (rides as data: tests/support/export_rides.py)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 import xmlschema
-from hypothesis import strategies as st
 
-from engine.export import ExportRide, Row, build
-from tests.backend.server import make_server, server
-from tests.device.conftest import backend
+from tests.support.backend_server import make_server, server
+from tests.support.processes import backend
 
-__all__ = ["backend", "make_server", "rides", "rows", "server", "tcx_schema"]
+__all__ = ["backend", "make_server", "server", "tcx_schema"]
 
 # Debian's pytrainer package ships Garmin's TrainingCenterDatabasev2.xsd (it validates imported TCX files
 # with it); no PyPI package does. RIDESYNC_TCX_XSD points at another copy of the same file.
 DEBIAN_XSD = Path("/usr/share/pytrainer/schemas/GarminTrainingCenterDatabase_v2.xsd")
-T_MIN = 946_684_800.0  # 2000-01-01
-T_MAX = 4_102_444_800.0  # 2100-01-01
 
 
 def tcx_xsd_path() -> Path | None:
@@ -39,49 +34,3 @@ def tcx_schema() -> xmlschema.XMLSchema:
             f"{DEBIAN_XSD}) or set RIDESYNC_TCX_XSD to a copy of TrainingCenterDatabasev2.xsd"
         )
     return xmlschema.XMLSchema(str(path))
-
-
-@st.composite
-def rows(draw: st.DrawFn, max_rows: int = 60) -> list[Row]:
-    """Rows as any ride may hold them: gaps, repeated seconds, missing and out-of-range values."""
-    t = draw(st.floats(T_MIN, T_MAX - 100_000, allow_nan=False))
-    out = []
-    for seq in range(draw(st.integers(0, max_rows))):
-        t += draw(st.sampled_from([0.0, 0.01, 0.5, 1.0, 1.0, 1.0, 2.37, 30.0]))
-        hr = draw(st.one_of(st.none(), st.integers(1, 300)))
-        out.append(
-            Row(
-                t=round(t, 2),
-                device="bike-1",
-                seq=seq,
-                hr=hr,
-                hr_device=None if hr is None else draw(st.sampled_from(["bike-1", "app-1"])),
-                rr=tuple(draw(st.lists(st.integers(1, 80_000), max_size=4))) if hr is not None else (),
-                cadence=draw(st.one_of(st.none(), st.integers(0, 300))),
-                power_w=draw(st.one_of(st.none(), st.integers(0, 70_000).map(lambda dw: dw / 10))),
-                resistance=draw(st.one_of(st.none(), st.integers(0, 1000))),
-            )
-        )
-    return out
-
-
-def _num(draw: st.DrawFn, low: float, high: float) -> float | None:
-    value: float | None = draw(st.one_of(st.none(), st.floats(low, high, allow_nan=False)))
-    return value
-
-
-@st.composite
-def rides(draw: st.DrawFn) -> ExportRide:
-    got = draw(rows())
-    totals: dict[str, Any] = {
-        "duration_s": draw(st.floats(0, 20_000, allow_nan=False)),
-        "output_kj": _num(draw, 0, 5000),
-        "energy_kcal": _num(draw, 0, 80_000),
-        "avg_hr": _num(draw, 0, 300),
-        "max_hr": draw(st.one_of(st.none(), st.integers(0, 300))),
-        "avg_power_w": _num(draw, 0, 7000),
-        "max_power_w": _num(draw, 0, 7000),
-        "avg_cadence": _num(draw, 0, 300),
-    }
-    shared = {"title": draw(st.one_of(st.none(), st.text(max_size=20)))}
-    return build("ride-prop", got, totals=totals, shared=shared, fallback_t=T_MIN)

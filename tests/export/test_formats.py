@@ -25,7 +25,7 @@ from engine.ride import policy
 from engine.ride.model import DeviceDoc, RideDocs
 from engine.ride.samples import Sample
 from engine.ride.schema import DocKind, DocRef
-from tests.export.conftest import rides
+from tests.support.export_rides import rides
 
 T0 = 1_795_000_000.0
 TOTALS = {

@@ -13,8 +13,9 @@ import xmlschema
 
 from engine.export.tcx import NS
 from engine.ride.schema import Role
-from tests.backend.conftest import HANG_GUARD, T0, Server, sample
 from tests.export.test_formats import decode_fit
+from tests.support.backend_server import HANG_GUARD, Server
+from tests.support.samples import T0, sample
 
 RIDE = "ride-export"
 N = 30

@@ -21,9 +21,9 @@ from engine.cli.main import main
 from engine.device.common import replica_dir
 from engine.ride.schema import Role
 from engine.store import ReplicaStore
-from tests.backend.conftest import T0, sample
-from tests.device.conftest import HANG_GUARD_S, Backend, spawn
 from tests.export.test_formats import decode_fit
+from tests.support.processes import HANG_GUARD_S, Backend, spawn
+from tests.support.samples import T0, sample
 
 RIDE = "ride-cli"
 RIDE_S = 120

@@ -16,7 +16,7 @@ from engine.chaos.proxy import ChaosProxy
 from engine.crdt import CrdtDoc, new_actor_id
 from engine.sync import wire
 from engine.sync.docid import new_document_id, to_url
-from tests.interop.server_harness import TOKEN, Hub, serve
+from tests.support.server_harness import TOKEN, Hub, serve
 from tests.sync.test_wire import GOLDEN_EXPECTED
 
 HERE = Path(__file__).parent

@@ -20,10 +20,10 @@ import aiohttp
 import pytest
 
 from engine.auth.tokens import KeyRing
+from engine.campaign.sync_client import SyncClient
 from engine.ride.samples import Sample
 from engine.ride.schema import Role
 from engine.store import ReplicaStore
-from tests.backend.client import SyncClient
 
 HERE = Path(__file__).parent
 NODE = shutil.which("node")

@@ -18,7 +18,7 @@ from engine.live.publisher import LivePublisher
 from engine.live.wire import MAX_BATCH, HelloIn, SampleIn, parse_inbound_batch
 from engine.readings import Kind, Reading
 from engine.wire_error import WireError
-from tests.live.conftest import HANG_GUARD_S, ServerFactory, sample, until, viewing
+from tests.support.live import HANG_GUARD_S, ServerFactory, sample, until, viewing
 
 NOW = 1_800_000_000.0
 

@@ -16,8 +16,8 @@ from engine.live.connection import Connection
 from engine.live.metrics import HubStats
 from engine.live.rfc6455 import OP_CLOSE, OP_PING
 from engine.live.routes import OPEN, _over_buffer
-from tests.live.conftest import HANG_GUARD_S, LiveServer, RawClient, ServerFactory, sample, until, viewing
 from tests.live.test_rfc6455 import frame
+from tests.support.live import HANG_GUARD_S, LiveServer, RawClient, ServerFactory, sample, until, viewing
 
 LIMIT = 4096
 FRAME_SLACK = 512

@@ -11,7 +11,7 @@ import pytest
 
 from engine.auth.tokens import CLOCK_LEEWAY_S
 from engine.bench.naive_hub import NaiveHub
-from tests.live.conftest import HANG_GUARD_S, RawClient, ServerFactory, View, sample, viewing
+from tests.support.live import HANG_GUARD_S, RawClient, ServerFactory, View, sample, viewing
 
 
 async def test_every_peer_sees_every_riders_latest_value(

@@ -14,7 +14,7 @@ from engine.live.config import HubConfig
 from engine.live.publisher import LivePublisher, class_ws_url
 from engine.readings import Contact, Kind, Reading, SourceEvent, SourceItem, SourceState
 from engine.server.keys import DATA_DIR
-from tests.live.conftest import HANG_GUARD_S, ServerFactory, start_server, until, viewing
+from tests.support.live import HANG_GUARD_S, ServerFactory, start_server, until, viewing
 
 
 class QueueSource:

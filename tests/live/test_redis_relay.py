@@ -24,7 +24,7 @@ from engine.live.redis_relay import BrokerLink, RedisRelay
 from engine.live.relay import Join, Leave, RelayEvent, Roster
 from engine.live.relay_codec import CHANNEL, RelayCodecError, decode_message, encode_messages
 from engine.live.wire import HelloIn, SampleIn, StateIn
-from tests.live.conftest import HANG_GUARD_S, LiveServer, ServerFactory, sample, until, viewing
+from tests.support.live import HANG_GUARD_S, LiveServer, ServerFactory, sample, until, viewing
 
 
 async def ready(*relays: RedisRelay) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from engine.live.relay import LocalBus
-from tests.live.conftest import ServerFactory, sample, viewing
+from tests.support.live import ServerFactory, sample, viewing
 
 
 async def test_rider_on_one_hub_reaches_viewer_on_another(

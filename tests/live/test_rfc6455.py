@@ -25,7 +25,7 @@ from engine.live.rfc6455 import (
     accept_handshake,
     parse_close,
 )
-from tests.live.conftest import HANG_GUARD_S, RawClient, ServerFactory, sample, viewing
+from tests.support.live import HANG_GUARD_S, RawClient, ServerFactory, sample, viewing
 
 
 def frame(op: int, payload: bytes, *, fin: bool = True, mask: bytes | None = b"\x01\x02\x03\x04") -> bytes:

@@ -18,7 +18,7 @@ from adapters.serial.sim.pty_port import PtyPort
 from adapters.serial.sim.uart import resample
 from engine.cli.main import main
 from engine.readings import SourceState
-from tests.serial.conftest import FAST, Collector
+from tests.support.serial import FAST, Collector
 
 RATES = (9600, 19200, 38400, 57600, 115200, 230400)
 

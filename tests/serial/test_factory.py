@@ -15,7 +15,7 @@ from adapters.serial.peloton_listen import PelotonListenSource
 from adapters.serial.peloton_poll import PelotonPollSource
 from adapters.serial.sim.profile import ProfileError
 from engine.readings import Reading, SourceState
-from tests.serial.conftest import FAST, Collector
+from tests.support.serial import FAST, Collector
 
 POLL: dict[str, Any] = {"interval_s": 0.05, "reply_timeout_s": 0.045, **FAST}
 

@@ -11,7 +11,7 @@ import pytest
 
 from adapters.serial.link import PortLost, QueueItem, SerialLink
 from adapters.serial.sim.pty_port import PtyPort
-from tests.serial.conftest import HANG_GUARD_S
+from tests.support.serial import HANG_GUARD_S
 
 POLL_CADENCE = bytes.fromhex("f54136f6")
 

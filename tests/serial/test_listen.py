@@ -19,7 +19,7 @@ from adapters.serial.sim.profile import RideProfile
 from adapters.serial.sim.pty_port import PtyPort
 from engine.cli.main import main
 from engine.readings import Kind, Reading, SourceState
-from tests.serial.conftest import FAST, Collector, wait_open
+from tests.support.serial import FAST, Collector, wait_open
 
 Collect = Callable[[PortSource], Collector]
 Ptys = Callable[[str], PtyPort]

@@ -46,7 +46,7 @@ from adapters.serial.sim.profile import RideProfile
 from adapters.serial.sim.pty_port import PtyPort
 from engine.cli.main import main
 from engine.readings import Kind, Reading
-from tests.serial.conftest import FAST, HANG_GUARD_S, Collector, wait_open
+from tests.support.serial import FAST, HANG_GUARD_S, Collector, wait_open
 
 Collect = Callable[[PortSource], Collector]
 Ptys = Callable[[str], PtyPort]

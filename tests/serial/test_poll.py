@@ -16,7 +16,7 @@ from adapters.serial.sim.faults import Faults
 from adapters.serial.sim.profile import RideProfile
 from adapters.serial.sim.pty_port import PtyPort
 from engine.readings import Kind, Reading, SourceState
-from tests.serial.conftest import FAST, Collector
+from tests.support.serial import FAST, Collector
 
 Collect = Callable[[PortSource], Collector]
 Ptys = Callable[[str], PtyPort]

@@ -20,7 +20,7 @@ from adapters.serial.port_source import PortSource
 from adapters.serial.sim.pty_port import PtyPort
 from engine.cli.main import main
 from engine.readings import SourceEvent, SourceState
-from tests.serial.conftest import FAST, HANG_GUARD_S, Collector
+from tests.support.serial import FAST, HANG_GUARD_S, Collector
 
 Collect = Callable[[PortSource], Collector]
 

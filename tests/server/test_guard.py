@@ -22,7 +22,7 @@ from engine.live.lane import live_lane
 from engine.server.app import build_app
 from engine.server.config import HttpLimits, ServerConfig
 from engine.server.guard import GUARD, ConnectionGuard, GuardedRunner
-from tests.live.conftest import HANG_GUARD_S, sample, until, viewing
+from tests.support.live import HANG_GUARD_S, sample, until, viewing
 
 HANDLER_STARTED = web.AppKey("test.handler_started", asyncio.Event)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live.conftest import HANG_GUARD_S
+from tests.support.live import HANG_GUARD_S
 
 # (Not `-m engine.cli.main`: run as __main__, that module's CliError is not the one `serve` raises.)
 SERVE = (

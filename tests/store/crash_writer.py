@@ -11,7 +11,7 @@ from pathlib import Path
 
 from engine.ride.schema import Role
 from engine.store import ReplicaStore
-from tests.store.conftest import make_sample
+from tests.support.samples import make_sample
 
 RIDE = "crash-ride"
 

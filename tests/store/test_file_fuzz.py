@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from engine.ride.schema import Role
 from engine.store import ReplicaStore, StoreError
 from engine.store.db import DB_NAME
-
-from .conftest import make_sample
+from tests.support.samples import make_sample
 
 RIDE = "ride-f"
 

@@ -10,8 +10,8 @@ from engine.crdt import CrdtDecodeError, CrdtDoc, SyncSession, new_actor_id
 from engine.ride import documents
 from engine.ride.schema import DocRef, Role, own_ref, shared_ref
 from engine.store import GateResult, ReplicaStore
-
-from .conftest import JS_COUNTER_DOC, make_sample
+from tests.support.automerge_js import JS_COUNTER_DOC
+from tests.support.samples import make_sample
 
 Open = Callable[..., ReplicaStore]
 RIDE = "ride-g"

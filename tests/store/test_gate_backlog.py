@@ -9,9 +9,9 @@ from collections.abc import Callable
 from engine.crdt import CrdtDoc, SyncSession, inspect_sync_message, new_actor_id
 from engine.ride.schema import Role, shared_ref
 from engine.store import Backlog, ReplicaStore
-from tests.backend.hostile import orphan_changes, sync_message
+from tests.support.hostile import orphan_changes, sync_message
+from tests.support.samples import make_sample
 
-from .conftest import make_sample
 from .test_gate import push
 
 Open = Callable[..., ReplicaStore]

@@ -15,8 +15,7 @@ import pytest
 from engine.crdt import SyncSession
 from engine.ride.schema import DocRef, Role
 from engine.store import ReplicaStore
-
-from .conftest import make_sample
+from tests.support.samples import make_sample
 
 pytestmark = pytest.mark.slow
 Open = Callable[..., ReplicaStore]

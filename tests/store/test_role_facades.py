@@ -9,8 +9,7 @@ import pytest
 from engine.crdt import SyncSession
 from engine.ride.schema import Role
 from engine.store import BackendReplica, DeviceReplica, ReplicaStore, StoreError
-
-from .conftest import make_sample
+from tests.support.samples import make_sample
 
 
 def test_each_facade_opens_only_for_its_roles(tmp_path: Path) -> None:

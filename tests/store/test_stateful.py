@@ -20,8 +20,7 @@ from engine.ride import documents, policy
 from engine.ride.model import DeviceDoc
 from engine.ride.schema import DocKind, Phase, Role
 from engine.store import ReplicaStore, StoreError
-
-from .conftest import make_sample
+from tests.support.samples import make_sample
 
 RIDE = "ride-s"
 NAMES = ("bike", "app", "backend")

@@ -16,8 +16,8 @@ from engine.store import ReplicaStore, RideNotEvictable, StoreCorrupt, SyncState
 from engine.store import db as store_db
 from engine.store.db import DB_NAME
 from engine.store.sqlite import SqliteStorage
-
-from .conftest import Clock, make_sample
+from tests.support.clock import Clock
+from tests.support.samples import make_sample
 
 Open = Callable[..., ReplicaStore]
 RIDE = "ride-1"

@@ -15,8 +15,7 @@ from engine.crdt import SyncSession
 from engine.ride.schema import Role, own_ref, shared_ref
 from engine.store import ReplicaStore, StoreWriter, SyncState, WriterFailed
 from engine.store import db as store_db
-
-from .conftest import make_sample
+from tests.support.samples import make_sample
 
 Open = Callable[..., ReplicaStore]
 RIDE = "ride-wb"

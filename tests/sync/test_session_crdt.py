@@ -14,7 +14,7 @@ from engine.sync import effects as fx
 from engine.sync import server_session as s
 from engine.sync import wire
 from engine.sync.docid import new_document_id
-from tests.interop.server_harness import CrdtProvider, Hub
+from tests.support.server_harness import CrdtProvider, Hub
 
 SERVER = "server"
 DOC = new_document_id()

@@ -12,7 +12,7 @@ import aiohttp
 
 from engine.auth.tokens import KeyRing, Role
 from engine.cli.main import main
-from tests.live.conftest import HANG_GUARD_S, sample
+from tests.support.live import HANG_GUARD_S, sample
 
 
 def test_token_issue_prints_a_token_the_data_dir_verifies(tmp_path: Path, capsys: object) -> None:

@@ -12,8 +12,7 @@ from engine.crdt import CrdtDoc, new_actor_id
 from engine.ride import documents, policy, schema
 from engine.ride.model import BackendDoc, DeviceDoc, RideDocs, SharedDoc
 from engine.ride.schema import DocKind, DocRef
-
-from .conftest import make_sample
+from tests.support.samples import make_sample
 
 RIDE = "ride-d"
 BIKE = DocRef(RIDE, DocKind.BIKE, "bike-1")

@@ -17,6 +17,7 @@ from engine.backend.config import BackendConfig
 from engine.backend.routes import make_setup
 from engine.backend.service import Backend
 from engine.backend.state import BACKEND
+from engine.campaign.sync_client import SyncClient
 from engine.live.lane import live_lane
 from engine.ride.schema import Role
 from engine.server.app import build_app
@@ -24,7 +25,9 @@ from engine.server.config import ServerConfig
 from engine.server.keys import KEYRING
 from engine.server.lane import Lane
 from engine.store import ReplicaStore
-from tests.backend.client import SyncClient
+
+# Every wait on the server is bounded by this, so that a hang fails the test instead of stalling the suite.
+HANG_GUARD = 30
 
 
 @dataclass

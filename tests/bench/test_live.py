@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +13,7 @@ import time
 import pytest
 
 from engine.bench import live
-
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+from tests.support.redis import REDIS_SERVER
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from engine.crdt import CrdtDecodeError, CrdtDoc, SyncSession, actor_device_prefix, new_actor_id
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _imports_automerge(path: Path) -> bool:
@@ -153,7 +153,7 @@ def test_a_js_counter_is_detected_and_reading_it_is_a_typed_panic() -> None:
         """
         import gc
         from engine import crdt
-        from tests.store.conftest import JS_COUNTER_DOC
+        from tests.support.automerge_js import JS_COUNTER_DOC
         doc = crdt.CrdtDoc.load(JS_COUNTER_DOC, crdt.new_actor_id("x"))
         print("counters", doc.counters_since([]))
         print("keys", ",".join(doc.keys()))
@@ -242,7 +242,7 @@ def test_inspect_sync_message_refuses_what_it_cannot_read() -> None:
 
 def test_inspect_sync_message_counts_chunk_types_it_does_not_know() -> None:
     from engine.crdt import inspect_sync_message
-    from tests.backend.hostile import sync_message
+    from tests.support.hostile import sync_message
 
     future = b"\x85\x6f\x4a\x83" + b"\x00" * 4 + b"\x07" + b"\x03abc"
     info = inspect_sync_message(sync_message([future]))
