@@ -3,7 +3,9 @@
 Lifecycle (`BikeRide.run`), every task in one TaskGroup:
 - sensors are opened and pumped into a `SampleBuilder` (and the live publisher, with a class);
 - the recorder takes one sample per ride second, appends it (durable on return: it survives kill -9) and
-  folds every `fold_interval_s` of ride time, then tells the sync client, which never holds it up;
+  folds every `fold_interval_s` of ride time while the sync client is connected (every
+  `offline_fold_interval_s` while it is not, and the whole backlog at once on the first sample after it
+  reconnects), then tells the sync client, which never holds it up;
 - at `--duration` (ride seconds), on stop (Ctrl-C/SIGTERM), or as soon as sync brings an end of the ride
   from another replica (an app's `--end`: the backend's end event), the ride ends: the end claim is written
   locally, `POST /v1/rides/{id}/end` is sent with the ride's logical idempotency key (retried), and the
@@ -259,7 +261,8 @@ class BikeRide:
                 store.append_sample(ride_id, self.builder.take(seq, due, time.monotonic()))
                 self.recorded_this_run += 1
                 seq += 1
-                if store.maybe_fold(ride_id):
+                # Offline the store folds rarely; the first sample after the link is back folds the backlog.
+                if store.maybe_fold(ride_id, online=self.sync.connected.is_set()):
                     self.sync.notify(ride_id)
         finally:
             stop_wait.cancel()

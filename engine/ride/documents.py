@@ -15,11 +15,15 @@ from typing import Any, TypeGuard
 
 from engine.crdt import CrdtDoc, Scalar
 from engine.ride import schema
+from engine.ride.batches import DEFAULT_BATCH_SCHEMA, decode_batch, encode_batch
 from engine.ride.model import BackendDoc, Claim, DeviceDoc, Edit, EndEvent, Finalization, SharedDoc
-from engine.ride.samples import Sample, SampleDecodeError, decode_blob, encode_blob
+from engine.ride.samples import Sample, SampleDecodeError
 from engine.ride.schema import DocKind, DocRef
 
 AnyDoc = DeviceDoc | BackendDoc | SharedDoc
+# One key holds at most an hour at 1 Hz: a backlog folded at reconnect is still one change, and no single
+# value grows past what one sync message comfortably carries (~10 KB in schema 2, ~40 KB in schema 1).
+MAX_SAMPLES_PER_KEY = 3600
 
 
 # -- writers -------------------------------------------------------------------------------------------
@@ -42,16 +46,28 @@ def init_doc(doc: CrdtDoc, ref: DocRef) -> bool:
     return True
 
 
-def add_samples(doc: CrdtDoc, samples: Sequence[Sample]) -> str:
-    """Write one batch (sorted by seq, no duplicates) as one blob under a key naming its seq range."""
+def add_samples(
+    doc: CrdtDoc,
+    samples: Sequence[Sample],
+    *,
+    batch_schema: int = DEFAULT_BATCH_SCHEMA,
+    max_per_key: int = MAX_SAMPLES_PER_KEY,
+) -> list[str]:
+    """Write a batch (no duplicate seqs) as one change: one blob per `max_per_key` samples, each under a
+    key naming its seq range. Returns the keys written."""
     if not samples:
         raise ValueError("empty batch")
+    if max_per_key < 1:
+        raise ValueError("max_per_key must be positive")
     ordered = sorted(samples, key=lambda s: s.seq)
     if any(a.seq == b.seq for a, b in itertools.pairwise(ordered)):
         raise ValueError("duplicate seq in batch")
-    key = schema.sample_key(ordered[0].seq, ordered[-1].seq)
-    doc.put({key: encode_blob(ordered)})
-    return key
+    values: dict[str, Scalar] = {}
+    for lo in range(0, len(ordered), max_per_key):
+        part = ordered[lo : lo + max_per_key]
+        values[schema.sample_key(part[0].seq, part[-1].seq)] = encode_batch(part, batch_schema)
+    doc.put(values)
+    return list(values)
 
 
 def _claim_json(t: float, key: str, **extra: Any) -> str:
@@ -173,7 +189,7 @@ def decode_samples(items: dict[str, Scalar], problems: list[str]) -> tuple[Sampl
             problems.append(f"{key}: not a sample blob")
             continue
         try:
-            batch = decode_blob(value)
+            batch = decode_batch(value)
         except SampleDecodeError as exc:
             problems.append(f"{key}: {exc}")
             continue

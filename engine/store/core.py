@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Self
 
 from engine.crdt import ChangeInfo, CrdtDoc, SyncSession, new_actor_id
 from engine.ride import documents, policy, schema
+from engine.ride.batches import DEFAULT_BATCH_SCHEMA
 from engine.ride.model import RideDocs, SharedDoc
 from engine.ride.schema import DocKind, DocRef, Phase, Role
 from engine.store import db
@@ -30,7 +31,12 @@ from engine.store.model import (
 )
 from engine.store.port import StoragePort, StorageTx
 from engine.store.retention import DEFAULT_MIN_FREE_BYTES, Retention
-from engine.store.samplelog import DEFAULT_FOLD_INTERVAL_S, DEFAULT_MAX_BATCH, SampleLog
+from engine.store.samplelog import (
+    DEFAULT_FOLD_INTERVAL_S,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_OFFLINE_FOLD_INTERVAL_S,
+    SampleLog,
+)
 from engine.store.sqlite import SqliteStorage
 from engine.store.writer import GroupObserver, StoreWriter
 
@@ -51,6 +57,8 @@ class ReplicaCore:
         role: Role,
         fold_interval_s: float = DEFAULT_FOLD_INTERVAL_S,
         max_batch: int = DEFAULT_MAX_BATCH,
+        offline_fold_interval_s: float = DEFAULT_OFFLINE_FOLD_INTERVAL_S,
+        batch_schema: int = DEFAULT_BATCH_SCHEMA,
         compact_every: int = DEFAULT_COMPACT_EVERY,
         min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
         clock: Callable[[], float] = time.time,
@@ -76,6 +84,8 @@ class ReplicaCore:
             on_append=self._watch_storage,
             fold_interval_s=fold_interval_s,
             max_batch=max_batch,
+            offline_fold_interval_s=offline_fold_interval_s,
+            batch_schema=batch_schema,
         )
         self.retention = Retention(
             self.documents,

@@ -34,9 +34,10 @@ class DeviceReplica(ReplicaCore):
         """The first seq after every sample this device recorded for the ride (survives restarts)."""
         return self.samples.next_seq(ride_id)
 
-    def maybe_fold(self, ride_id: str, now: float | None = None) -> int:
-        """Fold when the batch is full or `fold_interval_s` has passed since the last fold."""
-        return self.samples.maybe_fold(ride_id, now)
+    def maybe_fold(self, ride_id: str, now: float | None = None, *, online: bool = True) -> int:
+        """Fold when due: with a live link (`online`, the default) every `fold_interval_s` or `max_batch`
+        samples; offline every `offline_fold_interval_s`, so a backlog reconciles as few changes."""
+        return self.samples.maybe_fold(ride_id, now, online=online)
 
     def fold(self, ride_id: str) -> int:
         """Write the pending samples into this device's document: one change, one transaction."""
