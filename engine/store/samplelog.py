@@ -36,9 +36,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FOLD_INTERVAL_S = 10.0
 DEFAULT_MAX_BATCH = 100
-# Offline, a fold every 5 minutes: `ridesync bench store` (offline_fold_interval) shows the bytes to
-# reconcile 30 minutes flattening out there; longer intervals save little and hold more in memory.
-DEFAULT_OFFLINE_FOLD_INTERVAL_S = 300.0
+# Offline, at most one fold an hour (a full key, documents.MAX_SAMPLES_PER_KEY at 1 Hz): every fold saved
+# is ~100 bytes of change metadata less to reconcile, and a batch compresses better whole (`ridesync bench
+# store`: offline_fold_interval). Memory holds at most that hour of samples.
+DEFAULT_OFFLINE_FOLD_INTERVAL_S = 3600.0
 
 
 class SampleLog:

@@ -3,13 +3,15 @@ decoding of hostile bytes (fuzzed), and its size on a realistic ride."""
 
 from __future__ import annotations
 
-import random
+import lzma
 import zlib
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.bench.ridegen import ride
 from engine.ride import batches, compact
 from engine.ride.compact import CompactDecodeError, decode_batch, encode_batch
 from engine.ride.samples import Sample, SampleDecodeError, encode_blob
@@ -27,7 +29,7 @@ def batch(draw: st.DrawFn, max_size: int = 40) -> list[Sample]:
     for i, seq in enumerate(seqs):
         drawn = draw(one_sample(seq=seq))
         t = (t0 + 100 * i) / 100 if steady else drawn.t
-        out.append(Sample(**{**{f: getattr(drawn, f) for f in drawn.__slots__}, "seq": seq, "t": t}))  # type: ignore[arg-type]
+        out.append(replace(drawn, seq=seq, t=t))
     return out
 
 
@@ -112,15 +114,36 @@ def test_non_canonical_and_out_of_range_bodies_are_rejected() -> None:
         decode_batch(_plain(bytes(hr)))
 
 
-def test_a_deflate_bomb_or_a_lying_length_is_refused_before_inflating() -> None:
-    bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
-    stream = bomb.compress(bytes(50_000_000)) + bomb.flush()
+@pytest.mark.parametrize("flag", [1, 2])
+def test_a_compression_bomb_or_a_lying_length_is_refused(flag: int) -> None:
+    body = compact.encode_body([Sample(seq=i, t=float(i), hr=100 + i % 7) for i in range(400)])
+    if flag == 1:
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+        stream = packer.compress(body) + packer.flush()
+        bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
+        huge = bomb.compress(bytes(50_000_000)) + bomb.flush()
+    else:
+        stream = lzma.compress(body, format=lzma.FORMAT_RAW, filters=compact._LZMA_FILTERS)
+        huge = lzma.compress(bytes(50_000_000), format=lzma.FORMAT_RAW, filters=compact._LZMA_FILTERS)
+    good = compact._compressed(flag, body, stream)
+    assert decode_batch(good) == decode_batch(_plain(body))
     with pytest.raises(CompactDecodeError, match="announces"):
-        decode_batch(bytes([2, 1]) + bytes([0x80, 0xE1, 0xEB, 0x17]) + stream)  # claims 50 MB
-    good = encode_batch([Sample(seq=i, t=float(i), hr=100 + i % 7) for i in range(400)])
-    assert good[1] == 1
+        decode_batch(bytes([2, flag]) + bytes([0x80, 0xE1, 0xEB, 0x17]) + huge)  # claims 50 MB
+    lying = compact._compressed(flag, body + b"\x00", stream)  # announces one byte more than it holds
     with pytest.raises(CompactDecodeError, match="exactly"):
-        decode_batch(good[:2] + bytes([good[2] + 1]) + good[3:])  # announced length one more than real
+        decode_batch(lying)
+    with pytest.raises(CompactDecodeError):
+        decode_batch(good + b"\x00")
+    with pytest.raises(CompactDecodeError, match="flags"):
+        decode_batch(bytes([2, 3]) + good[2:])  # both compressions at once
+
+
+def test_the_encoder_picks_the_shortest_form() -> None:
+    small = encode_batch([Sample(seq=1, t=1.0)])
+    assert small[1] == 0
+    hour = encode_batch(ride(3600))
+    assert hour[1] == 2
+    assert len(hour) < len(encode_blob(ride(3600))) / 4
 
 
 def test_schema_dispatch_and_unknown_schemas() -> None:
@@ -136,27 +159,9 @@ def test_schema_dispatch_and_unknown_schemas() -> None:
         encode_batch([items[1], items[0]])  # not sorted
 
 
-def realistic(n: int, seed: int = 7) -> list[Sample]:
-    """A 1 Hz ride as sensors report it: heart rate and cadence drift, power is noisy around a target that
-    changes each minute, resistance steps now and then."""
-    rng = random.Random(seed)
-    hr, cadence, target, resistance = 110, 85, 1800, 40
-    out = []
-    for seq in range(n):
-        hr = min(185, max(90, hr + rng.choice((-1, 0, 0, 0, 1))))
-        cadence = min(110, max(60, cadence + rng.randint(-2, 2)))
-        if seq % 60 == 0:
-            target = rng.randint(1200, 2800)
-            resistance = rng.randint(20, 60)
-        power = max(0, target + rng.randint(-150, 150))
-        rr = (61_440 // hr + rng.randint(-12, 12),)
-        out.append(Sample(seq, 1_764_000_000.0 + seq, hr, rr, cadence, power, resistance, "detected"))
-    return out
-
-
 def test_a_realistic_half_hour_is_several_times_smaller_than_schema_1() -> None:
-    ride = realistic(1800)
-    new, old = encode_batch(ride), encode_blob(ride)
-    assert decode_batch(new) == ride
-    assert len(new) * 3 < len(old)
-    assert len(new) / len(ride) < 3.5  # bytes per sample
+    half_hour = ride(1800)
+    new, old = encode_batch(half_hour), encode_blob(half_hour)
+    assert decode_batch(new) == half_hour
+    assert len(new) * 4 < len(old)
+    assert len(new) / len(half_hour) < 3.0  # bytes per sample

@@ -40,7 +40,7 @@ def test_online_folds_every_interval_as_before(open_replica: Open, clock: Clock)
 def test_offline_folds_rarely_and_the_backlog_folds_in_one_change_at_reconnect(
     open_replica: Open, clock: Clock
 ) -> None:
-    bike = open_replica("bike")
+    bike = open_replica("bike", offline_fold_interval_s=300)
     bike.start_ride(RIDE)
     own = _own(bike)
     before = len(bike.changes_since(own, []))
