@@ -64,9 +64,11 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 _FLAG_DEFLATED = 0x01
 _FLAG_LZMA = 0x02
 # Raw LZMA2 with a fixed, small dictionary: a batch body is tens of KB, and the decoder's memory is the
-# dictionary, whatever a hostile blob says.
+# dictionary, whatever a hostile blob says. lc=1, lp=0, pb=0: the body is a byte stream of varints with no
+# 2- or 4-byte alignment, and one bit of literal context is enough (~2.5 % smaller than the defaults on
+# both benchmark rides); the decoder reads these from the stream, the encoder alone chooses them.
 _LZMA_MIN_BODY = 512
-_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6, "dict_size": 1 << 16}]
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6, "dict_size": 1 << 16, "lc": 1, "lp": 0, "pb": 0}]
 _METRIC_MAX = {"hr": 0xFFFF, "cadence": 0xFFFFFFFF, "power_dw": 0xFFFFFFFF, "resistance": 0xFFFFFFFF}
 
 

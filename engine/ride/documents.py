@@ -29,11 +29,24 @@ MAX_SAMPLES_PER_KEY = 3600
 # -- writers -------------------------------------------------------------------------------------------
 
 
-def init_doc(doc: CrdtDoc, ref: DocRef) -> bool:
-    """Write the header keys once (True if this call wrote them). Identical on every replica, so concurrent
-    initialisation of the shared document by several devices is harmless."""
+# Each writer comes in two forms: `x_values(doc, ...)` returns the keys still to write (empty when they are
+# already there), so a caller can put several in one change: every change costs ~100 bytes of metadata on
+# the wire, whatever it carries; `x(doc, ...)` writes them as a change of their own.
+
+
+def write_once(doc: CrdtDoc, *parts: dict[str, Scalar]) -> bool:
+    """Put the union of `parts` as one change (nothing if all are empty); True if anything was written."""
+    values: dict[str, Scalar] = {}
+    for part in parts:
+        values.update(part)
+    if values:
+        doc.put(values)
+    return bool(values)
+
+
+def header_values(doc: CrdtDoc, ref: DocRef) -> dict[str, Scalar]:
     if doc.get("schema") is not None:
-        return False
+        return {}
     header: dict[str, Scalar] = {
         "schema": schema.SCHEMA_VERSION,
         "kind": ref.kind.value,
@@ -42,8 +55,13 @@ def init_doc(doc: CrdtDoc, ref: DocRef) -> bool:
     if ref.kind is not DocKind.SHARED:
         header["device"] = ref.device
         header["role"] = ref.role
-    doc.put(header)
-    return True
+    return header
+
+
+def init_doc(doc: CrdtDoc, ref: DocRef) -> bool:
+    """Write the header keys once (True if this call wrote them). Identical on every replica, so concurrent
+    initialisation of the shared document by several devices is harmless."""
+    return write_once(doc, header_values(doc, ref))
 
 
 def add_samples(
@@ -52,9 +70,10 @@ def add_samples(
     *,
     batch_schema: int = DEFAULT_BATCH_SCHEMA,
     max_per_key: int = MAX_SAMPLES_PER_KEY,
+    extra: dict[str, Scalar] | None = None,
 ) -> list[str]:
     """Write a batch (no duplicate seqs) as one change: one blob per `max_per_key` samples, each under a
-    key naming its seq range. Returns the keys written."""
+    key naming its seq range, plus the `extra` keys (a header, a claim). Returns the sample keys."""
     if not samples:
         raise ValueError("empty batch")
     if max_per_key < 1:
@@ -66,8 +85,9 @@ def add_samples(
     for lo in range(0, len(ordered), max_per_key):
         part = ordered[lo : lo + max_per_key]
         values[schema.sample_key(part[0].seq, part[-1].seq)] = encode_batch(part, batch_schema)
-    doc.put(values)
-    return list(values)
+    keys = list(values)
+    doc.put({**(extra or {}), **values})
+    return keys
 
 
 def _claim_json(t: float, key: str, **extra: Any) -> str:
@@ -76,23 +96,32 @@ def _claim_json(t: float, key: str, **extra: Any) -> str:
     return schema.dumps(body)
 
 
+def claim_active_values(doc: CrdtDoc, t: float, key: str) -> dict[str, Scalar]:
+    if doc.get(schema.CLAIM_ACTIVE) is not None:
+        return {}
+    return {schema.CLAIM_ACTIVE: _claim_json(t, key)}
+
+
 def claim_active(doc: CrdtDoc, t: float, key: str) -> bool:
     """The device's claim that the ride started. Written once; a second call changes nothing."""
-    if doc.get(schema.CLAIM_ACTIVE) is not None:
-        return False
-    doc.put({schema.CLAIM_ACTIVE: _claim_json(t, key)})
-    return True
+    return write_once(doc, claim_active_values(doc, t, key))
+
+
+def claim_ended_values(
+    doc: CrdtDoc, ride_id: str, t: float, *, last_seq: int | None, count: int, duration_s: float | None = None
+) -> dict[str, Scalar]:
+    if doc.get(schema.CLAIM_ENDED) is not None:
+        return {}
+    body = _claim_json(t, schema.end_key(ride_id), last_seq=last_seq, count=count, duration_s=duration_s)
+    return {schema.CLAIM_ENDED: body}
 
 
 def claim_ended(
     doc: CrdtDoc, ride_id: str, t: float, *, last_seq: int | None, count: int, duration_s: float | None = None
 ) -> bool:
     """The device's claim that the ride ended, under the ride's one logical end key. Written once."""
-    if doc.get(schema.CLAIM_ENDED) is not None:
-        return False
-    body = _claim_json(t, schema.end_key(ride_id), last_seq=last_seq, count=count, duration_s=duration_s)
-    doc.put({schema.CLAIM_ENDED: body})
-    return True
+    values = claim_ended_values(doc, ride_id, t, last_seq=last_seq, count=count, duration_s=duration_s)
+    return write_once(doc, values)
 
 
 def record_end_event(doc: CrdtDoc, key: str, t: float, device: str, role: str) -> bool:
@@ -112,12 +141,15 @@ def write_finalization(doc: CrdtDoc, t: float, totals: dict[str, Any], samples: 
     return True
 
 
-def index_doc(shared: CrdtDoc, ref: DocRef) -> bool:
+def index_values(shared: CrdtDoc, ref: DocRef) -> dict[str, Scalar]:
     name = schema.DOC_PREFIX + ref.doc_id
     if shared.get(name) is not None:
-        return False
-    shared.put({name: schema.dumps({"kind": ref.kind.value, "device": ref.device})})
-    return True
+        return {}
+    return {name: schema.dumps({"kind": ref.kind.value, "device": ref.device})}
+
+
+def index_doc(shared: CrdtDoc, ref: DocRef) -> bool:
+    return write_once(shared, index_values(shared, ref))
 
 
 def edit_shared(

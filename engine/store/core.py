@@ -201,16 +201,18 @@ class ReplicaCore:
         self.documents.ensure_ride_row(ride_id)
         shared = self.ensure_doc(schema.shared_ref(ride_id))
         own = self._own_ref(ride_id)
+        # One change per document: the header with the index entry, the header with the start claim.
         with self.documents.guard():
-            documents.init_doc(shared, schema.shared_ref(ride_id))
-            if own is not None:
-                documents.index_doc(shared, own)
+            index = {} if own is None else documents.index_values(shared, own)
+            documents.write_once(shared, documents.header_values(shared, schema.shared_ref(ride_id)), index)
             self.persist(schema.shared_ref(ride_id).doc_id)
             if own is not None:
                 doc = self.ensure_doc(own)
-                documents.init_doc(doc, own)
+                claim = {}
                 if own.kind in (DocKind.BIKE, DocKind.APP):
-                    documents.claim_active(doc, now, f"ride-start:{ride_id}:{self.device_id}")
+                    key = f"ride-start:{ride_id}:{self.device_id}"
+                    claim = documents.claim_active_values(doc, now, key)
+                documents.write_once(doc, documents.header_values(doc, own), claim)
                 self.persist(own.doc_id)
         self.samples.start(ride_id)
 

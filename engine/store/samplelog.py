@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
+from engine.crdt import Scalar
 from engine.ride import batches, documents, schema
 from engine.ride.samples import Sample, SampleDecodeError, decode_record, encode_record
 from engine.ride.schema import DocKind, DocRef, Role
@@ -186,8 +187,9 @@ class SampleLog:
             due = len(ride.pending) >= documents.MAX_SAMPLES_PER_KEY or since >= self.offline_fold_interval_s
         return self.fold(ride_id, now) if due else 0
 
-    def fold(self, ride_id: str, now: float | None = None) -> int:
-        """Write the pending samples into this device's document: one change, one transaction."""
+    def fold(self, ride_id: str, now: float | None = None, *, extra: dict[str, Scalar] | None = None) -> int:
+        """Write the pending samples into this device's document: one change (with the `extra` keys, if
+        any, e.g. the end claim), one transaction. Writes nothing, `extra` neither, when none is pending."""
         ride = self.docs.ride(ride_id)
         ride.last_fold = self._clock() if now is None else now
         pending = ride.pending
@@ -199,8 +201,8 @@ class SampleLog:
         doc = self.docs.ensure_doc(own)
         batch = [pending[s] for s in sorted(pending)]
         with self.docs.guard():
-            documents.init_doc(doc, own)
-            documents.add_samples(doc, batch, batch_schema=self.batch_schema)
+            values = {**documents.header_values(doc, own), **(extra or {})}
+            documents.add_samples(doc, batch, batch_schema=self.batch_schema, extra=values)
         seqs = [s.seq for s in batch]
         device_id = self.device_id
 
