@@ -67,3 +67,21 @@ def uniform_noise(count: int, seed: object = 0) -> list[Sample]:
         )
         for seq in range(count)
     ]
+
+
+def periodic(count: int) -> list[Sample]:
+    """The earlier `bench store` samples: every field a short arithmetic cycle. Delta coding plus LZMA2
+    finds the cycles, so this flatters schema 2; kept to compare with figures measured on it."""
+    return [
+        Sample(
+            seq=seq,
+            t=T0 + seq,
+            hr=120 + (seq * 7) % 50,
+            rr=(60 * 1024 // (120 + (seq * 7) % 50),),
+            contact="detected",
+            cadence=75 + (seq * 3) % 25,
+            power_dw=1200 + (seq * 37) % 1500,
+            resistance=30 + (seq // 60) % 30,
+        )
+        for seq in range(count)
+    ]

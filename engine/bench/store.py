@@ -131,14 +131,19 @@ def bench_doc_append(samples: int = 1800) -> dict[str, Any]:
 
 def bench_codec() -> dict[str, Any]:
     """Batch blob bytes per sample and CPU per sample to encode and decode, schema 1 vs 2, for a 10 s batch
-    and an hour's key, on realistic samples and on independent uniform noise (which no sensor produces;
-    delta coding cannot shrink it, so it is the codec's worst case here)."""
-    from engine.bench.ridegen import ride, uniform_noise
+    and an hour's key, on realistic samples, on independent uniform noise (which no sensor produces; delta
+    coding cannot shrink it, the codec's worst case here) and on the periodic pattern earlier runs of this
+    benchmark used (its best case)."""
+    from engine.bench.ridegen import periodic, ride, uniform_noise
     from engine.ride.batches import decode_batch, encode_batch
 
     out: dict[str, Any] = {}
-    for source, make in (("realistic", ride), ("uniform_noise", uniform_noise)):
-        hour = make(3600, "codec")
+    sources = {
+        "realistic": ride(3600, "codec"),
+        "uniform_noise": uniform_noise(3600, "codec"),
+        "periodic_previous_bench": periodic(3600),
+    }
+    for source, hour in sources.items():
         for size in (10, 3600):
             batches = [hour[i : i + size] for i in range(0, 3600, size)]
             row: dict[str, Any] = {}
