@@ -302,7 +302,7 @@ class ReplicaCore:
         return self.documents.ride_docs(ride_id, self._owner_device(ride_id))
 
     def view(self, ride_id: str) -> policy.RideView:
-        return policy.resolve(self.ride_docs(ride_id))
+        return self.documents.view(ride_id, self._owner_device(ride_id))
 
     def phase(self, ride_id: str) -> Phase:
         """The ride's phase from claims and finalization only (no sample decoding): cheap per message, and
