@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 import zlib
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bench.ridegen import RideSignal
+from engine.bench.store_rss import LAYOUTS, bench_backend_rss, bench_rss
 from engine.crdt import CrdtDoc, SyncSession, baseline_list_of_maps, new_actor_id
 from engine.ride import documents, policy
 from engine.ride.model import BackendDoc, DeviceDoc, RideDocs
@@ -212,14 +211,6 @@ def build_packed(samples: int, interval: float, batch_schema: int = 1) -> CrdtDo
         batch = [sample(i) for i in range(base, min(samples, base + step))]
         documents.add_samples(doc, batch, batch_schema=batch_schema)
     return doc
-
-
-# Layouts of a bike document compared throughout: (batch schema, fold interval in seconds).
-LAYOUTS = {
-    "schema1_10s": (1, DEFAULT_FOLD_INTERVAL_S),
-    "schema2_10s": (2, DEFAULT_FOLD_INTERVAL_S),
-    "schema2_hourly": (2, 3600.0),
-}
 
 
 def build_maps(samples: int, interval: float) -> CrdtDoc:
@@ -423,50 +414,6 @@ def bench_gate(tmp: Path, hours: float) -> dict[str, Any]:
     return out
 
 
-def bench_rss(rides: int, hours: float) -> dict[str, Any]:
-    """Each layout in a fresh interpreter, so freed memory of earlier phases does not hide the growth: the
-    RSS an open ride's bike document costs a backend that holds it.
-
-    The list-of-maps rides are ~30x larger, so fewer of them already stand well above allocator noise."""
-    samples = int(hours * 3600)
-    out: dict[str, Any] = {"samples_per_ride": samples}
-    counts = {label: rides for label in LAYOUTS} | {"list_of_maps_10s": max(rides // 5, 3)}
-    for label, count in counts.items():
-        proc = subprocess.run(
-            [sys.executable, "-c", _RSS_CHILD, label, str(count), str(samples)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=True,
-        )
-        out[f"{label}_rides"] = count
-        out[f"{label}_rss_bytes_per_open_ride"] = int(proc.stdout.split()[-1])
-    base = max(out["schema1_10s_rss_bytes_per_open_ride"], 1)
-    for label in ("schema2_10s", "schema2_hourly", "list_of_maps_10s"):
-        out[f"ratio_{label}_vs_schema1_10s"] = round(out[f"{label}_rss_bytes_per_open_ride"] / base, 3)
-    return out
-
-
-_RSS_CHILD = """
-import gc, sys
-from engine.bench.store import LAYOUTS, build_maps, build_packed, rss_bytes, sample
-from engine.store.replica import DEFAULT_FOLD_INTERVAL_S
-label, rides, samples = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-if label in LAYOUTS:
-    batch_schema, interval = LAYOUTS[label]
-    build = lambda: build_packed(samples, interval, batch_schema)
-else:
-    build = lambda: build_maps(samples, DEFAULT_FOLD_INTERVAL_S)
-sample(samples - 1)  # the benchmark's ride itself is made before measuring
-build()  # warm up imports and allocator pools
-gc.collect()
-before = rss_bytes()
-docs = [build() for _ in range(rides)]
-gc.collect()
-print((rss_bytes() - before) // rides)
-"""
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ridesync-bench-store-") as name:
         tmp = Path(name)
@@ -481,5 +428,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "size_and_load": bench_size_and_load(tmp, args.hours),
             "gate": bench_gate(tmp, max(args.hours, 0.5)),
             "rss": bench_rss(args.rides, args.hours),
+            "backend_rss": bench_backend_rss(max(args.rides // 3, 5), args.hours),
         }
     return result
