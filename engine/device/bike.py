@@ -262,8 +262,13 @@ class BikeRide:
                 self.recorded_this_run += 1
                 seq += 1
                 # Offline the store folds rarely; the first sample after the link is back folds the backlog.
-                if store.maybe_fold(ride_id, online=self.sync.connected.is_set()):
+                online = self.sync.connected.is_set()
+                if store.maybe_fold(ride_id, online=online):
                     self.sync.notify(ride_id)
+                elif not online:
+                    # The sync state's backlog counts samples, folded or not: it keeps growing in the
+                    # reports (rate-limited by the tracker) as it did when every fold announced it.
+                    self.sync.tracker.refresh(ride_id)
         finally:
             stop_wait.cancel()
             remote_wait.cancel()
