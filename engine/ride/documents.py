@@ -24,6 +24,9 @@ AnyDoc = DeviceDoc | BackendDoc | SharedDoc
 # One key holds at most an hour at 1 Hz: a backlog folded at reconnect is still one change, and no single
 # value grows past what one sync message comfortably carries (~10 KB in schema 2, ~40 KB in schema 1).
 MAX_SAMPLES_PER_KEY = 3600
+# 48 hours at 1 Hz per device document: far beyond a ride, and at ~290 bytes per decoded sample a bound
+# on what one hostile document can make a view allocate.
+MAX_SAMPLES_PER_DOCUMENT = 48 * 3600
 
 
 # -- writers -------------------------------------------------------------------------------------------
@@ -209,11 +212,16 @@ def decode(doc: CrdtDoc, ref: DocRef, *, samples: bool = True) -> AnyDoc:
 
 def decode_samples(items: dict[str, Scalar], problems: list[str]) -> tuple[Sample, ...]:
     """Every sample in sample keys, deduplicated by seq (the first key in sorted order wins, so every
-    replica keeps the same record even from a hostile document)."""
+    replica keeps the same record even from a hostile document). At most MAX_SAMPLES_PER_DOCUMENT: a
+    schema 2 batch of tens of thousands of samples can be a few bytes, so the count, not the document's
+    size, bounds what a view holds; keys past it are skipped and listed in `problems`."""
     by_seq: dict[int, Sample] = {}
     for key in sorted(items):
         match = schema.SAMPLE_KEY.fullmatch(key)
         if match is None:
+            continue
+        if len(by_seq) >= MAX_SAMPLES_PER_DOCUMENT:
+            problems.append(f"{key}: skipped, the document already holds {MAX_SAMPLES_PER_DOCUMENT} samples")
             continue
         first, last = int(match.group(1), 16), int(match.group(2), 16)
         value = items[key]
@@ -225,11 +233,14 @@ def decode_samples(items: dict[str, Scalar], problems: list[str]) -> tuple[Sampl
         except SampleDecodeError as exc:
             problems.append(f"{key}: {exc}")
             continue
+        outside = 0
         for sample in batch:
             if not first <= sample.seq <= last:
-                problems.append(f"{key}: seq {sample.seq} outside the key's range")
+                outside += 1
                 continue
             by_seq.setdefault(sample.seq, sample)
+        if outside:
+            problems.append(f"{key}: {outside} samples outside the key's seq range")
     return tuple(by_seq[seq] for seq in sorted(by_seq))
 
 
