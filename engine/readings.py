@@ -18,6 +18,7 @@ class Kind(enum.StrEnum):
     CADENCE = "cadence"
     POWER = "power"
     RESISTANCE = "resistance"
+    SPEED = "speed"
     BATTERY = "battery"
     BODY_LOCATION = "body_location"
 
@@ -35,6 +36,7 @@ UNITS: dict[Kind, str] = {
     Kind.CADENCE: "rpm",
     Kind.POWER: "W",
     Kind.RESISTANCE: "raw",
+    Kind.SPEED: "km/h",
     Kind.BATTERY: "%",
     Kind.BODY_LOCATION: "",
 }

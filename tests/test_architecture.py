@@ -43,6 +43,11 @@ def test_protocol_modules_are_sans_io() -> None:
     io_modules = {"asyncio", "socket", "serial", "bleak", "bumble", "aiohttp", "os", "select"}
     serial = ROOT / "adapters/serial"
     protocol_files = [ROOT / "adapters/ble/hrm.py", ROOT / "adapters/ble/link_state.py"]
+    protocol_files += [
+        ROOT / f"adapters/ble/{m}.py" for m in ("gatt_fields", "revolutions", "ftms", "cps", "csc")
+    ]
+    # What a bike's measurement means as readings, and what a simulated bike notifies: bytes only.
+    protocol_files += [ROOT / "adapters/ble/bike_services.py", ROOT / "adapters/ble/sim/bike_model.py"]
     protocol_files += [serial / "line_protocol.py", serial / "cadence.py", serial / "peloton_readings.py"]
     protocol_files += sorted((serial / "peloton").glob("*.py"))
     offenders = []

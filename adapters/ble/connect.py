@@ -30,9 +30,11 @@ from adapters.ble.timeouts import HARDWARE_CONNECT_TIMEOUT_S
 __all__ = [
     "HARDWARE_CONNECT_TIMEOUT_S",
     "BluezTooOld",
+    "NotABike",
     "NotAHeartRateDevice",
     "StrapConnectError",
     "StrapConnectTimeout",
+    "WrongDevice",
     "connect_strap",
 ]
 
@@ -54,13 +56,30 @@ class BluezTooOld(RuntimeError):
         self.address = address
 
 
-class NotAHeartRateDevice(LookupError):
-    """The named device connected but serves no Heart Rate service: the wrong device was named."""
+class WrongDevice(LookupError):
+    """The named device connected but serves nothing this source reads: the wrong device was named."""
+
+
+class NotAHeartRateDevice(WrongDevice):
+    """The named device connected but serves no Heart Rate service."""
 
     def __init__(self, selector: str, address: str) -> None:
         super().__init__(
             f"{selector!r} ({address}) connected but serves no Heart Rate service (0x180D): "
             "name a heart-rate strap or watch (`ridesync scan` lists those that advertise it)"
+        )
+        self.selector = selector
+        self.address = address
+
+
+class NotABike(WrongDevice):
+    """The named device connected but serves none of FTMS, Cycling Power or Cycling Speed and Cadence."""
+
+    def __init__(self, selector: str, address: str) -> None:
+        super().__init__(
+            f"{selector!r} ({address}) connected but serves no bike service (Fitness Machine 0x1826, "
+            "Cycling Power 0x1818 or Cycling Speed and Cadence 0x1816): name a smart trainer, bike, "
+            "power meter or cadence sensor"
         )
         self.selector = selector
         self.address = address

@@ -33,18 +33,28 @@ class BluetoothUnavailable(RuntimeError):
         )
 
 
+STRAP_NOT_FOUND_HINT = "is it worn and awake, and not connected to another phone or watch?"
+
+
 class StrapNotFound(LookupError):
-    def __init__(self, selector: str, timeout_s: float, reason: str = "") -> None:
+    """Nothing matching the selector advertised in time. `device` and `hint` say what was looked for
+    and what usually keeps it quiet (a bike source says "bike", and why a trainer may not advertise)."""
+
+    def __init__(
+        self,
+        selector: str,
+        timeout_s: float,
+        reason: str = "",
+        *,
+        device: str = "heart-rate strap",
+        hint: str = STRAP_NOT_FOUND_HINT,
+    ) -> None:
         super().__init__(
-            f"no heart-rate strap matching {selector!r} advertised within {timeout_s:g} s "
-            + (
-                f"({reason})"
-                if reason
-                else "(is it worn and awake, and not connected to another phone or watch?)"
-            )
+            f"no {device} matching {selector!r} advertised within {timeout_s:g} s ({reason or hint})"
         )
         self.selector = selector
         self.timeout_s = timeout_s
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

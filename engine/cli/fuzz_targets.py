@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from engine.campaign.fuzz import ENGINE_TARGETS, FuzzTarget
 
@@ -33,6 +35,42 @@ def _line_parse(data: bytes) -> object:
     return events, parse_line(first)
 
 
+def _canonical(parse: Callable[[bytes], Any], encode: Callable[[Any], bytes]) -> Callable[[bytes], object]:
+    """A fitness-profile parser as a target: whatever it accepts must re-encode to the same bytes (these
+    layouts have exactly one encoding per value), else that is a finding too."""
+
+    def target(data: bytes) -> object:
+        m = parse(data)
+        if encode(m) != data:
+            raise AssertionError(f"decoded {m!r} re-encodes differently")
+        return m
+
+    return target
+
+
+def _fitness_targets() -> tuple[FuzzTarget, ...]:
+    from adapters.ble import cps, csc, ftms
+    from adapters.ble.gatt_fields import FitnessPayloadError
+
+    ftms_seeds = (
+        bytes.fromhex("4402a00f6e00960078"),
+        bytes.fromhex("fe1f34123930a2009c000102030580ff7f0080e80310270fb40affff0000"),
+        bytes.fromhex("0101ffffffffff"),
+    )
+    cps_seeds = (
+        bytes.fromhex("2000fa000a000004"),
+        bytes.fromhex("7f0f9cffc8ffffffffffffffffffff01000080ff7f6810015a000e013412"),
+        bytes.fromhex("35082c0165210001000000000403000008e803"),
+    )
+    csc_seeds = (bytes.fromhex("030a000000000405000008"), bytes.fromhex("022c010008"))
+    return (
+        FuzzTarget("ble-ftms", _canonical(ftms.parse_indoor_bike_data, ftms.encode_indoor_bike_data),
+                   (FitnessPayloadError,), ftms_seeds),
+        FuzzTarget("ble-cps", _canonical(cps.parse_cps, cps.encode_cps), (FitnessPayloadError,), cps_seeds),
+        FuzzTarget("ble-csc", _canonical(csc.parse_csc, csc.encode_csc), (FitnessPayloadError,), csc_seeds),
+    )  # fmt: skip
+
+
 def adapter_targets() -> tuple[FuzzTarget, ...]:
     from adapters.ble.hrm import HrmError, encode_hrm
     from adapters.serial.line_protocol import LineProtocolError, encode_ident, encode_record
@@ -55,6 +93,7 @@ def adapter_targets() -> tuple[FuzzTarget, ...]:
         FuzzTarget("serial-peloton-framer", _peloton_parse, (), peloton_seeds),
         # The streaming LineParser reports bad lines as events; parse_line raises its own error.
         FuzzTarget("serial-line-protocol", _line_parse, (LineProtocolError,), line_seeds),
+        *_fitness_targets(),
     )
 
 

@@ -38,12 +38,23 @@ def _count(n: Any, what: str) -> str:
     return f"{n:,} {what}" + ("" if n == 1 else "s") if isinstance(n, int) else f"? {what}s"
 
 
+def _device(obj: dict[str, Any]) -> str:
+    """What a BLE bike's `streaming` state says it is: " (FTMS: Wahoo KICKR, firmware 4.2)"."""
+    info = obj.get("device_info")
+    if not isinstance(info, dict):
+        return ""
+    name = " ".join(str(info[k]) for k in ("manufacturer", "model") if info.get(k))
+    firmware = f"firmware {info['firmware']}" if info.get("firmware") else ""
+    what = ", ".join(part for part in (name, firmware) if part) or "no device information"
+    return f" ({str(obj.get('service', '?')).upper()}: {what})"
+
+
 def _reading(obj: dict[str, Any]) -> str:
     kind = obj.get("kind")
     head = f"{_clock(obj.get('t'))} {obj.get('source', '?')}"
     if kind == "state":
         detail = obj.get("detail")
-        return f"{head} {obj.get('state')}" + (f": {detail}" if detail else "")
+        return f"{head} {obj.get('state')}" + (f": {detail}" if detail else "") + _device(obj)
     if kind == "summary":
         return f"{_count(obj.get('sources'), 'source')}, stopped after {_value(obj.get('elapsed_s'))} s"
     value, unit = obj.get("value"), obj.get("unit") or ""

@@ -1,4 +1,4 @@
-"""Opening the sensors a command line names: the one place `--hr` and `--serial` become sources.
+"""Opening the sensors a command line names: the one place `--hr`, `--bike` and `--serial` become sources.
 
 `ridesync sensors` and `ridesync ride` both use it; it lives in the composition root because it is where
 the adapters are wired in (the engine itself never imports them).
@@ -26,20 +26,32 @@ async def open_sensor_sources(
     adapters: str | None = None,
     sim_out_of_range: str | None = None,
     serial_options: Mapping[str, Any] | None = None,
+    bike: str | None = None,
 ) -> AsyncIterator[list[SensorSource]]:
-    """The strap sources for `hr` and the serial sources for `serial`, with any simulators they start
-    running until the context exits. `adapters` is `--adapter hci0,hci1`; `sim_out_of_range` is
-    `--sim-out-of-range STRAP:SECONDS@START` (both: adapters/ble/README.md); `serial_options`: keyword
-    arguments for open_serial_sources (`serial_options_from(args)`)."""
+    """The strap sources for `hr`, the BLE bike sources for `bike` and the serial sources for `serial`,
+    with any simulators they start running until the context exits. Simulated straps and bikes share
+    one virtual radio and adapter, as real ones share an adapter. `adapters` is `--adapter hci0,hci1`;
+    `sim_out_of_range` is `--sim-out-of-range STRAP:SECONDS@START` (both: adapters/ble/README.md);
+    `serial_options`: keyword arguments for open_serial_sources (`serial_options_from(args)`)."""
     async with contextlib.AsyncExitStack() as stack:
         sources: list[SensorSource] = []
+        simulation = None
         if hr:
             from adapters.ble.factory import open_hr_sources, parse_adapters
             from adapters.ble.sim.range_walk import RangeWalk
 
             walk = RangeWalk.parse(sim_out_of_range) if sim_out_of_range else None
-            sources += await stack.enter_async_context(
+            straps = await stack.enter_async_context(
                 open_hr_sources(hr, speed=speed, adapters=parse_adapters(adapters), out_of_range=walk)
+            )
+            simulation = straps.simulation
+            sources += straps
+        if bike:
+            from adapters.ble.bike_factory import open_bike_sources
+            from adapters.ble.factory import parse_adapters
+
+            sources += await stack.enter_async_context(
+                open_bike_sources(bike, speed=speed, adapters=parse_adapters(adapters), simulation=simulation)
             )
         if serial:
             from adapters.serial.factory import open_serial_sources
@@ -54,12 +66,15 @@ async def open_sensor_sources(
 
 def fatal_sensor_error(exc: BaseException) -> str | None:
     """The one-line message of a sensor error no retry can fix (no permission on a serial port, no
-    Bluetooth, BlueZ too old, not a heart-rate device, more straps than adapters), found inside the
+    Bluetooth, BlueZ too old, the wrong kind of device, more devices than adapters), found inside the
     exception groups a TaskGroup wraps it in; None for anything else."""
+    from adapters.ble.factory import HrSpecError
     from adapters.ble.source import FATAL_ERRORS
     from adapters.serial.link import SerialFatal
 
-    if isinstance(exc, (SerialFatal, *FATAL_ERRORS)):
+    # A spec that does not fit (bikes beyond the slots the straps left) can surface from inside the
+    # straps' simulation TaskGroup, so it arrives grouped too.
+    if isinstance(exc, (SerialFatal, HrSpecError, *FATAL_ERRORS)):
         return str(exc)
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:

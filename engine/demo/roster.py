@@ -15,6 +15,13 @@ NAMES = (
 )  # fmt: skip
 MAX_RIDERS = 24
 BIKE_PROTOCOLS = ("peloton", "line")
+# `--mix`: every kind of bike in one room, repeating every six riders: Peloton-bus bikes, a DIY cadence
+# sensor, and standard BLE bikes of all three profiles (an FTMS trainer, a Cycling Power meter, a Cycling
+# Speed and Cadence pod).
+MIX = ("peloton", "ble-ftms", "line", "ble-cps", "peloton", "ble-csc")
+BLE_PREFIX = "ble-"
+# The bikes that measure power: a CSC pod and a DIY reed switch only count revolutions.
+WITH_POWER = frozenset({"peloton", "ble-ftms", "ble-cps"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +33,8 @@ class RiderSpec:
     # Heart-rate profile points (simulated seconds, bpm): warm-up, intervals, cool-down.
     hr_points: tuple[tuple[float, float], ...]
     # "peloton": a Peloton-bus bike in poll mode (cadence, power, resistance);
-    # "line": a DIY reed-switch cadence sensor on the line protocol (cadence only: it has no power meter).
+    # "line": a DIY reed-switch cadence sensor on the line protocol (cadence only: it has no power meter);
+    # "ble-ftms", "ble-cps", "ble-csc" (`--mix` only): a standard BLE bike of that profile.
     bike: str
     power_scale: float  # multiplies the generated ride's power: riders of different strength
     seed: int
@@ -35,7 +43,12 @@ class RiderSpec:
 
     @property
     def has_power(self) -> bool:
-        return self.bike == "peloton"
+        return self.bike in WITH_POWER
+
+    @property
+    def ble_profile(self) -> str | None:
+        """ "ftms", "cps" or "csc" for a BLE bike; None for a serial one."""
+        return self.bike.removeprefix(BLE_PREFIX) if self.bike.startswith(BLE_PREFIX) else None
 
 
 def hr_points(rng: random.Random, max_hr: int) -> tuple[tuple[float, float], ...]:
@@ -70,8 +83,9 @@ def shifted(points: tuple[tuple[float, float], ...], offset: float) -> tuple[tup
     return ((0.0, round(start, 1)), *later)
 
 
-def make_roster(n: int, *, seed: int = 2026, start_at_s: int = 0) -> list[RiderSpec]:
-    """`n` riders; every third one rides a DIY cadence sensor, the others Peloton-bus bikes."""
+def make_roster(n: int, *, seed: int = 2026, start_at_s: int = 0, mix: bool = False) -> list[RiderSpec]:
+    """`n` riders; every third one rides a DIY cadence sensor, the others Peloton-bus bikes. With `mix`,
+    the bikes follow `MIX` instead (BLE bikes among them)."""
     if not 1 <= n <= MAX_RIDERS:
         raise ValueError(f"the demo takes 1..{MAX_RIDERS} riders, not {n}")
     rng = random.Random(seed)
@@ -86,7 +100,7 @@ def make_roster(n: int, *, seed: int = 2026, start_at_s: int = 0) -> list[RiderS
                 name=NAMES[i],
                 max_hr=max_hr,
                 hr_points=shifted(points, start_at_s),
-                bike=BIKE_PROTOCOLS[1] if i % 3 == 2 else BIKE_PROTOCOLS[0],
+                bike=MIX[i % len(MIX)] if mix else BIKE_PROTOCOLS[1] if i % 3 == 2 else BIKE_PROTOCOLS[0],
                 power_scale=round(rng.uniform(0.7, 1.35), 2),
                 seed=seed + i,
                 start_at_s=start_at_s,

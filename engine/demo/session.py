@@ -71,6 +71,7 @@ class DemoConfig:
     leaderboard_s: float = 3.0
     seed: int = 2026
     start_at_s: int = 0  # join the class this many (simulated) seconds in: past the warm-up, say
+    mix: bool = False  # every kind of bike: Peloton-bus, DIY line sensors and BLE bikes (roster.MIX)
     token_ttl_s: float = 7 * 86400.0
     # The durable lane: the bike replicas' bounded wait at the end (end POST, then reconciliation), and
     # their reconnect backoff cap (a class is short: 5 s rather than a bike's 30).
@@ -302,7 +303,7 @@ async def running_demo(
     specs = (
         list(roster)
         if roster is not None
-        else make_roster(config.riders, seed=config.seed, start_at_s=config.start_at_s)
+        else make_roster(config.riders, seed=config.seed, start_at_s=config.start_at_s, mix=config.mix)
     )
     async with contextlib.AsyncExitStack() as stack:
         if config.data_dir is None:

@@ -129,3 +129,19 @@ def test_bluez_version_check() -> None:
     assert check_bluez_version("5.66").ok is True
     assert check_bluez_version("5.55").ok is True
     assert check_bluez_version(None).ok is None
+
+
+def test_bench_ble_bike_reports_three_paths_and_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "ble-bike", "--count", "100", "--burst", "50", "--repeats", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["benchmark"] == "ble-bike"
+    assert result["params"] == {"count": 100, "burst": 50, "repeats": 1}
+    for path in ("bike_path", "strap_path", "baseline_raw_bumble"):
+        assert 0 < result[path]["p50_us"] <= result[path]["p99_us"] <= result[path]["max_us"]
+        assert result[path]["notifications_per_s"] > 0
+    assert set(result["ratios"]) == {
+        "p50_latency_bike_over_raw",
+        "p99_latency_bike_over_raw",
+        "p50_latency_bike_over_strap",
+        "throughput_bike_over_raw",
+    }

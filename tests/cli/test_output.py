@@ -104,6 +104,22 @@ OBJECTS: list[tuple[dict[str, Any], str]] = [
         {"t": T, "source": "bike0", "kind": "state", "state": "lost", "detail": "unplugged"},
         "bike0 lost: unplugged",
     ),
+    (
+        {
+            "t": T,
+            "source": "ble-bike:C4",
+            "kind": "state",
+            "state": "streaming",
+            "detail": "connected and subscribed",
+            "service": "ftms",
+            "device_info": {"manufacturer": "Wahoo Fitness", "model": "KICKR CORE", "firmware": "4.2.1"},
+        },
+        "ble-bike:C4 streaming: connected and subscribed (FTMS: Wahoo Fitness KICKR CORE, firmware 4.2.1)",
+    ),
+    (
+        {"t": T, "source": "ble-bike:C4", "seq": 9, "kind": "speed", "value": 30.42, "unit": "km/h"},
+        "ble-bike:C4 speed 30.42 km/h",
+    ),
     ({"t": T, "kind": "summary", "sources": 2, "elapsed_s": 3.0}, "2 sources, stopped after 3 s"),
     (
         {"event": "chaos", "fault": "strap_range", "nested": {"a": 1}},

@@ -142,3 +142,48 @@ def test_no_bluetooth_is_one_line_not_a_traceback() -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert json.loads(proc.stderr)["error"].startswith("Bluetooth unavailable")
+
+
+@pytest.mark.slow
+def test_three_simulated_ble_bikes_stream_cadence_and_power_through_bleak() -> None:
+    """`--bike sim:3`: an FTMS trainer, a CPS power meter and a CSC cadence pod on the virtual radio, read
+    through bleak; the streaming state names the service and carries Device Information. The pod has no
+    power meter (CSC carries none), so its lines are cadence and speed only."""
+    lines, _ = _run_sensors("--bike", "sim:3", "--duration", "4", "--speed", "5", "--json")
+    assert lines[-1]["kind"] == "summary" and lines[-1]["sources"] == 3
+    streaming = {d["source"]: d for d in lines if d.get("state") == "streaming"}
+    assert sorted(d["service"] for d in streaming.values()) == ["cps", "csc", "ftms"]
+    for d in streaming.values():
+        assert d["device_info"]["manufacturer"] == "ridesync" and d["device_info"]["firmware"]
+    values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    seqs: dict[str, list[int]] = defaultdict(list)
+    for d in lines:
+        if d["kind"] not in {"state", "summary"}:
+            values[d["source"]][d["kind"]].append(d["value"])
+            seqs[d["source"]].append(d["seq"])
+    by_service = {streaming[s]["service"]: v for s, v in values.items()}
+    for service in ("ftms", "cps", "csc"):
+        cadence = by_service[service]["cadence"]
+        assert len(cadence) >= 3 and all(40 <= c <= 130 for c in cadence), (service, cadence)
+    for service in ("ftms", "cps"):
+        assert all(50 <= p <= 400 for p in by_service[service]["power"]) and by_service[service]["power"]
+    assert "power" not in by_service["csc"]
+    assert by_service["ftms"]["resistance"] and by_service["csc"]["speed"]
+    for source, seq in seqs.items():
+        assert seq == list(range(1, len(seq) + 1)), source
+
+
+def test_straps_and_bikes_over_one_simulated_adapter_is_one_line_naming_the_limit() -> None:
+    proc = subprocess.run(
+        [RIDESYNC, "sensors", "--hr", "sim:5", "--bike", "sim:3", "--duration", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert json.loads(proc.stderr)["error"] == (
+        "3 simulated bike(s) and 5 device(s) already on adapter sim0 need 8 connection slots, it has 7: "
+        "use fewer"
+    )

@@ -84,6 +84,36 @@ async def test_demo_json_report_shows_every_rider_streaming(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+async def test_mix_puts_every_kind_of_bike_in_the_class_and_reconciles_them(tmp_path: Path) -> None:
+    """`--mix`: Peloton-bus bikes, a DIY line sensor and BLE bikes of all three profiles (read through
+    bleak on the straps' radio) all reach a viewer of the class, and every ride reconciles."""
+    rc, out, err = await _run(
+        "demo", "--headless", "--riders", "6", "--duration", "12", "--speed", "10", "--json", "--port", "0",
+        "--mix",
+    )  # fmt: skip
+    assert rc == 0, err[-2000:]
+    assert "Traceback" not in err
+    report = _lines(out)[-1]
+    riders = {r["bike"]: r for r in report["riders"]}
+    assert [r["bike"] for r in report["riders"]] == [
+        "peloton", "ble-ftms", "line", "ble-cps", "peloton", "ble-csc",
+    ]  # fmt: skip
+    for kind in ("ble-ftms", "ble-cps", "ble-csc"):
+        assert riders[kind]["sensors"]["bike"]["source"].startswith("ble-bike:F0:52:53:42:"), riders[kind]
+    with_power = {"peloton", "ble-ftms", "ble-cps"}
+    for r in report["riders"]:
+        seen = r["received_by_viewer"]
+        assert seen["hr"] > 0 and seen["cad"] > 0, r
+        # Power only from bikes that measure it: a CSC pod and a reed switch have no power meter.
+        assert (seen.get("pwr", 0) > 0) == (r["bike"] in with_power), r
+        rec = report["reconciliation"][r["ride_id"]]
+        assert rec["sync_state"] == "reconciled" and rec["lost"] == 0 and rec["duplicated"] == 0, rec
+        assert rec["samples_backend"] == rec["samples_bike"] > 50, rec
+        assert rec["backend_samples_with"]["cadence"] > 0, rec
+    assert report["durable_lane"] == {"rides": 6, "reconciled": 6, "lost": 0, "duplicated": 0}
+
+
+@pytest.mark.slow
 async def test_ctrl_c_stops_cleanly_with_a_report(tmp_path: Path) -> None:
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()

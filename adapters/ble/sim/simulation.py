@@ -14,6 +14,7 @@ from bleak.backends.device import BLEDevice
 from adapters.ble.adapter import BleAdapter
 from adapters.ble.budget import DEFAULT_SLOTS, ConnectionBudget
 from adapters.ble.hrm import BodySensorLocation
+from adapters.ble.sim.bike import SimBike
 from adapters.ble.sim.bleak_backend import SimBleakClient, SimBleakScanner, bind_backend
 from adapters.ble.sim.central import SimCentral
 from adapters.ble.sim.radio import RangeLink
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SUPERVISION_TIMEOUT_S = 4.0
 STRAP_NAME_PREFIX = "ridesync-sim-hr-"
+BIKE_NAME_PREFIX = "ridesync-sim-bike-"
 
 
 def strap_address(index: int) -> str:
@@ -30,6 +32,13 @@ def strap_address(index: int) -> str:
     if not 1 <= index <= 0xFFFF:
         raise ValueError(f"strap index {index} outside 1..65535")
     return f"F0:52:53:48:{index >> 8:02X}:{index & 0xFF:02X}"
+
+
+def bike_address(index: int) -> str:
+    """Static random address of the index-th simulated BLE bike ("B" where a strap has "H")."""
+    if not 1 <= index <= 0xFFFF:
+        raise ValueError(f"bike index {index} outside 1..65535")
+    return f"F0:52:53:42:{index >> 8:02X}:{index & 0xFF:02X}"
 
 
 def adapter_address(index: int) -> str:
@@ -46,6 +55,7 @@ class SimAdapter:
         self.scanner_backend: type[SimBleakScanner]
         self.client_backend: type[SimBleakClient]
         self.scanner_backend, self.client_backend = bind_backend(central)
+        self._ble_adapter: BleAdapter | None = None
 
     async def recover_stale(self, address: str) -> BLEDevice | None:
         """What bleak-retry-connector's close_stale_connections_by_address does on BlueZ."""
@@ -53,13 +63,17 @@ class SimAdapter:
         return None
 
     def ble_adapter(self, slots: int = DEFAULT_SLOTS) -> BleAdapter:
-        return BleAdapter(
-            self.name,
-            ConnectionBudget(self.name, slots),
-            scanner_backend=self.scanner_backend,
-            client_backend=self.client_backend,
-            recover=self.recover_stale,
-        )
+        """This adapter as the sources see it. One per simulated adapter, as for a real one, so straps
+        and bikes share its connection slots; `slots` counts when the first caller asks."""
+        if self._ble_adapter is None:
+            self._ble_adapter = BleAdapter(
+                self.name,
+                ConnectionBudget(self.name, slots),
+                scanner_backend=self.scanner_backend,
+                client_backend=self.client_backend,
+                recover=self.recover_stale,
+            )
+        return self._ble_adapter
 
 
 class Simulation:
@@ -67,6 +81,7 @@ class Simulation:
         self.link = link
         self.adapters = [SimAdapter(i, c) for i, c in enumerate(centrals)]
         self.straps: list[SimStrap] = []
+        self.bikes: list[SimBike] = []
         # The first adapter, for code that uses one.
         self.central = centrals[0]
         self.scanner_backend: type[SimBleakScanner] = self.adapters[0].scanner_backend
@@ -109,6 +124,15 @@ class Simulation:
         self.straps.append(strap)
         return strap
 
+    async def add_bike(self, kind: str = "ftms", name: str | None = None) -> SimBike:
+        """A BLE bike on the radio: "ftms" (trainer), "cps" (power meter) or "csc" (cadence pod)."""
+        index = len(self.bikes) + 1
+        bike = await SimBike.create(
+            self.link, name or f"{BIKE_NAME_PREFIX}{index}", bike_address(index), kind
+        )
+        self.bikes.append(bike)
+        return bike
+
     def strap(self, key: str) -> SimStrap:
         """The strap with this name or address (case-insensitive)."""
         for strap in self.straps:
@@ -124,6 +148,8 @@ class Simulation:
     async def close(self) -> None:
         for strap in self.straps:
             await strap.close()
+        for bike in self.bikes:
+            await bike.close()
         for adapter in self.adapters:
             await adapter.central.close()
         self.link.close()

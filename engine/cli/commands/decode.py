@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from engine.cli.output import emit
@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     hrm.add_argument("payloads", nargs="*", metavar="HEX")
     hrm.set_defaults(handler=_decode_hrm)
+    _register_fitness(protocols)
     _register_serial(protocols)
 
 
@@ -38,13 +39,18 @@ def _clean_hex(text: str) -> str:
     return "".join(ch for ch in text if ch not in " \t:-_").removeprefix("0x")
 
 
+def _hex_payload(text: str) -> bytes | None:
+    try:
+        return bytes.fromhex(_clean_hex(text))
+    except ValueError:
+        return None
+
+
 def _hrm_line(text: str) -> tuple[dict[str, Any], bool]:
     from adapters.ble.hrm import HrmError, parse_hrm
 
-    cleaned = _clean_hex(text)
-    try:
-        payload = bytes.fromhex(cleaned)
-    except ValueError:
+    payload = _hex_payload(text)
+    if payload is None:
         return {"error": "not hexadecimal", "input": text}, False
     try:
         m = parse_hrm(payload)
@@ -62,14 +68,64 @@ def _hrm_line(text: str) -> tuple[dict[str, Any], bool]:
     }, True
 
 
-def _decode_hrm(args: argparse.Namespace) -> int:
+_LineDecoder = Callable[[str], tuple[dict[str, Any], bool]]  # one hex text -> (JSON object, valid?)
+
+
+def _decode_hex_lines(args: argparse.Namespace, decode_one: _LineDecoder) -> int:
+    """One JSON line per payload argument, or per non-blank stdin line when there is none."""
     sources: list[str] = args.payloads or [line for line in sys.stdin.read().splitlines() if line.strip()]
     all_ok = True
     for text in sources:
-        obj, ok = _hrm_line(text)
+        obj, ok = decode_one(text)
         all_ok &= ok
         emit(obj)
     return 0 if all_ok else 1
+
+
+def _decode_hrm(args: argparse.Namespace) -> int:
+    return _decode_hex_lines(args, _hrm_line)
+
+
+# --- BLE fitness machine profiles (ftms, cps, csc) ------------------------------------------------------
+
+_FITNESS = {
+    "ftms": "Indoor Bike Data (Fitness Machine Service, 0x2AD2)",
+    "cps": "Cycling Power Measurement (0x2A63)",
+    "csc": "CSC Measurement (Cycling Speed and Cadence, 0x2A5B)",
+}
+
+
+def _register_fitness(protocols: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for profile, name in _FITNESS.items():
+        parser = protocols.add_parser(
+            profile,
+            help=f"{name} payloads given as hex",
+            description=(
+                f"Decode {name} payloads, one JSON line each, with every key present (null for a field "
+                "the payload does not carry). Each argument is one payload in hex; spaces, colons and "
+                "dashes inside it are ignored. With no argument, payloads are read from standard input, "
+                "one per line. Exit status 1 if any was invalid."
+            ),
+        )
+        parser.add_argument("payloads", nargs="*", metavar="HEX")
+        parser.set_defaults(handler=_decode_fitness, profile=profile)
+
+
+def _fitness_line(profile: str, text: str) -> tuple[dict[str, Any], bool]:
+    from adapters.ble.fitness_json import DECODERS
+    from adapters.ble.gatt_fields import FitnessPayloadError
+
+    payload = _hex_payload(text)
+    if payload is None:
+        return {"error": "not hexadecimal", "input": text}, False
+    try:
+        return DECODERS[profile](payload), True
+    except FitnessPayloadError as exc:
+        return {"error": str(exc), "field": exc.field, "input": payload.hex()}, False
+
+
+def _decode_fitness(args: argparse.Namespace) -> int:
+    return _decode_hex_lines(args, lambda text: _fitness_line(args.profile, text))
 
 
 # --- serial protocols (peloton, line) ---------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 This module is a composition root (docs/architecture.md#ports-and-adapters: only the composition roots wire
 adapters in): it opens
-one virtual BLE radio with a simulated strap per rider and one simulated bike per rider on a pty
-(Peloton-bus bikes in poll mode and DIY line-protocol cadence sensors), and hands them to
+one virtual BLE radio with a simulated strap per rider and one simulated bike per rider: on a pty
+(Peloton-bus bikes in poll mode and DIY line-protocol cadence sensors) or, with `--mix`, some of them
+standard BLE bikes (FTMS, CPS, CSC) on the same radio; and hands them to
 `engine.demo.session.running_demo`.
 """
 
@@ -82,6 +83,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="baud rate of the riders' simulated DIY cadence sensors and their readers (default 115200)",
     )
+    p.add_argument(
+        "--mix",
+        action="store_true",
+        help="every kind of bike in the room: Peloton-bus bikes, DIY line cadence sensors and standard BLE "
+        "bikes (FTMS trainer, Cycling Power meter, CSC pod) on the straps' virtual radio",
+    )
     p.add_argument("--log-level", type=argtypes.log_level, default="WARNING", metavar="LEVEL")
     p.set_defaults(handler=_run)
 
@@ -100,21 +107,27 @@ async def open_sim_bike(
     return bike, path
 
 
-async def open_sim_bike_with_cable(
-    stack: contextlib.AsyncExitStack, spec: RiderSpec, speed: float, *, baud: int | None = None
-) -> tuple[SensorSource, str, CableControl]:
-    """`open_sim_bike`, plus the simulated USB cable (`--chaos` unplugs it)."""
-    from adapters.serial.factory import open_serial_sources
+def rider_ride(spec: RiderSpec) -> Any:
+    """The rider's ride (a serial simulator `RideProfile`): what their bike plays, whatever its kind."""
     from adapters.serial.peloton.synth import BikeSample
     from adapters.serial.sim.profile import RideProfile
 
     base = RideProfile.generated(RIDE_PROFILE_S, seed=spec.seed)
-    ride = RideProfile(
+    return RideProfile(
         tuple(
             BikeSample(s.cadence, min(9999.9, round(s.power_w * spec.power_scale, 1)), s.resistance_raw)
             for s in base.samples[spec.start_at_s :] or base.samples[-1:]
         )
     )
+
+
+async def open_sim_bike_with_cable(
+    stack: contextlib.AsyncExitStack, spec: RiderSpec, speed: float, *, baud: int | None = None
+) -> tuple[SensorSource, str, CableControl]:
+    """`open_sim_bike`, plus the simulated USB cable (`--chaos` unplugs it)."""
+    from adapters.serial.factory import open_serial_sources
+
+    ride = rider_ride(spec)
     bikes = await stack.enter_async_context(
         open_serial_sources(
             "sim",
@@ -136,12 +149,14 @@ async def simulated_rig(
     player: StrapPlayer = _play_profile,
     baud: int | None = None,
 ) -> AsyncIterator[list[RiderSensors]]:
-    """One virtual radio with a strap per rider, and a simulated bike on its own pty per rider.
+    """One virtual radio with a strap per rider, and a simulated bike per rider: on its own pty, or, for
+    a BLE bike (`--mix`), on the straps' radio and adapter.
 
     Each strap plays its rider's heart-rate profile at `speed`; `player(strap, spec, speed)` replaces
     that (the latency benchmark plays values it can recognise)."""
     import asyncio
 
+    from adapters.ble.bike_factory import open_bike_sources
     from adapters.ble.factory import SIM_CONNECT_TIMEOUT_S, SIM_SCAN_TIMEOUT_S, open_hr_sources
     from adapters.ble.link_state import BackoffPolicy
     from adapters.ble.source import StrapSettings
@@ -159,16 +174,41 @@ async def simulated_rig(
             tick_s=0.25,
             backoff=BackoffPolicy(base_s=0.5, cap_s=5.0),
         )
+        ble = [spec for spec in specs if spec.ble_profile is not None]
+        # One simulated adapter holds every strap and BLE bike, as a room's would (slots permitting).
         hr = await stack.enter_async_context(
-            open_hr_sources(f"sim:{n}", speed=speed, settings=settings, slots=max(7, n), play=False)
+            open_hr_sources(
+                f"sim:{n}", speed=speed, settings=settings, slots=max(7, n + len(ble)), play=False
+            )
         )
         sim = hr.simulation
         assert sim is not None
+        ble_bikes: dict[str, tuple[SensorSource, Any]] = {}
+        if ble:
+            sources = await stack.enter_async_context(
+                open_bike_sources(
+                    f"sim:{len(ble)}",
+                    speed=speed,
+                    settings=settings,
+                    simulation=sim,
+                    kinds=[str(spec.ble_profile) for spec in ble],
+                    profiles=[rider_ride(spec) for spec in ble],
+                )
+            )
+            for spec, source, sim_bike in zip(ble, sources, sim.bikes[-len(ble) :], strict=True):
+                ble_bikes[spec.device] = (source, sim_bike)
         out: list[RiderSensors] = []
-        for spec, source, strap in zip(specs, hr, sim.straps, strict=True):
-            bike, path, cable = await open_sim_bike_with_cable(stack, spec, speed, baud=baud)
-            where = f"strap {strap.address} on the virtual radio; {spec.bike} bike on {path}"
-            out.append(RiderSensors(hr=source, bike=bike, strap=strap, cable=cable, describe=where))
+        for spec, hr_source, strap in zip(specs, hr, sim.straps, strict=True):
+            if spec.device in ble_bikes:
+                bike, sim_bike = ble_bikes[spec.device]
+                # A BLE bike has no cable: `--chaos` "unplugs" it by taking it out of range.
+                cable: CableControl = _OutOfRange(sim_bike)
+                where = f"BLE {spec.ble_profile} bike {sim_bike.address} on the same radio"
+            else:
+                bike, path, cable = await open_sim_bike_with_cable(stack, spec, speed, baud=baud)
+                where = f"{spec.bike} bike on {path}"
+            where = f"strap {strap.address} on the virtual radio; {where}"
+            out.append(RiderSensors(hr=hr_source, bike=bike, strap=strap, cable=cable, describe=where))
         async with asyncio.TaskGroup() as tg:
             players = [
                 tg.create_task(player(strap, spec, speed), name=f"strap {spec.device}")
@@ -179,6 +219,19 @@ async def simulated_rig(
             finally:
                 for task in players:
                     task.cancel()
+
+
+class _OutOfRange:
+    """A simulated BLE bike's range as the demo's cable control (engine/demo/sensors.py)."""
+
+    def __init__(self, bike: Any) -> None:
+        self._bike = bike
+
+    def unplug(self) -> None:
+        self._bike.walk_out_of_range()
+
+    def replug(self) -> None:
+        self._bike.walk_back()
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -281,6 +334,7 @@ async def _main(args: argparse.Namespace) -> None:
         port=args.port,
         data_dir=Path(args.data) if args.data else None,
         start_at_s=args.start_at,
+        mix=args.mix,
         chaos=args.chaos,
         chaos_seed=DEFAULT_CHAOS_SEED if args.chaos_seed is None else args.chaos_seed,
     )

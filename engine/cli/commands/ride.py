@@ -18,13 +18,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "ride",
         help="run a bike replica: record from sensors, sync with the backend, end the ride",
         description=(
-            "Record a ride on this bike: one sample per ride second from --hr and/or --serial, durable on "
-            "arrival, synced to --backend whenever it is reachable. --duration and --speed are in ride "
-            "time: --duration 1800 --speed 60 records a 30-minute ride in 30 s. At the end (or on Ctrl-C) "
-            "the ride is ended and the command waits, bounded by --sync-timeout, until the backend holds "
-            "it all; it also stops as soon as another replica (the app) ends the ride. Running again with "
-            "the same --data and --ride-id resumes an interrupted ride; an ended one is refused (exit 2): "
-            "`ridesync sync` pushes what this replica holds."
+            "Record a ride on this bike: one sample per ride second from --hr, --bike and/or --serial, "
+            "durable on arrival, synced to --backend whenever it is reachable. --duration and --speed "
+            "are in ride time: --duration 1800 --speed 60 records a 30-minute ride in 30 s. At the end "
+            "(or on Ctrl-C) the ride is ended and the command waits, bounded by --sync-timeout, until "
+            "the backend holds it all; it also stops as soon as another replica (the app) ends the "
+            "ride. Running again with the same --data and --ride-id resumes an interrupted ride; an "
+            "ended one is refused (exit 2): `ridesync sync` pushes what this replica holds."
         ),
     )
     p.add_argument(
@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--token", required=True, metavar="T", help="bike token (`ridesync token issue --role bike`)"
     )
     p.add_argument("--hr", metavar="sim|ADDRESS|NAME", help="heart-rate strap")
+    p.add_argument(
+        "--bike", metavar="sim|ADDRESS|NAME", help="BLE bike, trainer, power meter or cadence sensor"
+    )
     p.add_argument("--serial", metavar="sim|PORT", help="serial bike or cadence sensor")
     p.add_argument("--protocol", choices=["peloton", "line"], default="peloton")
     p.add_argument("--mode", choices=["listen", "poll"], default="poll", help="Peloton bus mode")
@@ -86,8 +89,8 @@ def _ride(args: argparse.Namespace) -> int:
         raise CliError(f"--token: {exc}") from exc
     if claims.role.value != "bike":
         raise CliError(f"--token is a {claims.role.value} token; `ridesync ride` needs a bike token")
-    if not args.hr and not args.serial:
-        raise CliError("give --hr and/or --serial (e.g. --hr sim)")
+    if not args.hr and not args.serial and not args.bike:
+        raise CliError("give --hr, --bike and/or --serial (e.g. --hr sim)")
     for name, value in (("--speed", args.speed), ("--sync-timeout", args.sync_timeout)):
         if not value > 0:
             raise CliError(f"{name} must be positive")
@@ -146,6 +149,7 @@ def _sensor_opener(args: argparse.Namespace) -> Any:
     return functools.partial(
         open_sensor_sources,
         hr=args.hr,
+        bike=args.bike,
         serial=args.serial,
         protocol=args.protocol,
         mode=args.mode,

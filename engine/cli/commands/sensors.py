@@ -24,13 +24,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "sensors",
         help="print live readings from heart-rate straps and bikes as JSON lines",
         description=(
-            "Stream readings from a heart-rate strap (--hr) and/or a serial bike or cadence sensor "
-            "(--serial). 'sim' starts simulated devices (a bumble strap on a virtual radio, a bike on a "
-            "pty); 'sim:N' starts N of them."
+            "Stream readings from heart-rate straps (--hr), BLE bikes, trainers, power meters or cadence "
+            "sensors (--bike: FTMS, Cycling Power or Cycling Speed and Cadence) and/or a serial bike or "
+            "cadence sensor (--serial). 'sim' starts simulated devices (bumble straps and bikes on a "
+            "virtual radio, a bike on a pty); 'sim:N' starts N of them."
         ),
     )
     parser.add_argument(
         "--hr", metavar="sim|sim:N|sim:N@M|ADDRESS|NAME", help="heart-rate strap(s); sim:N@M: over M adapters"
+    )
+    parser.add_argument(
+        "--bike",
+        metavar="sim|sim:N|ADDRESS|NAME",
+        help="BLE bike(s): FTMS, Cycling Power or CSC; sim:N cycles FTMS, CPS, CSC simulated bikes",
     )
     parser.add_argument("--adapter", metavar="hci0,hci1", help="Bluetooth adapters to spread straps over")
     parser.add_argument(
@@ -71,8 +77,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if not args.hr and not args.serial:
-        raise CliError("give --hr and/or --serial (e.g. --hr sim --serial sim)")
+    if not args.hr and not args.serial and not args.bike:
+        raise CliError("give --hr, --bike and/or --serial (e.g. --hr sim --bike sim --serial sim)")
     if args.duration is not None and args.duration <= 0:
         raise CliError("--duration must be positive")
     if args.speed <= 0:
@@ -147,6 +153,7 @@ async def _stream(args: argparse.Namespace) -> None:
     data_dir = args.data or (None if simulated else default_data_dir())
     async with open_sensor_sources(
         hr=args.hr,
+        bike=args.bike,
         serial=args.serial,
         protocol=args.protocol,
         mode=args.mode,
