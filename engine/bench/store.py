@@ -1,7 +1,9 @@
 """`ridesync bench store`: the durable store next to its naive alternatives, in one run.
 
 Packed samples in batch blobs + a durable raw log (what ridesync does) against a list of maps (one Automerge
-map per sample) and "save the whole document after every sample". Every figure sits next to its baseline.
+map per sample) and "save the whole document after every sample". Every figure sits next to its baseline:
+sample batch schema 2 (columns, engine/ride/compact.py) next to schema 1 (records), folds every 10 s (a
+live link) next to hourly folds (offline), on engine/bench/ridegen.py's rides.
 """
 
 from __future__ import annotations
@@ -9,14 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 import zlib
 from pathlib import Path
 from typing import Any
 
+from engine.bench.ridegen import RideSignal
+from engine.bench.store_rss import LAYOUTS, bench_backend_rss, bench_rss
 from engine.crdt import CrdtDoc, SyncSession, new_actor_id
 from engine.ride import documents, policy
 from engine.ride.model import BackendDoc, DeviceDoc, RideDocs
@@ -42,18 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rides", type=int, default=50, help="open rides for the RSS figure")
 
 
+_RIDE: list[Sample] = []
+_SIGNAL = RideSignal("bench-store")
+
+
 def sample(seq: int) -> Sample:
-    # A plausible 1 Hz ride: varying heart rate, cadence, power and resistance, one RR interval.
-    return Sample(
-        seq=seq,
-        t=T0 + seq,
-        hr=120 + (seq * 7) % 50,
-        rr=(60 * 1024 // (120 + (seq * 7) % 50),),
-        contact="detected",
-        cadence=75 + (seq * 3) % 25,
-        power_dw=1200 + (seq * 37) % 1500,
-        resistance=30 + (seq // 60) % 30,
-    )
+    """Sample `seq` of one realistic 1 Hz ride (engine/bench/ridegen.py), the same in every call."""
+    while len(_RIDE) <= seq:
+        _RIDE.append(_SIGNAL.sample(len(_RIDE)))
+    return _RIDE[seq]
 
 
 def as_map(s: Sample) -> dict[str, Any]:
@@ -114,13 +113,80 @@ def bench_append(tmp: Path, count: int) -> dict[str, Any]:
 
 
 def bench_doc_append(samples: int = 1800) -> dict[str, Any]:
-    """CPU per sample of writing into the document at the default fold interval (no I/O)."""
+    """CPU per sample of writing into the document, per layout (no I/O)."""
     out: dict[str, Any] = {}
-    for label, build in (("packed", build_packed), ("list_of_maps", build_maps)):
-        t0 = time.perf_counter()
-        build(samples, DEFAULT_FOLD_INTERVAL_S)
-        out[f"{label}_us_per_sample"] = _us((time.perf_counter() - t0) / samples)
-    out["ratio_maps_vs_packed"] = round(out["list_of_maps_us_per_sample"] / out["packed_us_per_sample"], 2)
+    for label, (batch_schema, interval) in LAYOUTS.items():
+        t0 = time.process_time()
+        build_packed(samples, interval, batch_schema)
+        out[f"{label}_us_per_sample"] = _us((time.process_time() - t0) / samples)
+    t0 = time.process_time()
+    build_maps(samples, DEFAULT_FOLD_INTERVAL_S)
+    out["list_of_maps_10s_us_per_sample"] = _us((time.process_time() - t0) / samples)
+    out["ratio_schema2_10s_vs_schema1_10s"] = round(
+        out["schema2_10s_us_per_sample"] / max(out["schema1_10s_us_per_sample"], 1e-9), 2
+    )
+    return out
+
+
+def bench_codec() -> dict[str, Any]:
+    """Batch blob bytes per sample and CPU per sample to encode and decode, schema 1 vs 2, for a 10 s batch
+    and an hour's key, on realistic samples, on independent uniform noise (which no sensor produces; delta
+    coding cannot shrink it, the codec's worst case here) and on the periodic pattern earlier runs of this
+    benchmark used (its best case)."""
+    from engine.bench.ridegen import periodic, ride, uniform_noise
+    from engine.ride.batches import decode_batch, encode_batch
+
+    out: dict[str, Any] = {}
+    sources = {
+        "realistic": ride(3600, "codec"),
+        "uniform_noise": uniform_noise(3600, "codec"),
+        "periodic_previous_bench": periodic(3600),
+    }
+    for source, hour in sources.items():
+        for size in (10, 3600):
+            batches = [hour[i : i + size] for i in range(0, 3600, size)]
+            row: dict[str, Any] = {}
+            for batch_schema in (1, 2):
+                t0 = time.process_time()
+                blobs = [encode_batch(b, batch_schema) for b in batches]
+                encode_s = time.process_time() - t0
+                t0 = time.process_time()
+                for blob in blobs:
+                    decode_batch(blob)
+                decode_s = time.process_time() - t0
+                row[f"schema{batch_schema}_bytes_per_hour"] = sum(map(len, blobs))
+                row[f"schema{batch_schema}_bytes_per_sample"] = round(sum(map(len, blobs)) / 3600, 2)
+                row[f"schema{batch_schema}_encode_us_per_sample"] = _us(encode_s / 3600)
+                row[f"schema{batch_schema}_decode_us_per_sample"] = _us(decode_s / 3600)
+            row["ratio_bytes_schema2_vs_schema1"] = round(
+                row["schema2_bytes_per_hour"] / row["schema1_bytes_per_hour"], 3
+            )
+            out[f"{source}_batch_{size}"] = row
+    return out
+
+
+def bench_offline_interval(minutes: tuple[int, ...] = (30, 240)) -> dict[str, Any]:
+    """The offline fold interval's knee: bytes of Automerge changes (and deflated, as the wire carries
+    them) a backlog of `minutes` costs to reconcile, by interval, in schema 2; schema 1 at 10 s beside."""
+    out: dict[str, Any] = {}
+    for span in minutes:
+        samples = span * 60
+        rows = []
+        for batch_schema, interval in [(1, 10)] + [(2, i) for i in (10, 60, 300, 900, 1800, 3600)]:
+            doc = build_packed(samples, interval, batch_schema)
+            changes = doc.changes_since([])
+            data = b"".join(c.data for c in changes)
+            rows.append(
+                {
+                    "batch_schema": batch_schema,
+                    "interval_s": interval,
+                    "changes": len(changes),
+                    "change_bytes": len(data),
+                    "change_bytes_deflated": len(zlib.compress(data, 6)),
+                    "samples_held_in_memory_max": min(interval, samples),
+                }
+            )
+        out[f"backlog_{span}min"] = rows
     return out
 
 
@@ -135,13 +201,15 @@ def bench_naive_growth(samples: int) -> dict[str, Any]:
     return {f"naive_save_every_sample_us_at_{samples}_samples": _us((time.perf_counter() - t0) / 20)}
 
 
-def build_packed(samples: int, interval: float) -> CrdtDoc:
+def build_packed(samples: int, interval: float, batch_schema: int = 1) -> CrdtDoc:
+    """A bike document of `samples` 1 Hz samples folded every `interval` seconds (no I/O)."""
     ref = DocRef("r", DocKind.BIKE, "bike-b")
     doc = CrdtDoc.new(new_actor_id("bike-b"))
     documents.init_doc(doc, ref)
     step = max(int(interval), 1)
     for base in range(0, samples, step):
-        documents.add_samples(doc, [sample(i) for i in range(base, min(samples, base + step))])
+        batch = [sample(i) for i in range(base, min(samples, base + step))]
+        documents.add_samples(doc, batch, batch_schema=batch_schema)
     return doc
 
 
@@ -211,7 +279,9 @@ def bench_batch_interval(tmp: Path) -> dict[str, Any]:
     return {
         "default_interval_s": DEFAULT_FOLD_INTERVAL_S,
         "by_interval": rows,
-        "naive_upload_whole_saved_doc_bytes_30min": len(build_packed(1800, DEFAULT_FOLD_INTERVAL_S).save()),
+        "naive_upload_whole_saved_doc_bytes_30min_schema1": len(
+            build_packed(1800, DEFAULT_FOLD_INTERVAL_S).save()
+        ),
         "naive_list_of_maps_bytes_to_sync_30min_per_sample_commit": sum(
             len(c.data) for c in maps.changes_since([])
         ),
@@ -224,13 +294,14 @@ def bench_batch_interval(tmp: Path) -> dict[str, Any]:
 def bench_size_and_load(tmp: Path, hours: float) -> dict[str, Any]:
     samples = int(hours * 3600)
     out: dict[str, Any] = {"samples": samples}
-    packed = build_packed(samples, DEFAULT_FOLD_INTERVAL_S)
-    maps = build_maps(samples, DEFAULT_FOLD_INTERVAL_S)
-    for label, doc in (("packed", packed), ("list_of_maps", maps)):
+    docs = {label: build_packed(samples, interval, bs) for label, (bs, interval) in LAYOUTS.items()}
+    docs["list_of_maps_10s"] = build_maps(samples, DEFAULT_FOLD_INTERVAL_S)
+    for label, doc in docs.items():
         t0 = time.perf_counter()
         saved = doc.save()
         out[f"{label}_snapshot_ms"] = _ms(time.perf_counter() - t0)
         out[f"{label}_saved_bytes"] = len(saved)
+        out[f"{label}_saved_bytes_per_hour"] = round(len(saved) / hours)
         out[f"{label}_bytes_per_sample"] = round(len(saved) / samples, 2)
         t0 = time.perf_counter()
         CrdtDoc.load(saved, new_actor_id("x"))
@@ -239,7 +310,13 @@ def bench_size_and_load(tmp: Path, hours: float) -> dict[str, Any]:
         t0 = time.perf_counter()
         CrdtDoc.load(history, new_actor_id("x"))
         out[f"{label}_load_uncompacted_changes_ms"] = _ms(time.perf_counter() - t0)
-    out["size_ratio_maps_vs_packed"] = round(out["list_of_maps_saved_bytes"] / out["packed_saved_bytes"], 2)
+        t0 = time.process_time()
+        documents.decode(doc, DocRef("r", DocKind.BIKE, "bike-b"))
+        out[f"{label}_decode_cpu_ms"] = _ms(time.process_time() - t0)
+    for label in ("schema2_10s", "schema2_hourly", "list_of_maps_10s"):
+        out[f"size_ratio_{label}_vs_schema1_10s"] = round(
+            out[f"{label}_saved_bytes"] / out["schema1_10s_saved_bytes"], 3
+        )
     # The whole store for a compacted hour, and the time to open it (recovery included).
     store = ReplicaStore(tmp / "hour", device_id="bike-b", role=Role.BIKE, fold_interval_s=1e9)
     store.start_ride("r")
@@ -267,7 +344,7 @@ def bench_size_and_load(tmp: Path, hours: float) -> dict[str, Any]:
     out["decode_and_resolve_cold_ms"] = _ms(time.perf_counter() - t0)
     t0 = time.perf_counter()
     view = reopened.view("r")
-    out["resolve_view_cached_decode_ms"] = _ms(time.perf_counter() - t0)
+    out["resolve_view_ms"] = _ms(time.perf_counter() - t0)
     t0 = time.perf_counter()
     reopened.phase("r")
     out["phase_only_ms"] = _ms(time.perf_counter() - t0)
@@ -335,53 +412,20 @@ def bench_gate(tmp: Path, hours: float) -> dict[str, Any]:
     return out
 
 
-def bench_rss(rides: int, hours: float) -> dict[str, Any]:
-    """Each layout in a fresh interpreter, so freed memory of earlier phases does not hide the growth.
-
-    The list-of-maps rides are ~30x larger, so fewer of them already stand well above allocator noise."""
-    samples = int(hours * 3600)
-    out: dict[str, Any] = {"samples_per_ride": samples}
-    for label, count in (("packed", rides), ("list_of_maps", max(rides // 5, 3))):
-        proc = subprocess.run(
-            [sys.executable, "-c", _RSS_CHILD, label, str(count), str(samples)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=True,
-        )
-        out[f"{label}_rides"] = count
-        out[f"{label}_rss_bytes_per_open_ride"] = int(proc.stdout.split()[-1])
-    out["ratio_maps_vs_packed"] = round(
-        out["list_of_maps_rss_bytes_per_open_ride"] / max(out["packed_rss_bytes_per_open_ride"], 1), 2
-    )
-    return out
-
-
-_RSS_CHILD = """
-import gc, sys
-from engine.bench.store import build_maps, build_packed, rss_bytes
-from engine.store.replica import DEFAULT_FOLD_INTERVAL_S
-label, rides, samples = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-build = build_packed if label == "packed" else build_maps
-build(60, DEFAULT_FOLD_INTERVAL_S)  # warm up imports and allocator pools
-gc.collect()
-before = rss_bytes()
-docs = [build(samples, DEFAULT_FOLD_INTERVAL_S) for _ in range(rides)]
-gc.collect()
-print((rss_bytes() - before) // rides)
-"""
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ridesync-bench-store-") as name:
         tmp = Path(name)
         result: dict[str, Any] = {
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "append": bench_append(tmp, args.appends),
+            "codec": bench_codec(),
+            "offline_fold_interval": bench_offline_interval(),
             "doc_append": bench_doc_append(),
             "naive_growth": bench_naive_growth(args.naive_samples),
             "batch_interval": bench_batch_interval(tmp),
             "size_and_load": bench_size_and_load(tmp, args.hours),
             "gate": bench_gate(tmp, max(args.hours, 0.5)),
             "rss": bench_rss(args.rides, args.hours),
+            "backend_rss": bench_backend_rss(max(args.rides // 3, 5), args.hours),
         }
     return result

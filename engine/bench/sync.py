@@ -1,10 +1,12 @@
 """`ridesync bench sync`: the device sync client against `ridesync serve`, next to the naive baseline.
 
-- **Offline reconcile**: a bike that recorded 30 minutes (and 4 hours) offline, at the default 10 s
-  commit interval, connects and syncs: wall time until the backend has acknowledged every document
-  (`reconciled`) and until it finalized the ended ride, and the bytes on the wire (both directions,
-  after permessage-deflate, counted by a fault-free relay). Baseline: upload the whole saved documents
-  in one HTTP POST to a server that loads and stores them durably.
+- **Offline reconcile** (engine/bench/sync_offline.py): the cost curve of a bike that recorded 5 min,
+  30 min, 4 h and 8 h offline and then connects and syncs, as it does now (schema 2 batches, lazy offline
+  folding) and as it did (schema 1, 10 s folds): wall time until the backend has acknowledged every
+  document (`reconciled`) and until it finalized the ended ride, bytes on the wire (both directions,
+  after permessage-deflate, counted by a fault-free relay), CPU to fold and to resolve, backend RSS per
+  reconciled ride. Baseline: upload the whole saved documents in one HTTP POST to a server that loads
+  and stores them durably.
 - **Fleet**: N bikes (default 500) riding at once, multiplexed in a few processes, each appending one
   sample per second and folding every 10 s: acknowledgement latency (fold → the backend acknowledged
   heads that include it; every fold an acknowledgement covers counts, the oldest included) p50/p99, and
@@ -33,7 +35,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,11 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from engine.bench._servers import cpu_of, naive_server, rss_of, serve
+from engine.bench._servers import ms as _ms
+from engine.bench.ridegen import RideSignal
+from engine.bench.sync_offline import bench_incremental, bench_offline
 
 NAME = "sync"
 HELP = "offline reconcile time/bytes vs whole-document upload; ack latency with 500 bikes; backend RSS/ride"
@@ -58,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fleet: bikes join over 80%% of this; folds before it are not measured",
     )
     parser.add_argument("--repeats", type=int, default=3, help="offline reconciles timed per size (best)")
+    parser.add_argument(
+        "--offline-minutes",
+        default="5,30,240,480",
+        help="offline lengths reconciled, in minutes (comma-separated)",
+    )
     parser.add_argument("--skip-fleet", action="store_true", help="only the offline figures")
     parser.add_argument("--burst-join-s", type=float, default=3.0, help="burst: every bike joins within this")
     parser.add_argument("--burst-seconds", type=float, default=30.0, help="burst: how long the fleet rides")
@@ -68,268 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---- helpers ---------------------------------------------------------------------------------------------
 
 
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 2)
-
-
 def _pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def rss_of(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def cpu_of(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def sample(seq: int, rng: random.Random) -> Any:
-    from engine.ride.samples import Sample
-
-    return Sample(
-        seq=seq,
-        t=T0 + seq,
-        hr=120 + rng.randint(-15, 30),
-        rr=(rng.randint(420, 560),),
-        cadence=80 + rng.randint(-8, 12),
-        power_dw=1800 + rng.randint(-400, 900),
-        resistance=rng.randint(200, 700),
-    )
-
-
-def build_ride(store: Any, ride_id: str, samples: int, fold_every: int = 10) -> None:
-    """A ride recorded offline at 1 Hz with the default 10 s commit interval, then ended."""
-    rng = random.Random(ride_id)
-    store.start_ride(ride_id, t=T0)
-    for first in range(0, samples, fold_every):
-        store.append_samples(
-            ride_id, [sample(s, rng) for s in range(first, min(samples, first + fold_every))]
-        )
-        store.fold(ride_id)
-    store.end_ride(ride_id, t=T0 + samples, duration_s=float(samples))
-
-
-class Server:
-    """A server subprocess that prints its URL (JSON `{"event": "listening", "url"}`) when ready."""
-
-    def __init__(self, argv: list[str], log_path: Path) -> None:
-        self.log_path = log_path
-        with log_path.open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        try:
-            self.url = json.loads(line)["url"]
-        except (ValueError, KeyError):
-            self.stop()
-            raise RuntimeError(f"server did not start: {line!r}") from None
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def serve(data: Path) -> Server:
-    from engine.auth.tokens import KeyRing
-
-    KeyRing.load_or_create(data)
-    argv = [sys.executable, "-m", "engine.cli.main", "serve", "--port", "0", "--data", str(data)]
-    return Server([*argv, "--log-level", "INFO"], data.parent / f"{data.name}.log")
-
-
-def naive_server(data: Path) -> Server:
-    data.mkdir(parents=True, exist_ok=True)
-    return Server([sys.executable, "-c", _NAIVE_SERVER, str(data)], data.parent / f"{data.name}.log")
-
-
-# The baseline: a device uploads its whole saved document; the server loads it (as a sync server must, to
-# use it) and stores it durably, then answers.
-_NAIVE_SERVER = """
-import json, sqlite3, sys
-from aiohttp import web
-from engine.crdt import CrdtDoc, CrdtDecodeError, new_actor_id
-db = sqlite3.connect(sys.argv[1] + "/naive.sqlite3", isolation_level=None)
-db.execute("PRAGMA journal_mode=WAL"); db.execute("PRAGMA synchronous=FULL")
-db.execute("CREATE TABLE IF NOT EXISTS docs(id TEXT PRIMARY KEY, data BLOB)")
-actor = new_actor_id("naive")
-async def upload(request):
-    body = await request.read()
-    try:
-        CrdtDoc.load(body, actor)
-    except CrdtDecodeError as exc:
-        return web.Response(status=400, text=str(exc))
-    db.execute("INSERT OR REPLACE INTO docs VALUES(?, ?)", (request.match_info["doc"], body))
-    return web.json_response({"stored": len(body)})
-app = web.Application(client_max_size=64 * 1024 * 1024)
-app.router.add_post("/naive/{doc}", upload)
-async def healthz(request):
-    return web.json_response({"ok": True})
-app.router.add_get("/healthz", healthz)
-async def main():
-    runner = web.AppRunner(app, access_log=None); await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0); await site.start()
-    print(json.dumps({"event": "listening", "url": f"http://127.0.0.1:{runner.addresses[0][1]}"}), flush=True)
-    import asyncio; await asyncio.Event().wait()
-import asyncio; asyncio.run(main())
-"""
-
-
-# ---- offline reconcile ---------------------------------------------------------------------------------
-
-
-async def _reconcile(
-    store: Any, url: str, token: str, ride_id: str, timeout_s: float = 120.0
-) -> dict[str, float]:
-    from engine.device.connection import DeviceSync
-    from engine.ride.schema import Phase
-
-    sync = DeviceSync(store, url, token)
-    sync.track(ride_id)
-    out: dict[str, float] = {}
-    async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as tg:
-        t0 = time.perf_counter()
-        task = tg.create_task(sync.run())
-        await sync.wait_for(lambda: sync.reconciled(ride_id))
-        out["reconciled_s"] = time.perf_counter() - t0
-        await sync.wait_for(lambda: sync.reconciled(ride_id) and store.phase(ride_id) is Phase.FINALIZED)
-        out["finalized_s"] = time.perf_counter() - t0
-        task.cancel()
-    return out
-
-
-async def _naive_upload(store: Any, url: str, ride_id: str) -> dict[str, float]:
-    import aiohttp
-
-    refs = [r for r in store.ride_refs(ride_id) if store.heads(r.doc_id)]
-    sent = 0
-    async with aiohttp.ClientSession() as http:
-        t0 = time.perf_counter()
-        for ref in refs:
-            body = store.doc(ref.doc_id).save()
-            sent += len(body)
-            async with http.post(f"{url}/naive/{ref.doc_id}", data=body) as resp:
-                assert resp.status == 200, await resp.text()
-        spent = time.perf_counter() - t0
-    return {"seconds": spent, "bytes": sent}
-
-
-async def bench_offline(tmp: Path, minutes: float, repeats: int) -> dict[str, Any]:
-    from engine.chaos.proxy import ChaosProxy
-    from engine.ride.schema import Role
-    from engine.store import ReplicaStore
-
-    samples = int(minutes * 60)
-    label = f"{minutes / 60:g}h" if minutes >= 60 else f"{minutes:g}min"
-    bike = ReplicaStore(tmp / f"bike-{label}", device_id="bench-bike", role=Role.BIKE)
-    rides = [f"off-{label}-{i}" for i in range(repeats + 1)]
-    for ride_id in rides:
-        build_ride(bike, ride_id, samples)
-    server = serve(tmp / f"serve-{label}")
-    naive = naive_server(tmp / f"naive-{label}")
-    try:
-        from engine.auth.tokens import KeyRing
-
-        token = KeyRing.load_or_create(tmp / f"serve-{label}").issue("bike", "bench-bike")
-        timings = [await _reconcile(bike, server.url, token, r) for r in rides[:repeats]]
-        async with ChaosProxy(("127.0.0.1", server.port)) as relay:
-            await _reconcile(bike, f"http://{relay.address}", token, rides[repeats])
-            wire_bytes = relay.stats.bytes_up + relay.stats.bytes_down
-            up = relay.stats.bytes_up
-        naive_runs = [await _naive_upload(bike, naive.url, r) for r in rides[:repeats]]
-    finally:
-        server.stop()
-        naive.stop()
-        bike.close()
-    best = min(t["reconciled_s"] for t in timings)
-    best_final = min(t["finalized_s"] for t in timings)
-    naive_best = min(n["seconds"] for n in naive_runs)
-    naive_bytes = int(naive_runs[0]["bytes"])
-    return {
-        "samples": samples,
-        "reconciled_ms": _ms(best),
-        "finalized_ms": _ms(best_final),
-        "wire_bytes": wire_bytes,
-        "wire_bytes_up": up,
-        "naive_upload_ms": _ms(naive_best),
-        "naive_upload_bytes": naive_bytes,
-        "ratio_time_vs_naive": round(best / max(naive_best, 1e-9), 2),
-        "ratio_bytes_vs_naive": round(wire_bytes / max(naive_bytes, 1), 2),
-        "runs_reconciled_ms": [_ms(t["reconciled_s"]) for t in timings],
-    }
-
-
-async def bench_incremental(tmp: Path, synced_min: float, offline_min: float) -> dict[str, Any]:
-    """A long ride synced up to a point, then `offline_min` more recorded offline and ended: sync sends only
-    what is new, the naive baseline uploads the whole document again."""
-    from engine.auth.tokens import KeyRing
-    from engine.chaos.proxy import ChaosProxy
-    from engine.ride.schema import Role
-    from engine.store import ReplicaStore
-
-    ride_id = "incremental"
-    bike = ReplicaStore(tmp / "bike-incremental", device_id="bench-bike", role=Role.BIKE)
-    server = serve(tmp / "serve-incremental")
-    naive = naive_server(tmp / "naive-incremental")
-    try:
-        token = KeyRing.load_or_create(tmp / "serve-incremental").issue("bike", "bench-bike")
-        rng = random.Random(ride_id)
-        first = int(synced_min * 60)
-        total = first + int(offline_min * 60)
-        bike.start_ride(ride_id, t=T0)
-        for lo in range(0, first, 10):
-            bike.append_samples(ride_id, [sample(s, rng) for s in range(lo, min(first, lo + 10))])
-            bike.fold(ride_id)
-        from engine.device.connection import DeviceSync
-
-        sync = DeviceSync(bike, server.url, token)
-        sync.track(ride_id)
-        async with asyncio.timeout(120), asyncio.TaskGroup() as tg:
-            task = tg.create_task(sync.run())
-            await sync.wait_for(lambda: sync.reconciled(ride_id))
-            task.cancel()
-        for lo in range(first, total, 10):
-            bike.append_samples(ride_id, [sample(s, rng) for s in range(lo, min(total, lo + 10))])
-            bike.fold(ride_id)
-        bike.end_ride(ride_id, t=T0 + total, duration_s=float(total))
-        async with ChaosProxy(("127.0.0.1", server.port)) as relay:
-            timing = await _reconcile(bike, f"http://{relay.address}", token, ride_id)
-            wire_bytes = relay.stats.bytes_up + relay.stats.bytes_down
-        naive_run = await _naive_upload(bike, naive.url, ride_id)
-    finally:
-        server.stop()
-        naive.stop()
-        bike.close()
-    return {
-        "synced_samples": first,
-        "offline_samples": total - first,
-        "reconciled_ms": _ms(timing["reconciled_s"]),
-        "wire_bytes": wire_bytes,
-        "naive_upload_ms": _ms(naive_run["seconds"]),
-        "naive_upload_bytes": int(naive_run["bytes"]),
-        "ratio_time_vs_naive": round(timing["reconciled_s"] / max(naive_run["seconds"], 1e-9), 2),
-        "ratio_bytes_vs_naive": round(wire_bytes / max(naive_run["bytes"], 1), 2),
-        "note": "time through the byte-counting relay",
-    }
 
 
 # ---- fleet ---------------------------------------------------------------------------------------------
@@ -367,6 +121,7 @@ async def fleet_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     async def bike(index: int, token: str, device: str) -> None:
         rng = random.Random(device)
+        signal = RideSignal(device)
         ride_id = f"fleet-{mode}-{device}"
         store = ReplicaStore(root / device, device_id=device, role=Role.BIKE)
         stores.append(store)
@@ -400,7 +155,7 @@ async def fleet_worker(spec: dict[str, Any]) -> dict[str, Any]:
             seq = 0
             next_t = time.monotonic()
             while time.monotonic() < stop_at:
-                store.append_sample(ride_id, sample(seq, rng))
+                store.append_sample(ride_id, signal.sample(seq))
                 seq += 1
                 if store.maybe_fold(ride_id):
                     counters["folds"] += 1
@@ -673,22 +428,36 @@ def bench_fleet(tmp: Path, args: argparse.Namespace, shape: str) -> dict[str, An
     }
 
 
+def offline_targets(curve: dict[str, Any]) -> dict[str, bool]:
+    """Targets on bytes (ratios do not move with the machine's load) and on time (they do)."""
+    out: dict[str, bool] = {}
+    if "30min" in curve:
+        half = curve["30min"]
+        out["offline_30min_wire_under_8KB"] = half["schema2_lazy"]["wire_bytes"] <= 8 * 1024
+        out["offline_30min_wire_under_0.4x_whole_document"] = half["ratio_wire_bytes_vs_naive_schema1"] <= 0.4
+        out["offline_30min_reconciled_under_100ms"] = half["schema2_lazy"]["reconciled_ms"] <= 100
+    if "4h" in curve:
+        four = curve["4h"]["schema2_lazy"]
+        out["offline_4h_wire_under_48KB"] = four["wire_bytes"] <= 48 * 1024
+        out["offline_4h_reconciled_under_500ms"] = four["reconciled_ms"] <= 500
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="ridesync-bench-sync-"))
     try:
-        result: dict[str, Any] = {
-            "offline_30min": asyncio.run(bench_offline(tmp, 30, args.repeats)),
-            "offline_4h": asyncio.run(bench_offline(tmp, 240, args.repeats)),
-            "offline_30min_after_3h30_synced": asyncio.run(bench_incremental(tmp, 210, 30)),
-        }
+        result: dict[str, Any] = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+        curve = {}
+        for minutes in (float(m) for m in args.offline_minutes.split(",")):
+            label = f"{minutes / 60:g}h" if minutes >= 60 else f"{minutes:g}min"
+            curve[label] = asyncio.run(bench_offline(tmp, minutes, args.repeats))
+        result["offline"] = curve
+        result["offline_30min_after_3h30_synced"] = asyncio.run(bench_incremental(tmp, 210, 30))
         if not args.skip_fleet and not args.skip_spread:
             result["fleet"] = bench_fleet(tmp, args, "spread")
         if not args.skip_fleet and not args.skip_burst:
             result["fleet_burst"] = bench_fleet(tmp, args, "burst")
-        result["targets"] = {
-            "offline_30min_reconciled_under_500ms": result["offline_30min"]["reconciled_ms"] < 500,
-            "offline_30min_under_64KB": result["offline_30min"]["wire_bytes"] < 64 * 1024,
-        }
+        result["targets"] = offline_targets(curve)
         if "fleet" in result:
             result["targets"]["fleet_p99_under_250ms"] = result["fleet"]["sync"]["ack_p99_ms"] < 250
         if "fleet_burst" in result:

@@ -17,7 +17,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from engine.backend.auth import RequestError
 from engine.campaign.report import CampaignOptions, CampaignReport, Progress
 from engine.live import rfc6455
 from engine.live import wire as live_wire
-from engine.ride import samples
+from engine.ride import compact, samples
 from engine.sync import wire as sync_wire
 from engine.wire_error import WireError
 
@@ -183,6 +183,27 @@ def _samples_seeds() -> tuple[bytes, ...]:
     )
 
 
+def _batches_parse(data: bytes) -> object:
+    return compact.decode_batch(data)
+
+
+def _batches_seeds() -> tuple[bytes, ...]:
+    rnd = random.Random(7)
+    ride = [
+        samples.Sample(
+            i, 1_700_000_000.0 + i, 120 + i % 9, (500 + rnd.randint(-9, 9),), 85, rnd.randint(0, 3000)
+        )
+        for i in range(600)
+    ]
+    sparse = [replace(s, hr=None, rr=()) if s.seq % 7 < 3 else s for s in ride[:40]]
+    return (
+        compact.encode_batch(ride[:1]),
+        compact.encode_batch(sparse),  # deflated, with "no value" runs
+        compact.encode_batch(ride),  # LZMA2
+        bytes([compact.BATCH_VERSION, 0]) + compact.encode_body(ride[:30]),
+    )
+
+
 def _http_parse(data: bytes) -> object:
     payload = backend_http._json_object(data, empty_ok=True)
     if payload:
@@ -205,6 +226,7 @@ ENGINE_TARGETS: tuple[FuzzTarget, ...] = (
     FuzzTarget("live-frames-json", _live_parse, (WireError,), _live_seeds()),
     FuzzTarget("live-rfc6455", _frames_parse, (rfc6455.FrameError,), _frames_seeds()),
     FuzzTarget("store-sample-records", _samples_parse, (samples.SampleDecodeError,), _samples_seeds()),
+    FuzzTarget("store-sample-batches", _batches_parse, (compact.CompactDecodeError,), _batches_seeds()),
     FuzzTarget("http-json-bodies", _http_parse, (RequestError,), _http_seeds()),
 )
 

@@ -3,7 +3,9 @@
 Lifecycle (`BikeRide.run`), every task in one TaskGroup:
 - sensors are opened and pumped into a `SampleBuilder` (and the live publisher, with a class);
 - the recorder takes one sample per ride second, appends it (durable on return: it survives kill -9) and
-  folds every `fold_interval_s` of ride time, then tells the sync client, which never holds it up;
+  folds every `fold_interval_s` of ride time while the sync client is connected (every
+  `offline_fold_interval_s` while it is not, and the whole backlog at once on the first sample after it
+  reconnects), then tells the sync client, which never holds it up;
 - at `--duration` (ride seconds), on stop (Ctrl-C/SIGTERM), or as soon as sync brings an end of the ride
   from another replica (an app's `--end`: the backend's end event), the ride ends: the end claim is written
   locally, `POST /v1/rides/{id}/end` is sent with the ride's logical idempotency key (retried), and the
@@ -258,8 +260,14 @@ class BikeRide:
                 store.append_sample(ride_id, self.builder.take(seq, due, time.monotonic()))
                 self.recorded_this_run += 1
                 seq += 1
-                if store.maybe_fold(ride_id):
+                # Offline the store folds rarely; the first sample after the link is back folds the backlog.
+                online = self.sync.connected.is_set()
+                if store.maybe_fold(ride_id, online=online):
                     self.sync.notify(ride_id)
+                elif not online:
+                    # The sync state's backlog counts samples, folded or not: it keeps growing in the
+                    # reports (rate-limited by the tracker) as it did when every fold announced it.
+                    self.sync.tracker.refresh(ride_id)
         finally:
             stop_wait.cancel()
             remote_wait.cancel()

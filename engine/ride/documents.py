@@ -15,21 +15,41 @@ from typing import Any, TypeGuard
 
 from engine.crdt import CrdtDoc, Scalar
 from engine.ride import schema
+from engine.ride.batches import DEFAULT_BATCH_SCHEMA, decode_batch, encode_batch
 from engine.ride.model import BackendDoc, Claim, DeviceDoc, Edit, EndEvent, Finalization, SharedDoc
-from engine.ride.samples import Sample, SampleDecodeError, decode_blob, encode_blob
+from engine.ride.samples import Sample, SampleDecodeError
 from engine.ride.schema import DocKind, DocRef
 
 AnyDoc = DeviceDoc | BackendDoc | SharedDoc
+# One key holds at most an hour at 1 Hz: a backlog folded at reconnect is still one change, and no single
+# value grows past what one sync message comfortably carries (~10 KB in schema 2, ~40 KB in schema 1).
+MAX_SAMPLES_PER_KEY = 3600
+# 48 hours at 1 Hz per device document: far beyond a ride, and at ~290 bytes per decoded sample a bound
+# on what one hostile document can make a view allocate.
+MAX_SAMPLES_PER_DOCUMENT = 48 * 3600
 
 
 # -- writers -------------------------------------------------------------------------------------------
 
 
-def init_doc(doc: CrdtDoc, ref: DocRef) -> bool:
-    """Write the header keys once (True if this call wrote them). Identical on every replica, so concurrent
-    initialisation of the shared document by several devices is harmless."""
+# Each writer comes in two forms: `x_values(doc, ...)` returns the keys still to write (empty when they are
+# already there), so a caller can put several in one change: every change costs ~100 bytes of metadata on
+# the wire, whatever it carries; `x(doc, ...)` writes them as a change of their own.
+
+
+def write_once(doc: CrdtDoc, *parts: dict[str, Scalar]) -> bool:
+    """Put the union of `parts` as one change (nothing if all are empty); True if anything was written."""
+    values: dict[str, Scalar] = {}
+    for part in parts:
+        values.update(part)
+    if values:
+        doc.put(values)
+    return bool(values)
+
+
+def header_values(doc: CrdtDoc, ref: DocRef) -> dict[str, Scalar]:
     if doc.get("schema") is not None:
-        return False
+        return {}
     header: dict[str, Scalar] = {
         "schema": schema.SCHEMA_VERSION,
         "kind": ref.kind.value,
@@ -38,20 +58,39 @@ def init_doc(doc: CrdtDoc, ref: DocRef) -> bool:
     if ref.kind is not DocKind.SHARED:
         header["device"] = ref.device
         header["role"] = ref.role
-    doc.put(header)
-    return True
+    return header
 
 
-def add_samples(doc: CrdtDoc, samples: Sequence[Sample]) -> str:
-    """Write one batch (sorted by seq, no duplicates) as one blob under a key naming its seq range."""
+def init_doc(doc: CrdtDoc, ref: DocRef) -> bool:
+    """Write the header keys once (True if this call wrote them). Identical on every replica, so concurrent
+    initialisation of the shared document by several devices is harmless."""
+    return write_once(doc, header_values(doc, ref))
+
+
+def add_samples(
+    doc: CrdtDoc,
+    samples: Sequence[Sample],
+    *,
+    batch_schema: int = DEFAULT_BATCH_SCHEMA,
+    max_per_key: int = MAX_SAMPLES_PER_KEY,
+    extra: dict[str, Scalar] | None = None,
+) -> list[str]:
+    """Write a batch (no duplicate seqs) as one change: one blob per `max_per_key` samples, each under a
+    key naming its seq range, plus the `extra` keys (a header, a claim). Returns the sample keys."""
     if not samples:
         raise ValueError("empty batch")
+    if max_per_key < 1:
+        raise ValueError("max_per_key must be positive")
     ordered = sorted(samples, key=lambda s: s.seq)
     if any(a.seq == b.seq for a, b in itertools.pairwise(ordered)):
         raise ValueError("duplicate seq in batch")
-    key = schema.sample_key(ordered[0].seq, ordered[-1].seq)
-    doc.put({key: encode_blob(ordered)})
-    return key
+    values: dict[str, Scalar] = {}
+    for lo in range(0, len(ordered), max_per_key):
+        part = ordered[lo : lo + max_per_key]
+        values[schema.sample_key(part[0].seq, part[-1].seq)] = encode_batch(part, batch_schema)
+    keys = list(values)
+    doc.put({**(extra or {}), **values})
+    return keys
 
 
 def _claim_json(t: float, key: str, **extra: Any) -> str:
@@ -60,23 +99,32 @@ def _claim_json(t: float, key: str, **extra: Any) -> str:
     return schema.dumps(body)
 
 
+def claim_active_values(doc: CrdtDoc, t: float, key: str) -> dict[str, Scalar]:
+    if doc.get(schema.CLAIM_ACTIVE) is not None:
+        return {}
+    return {schema.CLAIM_ACTIVE: _claim_json(t, key)}
+
+
 def claim_active(doc: CrdtDoc, t: float, key: str) -> bool:
     """The device's claim that the ride started. Written once; a second call changes nothing."""
-    if doc.get(schema.CLAIM_ACTIVE) is not None:
-        return False
-    doc.put({schema.CLAIM_ACTIVE: _claim_json(t, key)})
-    return True
+    return write_once(doc, claim_active_values(doc, t, key))
+
+
+def claim_ended_values(
+    doc: CrdtDoc, ride_id: str, t: float, *, last_seq: int | None, count: int, duration_s: float | None = None
+) -> dict[str, Scalar]:
+    if doc.get(schema.CLAIM_ENDED) is not None:
+        return {}
+    body = _claim_json(t, schema.end_key(ride_id), last_seq=last_seq, count=count, duration_s=duration_s)
+    return {schema.CLAIM_ENDED: body}
 
 
 def claim_ended(
     doc: CrdtDoc, ride_id: str, t: float, *, last_seq: int | None, count: int, duration_s: float | None = None
 ) -> bool:
     """The device's claim that the ride ended, under the ride's one logical end key. Written once."""
-    if doc.get(schema.CLAIM_ENDED) is not None:
-        return False
-    body = _claim_json(t, schema.end_key(ride_id), last_seq=last_seq, count=count, duration_s=duration_s)
-    doc.put({schema.CLAIM_ENDED: body})
-    return True
+    values = claim_ended_values(doc, ride_id, t, last_seq=last_seq, count=count, duration_s=duration_s)
+    return write_once(doc, values)
 
 
 def record_end_event(doc: CrdtDoc, key: str, t: float, device: str, role: str) -> bool:
@@ -96,12 +144,15 @@ def write_finalization(doc: CrdtDoc, t: float, totals: dict[str, Any], samples: 
     return True
 
 
-def index_doc(shared: CrdtDoc, ref: DocRef) -> bool:
+def index_values(shared: CrdtDoc, ref: DocRef) -> dict[str, Scalar]:
     name = schema.DOC_PREFIX + ref.doc_id
     if shared.get(name) is not None:
-        return False
-    shared.put({name: schema.dumps({"kind": ref.kind.value, "device": ref.device})})
-    return True
+        return {}
+    return {name: schema.dumps({"kind": ref.kind.value, "device": ref.device})}
+
+
+def index_doc(shared: CrdtDoc, ref: DocRef) -> bool:
+    return write_once(shared, index_values(shared, ref))
 
 
 def edit_shared(
@@ -161,11 +212,16 @@ def decode(doc: CrdtDoc, ref: DocRef, *, samples: bool = True) -> AnyDoc:
 
 def decode_samples(items: dict[str, Scalar], problems: list[str]) -> tuple[Sample, ...]:
     """Every sample in sample keys, deduplicated by seq (the first key in sorted order wins, so every
-    replica keeps the same record even from a hostile document)."""
+    replica keeps the same record even from a hostile document). At most MAX_SAMPLES_PER_DOCUMENT: a
+    schema 2 batch of tens of thousands of samples can be a few bytes, so the count, not the document's
+    size, bounds what a view holds; keys past it are skipped and listed in `problems`."""
     by_seq: dict[int, Sample] = {}
     for key in sorted(items):
         match = schema.SAMPLE_KEY.fullmatch(key)
         if match is None:
+            continue
+        if len(by_seq) >= MAX_SAMPLES_PER_DOCUMENT:
+            problems.append(f"{key}: skipped, the document already holds {MAX_SAMPLES_PER_DOCUMENT} samples")
             continue
         first, last = int(match.group(1), 16), int(match.group(2), 16)
         value = items[key]
@@ -173,15 +229,18 @@ def decode_samples(items: dict[str, Scalar], problems: list[str]) -> tuple[Sampl
             problems.append(f"{key}: not a sample blob")
             continue
         try:
-            batch = decode_blob(value)
+            batch = decode_batch(value)
         except SampleDecodeError as exc:
             problems.append(f"{key}: {exc}")
             continue
+        outside = 0
         for sample in batch:
             if not first <= sample.seq <= last:
-                problems.append(f"{key}: seq {sample.seq} outside the key's range")
+                outside += 1
                 continue
             by_seq.setdefault(sample.seq, sample)
+        if outside:
+            problems.append(f"{key}: {outside} samples outside the key's seq range")
     return tuple(by_seq[seq] for seq in sorted(by_seq))
 
 

@@ -100,15 +100,18 @@ def _unzigzag(value: int) -> int:
 
 
 class _Reader:
-    __slots__ = ("data", "pos")
+    """Strict reads from bytes; every failure raises `error` (the codec's own SampleDecodeError type)."""
 
-    def __init__(self, data: bytes, pos: int = 0) -> None:
+    __slots__ = ("data", "error", "pos")
+
+    def __init__(self, data: bytes, pos: int = 0, error: type[SampleDecodeError] | None = None) -> None:
         self.data = data
         self.pos = pos
+        self.error = SampleDecodeError if error is None else error
 
     def u8(self) -> int:
         if self.pos >= len(self.data):
-            raise SampleDecodeError(f"truncated sample at byte {self.pos}")
+            raise self.error(f"truncated sample at byte {self.pos}")
         byte = self.data[self.pos]
         self.pos += 1
         return byte
@@ -120,9 +123,9 @@ class _Reader:
             value |= (byte & 0x7F) << (7 * i)
             if not byte & 0x80:
                 if i and byte == 0:
-                    raise SampleDecodeError(f"overlong varint at byte {self.pos - 1}")
+                    raise self.error(f"overlong varint at byte {self.pos - 1}")
                 return value
-        raise SampleDecodeError(f"varint longer than {MAX_UVARINT_BYTES} bytes")
+        raise self.error(f"varint longer than {MAX_UVARINT_BYTES} bytes")
 
 
 def _validate(sample: Sample) -> None:

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Self
 
 from engine.crdt import ChangeInfo, CrdtDoc, SyncSession, new_actor_id
 from engine.ride import documents, policy, schema
+from engine.ride.batches import DEFAULT_BATCH_SCHEMA
 from engine.ride.model import RideDocs, SharedDoc
 from engine.ride.schema import DocKind, DocRef, Phase, Role
 from engine.store import db
@@ -30,7 +31,12 @@ from engine.store.model import (
 )
 from engine.store.port import StoragePort, StorageTx
 from engine.store.retention import DEFAULT_MIN_FREE_BYTES, Retention
-from engine.store.samplelog import DEFAULT_FOLD_INTERVAL_S, DEFAULT_MAX_BATCH, SampleLog
+from engine.store.samplelog import (
+    DEFAULT_FOLD_INTERVAL_S,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_OFFLINE_FOLD_INTERVAL_S,
+    SampleLog,
+)
 from engine.store.sqlite import SqliteStorage
 from engine.store.writer import GroupObserver, StoreWriter
 
@@ -51,6 +57,8 @@ class ReplicaCore:
         role: Role,
         fold_interval_s: float = DEFAULT_FOLD_INTERVAL_S,
         max_batch: int = DEFAULT_MAX_BATCH,
+        offline_fold_interval_s: float = DEFAULT_OFFLINE_FOLD_INTERVAL_S,
+        batch_schema: int = DEFAULT_BATCH_SCHEMA,
         compact_every: int = DEFAULT_COMPACT_EVERY,
         min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
         clock: Callable[[], float] = time.time,
@@ -76,6 +84,8 @@ class ReplicaCore:
             on_append=self._watch_storage,
             fold_interval_s=fold_interval_s,
             max_batch=max_batch,
+            offline_fold_interval_s=offline_fold_interval_s,
+            batch_schema=batch_schema,
         )
         self.retention = Retention(
             self.documents,
@@ -191,16 +201,18 @@ class ReplicaCore:
         self.documents.ensure_ride_row(ride_id)
         shared = self.ensure_doc(schema.shared_ref(ride_id))
         own = self._own_ref(ride_id)
+        # One change per document: the header with the index entry, the header with the start claim.
         with self.documents.guard():
-            documents.init_doc(shared, schema.shared_ref(ride_id))
-            if own is not None:
-                documents.index_doc(shared, own)
+            index = {} if own is None else documents.index_values(shared, own)
+            documents.write_once(shared, documents.header_values(shared, schema.shared_ref(ride_id)), index)
             self.persist(schema.shared_ref(ride_id).doc_id)
             if own is not None:
                 doc = self.ensure_doc(own)
-                documents.init_doc(doc, own)
+                claim = {}
                 if own.kind in (DocKind.BIKE, DocKind.APP):
-                    documents.claim_active(doc, now, f"ride-start:{ride_id}:{self.device_id}")
+                    key = f"ride-start:{ride_id}:{self.device_id}"
+                    claim = documents.claim_active_values(doc, now, key)
+                documents.write_once(doc, documents.header_values(doc, own), claim)
                 self.persist(own.doc_id)
         self.samples.start(ride_id)
 
@@ -290,7 +302,7 @@ class ReplicaCore:
         return self.documents.ride_docs(ride_id, self._owner_device(ride_id))
 
     def view(self, ride_id: str) -> policy.RideView:
-        return policy.resolve(self.ride_docs(ride_id))
+        return self.documents.view(ride_id, self._owner_device(ride_id))
 
     def phase(self, ride_id: str) -> Phase:
         """The ride's phase from claims and finalization only (no sample decoding): cheap per message, and

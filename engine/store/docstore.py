@@ -40,15 +40,21 @@ class OpenDoc:
     persisted: list[bytes]
     records: int = 0
     degraded: bool = False
-    # The last full decode and the heads it was made at: views re-decode only documents that changed.
+    # The last full decode of a shared or backend document and the heads it was made at. A device
+    # document's decode is not kept: its samples cost ~290 bytes each as Python objects (4 MB for a
+    # 4-hour ride, 100x its Automerge document), held for as long as the ride is open; the ride's
+    # resolved view is kept instead (`Ride.view`).
     decoded: tuple[tuple[bytes, ...], DeviceDoc | BackendDoc | SharedDoc] | None = None
     acked: dict[str, list[bytes]] = field(default_factory=dict)  # peer -> heads it acknowledged
 
     def decode(self) -> DeviceDoc | BackendDoc | SharedDoc:
         heads = tuple(self.doc.heads())
-        if self.decoded is None or self.decoded[0] != heads:
-            self.decoded = (heads, documents.decode(self.doc, self.ref))
-        return self.decoded[1]
+        if self.decoded is not None and self.decoded[0] == heads:
+            return self.decoded[1]
+        decoded = documents.decode(self.doc, self.ref)
+        if not isinstance(decoded, DeviceDoc):
+            self.decoded = (heads, decoded)
+        return decoded
 
 
 @dataclass(slots=True, eq=False)
@@ -60,6 +66,8 @@ class Ride:
     listed: bool = False  # its row in the rides table is written (or queued)
     status: SyncStatus | None = None
     phase: tuple[tuple[tuple[str, tuple[bytes, ...]], ...], Phase] | None = None
+    # The resolved view and what it was resolved from: (owner, every document's heads).
+    view: tuple[tuple[object, ...], policy.RideView] | None = None
     # Sample log (bike and app): None until the ride is started or recovered here.
     seqs: set[int] | None = None  # seqs this device's own document holds
     pending: dict[int, Sample] | None = None  # logged, not yet folded into the document
@@ -71,6 +79,7 @@ class Ride:
         """Drop what depends on the in-memory documents (they are about to be loaded again)."""
         self.docs = {}
         self.phase = None
+        self.view = None
         self.seqs = None
         self.pending = None
         self.top = None
@@ -370,6 +379,18 @@ class DocumentStore:
         return RideDocs(
             ride_id=ride_id, shared=shared, devices=tuple(devices), backends=tuple(backends), owner=owner
         )
+
+    def view(self, ride_id: str, owner: str | None) -> policy.RideView:
+        """The resolved view, kept until one of the ride's documents (or its owner) changes."""
+        with self.guard():
+            key = (owner, *((e.ref.doc_id, tuple(e.doc.heads())) for e in self.ride_entries(ride_id)))
+        ride = self.rides.get(ride_id)
+        if ride is not None and ride.view is not None and ride.view[0] == key:
+            return ride.view[1]
+        view = policy.resolve(self.ride_docs(ride_id, owner))
+        if ride is not None:
+            ride.view = (key, view)
+        return view
 
     def phase(self, ride_id: str, owner: str | None) -> Phase:
         """The ride's phase from claims and finalization only (no sample decoding): cheap per message, and

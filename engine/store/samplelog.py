@@ -5,9 +5,13 @@ Write path of a sample:
 1. `append_samples` writes the packed records to the storage's raw sample log in one synchronous
    transaction (SQLite: fsync, synchronous=FULL) before returning: from then on they survive kill -9 and
    power cuts. Only the sample in flight can be lost.
-2. `fold` (every `fold_interval_s`, or `max_batch` samples) writes the pending samples into the device's
-   own document as one Automerge change, and in the same transaction stores that change and marks the
-   raw rows folded.
+2. `fold` writes the pending samples into the device's own document as one Automerge change, and in the
+   same transaction stores that change and marks the raw rows folded. `maybe_fold` decides when: with a
+   live link to the backend every `fold_interval_s` (or `max_batch` samples), so the backend and its
+   dashboard see the ride within seconds; without one only every `offline_fold_interval_s`, since nobody
+   can see a fold then and every change costs its own metadata on the wire later (the raw log, not the
+   fold, is what survives a crash). The first call with the link back folds the whole backlog at once,
+   as one change (engine/ride/documents.py: one blob per hour of samples).
 3. `recover` (at open) replays every raw row whose (device, seq) the document does not hold, so it is
    idempotent whatever point the crash hit. Raw rows stay until the ride is reconciled and compacted, so
    a corrupt change record costs nothing that the raw log still has.
@@ -20,7 +24,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from engine.ride import documents, schema
+from engine.crdt import Scalar
+from engine.ride import batches, documents, schema
 from engine.ride.samples import Sample, SampleDecodeError, decode_record, encode_record
 from engine.ride.schema import DocKind, DocRef, Role
 from engine.store.db import StorageFull, StoreError
@@ -32,6 +37,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FOLD_INTERVAL_S = 10.0
 DEFAULT_MAX_BATCH = 100
+# Offline, at most one fold an hour (a full key, documents.MAX_SAMPLES_PER_KEY at 1 Hz): every fold saved
+# is ~100 bytes of change metadata less to reconcile, and a batch compresses better whole (`ridesync bench
+# store`: offline_fold_interval). Memory holds at most that hour of samples.
+DEFAULT_OFFLINE_FOLD_INTERVAL_S = 3600.0
 
 
 class SampleLog:
@@ -45,12 +54,16 @@ class SampleLog:
         on_append: Callable[[], None],
         fold_interval_s: float = DEFAULT_FOLD_INTERVAL_S,
         max_batch: int = DEFAULT_MAX_BATCH,
+        offline_fold_interval_s: float = DEFAULT_OFFLINE_FOLD_INTERVAL_S,
+        batch_schema: int = batches.DEFAULT_BATCH_SCHEMA,
     ) -> None:
         self.docs = docs
         self.device_id = device_id
         self.role = role
         self.fold_interval_s = fold_interval_s
         self.max_batch = max_batch
+        self.offline_fold_interval_s = offline_fold_interval_s
+        self.batch_schema = batches.check_batch_schema(batch_schema)
         self._clock = clock
         self._on_append = on_append  # storage watch, after every append
 
@@ -160,20 +173,25 @@ class SampleLog:
         logged = self.docs.storage.max_seq(ride_id, self.device_id)
         return max(ride.top, -1 if logged is None else logged) + 1
 
-    def maybe_fold(self, ride_id: str, now: float | None = None) -> int:
-        """Fold when the batch is full or `fold_interval_s` has passed since the last fold."""
+    def maybe_fold(self, ride_id: str, now: float | None = None, *, online: bool = True) -> int:
+        """Fold when it is due: `online` (a live link to the backend) every `fold_interval_s` or
+        `max_batch` samples; offline every `offline_fold_interval_s` (or a full key's worth of samples)."""
         ride = self.docs.rides.get(ride_id)
         if ride is None or not ride.pending:
             return 0
         now = self._clock() if now is None else now
-        if len(ride.pending) >= self.max_batch or now - (ride.last_fold or 0.0) >= self.fold_interval_s:
-            return self.fold(ride_id)
-        return 0
+        since = now - (ride.last_fold or 0.0)
+        if online:
+            due = len(ride.pending) >= self.max_batch or since >= self.fold_interval_s
+        else:
+            due = len(ride.pending) >= documents.MAX_SAMPLES_PER_KEY or since >= self.offline_fold_interval_s
+        return self.fold(ride_id, now) if due else 0
 
-    def fold(self, ride_id: str) -> int:
-        """Write the pending samples into this device's document: one change, one transaction."""
+    def fold(self, ride_id: str, now: float | None = None, *, extra: dict[str, Scalar] | None = None) -> int:
+        """Write the pending samples into this device's document: one change (with the `extra` keys, if
+        any, e.g. the end claim), one transaction. Writes nothing, `extra` neither, when none is pending."""
         ride = self.docs.ride(ride_id)
-        ride.last_fold = self._clock()
+        ride.last_fold = self._clock() if now is None else now
         pending = ride.pending
         if not pending:
             return 0
@@ -183,8 +201,8 @@ class SampleLog:
         doc = self.docs.ensure_doc(own)
         batch = [pending[s] for s in sorted(pending)]
         with self.docs.guard():
-            documents.init_doc(doc, own)
-            documents.add_samples(doc, batch)
+            values = {**documents.header_values(doc, own), **(extra or {})}
+            documents.add_samples(doc, batch, batch_schema=self.batch_schema, extra=values)
         seqs = [s.seq for s in batch]
         device_id = self.device_id
 

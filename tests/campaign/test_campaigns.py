@@ -78,7 +78,8 @@ def test_fuzz_short_every_parser_fails_only_with_its_own_error(tmp_path: Path) -
     code, report = campaign("fuzz", tmp_path)
     names = {t["target"] for t in report["targets"]}
     assert {"ble-hrm", "serial-peloton-framer", "serial-line-protocol", "sync-wire-cbor", "live-frames-json",
-            "live-rfc6455", "store-sample-records", "http-json-bodies"} <= names  # fmt: skip
+            "live-rfc6455", "store-sample-records", "store-sample-batches",
+            "http-json-bodies"} <= names  # fmt: skip
     assert all(t["inputs"] >= 3000 for t in report["targets"])
     held_all(code, report)
 

@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.crdt import CrdtDoc, new_actor_id
-from engine.ride import documents, policy, schema
+from engine.ride import compact, documents, policy, schema
 from engine.ride.model import BackendDoc, DeviceDoc, RideDocs, SharedDoc
+from engine.ride.samples import Sample
 from engine.ride.schema import DocKind, DocRef
 from tests.support.samples import make_sample
 
@@ -96,3 +97,24 @@ def test_hostile_document_content_never_raises(items: dict[str, object]) -> None
     assert isinstance(bike, DeviceDoc) and isinstance(backend, BackendDoc) and isinstance(shared, SharedDoc)
     view = policy.resolve(RideDocs(RIDE, shared=shared, devices=(bike,), backends=(backend,)))
     json.dumps(view.to_json(), allow_nan=False)  # strict JSON, whatever the document held
+
+
+def test_a_few_bytes_of_schema_2_cannot_make_a_view_unbounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A schema 2 batch of 65,536 bare samples is ~20 bytes, so the document's sample count is capped
+    (here lowered, to keep the test small); one problem per key, never one per sample."""
+    biggest = [Sample(seq=i, t=float(i)) for i in range(compact.MAX_BATCH_SAMPLES)]
+    assert len(compact.encode_batch(biggest)) < 64
+    monkeypatch.setattr(documents, "MAX_SAMPLES_PER_DOCUMENT", 1000)
+    doc = CrdtDoc.new(new_actor_id("bike-1"))
+    documents.init_doc(doc, BIKE)
+    for k in range(4):
+        bare = [Sample(seq=10_000 + k * 400 + i, t=float(i)) for i in range(400)]
+        doc.put({schema.sample_key(bare[0].seq, bare[-1].seq): compact.encode_batch(bare)})
+    # A key whose samples lie outside its own range: one problem for it, not one per sample.
+    doc.put({schema.sample_key(0, 0): compact.encode_batch([Sample(seq=s, t=0.0) for s in range(1, 500)])})
+    decoded = documents.decode(doc, BIKE)
+    assert isinstance(decoded, DeviceDoc)
+    assert len(decoded.samples) == 1200  # three keys read, the fourth past the cap skipped
+    assert sum("skipped" in p for p in decoded.problems) == 1
+    assert sum("outside the key's seq range" in p for p in decoded.problems) == 1
+    assert len(decoded.problems) == 2

@@ -65,8 +65,15 @@ class Replicas(RuleBasedStateMachine):
         return self.t
 
     def _open(self, name: str) -> ReplicaStore:
+        # Every restart switches the sample batch schema: each device's document ends up holding both.
+        self.opens = getattr(self, "opens", 0) + 1
         return ReplicaStore(
-            self.root / name, device_id=DEVICES[name], role=ROLES[name], clock=self._clock, max_batch=7
+            self.root / name,
+            device_id=DEVICES[name],
+            role=ROLES[name],
+            clock=self._clock,
+            max_batch=7,
+            batch_schema=1 + self.opens % 2,
         )
 
     def teardown(self) -> None:
