@@ -177,6 +177,18 @@ def test_rider_book_from_before_bikes_or_with_a_bad_bike_loads(tmp_path: Path) -
     assert b2 is not None and b2.bike is None
 
 
+def test_announce_sends_only_news_and_only_while_connected() -> None:
+    pub = LivePublisher("http://127.0.0.1:9", "t", "c1", bike="peloton")
+    pub.announce("line")  # offline: remembered for the next connection's hello, nothing queued
+    assert pub.bike == "line" and pub._pending == {}
+    pub.connected.set()
+    pub.announce(None)  # a BLE bike still discovering: says nothing, forgets nothing
+    pub.announce("line")  # no change: nothing to send
+    assert pub.bike == "line" and pub._pending == {}
+    pub.announce("ble-cps")
+    assert json.loads(pub._pending["hello"]) == {"type": "hello", "bike": "ble-cps"}
+
+
 # --- a real hub on loopback --------------------------------------------------------------------------------
 
 
@@ -201,7 +213,7 @@ async def test_a_viewer_s_snapshot_and_live_frames_carry_the_bike(
             async with viewing(session, srv.ws_url("c1", srv.token("viewer", "dash2"))) as late:
                 await late.wait_for(lambda v: bool(v.frames))
                 assert late.frames[0]["riders"]["bike-1"]["bike"] == "ble-ftms"
-            # The class directory (the dashboard's ride list) has it too, from the rider book.
+            # The rider book keeps it (for a reconnect after a restart, and the dashboard's ride list).
             ident = srv.hub.riders.identity("c1", "bike-1")
             assert ident is not None and ident.bike == "ble-ftms"
         finally:
