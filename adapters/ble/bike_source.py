@@ -41,6 +41,7 @@ from adapters.ble.connect import NotABike
 from adapters.ble.hrm import BATTERY_LEVEL_UUID, HrmError, parse_battery_level
 from adapters.ble.link_source import BleLinkSource, Out, StrapSettings
 from adapters.ble.scan import StrapNotFound
+from engine.bike_kinds import ble_kind
 from engine.readings import Contact, Kind, Reading
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,12 @@ class BleBikeSource(BleLinkSource):
         self.device_info: dict[str, str | None] = {}
         self._decoder: BikeDecoder | None = None
         self._battery_due: float | None = None
+
+    @property
+    def bike_kind(self) -> str | None:
+        """ "ble-ftms", "ble-cps" or "ble-csc" (engine/bike_kinds.py) once a connection found the service;
+        None before."""
+        return None if self.service is None else ble_kind(self.service.name)
 
     # --- the hooks of the connection loop -----------------------------------------------------------
 

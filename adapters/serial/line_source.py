@@ -19,6 +19,7 @@ from adapters.serial.cadence import CrankCadence
 from adapters.serial.line_protocol import CrankRecord, Ident, LineError, LineParser
 from adapters.serial.link import RECONNECT_BASE_S, RECONNECT_CAP_S, PortLost, QueueItem, SerialLink
 from adapters.serial.port_source import PortSource, next_chunk
+from engine.bike_kinds import LINE
 from engine.readings import Kind, SourceItem, SourceState
 
 LINE_BAUD = 115200
@@ -26,6 +27,9 @@ BAD_BURST = 5  # bad lines in a row, with no good one yet, that look like a baud
 
 
 class LineSource(PortSource):
+    # What the live lane's hello says this rider rides (engine/bike_kinds.py).
+    bike_kind = LINE
+
     def __init__(
         self,
         path: str,

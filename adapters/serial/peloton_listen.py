@@ -23,12 +23,16 @@ from adapters.serial.peloton import (
 )
 from adapters.serial.peloton_readings import reading_fields
 from adapters.serial.port_source import PortSource, next_chunk
+from engine.bike_kinds import PELOTON
 from engine.readings import Kind, SourceItem, SourceState
 
 PELOTON_BAUD = 19200
 
 
 class PelotonListenSource(PortSource):
+    # What the live lane's hello says this rider rides (engine/bike_kinds.py).
+    bike_kind = PELOTON
+
     def __init__(
         self,
         paths: Sequence[str],

@@ -38,6 +38,7 @@ from adapters.serial.peloton.wire import REQUEST_STARTUP
 from adapters.serial.peloton_listen import PELOTON_BAUD
 from adapters.serial.peloton_readings import reading_fields
 from adapters.serial.port_source import PortSource, next_chunk
+from engine.bike_kinds import PELOTON
 from engine.readings import Kind, SourceItem, SourceState
 
 _CALIBRATION = int(Command.CALIBRATION)
@@ -49,6 +50,9 @@ HANDSHAKE = (
 
 
 class PelotonPollSource(PortSource):
+    # What the live lane's hello says this rider rides (engine/bike_kinds.py).
+    bike_kind = PELOTON
+
     def __init__(
         self,
         path: str,

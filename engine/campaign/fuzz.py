@@ -138,6 +138,7 @@ def _live_seeds() -> tuple[bytes, ...]:
         {"type": "sample", "kind": "cadence", "v": 88.5, "seq": 8, "t": 1_699_999_999.0, "src": "s1"},
         {"type": "state", "kind": "heart_rate", "state": "no_contact", "t": 1_700_000_000.0},
         {"type": "hello", "name": "Ann", "max_hr": 190},
+        {"type": "hello", "bike": "ble-ftms"},
         [{"type": "sample", "kind": "power", "v": 230, "seq": 1, "t": 1.0, "contact": "detected"}],
     ]
     return (*tuple(json.dumps(m).encode() for m in msgs), b"[" * 3000)

@@ -146,6 +146,7 @@ def _entry_json(app: web.Application, entry: RideEntry) -> dict[str, object]:
     if out["name"] is None:
         out["name"] = ident.name
     out["max_hr"] = ident.max_hr
+    out["bike"] = ident.bike
     return out
 
 

@@ -48,6 +48,7 @@ class MetricSeen:
 @dataclass(slots=True)
 class RiderSeen:
     presence: str = ""
+    bike: str | None = None  # the kind of bike the hub's record said (engine/bike_kinds.py)
     metrics: dict[str, MetricSeen] = field(default_factory=dict)
 
 
@@ -76,6 +77,9 @@ class ClassMonitor:
                 continue
             seen = self.riders.setdefault(device, RiderSeen())
             seen.presence = str(record.get("presence", ""))
+            bike = record.get("bike")
+            if isinstance(bike, str):
+                seen.bike = bike
             for metric in ("hr", "cad", "pwr", "res"):
                 m = record.get(metric)
                 if not isinstance(m, dict):

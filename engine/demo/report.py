@@ -94,6 +94,8 @@ def rider_report(session: DemoSession, rider: Rider) -> dict[str, object]:
         "name": rider.spec.name,
         "ride_id": rider.ride_id,
         "bike": rider.spec.bike,
+        # The kind of bike a viewer of the class was told (the tile's label), from the rider's hello.
+        "bike_seen_by_viewer": seen.bike if seen is not None else None,
         "sensors": {"hr": rider.hr.to_json(), "bike": rider.bike.to_json()},
         "published": {
             "sent": stats.sent,

@@ -33,6 +33,7 @@ from aiohttp import web
 from engine.auth.tokens import KeyRing, Role
 from engine.backend.routes import setup_backend
 from engine.backend.state import BACKEND
+from engine.bike_kinds import bike_kind_of
 from engine.chaos.proxy import ChaosProxy
 from engine.dashboard.directory import RIDES
 from engine.dashboard.routes import setup_dashboard
@@ -233,7 +234,11 @@ def ride_id_for(class_id: str, device: str, started: float) -> str:
 
 
 async def _pump(
-    source: SensorSource, counters: SensorCounters, publisher: LivePublisher, replica: BikeRide | None
+    source: SensorSource,
+    counters: SensorCounters,
+    publisher: LivePublisher,
+    replica: BikeRide | None,
+    rider_sources: Sequence[SensorSource] = (),
 ) -> None:
     """Feed one sensor into both lanes of its rider, counting what it delivered. Runs until cancelled.
 
@@ -253,6 +258,9 @@ async def _pump(
                     # (4400) on those kinds. Offer only the kinds the live lane carries.
                     if isinstance(item, Reading) and item.kind.value not in METRIC_KEYS:
                         continue
+                    if isinstance(item, SourceEvent):
+                        # The kind of bike, as `ridesync ride` says it: from what the sources found.
+                        publisher.announce(bike_kind_of(rider_sources))
                     publisher.offer(item)
             finally:
                 # Close the generator here, in this task, so the source releases its port or link now.
@@ -349,7 +357,14 @@ async def running_demo(
                 name=spec.name,
                 max_hr=spec.max_hr,
             )
-            publisher = LivePublisher(base_url, token, config.class_id, name=spec.name, max_hr=spec.max_hr)
+            publisher = LivePublisher(
+                base_url,
+                token,
+                config.class_id,
+                name=spec.name,
+                max_hr=spec.max_hr,
+                bike=bike_kind_of((rs.hr, rs.bike)),
+            )
             replica = None
             if config.durable_lane:
                 replica = BikeRide(
@@ -377,17 +392,20 @@ async def running_demo(
         async with asyncio.TaskGroup() as tg:
             tasks.append(tg.create_task(monitor.run(), name="demo-monitor"))
             for r in riders:
+                both = (r.sensors.hr, r.sensors.bike)
                 tasks.append(tg.create_task(r.publisher.run(), name=f"publisher {r.spec.device}"))
                 if r.replica is not None:
                     r.ride_task = tg.create_task(_ride(r.replica), name=f"replica {r.spec.device}")
                 tasks.append(
                     tg.create_task(
-                        _pump(r.sensors.hr, r.hr, r.publisher, r.replica), name=f"hr {r.spec.device}"
+                        _pump(r.sensors.hr, r.hr, r.publisher, r.replica, both),
+                        name=f"hr {r.spec.device}",
                     )
                 )
                 tasks.append(
                     tg.create_task(
-                        _pump(r.sensors.bike, r.bike, r.publisher, r.replica), name=f"bike {r.spec.device}"
+                        _pump(r.sensors.bike, r.bike, r.publisher, r.replica, both),
+                        name=f"bike {r.spec.device}",
                     )
                 )
             try:

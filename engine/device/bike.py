@@ -34,13 +34,14 @@ from typing import Any
 import aiohttp
 
 from engine.backoff import Backoff
+from engine.bike_kinds import bike_kind_of
 from engine.device.common import own_doc, replica_dir, ride_summary
 from engine.device.connection import DeviceSync
 from engine.device.defaults import DEFAULT_HEARTBEAT_S
 from engine.device.end_event import EndResult, post_ride_end
 from engine.device.sampler import RideClock, SampleBuilder
 from engine.device.status import SyncEvent, samples_text
-from engine.readings import SensorSource, SourceItem, pump
+from engine.readings import SensorSource, SourceEvent, SourceItem, pump
 from engine.ride import policy
 from engine.ride.schema import Phase, Role
 from engine.store import ReplicaStore
@@ -205,11 +206,16 @@ class BikeRide:
                         from engine.live.publisher import LivePublisher
 
                         publisher = LivePublisher(
-                            o.backend, o.token, o.class_id, name=o.name, max_hr=o.max_hr
+                            o.backend,
+                            o.token,
+                            o.class_id,
+                            name=o.name,
+                            max_hr=o.max_hr,
+                            bike=bike_kind_of(sources),
                         )
                         background.append(tg.create_task(publisher.run(), name="live publisher"))
                     pumps = [
-                        tg.create_task(self._pump(s, publisher), name=f"sensor {s.source_id}")
+                        tg.create_task(self._pump(s, publisher, sources), name=f"sensor {s.source_id}")
                         for s in sources
                     ]
                     try:
@@ -228,8 +234,18 @@ class BikeRide:
 
     # ---- recording --------------------------------------------------------------------------------------
 
-    async def _pump(self, source: SensorSource, publisher: Any) -> None:
-        await pump(source, self._offer, *([publisher.offer] if publisher is not None else []))
+    async def _pump(self, source: SensorSource, publisher: Any, sources: list[SensorSource]) -> None:
+        consumers: list[Callable[[SourceItem], object]] = [self._offer]
+        if publisher is not None:
+
+            def live(item: SourceItem) -> None:
+                if isinstance(item, SourceEvent):
+                    # A BLE bike knows its profile once connected (its `streaming` event): say it live.
+                    publisher.announce(bike_kind_of(sources))
+                publisher.offer(item)
+
+            consumers.append(live)
+        await pump(source, *consumers)
 
     def _offer(self, item: SourceItem) -> None:
         self.builder.offer(item, time.monotonic())

@@ -125,6 +125,7 @@ class Hub(HubBase):
                 # A rider seen before (in this class, even before a restart) keeps its name and zones.
                 slot.name = known.name if known.name is not None else slot.name
                 slot.max_hr = known.max_hr if known.max_hr is not None else slot.max_hr
+                slot.bike = known.bike if known.bike is not None else slot.bike
                 slot._fragment = None
             self._mark(class_id)
             self._relay_event(class_id, Join(device))
@@ -148,7 +149,7 @@ class Hub(HubBase):
 
     def apply(self, class_id: str, event: InboundEvent) -> bool:
         if isinstance(event, HelloIn):
-            self.riders.remember(class_id, event.device, event.name, event.max_hr)
+            self.riders.remember(class_id, event.device, event.name, event.max_hr, event.bike)
         if self._class(class_id).slots.apply(event, time.time()):
             if isinstance(event, SampleIn):
                 self.stats.samples_in += 1

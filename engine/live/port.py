@@ -99,7 +99,7 @@ class HubBase:
         self._conns: dict[str, int] = {}
         self._publishers: dict[tuple[str, str], int] = {}
         self._next_peer = 0
-        # Riders' names and max HRs, and when each class started, kept across restarts (riders.py).
+        # Riders' names, max HRs and bikes, and when each class started, kept across restarts (riders.py).
         self.riders = RiderBook()
 
     def connections(self) -> dict[str, int]:

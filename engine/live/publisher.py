@@ -13,6 +13,7 @@ closed on the way out). `pump(source)` feeds a SensorSource into `offer()`; run 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,8 @@ from engine.readings import Kind, Reading, SensorSource, SourceItem, pump
 from engine.urls import ws_url
 
 log = logging.getLogger(__name__)
+# The pending slot of a hello sent mid-connection; metric slots are keyed by reading kinds, never this.
+HELLO_SLOT = "hello"
 
 
 def class_ws_url(base: str, class_id: str, mode: str = "pub") -> str:
@@ -53,6 +56,7 @@ class LivePublisher:
         *,
         name: str | None = None,
         max_hr: int | None = None,
+        bike: str | None = None,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
         heartbeat_s: float = 5.0,
@@ -62,6 +66,7 @@ class LivePublisher:
         self.class_id = class_id
         self.name = name
         self.max_hr = max_hr
+        self.bike = bike
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.backoff = Backoff.capped(backoff_base_s, backoff_cap_s)
@@ -99,6 +104,27 @@ class LivePublisher:
                 self.stats.superseded += 1
             self._pending[key] = msg
             self._wake.set()
+
+    def announce(self, bike: str | None) -> None:
+        """The rider's kind of bike (engine/bike_kinds.py), once the sources know it: a BLE bike learns its
+        profile only on connecting. A change goes out as a fresh hello (the hub takes one at any time);
+        every later connection's hello carries it anyway. None (not known) and no change send nothing."""
+        if bike is None or bike == self.bike:
+            return
+        self.bike = bike
+        if self.connected.is_set():
+            self._pending[HELLO_SLOT] = json.dumps(self._hello(), separators=(",", ":"))
+            self._wake.set()
+
+    def _hello(self) -> dict[str, Any]:
+        hello: dict[str, Any] = {"type": "hello"}
+        if self.name is not None:
+            hello["name"] = self.name
+        if self.max_hr is not None:
+            hello["max_hr"] = self.max_hr
+        if self.bike is not None:
+            hello["bike"] = self.bike
+        return hello
 
     async def pump(self, source: SensorSource) -> None:
         """Offer every item of `source` as it arrives, until the source ends or the task is cancelled."""
@@ -151,12 +177,7 @@ class LivePublisher:
         self._pending.clear()
 
     async def _session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        hello: dict[str, Any] = {"type": "hello"}
-        if self.name is not None:
-            hello["name"] = self.name
-        if self.max_hr is not None:
-            hello["max_hr"] = self.max_hr
-        await ws.send_json(hello)
+        await ws.send_json(self._hello())
         self.state = "connected"
         self.connected.set()
         async with asyncio.TaskGroup() as tg:

@@ -5,7 +5,7 @@ strictly as a publisher's: anything malformed raises `RelayCodecError` and the w
 
 A message is compact JSON, `{"o": origin, "c": {class: [event, ...], ...}}`, each event an array led by
 its type: `["s", device, metric, v, t, seq, src, contact]` sample, `["n", device, metric, state, t]`
-state, `["h", device, name, max_hr]` hello, `["j", device]` join, `["l", device]` leave,
+state, `["h", device, name, max_hr(, bike)]` hello, `["j", device]` join, `["l", device]` leave,
 `["r", [device, ...]]` roster. Why one message for all classes rather than one per class: redis-py's
 pure-Python reader costs tens of µs per received message, and every hub hears every hub (itself
 included), so per-class messages would cost each hub (classes x ticks x hubs) of those per second.
@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 
 from engine.auth.tokens import valid_id
+from engine.bike_kinds import BIKE_KINDS
 from engine.live.relay import Join, Leave, RelayEvent, Roster
 from engine.live.wire import MAX_VALUE, METRIC_KEYS, HelloIn, SampleIn, StateIn
 from engine.readings import Contact
@@ -41,7 +42,9 @@ def _event(e: RelayEvent) -> list[object]:
     if isinstance(e, StateIn):
         return ["n", e.device, e.metric, e.state, e.t]
     if isinstance(e, HelloIn):
-        return ["h", e.device, e.name, e.max_hr]
+        # No bike: the 3-field hello an older hub also reads.
+        hello: list[object] = ["h", e.device, e.name, e.max_hr]
+        return hello if e.bike is None else [*hello, e.bike]
     if isinstance(e, Join):
         return ["j", e.device]
     if isinstance(e, Leave):
@@ -94,7 +97,7 @@ def _finite(v: object) -> float:
 
 
 def _metric(v: object) -> str:
-    if v not in _METRICS:
+    if not isinstance(v, str) or v not in _METRICS:
         raise RelayCodecError("bad metric")
     assert isinstance(v, str)
     return v
@@ -111,7 +114,7 @@ def _decode_event(raw: object) -> RelayEvent:
             raise RelayCodecError("value out of range")
         if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
             raise RelayCodecError("bad seq")
-        if contact is not None and contact not in _CONTACTS:
+        if contact is not None and (not isinstance(contact, str) or contact not in _CONTACTS):
             raise RelayCodecError("bad contact")
         return SampleIn(_id(device), _metric(metric), value, _finite(t), seq, _id(src), contact)
     if tag == "n" and len(args) == 4:
@@ -119,15 +122,18 @@ def _decode_event(raw: object) -> RelayEvent:
         if state not in ("no_contact", "ok"):
             raise RelayCodecError("bad state")
         return StateIn(_id(device), _metric(metric), state, _finite(t))
-    if tag == "h" and len(args) == 3:
-        device, name, max_hr = args
+    # A hello from an older hub has no bike (3 fields); the bike is a short enum word or null.
+    if tag == "h" and len(args) in (3, 4):
+        device, name, max_hr, bike = (*args, None) if len(args) == 3 else args
         if name is not None and (not isinstance(name, str) or len(name) > 64 or not name.isprintable()):
             raise RelayCodecError("bad name")
         if max_hr is not None and (
             isinstance(max_hr, bool) or not isinstance(max_hr, int) or not 100 <= max_hr <= 250
         ):
             raise RelayCodecError("bad max_hr")
-        return HelloIn(_id(device), name, max_hr)
+        if bike is not None and (not isinstance(bike, str) or bike not in BIKE_KINDS):
+            raise RelayCodecError("bad bike")
+        return HelloIn(_id(device), name, max_hr, bike)
     if tag == "j" and len(args) == 1:
         return Join(_id(args[0]))
     if tag == "l" and len(args) == 1:

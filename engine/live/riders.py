@@ -1,7 +1,9 @@
-"""Who rides in a class, kept across server restarts: display names, max HRs and when each class started.
+"""Who rides in a class, kept across server restarts: display names, max HRs, bike kinds and when each
+class started.
 
 The hub learns a rider's name and max HR from the token's `name`/`max_hr` claims and the publisher's
-hello (the hello wins: `ridesync ride --name --max-hr` overrides the token). The book remembers them per
+hello (the hello wins: `ridesync ride --name --max-hr` overrides the token), and the kind of bike from the
+hello alone (`ridesync ride` says what it opened; engine/bike_kinds.py). The book remembers them per
 (class, device) in a small JSON file in the data dir (`riders.json`), so that a rider who reconnects after
 a restart, the class page and the results page keep the name. It also remembers when each class started:
 the first rider's join, or the first join after the class stayed empty for `CLASS_GAP_S`.
@@ -20,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.bike_kinds import BIKE_KINDS
+
 log = logging.getLogger(__name__)
 
 RIDERS_FILE = "riders.json"
@@ -34,9 +38,10 @@ Listener = Callable[[str, str, "Identity"], None]
 class Identity:
     name: str | None = None
     max_hr: int | None = None
+    bike: str | None = None  # engine/bike_kinds.py
 
     def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "max_hr": self.max_hr}
+        return {"name": self.name, "max_hr": self.max_hr, "bike": self.bike}
 
 
 class RiderBook:
@@ -68,10 +73,12 @@ class RiderBook:
                 continue
             for device, ident in devices.items():
                 if isinstance(ident, dict):
-                    name, max_hr = ident.get("name"), ident.get("max_hr")
+                    name, max_hr, bike = ident.get("name"), ident.get("max_hr"), ident.get("bike")
                     self._riders.setdefault(class_id, {})[device] = Identity(
                         name if isinstance(name, str) else None,
                         max_hr if isinstance(max_hr, int) and not isinstance(max_hr, bool) else None,
+                        # A file from before bikes had kinds has none; an unknown word is dropped.
+                        bike if isinstance(bike, str) and bike in BIKE_KINDS else None,
                     )
         classes = obj.get("classes", {}) if isinstance(obj, dict) else {}
         for class_id, times in classes.items() if isinstance(classes, dict) else ():
@@ -104,10 +111,16 @@ class RiderBook:
     def identity(self, class_id: str, device: str) -> Identity | None:
         return self._riders.get(class_id, {}).get(device)
 
-    def remember(self, class_id: str, device: str, name: str | None, max_hr: int | None) -> Identity:
+    def remember(
+        self, class_id: str, device: str, name: str | None, max_hr: int | None, bike: str | None = None
+    ) -> Identity:
         """Merge what a token or a hello says about a rider (a None keeps what was known)."""
         old = self.identity(class_id, device) or Identity()
-        new = Identity(name if name is not None else old.name, max_hr if max_hr is not None else old.max_hr)
+        new = Identity(
+            name if name is not None else old.name,
+            max_hr if max_hr is not None else old.max_hr,
+            bike if bike is not None else old.bike,
+        )
         if new != old:
             self._riders.setdefault(class_id, {})[device] = new
             self._save()

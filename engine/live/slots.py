@@ -73,6 +73,7 @@ class RiderSlot:
     changed_at: float = 0.0
     name: str | None = None
     max_hr: int = DEFAULT_MAX_HR
+    bike: str | None = None  # engine/bike_kinds.py: what the rider's hello said it rides
     metrics: dict[str, MetricSlot] = field(default_factory=dict)
     # Cumulative since the rider joined this hub's class: work done (J, power integrated over time, each
     # live power value held until the next one, at most MAX_DT_S), whether a power value ever came, and
@@ -115,6 +116,8 @@ class RiderSlot:
         if self.present:
             if self.name is not None:
                 out["name"] = self.name
+            if self.bike is not None:
+                out["bike"] = self.bike
             out["zone"] = self.zone()
             out["max_hr"] = self.max_hr
             kj = self.kj()
@@ -138,6 +141,8 @@ class RiderSlot:
                 parts = [head, ':{"presence":"here"']
                 if self.name is not None:
                     parts.append(',"name":' + _dumps(self.name))
+                if self.bike is not None:
+                    parts.append(',"bike":' + _dumps(self.bike))
                 parts.append(f',"zone":{self.zone()},"max_hr":{self.max_hr}')
                 kj = self.kj()
                 if kj is not None:
@@ -248,6 +253,8 @@ class ClassSlots:
                 slot.name = event.name
             if event.max_hr is not None:
                 slot.max_hr = event.max_hr
+            if event.bike is not None:
+                slot.bike = event.bike
         self._touch(slot, now)
         return True
 

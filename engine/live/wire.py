@@ -16,6 +16,7 @@ import struct
 from dataclasses import dataclass
 
 from engine.auth.tokens import valid_id
+from engine.bike_kinds import BIKE_KINDS
 from engine.readings import Contact, Kind, Reading, SourceEvent, SourceState
 from engine.wire_error import CLOSE_TOO_BIG, WireError
 
@@ -75,6 +76,9 @@ class HelloIn:
     device: str
     name: str | None
     max_hr: int | None
+    # The rider's kind of bike (engine/bike_kinds.py); None: not said (an older publisher): keep what
+    # was known.
+    bike: str | None = None
 
 
 InboundEvent = SampleIn | StateIn | HelloIn
@@ -150,7 +154,8 @@ def _parse_obj(obj: object, device: str, now: float) -> InboundEvent:
         if not valid_id(src):
             raise _malformed("field 'src' must be a short id")
         contact = obj.get("contact")
-        if contact is not None and contact not in _CONTACTS:
+        # (A str check first: a list or an object is unhashable, and `in` a frozenset would raise TypeError.)
+        if contact is not None and (not isinstance(contact, str) or contact not in _CONTACTS):
             raise _malformed("field 'contact' is not a contact state")
         assert isinstance(src, str)
         return SampleIn(
@@ -173,8 +178,14 @@ def _parse_obj(obj: object, device: str, now: float) -> InboundEvent:
             isinstance(max_hr, bool) or not isinstance(max_hr, int) or not 100 <= max_hr <= 250
         ):
             raise _malformed("field 'max_hr' must be an integer 100..250")
+        bike = obj.get("bike")
+        if bike is not None and (not isinstance(bike, str) or bike not in BIKE_KINDS):
+            raise _malformed(f"field 'bike' must be one of {sorted(BIKE_KINDS)}")
         return HelloIn(
-            device, name if isinstance(name, str) else None, max_hr if isinstance(max_hr, int) else None
+            device,
+            name if isinstance(name, str) else None,
+            max_hr if isinstance(max_hr, int) else None,
+            bike if isinstance(bike, str) else None,
         )
     raise _malformed("field 'type' must be 'sample', 'state' or 'hello'")
 

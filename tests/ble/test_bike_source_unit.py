@@ -59,8 +59,10 @@ def streaming(source: BleBikeSource, *served: str) -> BleBikeSource:
 )
 def test_service_discovery_prefers_ftms_then_cps_then_csc(served: tuple[str, ...], picked: str) -> None:
     source = bike_source()
+    assert source.bike_kind is None  # not known before a connection's service discovery
     source._check_services(fake_client(*served))
     assert source.service is not None and source.service.name == picked
+    assert source.bike_kind == f"ble-{picked}"  # what `ridesync ride` tells the class (engine/bike_kinds.py)
     assert source._measurement_uuid() == UUIDS[picked]
 
 

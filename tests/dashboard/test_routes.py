@@ -103,7 +103,16 @@ async def test_class_rides_needs_a_token_for_that_class(backend: Backend) -> Non
         "name": "Ann",
     }
     assert entry["max_hr"] is None  # nobody told the hub this rider's max HR
+    assert entry["bike"] is None  # nor its kind of bike
     assert body["started"] is None  # nobody has ridden in the class yet
+
+
+async def test_class_rides_say_the_kind_of_bike_the_rider_s_hello_said(backend: Backend) -> None:
+    from engine.live.routes import HUB
+
+    backend.app[HUB].riders.remember("spin", "bike-1", None, 180, "ble-csc")
+    body = await (await backend.get("/dashboard/v1/classes/spin/rides", backend.token())).json()
+    assert (body["rides"]["bike-1"]["max_hr"], body["rides"]["bike-1"]["bike"]) == (180, "ble-csc")
 
 
 async def test_ride_scoped_tokens_see_only_their_rides(backend: Backend) -> None:

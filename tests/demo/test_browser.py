@@ -314,3 +314,45 @@ async def test_sync_state_and_ride_chart_when_the_backend_serves_rides(
                 assert errors == []
             finally:
                 await browser.close()
+
+
+async def test_a_mixed_class_s_tiles_say_each_rider_s_kind_of_bike(tmp_path: Path, chromium: Path) -> None:
+    """`--mix`: Peloton-bus bikes, a DIY cadence sensor and BLE bikes of all three profiles; every tile says
+    which, from the rider's hello (the BLE ones once service discovery picked the profile)."""
+    config = DemoConfig(riders=6, speed=8.0, port=0, data_dir=tmp_path / "data", durable_lane=False, mix=True)
+    expected = {
+        "bike-01": "Peloton bus",
+        "bike-02": "BLE FTMS",
+        "bike-03": "DIY cadence",
+        "bike-04": "BLE power",
+        "bike-05": "Peloton bus",
+        "bike-06": "BLE CSC",
+    }
+    async with running_demo(config, simulated_rig) as demo:
+        assert [r.spec.device for r in demo.riders] == list(expected)
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1600, "height": 900})
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                await page.goto(demo.dashboard_url)
+
+                async def labels() -> dict[str, str]:
+                    return {d: await page.inner_text(f'.tile[data-device="{d}"] .bike') for d in expected}
+
+                async def all_labelled() -> bool:
+                    counts = [await page.locator(f'.tile[data-device="{d}"]').count() for d in expected]
+                    return counts == [1] * len(expected) and await labels() == expected
+
+                await until(all_labelled, "every tile to say its rider's kind of bike")
+                kinds = {
+                    d: await page.get_attribute(f'.tile[data-device="{d}"] .bike', "data-bike")
+                    for d in expected
+                }
+                assert kinds == {r.spec.device: r.spec.bike for r in demo.riders}
+                # The label sits in the tile's header, visible, beside the rider's name.
+                assert await page.is_visible('.tile[data-device="bike-02"] .tile-head .bike')
+                assert errors == []
+            finally:
+                await browser.close()

@@ -100,6 +100,9 @@ async def test_mix_puts_every_kind_of_bike_in_the_class_and_reconciles_them(tmp_
     ]  # fmt: skip
     for kind in ("ble-ftms", "ble-cps", "ble-csc"):
         assert riders[kind]["sensors"]["bike"]["source"].startswith("ble-bike:F0:52:53:42:"), riders[kind]
+    # A viewer of the class (as the dashboard's tiles) was told each rider's kind of bike by the rider's own
+    # hello: the serial ones from the port they opened, the BLE ones from the service discovery picked.
+    assert [r["bike_seen_by_viewer"] for r in report["riders"]] == [r["bike"] for r in report["riders"]]
     with_power = {"peloton", "ble-ftms", "ble-cps"}
     for r in report["riders"]:
         seen = r["received_by_viewer"]

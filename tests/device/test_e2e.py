@@ -213,7 +213,15 @@ async def test_converges_through_resets_stalls_and_a_10_kb_s_cap(backend: Backen
     assert_complete(await backend.ride("ride-5", token), "bike-5", 900)
 
 
-async def test_with_a_class_the_ride_also_streams_live(backend: Backend, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sensors", "bike_kind"),
+    [((), "hr-only"), (("--bike", "sim"), "ble-ftms"), (("--serial", "sim"), "peloton")],
+)
+async def test_with_a_class_the_ride_also_streams_live(
+    backend: Backend, tmp_path: Path, sensors: tuple[str, ...], bike_kind: str
+) -> None:
+    """Live with a class: the viewer's record has heart rates and the kind of bike the ride opened (a strap
+    alone, the simulated BLE bike's FTMS service found on connecting, a serial Peloton bus)."""
     from engine.auth.tokens import KeyRing
 
     ring = KeyRing.load_or_create(backend.data)
@@ -221,12 +229,12 @@ async def test_with_a_class_the_ride_also_streams_live(backend: Backend, tmp_pat
     viewer = ring.issue("viewer", "screen-1", classes=["spin-1"])
     async with asyncio.timeout(HANG_GUARD_S), aiohttp.ClientSession() as http:
         bike = await spawn(
-            *ride_cmd(backend.url, token, "ride-6", tmp_path / "bike", 600, "--class", "spin-1"),
+            *ride_cmd(backend.url, token, "ride-6", tmp_path / "bike", 600, "--class", "spin-1", *sensors),
             stderr_path=tmp_path / "logs" / "ride.log",
         )
         # The rider is present (hello) before its first heart rate arrives: wait for a live value.
         record: dict[str, object] = {}
-        while "hr" not in record:
+        while "hr" not in record or "bike" not in record:
             async with http.get(f"{backend.url}/live/v1/classes/spin-1", params={"token": viewer}) as resp:
                 assert resp.status == 200
                 record = (await resp.json())["riders"].get("bike-6", {})
@@ -234,4 +242,5 @@ async def test_with_a_class_the_ride_also_streams_live(backend: Backend, tmp_pat
         assert await bike.finish() == 0, (bike.lines[-3:], log_tail(tmp_path))
     hr = record["hr"]
     assert isinstance(hr, dict) and hr["v"] > 0 and hr["state"] == "live"
+    assert record["bike"] == bike_kind
     assert_complete(await backend.ride("ride-6", token), "bike-6", 600)

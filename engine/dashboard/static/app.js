@@ -21,6 +21,10 @@ const LEFT_TILE_KEEP_S = 60;
 const SYNC_POLL_S = 5;
 const SYNC_MISSING_POLL_S = 30;
 const DIRECTORY_POLL_S = 15;
+// The rider's kind of bike (the hub's record `bike`, from the rider's hello) as the tile says it. The same
+// words as engine/bike_kinds.py LABELS (a test holds the two equal); an unknown word is shown as it is.
+// prettier-ignore
+const BIKE_LABELS = {"peloton": "Peloton bus", "line": "DIY cadence", "ble-ftms": "BLE FTMS", "ble-cps": "BLE power", "ble-csc": "BLE CSC", "hr-only": "HR only"};
 
 const riders = new Map(); // device -> {record, leftAt, tile}
 const board = { rows: new Map(), seq: 0, updated: 0, sort: "kj" };
@@ -136,6 +140,7 @@ function makeTile(device) {
   const tile = el("article", { class: "tile", "data-device": device, "data-zone": "0" });
   const name = el("a", { class: "name", text: device });
   const presence = el("span", { class: "presence" });
+  const bike = el("span", { class: "bike", "data-bike": "" });
   const hrValue = el("span", { class: "hr-value", "data-state": "none", text: "—" });
   const hrUnit = el("span", { class: "hr-unit", text: "bpm" });
   const zone = el("span", { class: "zone-chip", text: "" });
@@ -144,7 +149,7 @@ function makeTile(device) {
   const age = el("span", { class: "age" });
   const syncEl = el("span", { class: "sync", "data-sync": "none", "data-link": "unknown", text: "sync: —" });
   tile.append(
-    el("header", { class: "tile-head" }, name, presence),
+    el("header", { class: "tile-head" }, name, bike, presence),
     el("div", { class: "hr" }, hrValue, hrUnit, zone),
     el(
       "dl",
@@ -154,7 +159,7 @@ function makeTile(device) {
     ),
     el("footer", { class: "tile-foot" }, age, syncEl),
   );
-  return { tile, name, presence, hrValue, hrUnit, zone, cad, pwr, age, sync: syncEl };
+  return { tile, name, bike, presence, hrValue, hrUnit, zone, cad, pwr, age, sync: syncEl };
 }
 
 function setMetric(node, view, unit) {
@@ -178,6 +183,11 @@ function renderTile(device, entry, now) {
   if (typeof rec.max_hr === "number") t.tile.dataset.maxHr = String(rec.max_hr);
   if (rideId) t.name.href = withToken(`/rides/${encodeURIComponent(rideId)}`, { class: classId });
   else t.name.removeAttribute("href");
+  // Nothing until the rider's hello says (an older publisher never does; a BLE bike once it connects).
+  const bikeKind = typeof rec.bike === "string" ? rec.bike : "";
+  t.bike.dataset.bike = bikeKind;
+  t.bike.textContent = BIKE_LABELS[bikeKind] || bikeKind;
+  t.bike.title = bikeKind ? `bike: ${bikeKind}` : "";
   const left = entry.leftAt !== null;
   t.tile.dataset.presence = left ? "left" : "here";
   t.presence.textContent = left ? "left the class" : "here";
