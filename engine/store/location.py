@@ -59,8 +59,7 @@ def parse_store(text: str) -> StoreLocation:
             raise StoreLocationError(f"not a PostgreSQL URL ({exc})") from None
         if not rest.startswith("//") or not (parts.hostname or "host=" in parts.query):
             raise StoreLocationError(
-                f"a PostgreSQL URL needs a host: postgresql://USER@HOST[:PORT]/DATABASE, got "
-                f"{redact(text)!r}"
+                f"a PostgreSQL URL needs a host: postgresql://USER@HOST[:PORT]/DATABASE, got {redact(text)!r}"
             )
         if parts.path in ("", "/"):
             raise StoreLocationError(f"the PostgreSQL URL names no database: {redact(text)!r}")

@@ -33,7 +33,7 @@ def test_serve_on_postgresql_migrates_and_binds_its_actor_there(tmp_path: Path, 
         assert listening["event"] == "listening"
         with psycopg.connect(pg_url) as conn:
             assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (1,)
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            meta: dict[str, str] = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             actors = conn.execute("SELECT device, role FROM actors").fetchall()
         assert meta["device_id"] == "backend" and meta["role"] == "backend"
         assert actors == [("backend", "backend")]
