@@ -209,7 +209,10 @@ class Backend:
                 "ride owner bound",
                 extra={"ride_id": ride_id, "device": claims.device, "rider": claims.rider, "class": class_id},
             )
-        assert owner.device == claims.device, "start_ride follows write_refusal"
+        if owner.device != claims.device:
+            # Another backend node (over a shared database) bound it after write_refusal asked: the
+            # caller refuses this bike.
+            return owner
         return store.complete_ride_owner(ride_id, rider=claims.rider, class_id=class_id)
 
     # -- rides ----------------------------------------------------------------------------------------

@@ -175,6 +175,9 @@ class MemoryStorage:
     def actor(self, actor: bytes) -> tuple[str, str] | None:
         return self.backing.actors.get(actor)
 
+    def ride_owner(self, ride_id: str) -> OwnerRow | None:
+        return self.backing.owners.get(ride_id)
+
     def ride_owners(self) -> list[OwnerRow]:
         return list(self.backing.owners.values())
 

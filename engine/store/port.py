@@ -182,5 +182,8 @@ class StoragePort(Protocol):
 
     def ride_owners(self) -> list[OwnerRow]: ...
 
+    def ride_owner(self, ride_id: str) -> OwnerRow | None:
+        """The ride's owner (committed, or claimed through this storage)."""
+
     def usage(self) -> tuple[int, int]:
         """(bytes the storage takes, bytes free where it grows)."""

@@ -101,6 +101,9 @@ def test_an_actor_bound_on_one_node_is_refused_on_another(node: Node) -> None:
 def test_a_ride_has_one_owner_across_nodes(node: Node) -> None:
     a, b = node(), node()
     assert a.bind_ride_owner("r1", "bike-1", class_id="c1").device == "bike-1"
+    seen = b.ride_owner("r1")  # b loaded its owners before a bound r1: it asks the database
+    assert seen is not None and seen.device == "bike-1"
+    assert b.ride_owner("r2") is None
     owner = b.bind_ride_owner("r1", "bike-2", class_id="c2")  # b loaded its owners before a bound r1
     assert (owner.device, owner.class_id) == ("bike-1", "c1")
 

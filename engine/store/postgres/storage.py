@@ -449,6 +449,12 @@ class PostgresStorage:
         rows = self._rows("SELECT device, role FROM actors WHERE actor=%s", (actor,))
         return (rows[0][0], rows[0][1]) if rows else None
 
+    def ride_owner(self, ride_id: str) -> OwnerRow | None:
+        rows = self._rows(
+            "SELECT ride_id, device, rider, class_id, bound FROM ride_owners WHERE ride_id=%s", (ride_id,)
+        )
+        return OwnerRow(rows[0][0], rows[0][1], rows[0][2], rows[0][3], float(rows[0][4])) if rows else None
+
     def ride_owners(self) -> list[OwnerRow]:
         rows = self._rows("SELECT ride_id, device, rider, class_id, bound FROM ride_owners")
         return [OwnerRow(r, d, rider, c, float(b)) for r, d, rider, c, b in rows]
