@@ -218,7 +218,9 @@ class Backend:
     # -- rides ----------------------------------------------------------------------------------------
 
     def has_ride(self, ride_id: str) -> bool:
-        return self.store.has_ride(ride_id)
+        """True if the backend holds the ride; over a shared database (`--store postgresql://`) a ride
+        another node wrote is loaded from it on first ask."""
+        return self.store.load_ride(ride_id)
 
     def ride_changed(self, ride_id: str, device: str, origin: Peer | None = None) -> None:
         """A sync message or an HTTP event changed the ride: finalize if it is time, refresh its state."""

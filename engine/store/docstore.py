@@ -158,17 +158,8 @@ class DocumentStore:
 
     def load_all(self) -> list[str]:
         """Load every document; returns the rides whose sample log recovery should replay, in order."""
-        for doc_id, ride_id, kind, device in self.storage.docs():
-            try:
-                ref = DocRef(schema.check_ride_id(ride_id), DocKind(kind), device)
-            except (ValueError, TypeError):
-                self.recovery.problem(f"doc {doc_id!r}: unreadable ride/kind/device; skipped")
-                continue
-            if ref.doc_id != doc_id:
-                self.recovery.problem(f"doc {doc_id}: id does not match its ride/kind/device; skipped")
-                continue
-            self._add_entry(self._load_doc(ref))
-            self.recovery.docs_loaded += 1
+        for row in self.storage.docs():
+            self._load_row(*row)
         # Rides are found wherever they left a trace, so a damaged `rides` row cannot hide unfolded samples.
         listed = {row.ride_id for row in self.storage.rides()}
         for ride_id in listed:
@@ -186,6 +177,33 @@ class DocumentStore:
                 self.ensure_ride_row(ride_id)
             out.append(ride_id)
         return out
+
+    def _load_row(self, doc_id: str, ride_id: str, kind: str, device: str) -> None:
+        try:
+            ref = DocRef(schema.check_ride_id(ride_id), DocKind(kind), device)
+        except (ValueError, TypeError):
+            self.recovery.problem(f"doc {doc_id!r}: unreadable ride/kind/device; skipped")
+            return
+        if ref.doc_id != doc_id:
+            self.recovery.problem(f"doc {doc_id}: id does not match its ride/kind/device; skipped")
+            return
+        self._add_entry(self._load_doc(ref))
+        self.recovery.docs_loaded += 1
+
+    def load_ride(self, ride_id: str) -> bool:
+        """Load a ride this replica does not hold from the storage (another node over a shared database
+        wrote it since this one opened): its row and every document. False if the storage has no such
+        ride. Documents held already are left alone (`refresh` brings in what they lack)."""
+        row = self.storage.ride(ride_id)
+        if row is None:
+            return False
+        for doc_row in self.storage.docs(ride_id):
+            if doc_row[0] not in self.docs:
+                self._load_row(*doc_row)
+        ride = self.ride(ride_id)
+        ride.listed = True
+        ride.status = SyncStatus(ride_id, SyncState(row.state), row.reason, row.updated)
+        return True
 
     def _load_doc(self, ref: DocRef) -> OpenDoc:
         doc_id = ref.doc_id

@@ -193,7 +193,11 @@ class SqliteStorage:
     def meta(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
 
-    def docs(self) -> list[tuple[str, str, str, str]]:
+    def docs(self, ride_id: str | None = None) -> list[tuple[str, str, str, str]]:
+        if ride_id is not None:
+            return self.conn.execute(
+                "SELECT doc_id, ride_id, kind, device FROM docs WHERE ride_id=? ORDER BY doc_id", (ride_id,)
+            ).fetchall()
         return self.conn.execute("SELECT doc_id, ride_id, kind, device FROM docs ORDER BY doc_id").fetchall()
 
     def snapshot(self, doc_id: str) -> Snapshot | None:

@@ -385,8 +385,13 @@ class PostgresStorage:
     def meta(self) -> dict[str, str]:
         return {k: v for k, v in self._rows("SELECT key, value FROM meta")}
 
-    def docs(self) -> list[tuple[str, str, str, str]]:
-        rows = self._rows("SELECT doc_id, ride_id, kind, device FROM docs ORDER BY doc_id")
+    def docs(self, ride_id: str | None = None) -> list[tuple[str, str, str, str]]:
+        if ride_id is not None:
+            rows = self._rows(
+                "SELECT doc_id, ride_id, kind, device FROM docs WHERE ride_id=%s ORDER BY doc_id", (ride_id,)
+            )
+        else:
+            rows = self._rows("SELECT doc_id, ride_id, kind, device FROM docs ORDER BY doc_id")
         return [(a, b, c, d) for a, b, c, d in rows]
 
     def snapshot(self, doc_id: str) -> Snapshot | None:
