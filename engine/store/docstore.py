@@ -76,14 +76,15 @@ class Ride:
         self.top = None
 
 
-def _holds(doc: CrdtDoc, heads: list[bytes], expected: list[bytes]) -> bool:
-    """True if the loaded document holds every change the last record's writer had (its heads). Equal
-    heads are the usual case; with several writers over one database (PostgreSQL) the last record is one
-    writer's, and the document holds more."""
-    if sorted(expected) == heads:
+def _holds(doc: CrdtDoc, recorded: set[bytes]) -> bool:
+    """True if the loaded document holds its whole stored history: every head the snapshot and each record
+    were written with. (Not just the last record's: with several writers over one database (PostgreSQL)
+    that is one writer's, and a row of another whose dependencies Automerge lacked would go unnoticed
+    and later be compacted away.)"""
+    if not recorded:
         return True
     held = {change.hash for change in doc.changes_since([])}
-    return all(head in held for head in expected)
+    return recorded <= held
 
 
 class DocumentStore:
@@ -209,7 +210,7 @@ class DocumentStore:
         doc_id = ref.doc_id
         report = self.recovery
         base = b""
-        expected: list[bytes] = []
+        recorded: set[bytes] = set()  # every head the stored history was written with
         lost_snapshot = False
         snapshot = self.storage.snapshot(doc_id)
         if snapshot is not None:
@@ -223,7 +224,7 @@ class DocumentStore:
                 lost_snapshot = True
             else:
                 base = snapshot.data
-                expected = snapshot.heads
+                recorded.update(snapshot.heads)
         good: list[bytes] = []
         skipped = 0
         for record in self.storage.change_records(doc_id):
@@ -234,11 +235,11 @@ class DocumentStore:
                 skipped += 1
                 continue
             good.append(record.data)
-            expected = record.heads
+            recorded.update(record.heads)
         report.records_skipped += skipped
         doc = self._load_crdt(doc_id, base, good)
         open_doc = OpenDoc(ref, doc, doc.heads(), records=len(good) + skipped)
-        if lost_snapshot or (expected and not _holds(doc, open_doc.persisted, expected)):
+        if lost_snapshot or not _holds(doc, recorded):
             # Compacting now would overwrite the damaged rows with a document that lacks their content;
             # keep them (and the raw log) until a peer resyncs what is missing.
             open_doc.degraded = True

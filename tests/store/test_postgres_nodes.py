@@ -13,11 +13,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from engine.crdt import SyncSession
+from engine.crdt import CrdtDoc, SyncSession, new_actor_id
 from engine.events import idempotency as idem
 from engine.events.idempotency_pg import PostgresLedger
 from engine.ride.schema import Role
-from engine.store import BackendReplica, DeviceReplica, StoreError
+from engine.store import BackendReplica, DeviceReplica, StorageTx, StoreError
 from engine.store.postgres import LATEST, PostgresStorage, SchemaTooNew, StorageUnavailable
 from engine.store.postgres.compactor import compact_doc
 from engine.testing.postgres import PostgresCluster
@@ -258,3 +258,41 @@ def test_a_database_that_goes_away_acknowledges_nothing(pg_url: str, pg_cluster:
     again = PostgresStorage(pg_url)
     assert again.ride("r1") is not None and again.ride("r2") is None
     again.close()
+
+
+def test_a_row_whose_dependencies_are_not_committed_yet_is_never_compacted_away(
+    node: Node, pg_url: str, tmp_path: Path
+) -> None:
+    """Node B commits a change whose dependency node A has not committed yet, then an unrelated change
+    lands after it. A node loading now holds the later change but not B's: it must call the document
+    incomplete and never compact B's row away."""
+    bike = DeviceReplica(tmp_path / "bike", device_id="bike-1", role=Role.BIKE)
+    bike.start_ride("r1")
+    bike.append_samples("r1", [make_sample(i) for i in range(6)])
+    bike.fold("r1")
+    ref = next(r for r in bike.ride_refs("r1") if r.kind.value == "bike")
+    base = bike.heads(ref.doc_id)
+    bike.append_samples("r1", [make_sample(i) for i in range(6, 12)])
+    bike.fold("r1")
+    later = bike.changes_since(ref.doc_id, base)  # depend on what `base` holds
+    earlier = bike.changes_since(ref.doc_id, [])[: -len(later)]
+    raw = PostgresStorage(pg_url)
+
+    def b_first(tx: StorageTx) -> None:
+        tx.add_ride("r1", 1.0, "syncing", "")
+        tx.add_doc(ref.doc_id, "r1", ref.kind.value, ref.device)
+        tx.append_change(ref.doc_id, b"".join(c.data for c in later), bike.heads(ref.doc_id))
+
+    raw.write(b_first)
+    # An unrelated, applicable change after it (another actor's, written from the empty document).
+    other = CrdtDoc.new(new_actor_id("bike-1"))
+    other.put({"note": "x"})
+    raw.write(lambda tx: tx.append_change(ref.doc_id, other.changes_since([])[0].data, other.heads()))
+    n = node()
+    assert any("history incomplete" in p for p in n.recovery.problems)
+    assert n.compact(ref.doc_id) == 0
+    n.flush()
+    raw.write(lambda tx: tx.append_change(ref.doc_id, b"".join(c.data for c in earlier), base))  # A commits
+    assert node().view("r1").samples == {"bike-1": 12}
+    raw.close()
+    bike.close()

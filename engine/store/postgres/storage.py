@@ -260,6 +260,7 @@ class PostgresStorage:
         self._compactor: Compactor | None = None
         self.known = _Known()
         self._lock = threading.RLock()  # the owner's connection: reads and synchronous writes
+        self._in_tx = False
         self.conn = connect(url)
         try:
             migrate(self.conn)
@@ -281,6 +282,7 @@ class PostgresStorage:
     def transaction(self) -> Iterator[PostgresTx]:
         with self._lock:
             conn = self.conn
+            self._in_tx = True
             try:
                 with conn.cursor() as cur:
                     yield PostgresTx(cur, self.known)
@@ -291,6 +293,8 @@ class PostgresStorage:
             except BaseException:
                 self._rollback()
                 raise
+            finally:
+                self._in_tx = False
 
     def _rollback(self) -> None:
         try:
@@ -376,7 +380,8 @@ class PostgresStorage:
         with self._lock:
             try:
                 rows = self.conn.execute(sql, args).fetchall()
-                self.conn.commit()  # end the read's transaction: the next read sees newer commits
+                if not self._in_tx:  # (a read inside `transaction()` is part of it)
+                    self.conn.commit()  # end the read's transaction: the next read sees newer commits
             except psycopg.Error as exc:
                 self._rollback()
                 raise translate(exc) from None
