@@ -16,6 +16,7 @@ import pytest
 
 from engine.ride.schema import Role
 from engine.store.location import StoreLocation
+from engine.testing.postgres import PostgresCluster
 from tests.backend.conftest import HANG_GUARD, T0, MakeServer, Server, sample
 
 RIDE = "ride-nodes"
@@ -83,3 +84,31 @@ async def test_another_bike_cannot_take_a_ride_through_another_node(
     assert owner is not None and owner.device == "bike-1"
     bike.close()
     other.close()
+
+
+async def test_while_postgresql_is_away_nothing_is_acknowledged_and_retries_succeed_after(
+    make_server: MakeServer, tmp_path: Path, pg_url: str, pg_cluster: PostgresCluster
+) -> None:
+    """The database refuses connections and drops the node's (a restart, a failover): an end is answered
+    503 (clients retry it as they retry an unreachable backend), never 200; once the database is back
+    the same retry is executed once and answered 200."""
+    a, _ = await _two_nodes(make_server, tmp_path, pg_url)
+    bike_token = a.token("bike", "bike-1")
+    bike = a.replica(Role.BIKE, "bike-1")
+    name = pg_url.rsplit("/", 1)[1]
+    path = f"/v1/rides/{RIDE}/end"
+    async with asyncio.timeout(HANG_GUARD):
+        bike.start_ride(RIDE, t=T0)
+        async with a.client(bike_token, bike, RIDE) as bc:
+            await bc.open_ride()
+            await a.backend.wait_for(lambda: a.holds_all_of(bike, RIDE))
+        with psycopg.connect(pg_cluster.admin_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname=%s", (name,))
+            away = await a.send("POST", path, bike_token, {"t": T0 + 60}, key="k-1")
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        back = await a.send("POST", path, bike_token, {"t": T0 + 60}, key="k-1")
+    assert away[0] == 503, away
+    assert back[0] == 200 and back[2]["Idempotent-Replayed"] == "false"
+    assert a.backend.store.view(RIDE).end_events_counted == 1
+    bike.close()
