@@ -296,3 +296,21 @@ def test_a_row_whose_dependencies_are_not_committed_yet_is_never_compacted_away(
     assert node().view("r1").samples == {"bike-1": 12}
     raw.close()
     bike.close()
+
+
+def test_a_damaged_row_is_reported_and_skipped_and_the_compactor_leaves_it(node: Node, pg_url: str) -> None:
+    a = node()
+    a.start_ride("r1")
+    a.edit_shared("r1", "title", "Morning ride")
+    a.flush()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        found = conn.execute("SELECT doc_id, max(seq) FROM changes GROUP BY doc_id LIMIT 1").fetchone()
+        assert found is not None
+        doc_id, seq = found
+        conn.execute("UPDATE changes SET data = data || '\\x00'::bytea WHERE seq=%s", (seq,))  # bit rot
+        rows = conn.execute("SELECT count(*) FROM changes WHERE doc_id=%s", (doc_id,)).fetchone()
+    b = node()
+    assert any(f"doc {doc_id}: change record {seq} is corrupt" in p for p in b.recovery.problems)
+    assert compact_doc(pg_url, doc_id) is False
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM changes WHERE doc_id=%s", (doc_id,)).fetchone() == rows
