@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from engine.ids import ID_CHARS, valid_id
+from engine.store.location import StoreLocation
 from engine.sync import wire
 
 # 8 MiB, the sync codec's own default (engine/sync/wire.py says why).
@@ -56,6 +57,8 @@ class BackendConfig:
     max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
     max_body_bytes: int = 64 * 1024
     device_id: str = "backend"
+    # Where the store and the idempotency ledger live (`--store`); None: SQLite in DATA/backend/.
+    store: StoreLocation | None = None
     server_peer_id: str = "ridesync-backend"
 
     @classmethod

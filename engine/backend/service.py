@@ -30,16 +30,16 @@ from engine.auth.tokens import Claims
 from engine.auth.tokens import Role as TokenRole
 from engine.backend.config import BackendConfig
 from engine.backend.metrics import BackendMetrics
-from engine.events.idempotency import Ledger
+from engine.backend.stores import open_stores
 from engine.ride import policy, schema
 from engine.ride.schema import DocKind, DocRef, Phase, Role
-from engine.store import ReplicaStore, RideOwner, SyncState
+from engine.store import RideOwner, SyncState
+from engine.store.location import StoreLocation
 from engine.sync.docid import InvalidDocumentId, document_id_from_bytes, document_id_to_hex
 
 log = logging.getLogger(__name__)
 
 STORE_DIR = "backend"
-LEDGER_FILE = "idempotency.sqlite3"
 
 
 class Peer(Protocol):
@@ -67,15 +67,10 @@ class Backend:
         self.config = config
         self.metrics = metrics
         directory = Path(data_dir) / STORE_DIR
-        directory.mkdir(parents=True, exist_ok=True)
-        self.store = ReplicaStore(directory, device_id=config.device_id, role=Role.BACKEND)
+        location = config.store if config.store is not None else StoreLocation("sqlite", path=directory)
+        self.store, self.ledger = open_stores(location, device_id=config.device_id, sqlite_dir=directory)
         # Commits leave the event loop (engine/store/writer.py); replies await store.flushed() first.
         self.store.start_write_behind(on_group=self._observe_group)
-        try:
-            self.ledger = Ledger(directory / LEDGER_FILE)
-        except BaseException:
-            self.store.close()
-            raise
         self.peers: set[Peer] = set()
         # automerge-repo document id -> the connections that have it open (pushes go only to them).
         self._subscribers: dict[str, set[Peer]] = {}
@@ -214,13 +209,18 @@ class Backend:
                 "ride owner bound",
                 extra={"ride_id": ride_id, "device": claims.device, "rider": claims.rider, "class": class_id},
             )
-        assert owner.device == claims.device, "start_ride follows write_refusal"
+        if owner.device != claims.device:
+            # Another backend node (over a shared database) bound it after write_refusal asked: the
+            # caller refuses this bike.
+            return owner
         return store.complete_ride_owner(ride_id, rider=claims.rider, class_id=class_id)
 
     # -- rides ----------------------------------------------------------------------------------------
 
     def has_ride(self, ride_id: str) -> bool:
-        return self.store.has_ride(ride_id)
+        """True if the backend holds the ride; over a shared database (`--store postgresql://`) a ride
+        another node wrote is loaded from it on first ask."""
+        return self.store.load_ride(ride_id)
 
     def ride_changed(self, ride_id: str, device: str, origin: Peer | None = None) -> None:
         """A sync message or an HTTP event changed the ride: finalize if it is time, refresh its state."""

@@ -85,6 +85,17 @@ class Ride:
         self.top = None
 
 
+def _holds(doc: CrdtDoc, recorded: set[bytes]) -> bool:
+    """True if the loaded document holds its whole stored history: every head the snapshot and each record
+    were written with. (Not just the last record's: with several writers over one database (PostgreSQL)
+    that is one writer's, and a row of another whose dependencies Automerge lacked would go unnoticed
+    and later be compacted away.)"""
+    if not recorded:
+        return True
+    held = {change.hash for change in doc.changes_since([])}
+    return recorded <= held
+
+
 class DocumentStore:
     def __init__(
         self,
@@ -157,17 +168,8 @@ class DocumentStore:
 
     def load_all(self) -> list[str]:
         """Load every document; returns the rides whose sample log recovery should replay, in order."""
-        for doc_id, ride_id, kind, device in self.storage.docs():
-            try:
-                ref = DocRef(schema.check_ride_id(ride_id), DocKind(kind), device)
-            except (ValueError, TypeError):
-                self.recovery.problem(f"doc {doc_id!r}: unreadable ride/kind/device; skipped")
-                continue
-            if ref.doc_id != doc_id:
-                self.recovery.problem(f"doc {doc_id}: id does not match its ride/kind/device; skipped")
-                continue
-            self._add_entry(self._load_doc(ref))
-            self.recovery.docs_loaded += 1
+        for row in self.storage.docs():
+            self._load_row(*row)
         # Rides are found wherever they left a trace, so a damaged `rides` row cannot hide unfolded samples.
         listed = {row.ride_id for row in self.storage.rides()}
         for ride_id in listed:
@@ -186,11 +188,38 @@ class DocumentStore:
             out.append(ride_id)
         return out
 
+    def _load_row(self, doc_id: str, ride_id: str, kind: str, device: str) -> None:
+        try:
+            ref = DocRef(schema.check_ride_id(ride_id), DocKind(kind), device)
+        except (ValueError, TypeError):
+            self.recovery.problem(f"doc {doc_id!r}: unreadable ride/kind/device; skipped")
+            return
+        if ref.doc_id != doc_id:
+            self.recovery.problem(f"doc {doc_id}: id does not match its ride/kind/device; skipped")
+            return
+        self._add_entry(self._load_doc(ref))
+        self.recovery.docs_loaded += 1
+
+    def load_ride(self, ride_id: str) -> bool:
+        """Load a ride this replica does not hold from the storage (another node over a shared database
+        wrote it since this one opened): its row and every document. False if the storage has no such
+        ride. Documents held already are left alone (`refresh` brings in what they lack)."""
+        row = self.storage.ride(ride_id)
+        if row is None:
+            return False
+        for doc_row in self.storage.docs(ride_id):
+            if doc_row[0] not in self.docs:
+                self._load_row(*doc_row)
+        ride = self.ride(ride_id)
+        ride.listed = True
+        ride.status = SyncStatus(ride_id, SyncState(row.state), row.reason, row.updated)
+        return True
+
     def _load_doc(self, ref: DocRef) -> OpenDoc:
         doc_id = ref.doc_id
         report = self.recovery
         base = b""
-        expected: list[bytes] = []
+        recorded: set[bytes] = set()  # every head the stored history was written with
         lost_snapshot = False
         snapshot = self.storage.snapshot(doc_id)
         if snapshot is not None:
@@ -204,7 +233,7 @@ class DocumentStore:
                 lost_snapshot = True
             else:
                 base = snapshot.data
-                expected = snapshot.heads
+                recorded.update(snapshot.heads)
         good: list[bytes] = []
         skipped = 0
         for record in self.storage.change_records(doc_id):
@@ -215,11 +244,11 @@ class DocumentStore:
                 skipped += 1
                 continue
             good.append(record.data)
-            expected = record.heads
+            recorded.update(record.heads)
         report.records_skipped += skipped
         doc = self._load_crdt(doc_id, base, good)
         open_doc = OpenDoc(ref, doc, doc.heads(), records=len(good) + skipped)
-        if lost_snapshot or (expected and sorted(expected) != open_doc.persisted):
+        if lost_snapshot or not _holds(doc, recorded):
             # Compacting now would overwrite the damaged rows with a document that lacks their content;
             # keep them (and the raw log) until a peer resyncs what is missing.
             open_doc.degraded = True
@@ -330,6 +359,63 @@ class DocumentStore:
         entry = self.docs[doc_id]
         if entry.doc.heads() != entry.persisted:
             self.persist(doc_id)
+
+    def refresh(self, doc_id: str) -> bool:
+        """Apply what the storage holds for `doc_id` that this document lacks (another node's writes over
+        a shared database). True if the document changed. Damaged rows are skipped (loading reports them)."""
+        entry = self.docs[doc_id]
+        chunks = []
+        recorded: set[bytes] = set()
+        snapshot = self.storage.snapshot(doc_id)
+        if snapshot is not None and snapshot.intact and snapshot.data:
+            chunks.append(snapshot.data)
+            recorded.update(snapshot.heads)
+        for record in self.storage.change_records(doc_id):
+            if record.intact:
+                chunks.append(record.data)
+                recorded.update(record.heads)
+        clean = entry.doc.heads() == entry.persisted
+        with self.guard():
+            before = entry.doc.heads()
+            try:
+                after = entry.doc.apply_changes(chunks)
+            except CrdtDecodeError as exc:
+                log.warning("refresh: stored rows unreadable", extra={"doc_id": doc_id, "error": str(exc)})
+                return False
+        if clean:
+            entry.persisted = after  # everything new came from the storage
+        if not _holds(entry.doc, recorded):
+            # A stored row Automerge could not apply yet (its dependencies not committed by their node):
+            # never compact it away (as on load).
+            entry.degraded = True
+        return after != before
+
+    def write_once(
+        self, doc_id: str, claim: Callable[[StorageTx], bool], edit: Callable[[CrdtDoc], object]
+    ) -> bool:
+        """Make `edit` to the document only if `claim` wins, in one transaction with the change, committed
+        before return: the conditional write behind "exactly once" across nodes. False (nothing changed)
+        if the claim lost. Earlier writes are committed first, so the new record never precedes its
+        dependencies on disk."""
+        entry = self.docs[doc_id]
+        self.persist_if_dirty(doc_id)
+        self.storage.flush()
+        with self.guard():
+            draft = entry.doc.fork(self.actor)
+            edit(draft)
+            changes = draft.changes_since(entry.persisted)
+            heads = draft.heads()
+        data = b"".join(c.data for c in changes)
+        with self.storage.transaction() as tx:
+            won = bool(claim(tx))
+            if won and data:
+                tx.append_change(doc_id, data, heads)
+        if won:
+            with self.guard():
+                entry.doc.merge(draft)
+            entry.persisted = heads
+            entry.records += 1
+        return won
 
     def merge_remote(self, doc_id: str, other: CrdtDoc) -> list[bytes]:
         """Merge a (gated) fork into the document and persist; returns the new heads."""

@@ -24,6 +24,7 @@ class MemoryBacking:
     peer_heads: dict[tuple[str, str], list[bytes]] = field(default_factory=dict)
     actors: dict[bytes, tuple[str, str]] = field(default_factory=dict)
     owners: dict[str, OwnerRow] = field(default_factory=dict)
+    finalized: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
 class MemoryTx:
@@ -91,6 +92,12 @@ class MemoryTx:
         if old is not None:
             self.data.owners[ride_id] = OwnerRow(ride_id, old.device, rider, class_id, old.bound)
 
+    def claim_finalization(self, ride_id: str, by: str, at: float) -> bool:
+        if ride_id in self.data.finalized:
+            return False
+        self.data.finalized[ride_id] = (by, at)
+        return True
+
 
 class MemoryStorage:
     """`StoragePort` in a `MemoryBacking`."""
@@ -123,11 +130,22 @@ class MemoryStorage:
     def close(self) -> None:
         pass
 
+    def claim_actor(self, actor: bytes, device: str, role: str, bound: float) -> tuple[str, str]:
+        with self.transaction() as tx:
+            tx.bind_actor(actor, device, role, bound)
+        return self.backing.actors[actor]
+
+    def claim_ride_owner(self, owner: OwnerRow) -> OwnerRow:
+        with self.transaction() as tx:
+            tx.add_ride_owner(owner)
+        return self.backing.owners[owner.ride_id]
+
     def meta(self) -> dict[str, str]:
         return dict(self.backing.meta)
 
-    def docs(self) -> list[tuple[str, str, str, str]]:
-        return [self.backing.docs[d] for d in sorted(self.backing.docs)]
+    def docs(self, ride_id: str | None = None) -> list[tuple[str, str, str, str]]:
+        rows = [self.backing.docs[d] for d in sorted(self.backing.docs)]
+        return rows if ride_id is None else [row for row in rows if row[1] == ride_id]
 
     def snapshot(self, doc_id: str) -> Snapshot | None:
         return self.backing.snapshots.get(doc_id)
@@ -157,6 +175,9 @@ class MemoryStorage:
 
     def actor(self, actor: bytes) -> tuple[str, str] | None:
         return self.backing.actors.get(actor)
+
+    def ride_owner(self, ride_id: str) -> OwnerRow | None:
+        return self.backing.owners.get(ride_id)
 
     def ride_owners(self) -> list[OwnerRow]:
         return list(self.backing.owners.values())

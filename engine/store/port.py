@@ -110,6 +110,11 @@ class StorageTx(Protocol):
 
     def update_ride_owner(self, ride_id: str, rider: str | None, class_id: str | None) -> None: ...
 
+    def claim_finalization(self, ride_id: str, by: str, at: float) -> bool:
+        """The conditional write that makes finalization happen once per ride: True for the one
+        transaction (on any node) that claims the ride first, False for every other. Claims outlive
+        `delete_ride`."""
+
 
 Job = Callable[[StorageTx], object]
 
@@ -138,12 +143,20 @@ class StoragePort(Protocol):
 
     def close(self) -> None: ...
 
+    # -- claims: decided and committed before they return, so that several nodes over one database agree --
+
+    def claim_actor(self, actor: bytes, device: str, role: str, bound: float) -> tuple[str, str]:
+        """Bind `actor` to (device, role) unless it is bound; returns the binding that holds (the first)."""
+
+    def claim_ride_owner(self, owner: OwnerRow) -> OwnerRow:
+        """Make `owner` the ride's owner unless it has one; returns the owner that holds (the first)."""
+
     # -- reads ------------------------------------------------------------------------------------------
 
     def meta(self) -> dict[str, str]: ...
 
-    def docs(self) -> list[tuple[str, str, str, str]]:
-        """Every registered document: (doc id, ride id, kind, device), by doc id."""
+    def docs(self, ride_id: str | None = None) -> list[tuple[str, str, str, str]]:
+        """Every registered document (of `ride_id` if given): (doc id, ride id, kind, device), by doc id."""
 
     def snapshot(self, doc_id: str) -> Snapshot | None: ...
 
@@ -168,6 +181,9 @@ class StoragePort(Protocol):
         """(device, role) the actor is bound to."""
 
     def ride_owners(self) -> list[OwnerRow]: ...
+
+    def ride_owner(self, ride_id: str) -> OwnerRow | None:
+        """The ride's owner (committed, or claimed through this storage)."""
 
     def usage(self) -> tuple[int, int]:
         """(bytes the storage takes, bytes free where it grows)."""

@@ -100,6 +100,10 @@ class SqliteTx:
             "UPDATE ride_owners SET rider=?, class_id=? WHERE ride_id=?", (rider, class_id, ride_id)
         )
 
+    def claim_finalization(self, ride_id: str, by: str, at: float) -> bool:
+        self.cur.execute("INSERT OR IGNORE INTO finalizations VALUES(?, ?, ?)", (ride_id, by, at))
+        return self.cur.rowcount == 1
+
 
 class SqliteStorage:
     """`StoragePort` on `data_dir/ridesync.sqlite3` (WAL, synchronous=FULL). Raises StoreCorrupt for a file
@@ -109,6 +113,8 @@ class SqliteStorage:
         self.data_dir = Path(data_dir)
         self.conn = db.connect(self.data_dir)
         self._writer: StoreWriter | None = None
+        self._actors: dict[bytes, tuple[str, str]] = {}
+        self._owners: dict[str, OwnerRow] = {}
 
     @property
     def writer(self) -> StoreWriter | None:
@@ -161,12 +167,37 @@ class SqliteStorage:
         finally:
             self.conn.close()
 
+    # -- claims ---------------------------------------------------------------------------------------------
+    # One process owns a SQLite file (`ridesync serve` locks its data dir), so a claim is decided here: the
+    # binding this storage claimed or the file holds, else the write (queued with write-behind, committed
+    # before anything is acknowledged). Claims are remembered because the file lags behind queued writes.
+
+    def claim_actor(self, actor: bytes, device: str, role: str, bound: float) -> tuple[str, str]:
+        held = self._actors.get(actor) or self.actor(actor)
+        if held is None:
+            self.write(lambda tx: tx.bind_actor(actor, device, role, bound))
+            held = (device, role)
+        self._actors[actor] = held
+        return held
+
+    def claim_ride_owner(self, owner: OwnerRow) -> OwnerRow:
+        held = self.ride_owner(owner.ride_id)
+        if held is None:
+            self.write(lambda tx: tx.add_ride_owner(owner))
+            held = owner
+        self._owners[owner.ride_id] = held
+        return held
+
     # -- reads ------------------------------------------------------------------------------------------
 
     def meta(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
 
-    def docs(self) -> list[tuple[str, str, str, str]]:
+    def docs(self, ride_id: str | None = None) -> list[tuple[str, str, str, str]]:
+        if ride_id is not None:
+            return self.conn.execute(
+                "SELECT doc_id, ride_id, kind, device FROM docs WHERE ride_id=? ORDER BY doc_id", (ride_id,)
+            ).fetchall()
         return self.conn.execute("SELECT doc_id, ride_id, kind, device FROM docs ORDER BY doc_id").fetchall()
 
     def snapshot(self, doc_id: str) -> Snapshot | None:
@@ -223,6 +254,16 @@ class SqliteStorage:
     def actor(self, actor: bytes) -> tuple[str, str] | None:
         row = self.conn.execute("SELECT device, role FROM actors WHERE actor=?", (actor,)).fetchone()
         return None if row is None else (row[0], row[1])
+
+    def ride_owner(self, ride_id: str) -> OwnerRow | None:
+        held = self._owners.get(ride_id)
+        if held is not None:
+            return held
+        for r, d, rider, c, b in self.conn.execute(
+            "SELECT ride_id, device, rider, class_id, bound FROM ride_owners WHERE ride_id=?", (ride_id,)
+        ):
+            return OwnerRow(r, d, rider, c, float(b))
+        return None
 
     def ride_owners(self) -> list[OwnerRow]:
         rows = self.conn.execute("SELECT ride_id, device, rider, class_id, bound FROM ride_owners")

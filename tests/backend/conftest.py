@@ -4,5 +4,6 @@ kernel-chosen port, real SQLite files in tmp_path (tests/support/backend_server.
 from __future__ import annotations
 
 from tests.support.backend_server import make_server, server
+from tests.support.postgres import pg_cluster, pg_url
 
-__all__ = ["make_server", "server"]
+__all__ = ["make_server", "pg_cluster", "pg_url", "server"]

@@ -11,6 +11,7 @@ import pytest
 from engine.ride.schema import Role
 from engine.store import ReplicaStore
 from tests.support.clock import Clock
+from tests.support.postgres import pg_cluster, pg_url  # noqa: F401  (PostgreSQL fixtures)
 
 
 @pytest.fixture

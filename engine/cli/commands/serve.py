@@ -29,6 +29,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="data dir: keys, databases ($RIDESYNC_DATA or ./ridesync-data)",
     )
     p.add_argument(
+        "--store",
+        type=argtypes.store,
+        default=None,
+        metavar="URL",
+        help="the durable store and idempotency ledger: postgresql://USER@HOST[:PORT]/DATABASE (shared by "
+        "any number of backend nodes) or sqlite:DIR (default: SQLite in DATA/backend/)",
+    )
+    p.add_argument(
         "--init",
         action="store_true",
         help="create the signing keys if the data dir has none (first run); without it, missing keys are an "
@@ -190,6 +198,7 @@ def listening_event(url: str, data_dir: Path) -> dict[str, str]:
 
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
+    import dataclasses
     import math
 
     from engine import logs
@@ -227,7 +236,7 @@ def _serve(args: argparse.Namespace) -> int:
             raise CliError(f"{name} must be a positive number")
     if args.relay is not None and not args.relay.startswith(("redis://", "rediss://", "unix://")):
         raise CliError(f"--relay wants a redis://HOST:PORT URL, got {args.relay!r}")
-    backend = backend_config(args)
+    backend = dataclasses.replace(backend_config(args), store=args.store)
     logs.configure(args.log_level)
     hub = HubConfig(
         stale_after_s=args.stale_after,
