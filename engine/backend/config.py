@@ -57,6 +57,9 @@ class BackendConfig:
     max_body_bytes: int = 64 * 1024
     device_id: str = "backend"
     server_peer_id: str = "ridesync-backend"
+    # Several backend nodes over one database: the ride push between them (redis://HOST:PORT); None is
+    # one node, which tells nobody (engine/backend/push.py).
+    push_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BackendConfig:

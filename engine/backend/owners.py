@@ -57,6 +57,8 @@ def admit_sync(request: web.Request, backend: Backend, claims: Claims, rides: fr
     class) if it has none yet; the ride is then registered in its class, the one set first, on the
     dashboard's directory. Runs without yielding, so two bikes opening one new ride cannot both own it.
     """
+    for ride in sorted(rides):
+        backend.fresh(ride)  # another node may have started it, or changed it since this node last looked
     if claims.role is TokenRole.VIEWER:
         return
     for ride in sorted(rides):

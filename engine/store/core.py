@@ -204,6 +204,12 @@ class ReplicaCore:
                 self.persist(own.doc_id)
         self.samples.start(ride_id)
 
+    def refresh_ride(self, ride_id: str) -> list[str]:
+        """Merge what other backend nodes committed to this ride in the shared storage; returns the ids of
+        the documents that changed here (DocumentStore.refresh_ride). Its owner is read too, if unknown."""
+        self.book.refresh_owner(ride_id)
+        return self.documents.refresh_ride(ride_id)
+
     def ensure_doc(self, ref: DocRef) -> CrdtDoc:
         """The document `ref`, created empty (registered, nothing written) if this replica lacks it.
 

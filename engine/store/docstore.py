@@ -239,6 +239,43 @@ class DocumentStore:
                 self.recovery.records_skipped += 1
         return doc
 
+    def refresh_ride(self, ride_id: str) -> list[str]:
+        """Merge what other writers committed to the ride's documents in the shared storage (several
+        backend nodes over one database) into the documents held here; returns the ids of the documents
+        whose heads changed, new ones included.
+
+        The shared document first: its index names the ride's other documents, so a ride this replica
+        has never seen is found by its id alone. A document is read from the storage (snapshot and
+        records) and merged, never replaced, so changes made here and not yet committed stay."""
+        changed: list[str] = []
+        shared = schema.shared_ref(ride_id)
+        if self._refresh_doc(shared):
+            changed.append(shared.doc_id)
+        for ref in self.ride_refs(ride_id):
+            if ref.doc_id != shared.doc_id and self._refresh_doc(ref):
+                changed.append(ref.doc_id)
+        if changed:
+            self.ride(ride_id).listed = True
+        return changed
+
+    def _refresh_doc(self, ref: DocRef) -> bool:
+        entry = self.docs.get(ref.doc_id)
+        stored = self._load_doc(ref)
+        if entry is None:
+            if not stored.persisted:
+                return False  # nothing stored under this id (yet)
+            self._add_entry(stored)
+            return True
+        with self.guard():
+            before = entry.doc.heads()
+            clean = entry.persisted == before
+            entry.doc.merge(stored.doc)
+            after = entry.doc.heads()
+        if clean:
+            # What was merged is in the storage already: nothing of it is for `persist` to write.
+            entry.persisted = after
+        return after != before
+
     # -- documents ------------------------------------------------------------------------------------
 
     def ensure_doc(self, ref: DocRef) -> CrdtDoc:
