@@ -24,7 +24,8 @@ from engine.live.redis_relay import RedisRelay
 from engine.live.relay import Join, Leave, RelayEvent, Roster
 from engine.live.relay_codec import CHANNEL, RelayCodecError, decode_message, encode_messages
 from engine.live.wire import HelloIn, SampleIn, StateIn
-from tests.live.conftest import HANG_GUARD_S, LiveServer, RedisProcess, ServerFactory, sample, until, viewing
+from tests.live.conftest import HANG_GUARD_S, LiveServer, ServerFactory, sample, until, viewing
+from tests.redis_process import RedisProcess
 
 
 async def ready(*relays: RedisRelay) -> None:
