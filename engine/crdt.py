@@ -475,6 +475,30 @@ def _chunks(blob: bytes) -> tuple[list[tuple[bytes, int]], int]:
     return changes, documents
 
 
+def split_changes(blob: bytes) -> list[tuple[bytes, bytes]] | None:
+    """(change hash, chunk bytes) for each chunk of a blob made only of uncompressed change chunks (what
+    `ChangeInfo.data` holds, concatenated), or None for anything else (a saved document, a deflated or
+    unknown chunk, bytes that are not chunks). Storage keys append-only rows by these hashes."""
+    out: list[tuple[bytes, bytes]] = []
+    view = memoryview(blob)
+    pos = 0
+    try:
+        while pos < len(blob):
+            if bytes(view[pos : pos + 4]) != _CHUNK_MAGIC:
+                return None
+            start = pos
+            pos = _take(view, pos, 9)
+            if view[pos - 1] != _CHUNK_CHANGE:
+                return None
+            length, body = _uleb(view, pos)
+            end = _take(view, body, length)
+            out.append((hashlib.sha256(view[pos - 1 : end]).digest(), bytes(view[start:end])))
+            pos = end
+    except CrdtDecodeError:
+        return None
+    return out or None
+
+
 def inspect_sync_message(data: bytes) -> SyncMessageInfo:
     """Read what a sync message carries without giving it to Automerge. Raises CrdtDecodeError for bytes
     that are not a sync message this reader understands (a gate refuses those: a real peer never sends

@@ -85,11 +85,11 @@ class SyncBook:
     def bind_actor(self, actor: bytes, device: str, role: Role) -> bool:
         """Trust on first use: bind `actor` to `device` unless it is bound already. True if the actor is
         (now) bound to this device, False if another device owns it."""
-        owner = self.actor_owner(actor)
+        owner = self._actors.get(actor)
         if owner is None:
-            now = self._clock()
-            self.storage.write(lambda tx: tx.bind_actor(actor, device, role.value, now))
-            owner = self._actors[actor] = (device, role)
+            # Decided by the storage, so two backend nodes over one database never bind it twice.
+            held = self.storage.claim_actor(actor, device, role.value, self._clock())
+            owner = self._actors[actor] = (held[0], Role(held[1]))
         return owner[0] == device
 
     # -- ride owners ----------------------------------------------------------------------------------
@@ -122,16 +122,18 @@ class SyncBook:
         self, ride_id: str, device: str, *, rider: str | None = None, class_id: str | None = None
     ) -> RideOwner:
         """Trust on first use, as for actors: `device` owns `ride_id` unless someone owns it already.
-        Returns the owner, whoever it is (compare its `device`). Check and set run on the store's thread
-        with nothing in between, so two devices can never both win; the row is committed with the next
-        write (with write-behind: before anything is acknowledged). Owners outlive eviction, so a ride id
-        never changes hands."""
+        Returns the owner, whoever it is (compare its `device`). The storage decides (`claim_ride_owner`):
+        on SQLite check and set run on the store's thread with nothing in between, on PostgreSQL one
+        conditional insert decides for every node, so two devices can never both win. Owners outlive
+        eviction, so a ride id never changes hands."""
         schema.check_ride_id(ride_id)
         owner = self._owners.get(ride_id)
         if owner is None:
-            owner = self._owners[ride_id] = RideOwner(ride_id, device, rider, class_id, self._clock())
-            row = OwnerRow(ride_id, device, rider, class_id, owner.bound)
-            self.storage.write(lambda tx: tx.add_ride_owner(row))
+            # Another node may have bound it since this one loaded its owners: the storage decides.
+            held = self.storage.claim_ride_owner(OwnerRow(ride_id, device, rider, class_id, self._clock()))
+            owner = self._owners[ride_id] = RideOwner(
+                held.ride_id, held.device, held.rider, held.class_id, held.bound
+            )
         return owner
 
     def complete_ride_owner(

@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS actors(
     actor BLOB PRIMARY KEY, device TEXT NOT NULL, role TEXT NOT NULL, bound REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS ride_owners(
     ride_id TEXT PRIMARY KEY, device TEXT NOT NULL, rider TEXT, class_id TEXT, bound REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS finalizations(
+    ride_id TEXT PRIMARY KEY, by_actor TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS peer_heads(
     doc_id TEXT NOT NULL, peer TEXT NOT NULL, heads BLOB NOT NULL, updated REAL NOT NULL,
     PRIMARY KEY(doc_id, peer));

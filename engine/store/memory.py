@@ -24,6 +24,7 @@ class MemoryBacking:
     peer_heads: dict[tuple[str, str], list[bytes]] = field(default_factory=dict)
     actors: dict[bytes, tuple[str, str]] = field(default_factory=dict)
     owners: dict[str, OwnerRow] = field(default_factory=dict)
+    finalized: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
 class MemoryTx:
@@ -91,6 +92,12 @@ class MemoryTx:
         if old is not None:
             self.data.owners[ride_id] = OwnerRow(ride_id, old.device, rider, class_id, old.bound)
 
+    def claim_finalization(self, ride_id: str, by: str, at: float) -> bool:
+        if ride_id in self.data.finalized:
+            return False
+        self.data.finalized[ride_id] = (by, at)
+        return True
+
 
 class MemoryStorage:
     """`StoragePort` in a `MemoryBacking`."""
@@ -122,6 +129,16 @@ class MemoryStorage:
 
     def close(self) -> None:
         pass
+
+    def claim_actor(self, actor: bytes, device: str, role: str, bound: float) -> tuple[str, str]:
+        with self.transaction() as tx:
+            tx.bind_actor(actor, device, role, bound)
+        return self.backing.actors[actor]
+
+    def claim_ride_owner(self, owner: OwnerRow) -> OwnerRow:
+        with self.transaction() as tx:
+            tx.add_ride_owner(owner)
+        return self.backing.owners[owner.ride_id]
 
     def meta(self) -> dict[str, str]:
         return dict(self.backing.meta)

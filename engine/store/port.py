@@ -110,6 +110,11 @@ class StorageTx(Protocol):
 
     def update_ride_owner(self, ride_id: str, rider: str | None, class_id: str | None) -> None: ...
 
+    def claim_finalization(self, ride_id: str, by: str, at: float) -> bool:
+        """The conditional write that makes finalization happen once per ride: True for the one
+        transaction (on any node) that claims the ride first, False for every other. Claims outlive
+        `delete_ride`."""
+
 
 Job = Callable[[StorageTx], object]
 
@@ -137,6 +142,14 @@ class StoragePort(Protocol):
         """Awaitable `flush`."""
 
     def close(self) -> None: ...
+
+    # -- claims: decided and committed before they return, so that several nodes over one database agree --
+
+    def claim_actor(self, actor: bytes, device: str, role: str, bound: float) -> tuple[str, str]:
+        """Bind `actor` to (device, role) unless it is bound; returns the binding that holds (the first)."""
+
+    def claim_ride_owner(self, owner: OwnerRow) -> OwnerRow:
+        """Make `owner` the ride's owner unless it has one; returns the owner that holds (the first)."""
 
     # -- reads ------------------------------------------------------------------------------------------
 

@@ -100,6 +100,10 @@ class SqliteTx:
             "UPDATE ride_owners SET rider=?, class_id=? WHERE ride_id=?", (rider, class_id, ride_id)
         )
 
+    def claim_finalization(self, ride_id: str, by: str, at: float) -> bool:
+        self.cur.execute("INSERT OR IGNORE INTO finalizations VALUES(?, ?, ?)", (ride_id, by, at))
+        return self.cur.rowcount == 1
+
 
 class SqliteStorage:
     """`StoragePort` on `data_dir/ridesync.sqlite3` (WAL, synchronous=FULL). Raises StoreCorrupt for a file
@@ -109,6 +113,8 @@ class SqliteStorage:
         self.data_dir = Path(data_dir)
         self.conn = db.connect(self.data_dir)
         self._writer: StoreWriter | None = None
+        self._actors: dict[bytes, tuple[str, str]] = {}
+        self._owners: dict[str, OwnerRow] = {}
 
     @property
     def writer(self) -> StoreWriter | None:
@@ -160,6 +166,33 @@ class SqliteStorage:
                 self._writer.close()
         finally:
             self.conn.close()
+
+    # -- claims ---------------------------------------------------------------------------------------------
+    # One process owns a SQLite file (`ridesync serve` locks its data dir), so a claim is decided here: the
+    # binding this storage claimed or the file holds, else the write (queued with write-behind, committed
+    # before anything is acknowledged). Claims are remembered because the file lags behind queued writes.
+
+    def claim_actor(self, actor: bytes, device: str, role: str, bound: float) -> tuple[str, str]:
+        held = self._actors.get(actor) or self.actor(actor)
+        if held is None:
+            self.write(lambda tx: tx.bind_actor(actor, device, role, bound))
+            held = (device, role)
+        self._actors[actor] = held
+        return held
+
+    def claim_ride_owner(self, owner: OwnerRow) -> OwnerRow:
+        held = self._owners.get(owner.ride_id)
+        if held is None:
+            for row in self.conn.execute(
+                "SELECT ride_id, device, rider, class_id, bound FROM ride_owners WHERE ride_id=?",
+                (owner.ride_id,),
+            ):
+                held = OwnerRow(row[0], row[1], row[2], row[3], float(row[4]))
+        if held is None:
+            self.write(lambda tx: tx.add_ride_owner(owner))
+            held = owner
+        self._owners[owner.ride_id] = held
+        return held
 
     # -- reads ------------------------------------------------------------------------------------------
 

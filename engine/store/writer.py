@@ -27,13 +27,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from engine.store import db
-from engine.store.db import StoreError
+from engine.store.db import StorageFull, StoreError
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[sqlite3.Cursor], object]
+# A job gets the session's handle: a sqlite3.Cursor for SQLite, a transaction object for PostgreSQL.
+Job = Callable[[Any], object]
 # Called on the writer thread after each group commits: (jobs, seconds for the whole group, seconds of the
 # COMMIT alone, i.e. the fsync). Keep it cheap and thread-safe (Prometheus metrics are).
 GroupObserver = Callable[[int, float, float], None]
@@ -47,11 +49,20 @@ class WriterFailed(StoreError):
 
 class StoreWriter:
     def __init__(
-        self, data_dir: Path, *, max_group: int = DEFAULT_MAX_GROUP, on_group: GroupObserver | None = None
+        self,
+        data_dir: Path | None = None,
+        *,
+        max_group: int = DEFAULT_MAX_GROUP,
+        on_group: GroupObserver | None = None,
+        session: GroupSession | None = None,
     ) -> None:
         self.max_group = max_group
         self.on_group = on_group
-        self._conn = db.connect(Path(data_dir), quick_check=False)
+        if session is None:
+            if data_dir is None:
+                raise ValueError("a StoreWriter needs a data dir (SQLite) or a session")
+            session = SqliteSession(Path(data_dir))
+        self._session = session
         self._queue: queue.SimpleQueue[tuple[int, Job] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._committed_cond = threading.Condition(self._lock)
@@ -114,7 +125,7 @@ class StoreWriter:
             self._closed = True
         self._queue.put(None)
         self._thread.join()
-        self._conn.close()
+        self._session.close()
 
     # -- writer thread ---------------------------------------------------------------------------------
 
@@ -140,45 +151,29 @@ class StoreWriter:
                 return
 
     def _commit(self, batch: list[tuple[int, Job]]) -> bool:
+        jobs = [job for _, job in batch]
         while True:
-            cur = self._conn.cursor()
             started = time.perf_counter()
             try:
-                cur.execute("BEGIN IMMEDIATE")
-                for _, job in batch:
-                    job(cur)
-                committing = time.perf_counter()
-                cur.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                self._rollback(cur)
-                if "full" in str(exc).lower():
-                    # Acknowledgements wait; nothing queued is dropped. Loud, repeated until space returns.
-                    log.critical("storage full; store writes wait", extra={"error": str(exc)})
-                    time.sleep(FULL_RETRY_S)
-                    continue
-                self._fail(exc)
-                return False
+                commit_s = self._session.commit_group(jobs)
+            except StorageFull as exc:
+                # Acknowledgements wait; nothing queued is dropped. Loud, repeated until space returns.
+                log.critical("storage full; store writes wait", extra={"error": str(exc)})
+                time.sleep(FULL_RETRY_S)
+                continue
             except BaseException as exc:
-                self._rollback(cur)
                 self._fail(exc)
                 return False
             break
-        done = time.perf_counter()
+        group_s = time.perf_counter() - started
         self.groups += 1
         self._committed(batch[-1][0])
         if self.on_group is not None:
             try:
-                self.on_group(len(batch), done - started, done - committing)
+                self.on_group(len(batch), group_s, commit_s)
             except Exception:
                 log.exception("store writer: group observer failed")
         return True
-
-    def _rollback(self, cur: sqlite3.Cursor) -> None:
-        try:
-            if self._conn.in_transaction:
-                cur.execute("ROLLBACK")
-        except sqlite3.Error:
-            log.exception("store writer: rollback failed")
 
     def _committed(self, seq: int) -> None:
         with self._lock:
@@ -200,6 +195,51 @@ class StoreWriter:
         for _, loop, future in waiters:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, future, error)
+
+
+class GroupSession(Protocol):
+    """The writer thread's own connection to one database: runs a group of jobs in one transaction."""
+
+    def commit_group(self, jobs: list[Job]) -> float:
+        """Run every job, then commit; returns the seconds the COMMIT took. Everything is rolled back on
+        an error: `StorageFull` (the group is retried later), anything else stops the writer."""
+
+    def close(self) -> None: ...
+
+
+class SqliteSession:
+    """The SQLite writer connection: jobs get a cursor inside BEGIN IMMEDIATE ... COMMIT."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._conn = db.connect(data_dir, quick_check=False)
+
+    def commit_group(self, jobs: list[Job]) -> float:
+        cur = self._conn.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                job(cur)
+            committing = time.perf_counter()
+            cur.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            self._rollback(cur)
+            if "full" in str(exc).lower():
+                raise StorageFull(str(exc)) from exc
+            raise
+        except BaseException:
+            self._rollback(cur)
+            raise
+        return time.perf_counter() - committing
+
+    def _rollback(self, cur: sqlite3.Cursor) -> None:
+        try:
+            if self._conn.in_transaction:
+                cur.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("store writer: rollback failed")
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:

@@ -1,6 +1,7 @@
 """The storage port's conformance suite: every implementation of `engine.store.port.StoragePort` passes
 the same tests, as automerge-repo's storage adapters share one suite. A new backend (PostgreSQL) adds one
-entry to `IMPLEMENTATIONS` and nothing else.
+entry to `IMPLEMENTATIONS` and nothing else. PostgreSQL runs on a throwaway cluster
+(tests/support/postgres.py) and skips, naming the Debian package, where the server binaries are missing.
 
 Each implementation is given as a factory `open() -> StoragePort` that reopens the same storage, so the
 suite can check what survives a close and reopen."""
@@ -19,6 +20,7 @@ from engine.store import ReplicaStore
 from engine.store.memory import MemoryBacking, MemoryStorage
 from engine.store.port import OwnerRow, StoragePort, StorageTx
 from engine.store.sqlite import SqliteStorage
+from tests.support.postgres import pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 Opener = Callable[[], StoragePort]
 H1, H2, H3 = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
@@ -39,17 +41,33 @@ def _memory(tmp_path: Path, write_behind: bool) -> Opener:
     return lambda: MemoryStorage(backing)
 
 
+def _postgres(url: str, write_behind: bool) -> Opener:
+    from engine.store.postgres import PostgresStorage
+
+    def open_() -> StoragePort:
+        storage = PostgresStorage(url)
+        if write_behind:
+            storage.start_write_behind(100, None)
+        return storage
+
+    return open_
+
+
 IMPLEMENTATIONS: dict[str, Callable[[Path, bool], Opener]] = {"sqlite": _sqlite, "memory": _memory}
+NAMES = [*IMPLEMENTATIONS, "postgres"]
 
 
 @pytest.fixture(
-    params=[(name, wb) for name in IMPLEMENTATIONS for wb in (False, True)],
+    params=[(name, wb) for name in NAMES for wb in (False, True)],
     ids=lambda p: f"{p[0]}{'-write-behind' if p[1] else ''}",
 )
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     name, write_behind = request.param
     opened: list[StoragePort] = []
-    make = IMPLEMENTATIONS[name](tmp_path, write_behind)
+    if name == "postgres":
+        make = _postgres(request.getfixturevalue("pg_url"), write_behind)
+    else:
+        make = IMPLEMENTATIONS[name](tmp_path, write_behind)
 
     def open_() -> StoragePort:
         storage = make()
@@ -208,3 +226,34 @@ def test_a_replica_records_folds_and_reopens_on_it(opener: Opener, tmp_path: Pat
     assert again.view("r1").samples == {"bike-1": 35}
     assert again.next_seq("r1") == 35
     again.close()
+
+
+def test_claims_keep_the_first_binding_and_say_who_holds_it(opener: Opener) -> None:
+    s = opener()
+    assert s.claim_actor(b"actor-1", "bike-1", "bike", 1.0) == ("bike-1", "bike")
+    assert s.claim_actor(b"actor-1", "app-1", "app", 2.0) == ("bike-1", "bike")
+    first = OwnerRow("r1", "bike-1", "alice", None, 1.0)
+    assert s.claim_ride_owner(first) == first
+    assert s.claim_ride_owner(OwnerRow("r1", "bike-2", None, None, 2.0)) == first
+    s = reopen(s, opener)
+    assert s.claim_actor(b"actor-1", "app-1", "app", 3.0) == ("bike-1", "bike")
+    assert s.claim_ride_owner(OwnerRow("r1", "bike-2", None, None, 3.0)).device == "bike-1"
+
+
+def test_finalization_is_claimed_once_and_outlives_the_ride(opener: Opener) -> None:
+    s = opener()
+    with s.transaction() as tx:
+        assert tx.claim_finalization("r1", "node-a", 1.0) is True
+    with s.transaction() as tx:
+        assert tx.claim_finalization("r1", "node-b", 2.0) is False
+        assert tx.claim_finalization("r2", "node-b", 2.0) is True
+    with s.transaction() as tx:
+        tx.delete_ride("r1", [])
+    s = reopen(s, opener)
+    with s.transaction() as tx:
+        assert tx.claim_finalization("r1", "node-c", 3.0) is False
+    with pytest.raises(RuntimeError), s.transaction() as tx:
+        assert tx.claim_finalization("r3", "node-c", 3.0) is True
+        raise RuntimeError("rolled back: the claim goes with it")
+    with s.transaction() as tx:
+        assert tx.claim_finalization("r3", "node-d", 4.0) is True
