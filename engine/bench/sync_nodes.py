@@ -89,6 +89,21 @@ def _commit_count(url: str) -> int:
     return int(server_histograms(url)["fsync_count"])
 
 
+def _sync_bytes(url: str) -> int:
+    """WebSocket sync bytes both ways (before compression), from the node's `ridesync_sync_bytes`."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("ridesync_sync_bytes_total{")
+        )
+    )
+
+
 def _pg_commits(url: str) -> int | None:
     try:
         import psycopg
@@ -340,6 +355,7 @@ def _measure(
     cpu_before = sum(cpu_of(n.proc.pid) for n in nodes)
     rss_before = sum(rss_of(n.proc.pid) for n in nodes)
     commits_before = sum(_commit_count(n.url) for n in nodes)
+    bytes_before = sum(_sync_bytes(n.url) for n in nodes)
     pg_before = _pg_commits(store) if store is not None else None
     pg_cpu_before = _pg_cpu(cluster) if store is not None else None
     procs = []
@@ -386,6 +402,7 @@ def _measure(
     elapsed = time.monotonic() - measured_from + warmup
     node_cpu = sum(cpu_of(n.proc.pid) for n in nodes) - cpu_before
     commits = sum(_commit_count(n.url) for n in nodes) - commits_before
+    sync_bytes = sum(_sync_bytes(n.url) for n in nodes) - bytes_before
     shutil.rmtree(bikes_root, ignore_errors=True)
     lat = [x for r in results for x in r["latencies"]]
     acks = sum(r["acks"] for r in results)
@@ -407,6 +424,7 @@ def _measure(
         "group_commits_per_s": round(commits / elapsed, 1),
         "nodes_cpu_s": round(node_cpu, 2),
         "nodes_cpu_ms_per_ack": round(node_cpu * 1000 / max(acks, 1), 3),
+        "sync_bytes_per_ack": sync_bytes // max(acks, 1),
         "nodes_rss_bytes_per_open_ride": (rss_during - rss_before) // max(len(bikes), 1),
         "cross_node_push": probe,
     }
