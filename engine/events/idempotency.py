@@ -26,15 +26,16 @@ ride phase only moves forward, so a second "end" is a no-op).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -76,6 +77,12 @@ class StillInProgress(IdempotencyError):
 
 class InvalidKey(IdempotencyError):
     http_status = 400
+
+
+class LedgerUnavailable(IdempotencyError):
+    """The ledger's database cannot be reached: nothing was stored, the client retries later."""
+
+    http_status = 503
 
 
 class LedgerUnreadable(IdempotencyError):
@@ -183,7 +190,8 @@ def _check_key(scope: str, key: str) -> None:
 
 class Ledger:
     """One SQLite file; safe to share between threads (one connection behind a lock) and processes
-    (SQLite's locking; `BEGIN IMMEDIATE` serialises the claim step)."""
+    (SQLite's locking; `BEGIN IMMEDIATE` serialises the claim step). `PostgresLedger`
+    (idempotency_pg.py) is the same ledger in PostgreSQL, shared by every backend node."""
 
     def __init__(
         self,
@@ -224,6 +232,25 @@ class Ledger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # ---- the database (a subclass on another database overrides these two) ------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self, scope: str, key: str) -> Iterator[None]:
+        """One transaction that serialises every step on (scope, key); SQLite's BEGIN IMMEDIATE takes the
+        database's write lock, which serialises them all."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _exec(self, sql: str, args: tuple[object, ...]) -> Any:
+        """Run one statement (`?` placeholders; outside `_transaction` it commits on its own); returns a
+        cursor (fetchone, rowcount)."""
+        return self._db.execute(sql, args)
+
     # ---- the steps --------------------------------------------------------------------------------------
 
     def begin(self, scope: str, key: str, request_fingerprint: bytes, *, match_body: bool = True) -> Begin:
@@ -231,26 +258,19 @@ class Ledger:
         logical event: any request replays the first one's response."""
         _check_key(scope, key)
         stored_fp = request_fingerprint if match_body else None
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                outcome = self._begin_locked(scope, key, stored_fp)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        return outcome
+        with self._lock, self._transaction(scope, key):
+            return self._begin_locked(scope, key, stored_fp)
 
     def _begin_locked(self, scope: str, key: str, fp: bytes | None) -> Begin:
         now = self._clock()
-        row = self._db.execute(
+        row = self._exec(
             "SELECT fingerprint, state, claimed_at, status, content_type, body FROM idempotency "
             "WHERE scope = ? AND key = ?",
             (scope, key),
         ).fetchone()
         if row is None:
             owner = uuid.uuid4().hex
-            self._db.execute(
+            self._exec(
                 "INSERT INTO idempotency (scope, key, fingerprint, state, owner, claimed_at) "
                 "VALUES (?, ?, ?, 'pending', ?, ?)",
                 (scope, key, fp, owner, now),
@@ -264,7 +284,7 @@ class Ledger:
         if now - claimed_at < self.lease_s:
             return InProgress(claimed_at)
         owner = uuid.uuid4().hex
-        self._db.execute(
+        self._exec(
             "UPDATE idempotency SET owner = ?, claimed_at = ? WHERE scope = ? AND key = ?",
             (owner, now, scope, key),
         )
@@ -273,29 +293,23 @@ class Ledger:
     def complete(self, claim: Claim, response: StoredResponse) -> Result:
         """Store the response. If the claim was lost meanwhile (its lease expired and someone else
         finished first), the winner's stored response is returned instead of ours."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._db.execute(
-                    "UPDATE idempotency SET state = 'done', owner = NULL, status = ?, content_type = ?, "
-                    "body = ?, completed_at = ? WHERE scope = ? AND key = ? AND owner = ? "
-                    "AND state = 'pending'",
-                    (
-                        response.status,
-                        response.content_type,
-                        response.body,
-                        self._clock(),
-                        claim.scope,
-                        claim.key,
-                        claim.owner,
-                    ),
-                )
-                mine = cur.rowcount == 1
-                stored = None if mine else self._stored_locked(claim.scope, claim.key)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, self._transaction(claim.scope, claim.key):
+            cur = self._exec(
+                "UPDATE idempotency SET state = 'done', owner = NULL, status = ?, content_type = ?, "
+                "body = ?, completed_at = ? WHERE scope = ? AND key = ? AND owner = ? "
+                "AND state = 'pending'",
+                (
+                    response.status,
+                    response.content_type,
+                    response.body,
+                    self._clock(),
+                    claim.scope,
+                    claim.key,
+                    claim.owner,
+                ),
+            )
+            mine = cur.rowcount == 1
+            stored = None if mine else self._stored_locked(claim.scope, claim.key)
         if mine:
             return Result(response, replayed=False)
         if stored is None:
@@ -306,7 +320,7 @@ class Ledger:
     def abandon(self, claim: Claim) -> None:
         """The handler failed: drop the claim so a retry can execute."""
         with self._lock:
-            self._db.execute(
+            self._exec(
                 "DELETE FROM idempotency WHERE scope = ? AND key = ? AND owner = ? AND state = 'pending'",
                 (claim.scope, claim.key, claim.owner),
             )
@@ -316,7 +330,7 @@ class Ledger:
             return self._stored_locked(scope, key)
 
     def _stored_locked(self, scope: str, key: str) -> StoredResponse | None:
-        row = self._db.execute(
+        row = self._exec(
             "SELECT status, content_type, body FROM idempotency "
             "WHERE scope = ? AND key = ? AND state = 'done'",
             (scope, key),
@@ -326,11 +340,11 @@ class Ledger:
     def purge(self, older_than_s: float) -> int:
         """Forget completed entries older than `older_than_s` seconds; returns how many."""
         with self._lock:
-            cur = self._db.execute(
+            cur = self._exec(
                 "DELETE FROM idempotency WHERE state = 'done' AND completed_at < ?",
                 (self._clock() - older_than_s,),
             )
-            return cur.rowcount
+            return int(cur.rowcount)
 
     # ---- whole request ----------------------------------------------------------------------------------
 

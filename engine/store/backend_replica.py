@@ -30,7 +30,10 @@ class BackendReplica(ReplicaCore):
         return wrote
 
     def finalize(self, ride_id: str, t: float | None = None) -> policy.RideView:
-        """Backend: write the official totals once the bike's declared samples are all here."""
+        """Backend: write the official totals once the bike's declared samples are all here. Exactly once
+        per ride, also across backend nodes over one database: the storage's `claim_finalization` and the
+        finalization change commit in one transaction, and a node that loses the claim loads the
+        winner's finalization instead of writing its own."""
         own = self._own_backend(ride_id)
         view = self.view(ride_id)
         if view.phase is Phase.FINALIZED:
@@ -39,11 +42,15 @@ class BackendReplica(ReplicaCore):
             raise StoreError(
                 f"ride {ride_id} is not ready to finalize: {view.phase.label}, missing {view.missing_samples}"
             )
-        with self.documents.guard():
-            documents.write_finalization(
-                self.doc(own.doc_id), self._clock() if t is None else t, view.totals, view.samples
-            )
-        self.persist(own.doc_id)
+        at = self._clock() if t is None else t
+        won = self.documents.write_once(
+            own.doc_id,
+            lambda tx: tx.claim_finalization(ride_id, self.actor.hex(), at),
+            lambda doc: documents.write_finalization(doc, at, view.totals, view.samples),
+        )
+        if not won:
+            # Another node (over the same database) finalized first: take its finalization.
+            self.documents.refresh(own.doc_id)
         return self.view(ride_id)
 
     def _own_backend(self, ride_id: str) -> DocRef:

@@ -76,6 +76,16 @@ class Ride:
         self.top = None
 
 
+def _holds(doc: CrdtDoc, heads: list[bytes], expected: list[bytes]) -> bool:
+    """True if the loaded document holds every change the last record's writer had (its heads). Equal
+    heads are the usual case; with several writers over one database (PostgreSQL) the last record is one
+    writer's, and the document holds more."""
+    if sorted(expected) == heads:
+        return True
+    held = {change.hash for change in doc.changes_since([])}
+    return all(head in held for head in expected)
+
+
 class DocumentStore:
     def __init__(
         self,
@@ -210,7 +220,7 @@ class DocumentStore:
         report.records_skipped += skipped
         doc = self._load_crdt(doc_id, base, good)
         open_doc = OpenDoc(ref, doc, doc.heads(), records=len(good) + skipped)
-        if lost_snapshot or (expected and sorted(expected) != open_doc.persisted):
+        if lost_snapshot or (expected and not _holds(doc, open_doc.persisted, expected)):
             # Compacting now would overwrite the damaged rows with a document that lacks their content;
             # keep them (and the raw log) until a peer resyncs what is missing.
             open_doc.degraded = True
@@ -358,6 +368,54 @@ class DocumentStore:
         entry = self.docs[doc_id]
         if entry.doc.heads() != entry.persisted:
             self.persist(doc_id)
+
+    def refresh(self, doc_id: str) -> bool:
+        """Apply what the storage holds for `doc_id` that this document lacks (another node's writes over
+        a shared database). True if the document changed. Damaged rows are skipped (loading reports them)."""
+        entry = self.docs[doc_id]
+        chunks = []
+        snapshot = self.storage.snapshot(doc_id)
+        if snapshot is not None and snapshot.intact and snapshot.data:
+            chunks.append(snapshot.data)
+        chunks += [r.data for r in self.storage.change_records(doc_id) if r.intact]
+        clean = entry.doc.heads() == entry.persisted
+        with self.guard():
+            before = entry.doc.heads()
+            try:
+                after = entry.doc.apply_changes(chunks)
+            except CrdtDecodeError as exc:
+                log.warning("refresh: stored rows unreadable", extra={"doc_id": doc_id, "error": str(exc)})
+                return False
+        if clean:
+            entry.persisted = after  # everything new came from the storage
+        return after != before
+
+    def write_once(
+        self, doc_id: str, claim: Callable[[StorageTx], bool], edit: Callable[[CrdtDoc], object]
+    ) -> bool:
+        """Make `edit` to the document only if `claim` wins, in one transaction with the change, committed
+        before return: the conditional write behind "exactly once" across nodes. False (nothing changed)
+        if the claim lost. Earlier writes are committed first, so the new record never precedes its
+        dependencies on disk."""
+        entry = self.docs[doc_id]
+        self.persist_if_dirty(doc_id)
+        self.storage.flush()
+        with self.guard():
+            draft = entry.doc.fork(self.actor)
+            edit(draft)
+            changes = draft.changes_since(entry.persisted)
+            heads = draft.heads()
+        data = b"".join(c.data for c in changes)
+        with self.storage.transaction() as tx:
+            won = bool(claim(tx))
+            if won and data:
+                tx.append_change(doc_id, data, heads)
+        if won:
+            with self.guard():
+                entry.doc.merge(draft)
+            entry.persisted = heads
+            entry.records += 1
+        return won
 
     def merge_remote(self, doc_id: str, other: CrdtDoc) -> list[bytes]:
         """Merge a (gated) fork into the document and persist; returns the new heads."""

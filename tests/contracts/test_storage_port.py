@@ -20,7 +20,6 @@ from engine.store import ReplicaStore
 from engine.store.memory import MemoryBacking, MemoryStorage
 from engine.store.port import OwnerRow, StoragePort, StorageTx
 from engine.store.sqlite import SqliteStorage
-from tests.support.postgres import pg_cluster, pg_url  # noqa: F401  (fixtures)
 
 Opener = Callable[[], StoragePort]
 H1, H2, H3 = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32

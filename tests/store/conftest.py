@@ -11,6 +11,7 @@ import pytest
 from engine.ride.samples import Sample
 from engine.ride.schema import Role
 from engine.store import ReplicaStore
+from tests.support.postgres import pg_cluster, pg_url  # noqa: F401  (PostgreSQL fixtures)
 
 # A document saved by @automerge/automerge (JS) after `doc.c = new Counter(5)` on `{title: "x"}`: reading
 # `c` panics in the Python bindings (docs/architecture.md#automerge-hazards), which no Python code can produce

@@ -20,7 +20,6 @@ owner's connection before they return.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import threading
 import time
@@ -29,49 +28,19 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import errors
 
 from engine.crdt import split_changes
 from engine.store import db
-from engine.store.db import StorageFull, StoreError
+from engine.store.db import StoreError
 from engine.store.port import ChangeRecord, Job, OwnerRow, RawSample, RideRow, Snapshot
+from engine.store.postgres.compactor import DEFAULT_INTERVAL_S, Compactor
+from engine.store.postgres.conn import StorageUnavailable, connect, record_key, translate
 from engine.store.postgres.schema import migrate
 from engine.store.writer import GroupObserver, StoreWriter
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUTAGE_S = 30.0
-_CONNECT_TIMEOUT_S = 10
-
-
-class StorageUnavailable(StoreError):
-    """PostgreSQL cannot be reached (or dropped the connection): nothing of this write was committed."""
-
-
-def connect(url: str) -> psycopg.Connection[Any]:
-    """A connection to `url`; StorageUnavailable (with the reason, never the password) if it fails."""
-    try:
-        return psycopg.connect(url, connect_timeout=_CONNECT_TIMEOUT_S, application_name="ridesync")
-    except psycopg.Error as exc:
-        raise StorageUnavailable(f"cannot connect to PostgreSQL: {_reason(exc)}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _translate(exc: psycopg.Error) -> StoreError:
-    if isinstance(exc, errors.DiskFull):
-        return StorageFull(f"PostgreSQL: {_reason(exc)}")
-    if isinstance(exc, psycopg.OperationalError):
-        return StorageUnavailable(f"PostgreSQL: {_reason(exc)}; not committed")
-    return StoreError(f"PostgreSQL: {_reason(exc)}; not committed")
-
-
-def record_key(data: bytes) -> bytes:
-    """The row key of a record that is not plain change chunks (a saved document, opaque bytes)."""
-    return hashlib.sha256(b"ridesync-record\x00" + data).digest()
 
 
 class _Known:
@@ -258,7 +227,7 @@ class PostgresSession:
             return time.perf_counter() - committing
         except psycopg.Error as exc:
             self._drop()
-            raise _translate(exc) from None
+            raise translate(exc) from None
         except BaseException:
             self._drop()
             raise
@@ -278,9 +247,17 @@ class PostgresStorage:
     """`StoragePort` on one PostgreSQL database (`url`: postgresql://...). Migrates the schema on open
     (engine/store/postgres/schema.py); StorageUnavailable if the server cannot be reached."""
 
-    def __init__(self, url: str, *, outage_s: float = DEFAULT_OUTAGE_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        outage_s: float = DEFAULT_OUTAGE_S,
+        compact_interval_s: float | None = DEFAULT_INTERVAL_S,
+    ) -> None:
         self.url = url
         self.outage_s = outage_s
+        self.compact_interval_s = compact_interval_s
+        self._compactor: Compactor | None = None
         self.known = _Known()
         self._lock = threading.RLock()  # the owner's connection: reads and synchronous writes
         self.conn = connect(url)
@@ -288,7 +265,7 @@ class PostgresStorage:
             migrate(self.conn)
         except psycopg.Error as exc:
             self.conn.close()
-            raise _translate(exc) from None
+            raise translate(exc) from None
         except BaseException:
             self.conn.close()
             raise
@@ -310,7 +287,7 @@ class PostgresStorage:
                 conn.commit()
             except psycopg.Error as exc:
                 self._rollback()
-                raise _translate(exc) from None
+                raise translate(exc) from None
             except BaseException:
                 self._rollback()
                 raise
@@ -341,6 +318,9 @@ class PostgresStorage:
         if self._writer is None:
             session = PostgresSession(self.url, self.known, self.outage_s)
             self._writer = StoreWriter(max_group=max_group, on_group=on_group, session=session)
+            # A serving node (write-behind) also merges every node's rows in the background.
+            if self.compact_interval_s is not None:
+                self._compactor = Compactor(self.url, interval_s=self.compact_interval_s)
 
     def flush(self) -> None:
         if self._writer is not None:
@@ -352,6 +332,8 @@ class PostgresStorage:
 
     def close(self) -> None:
         try:
+            if self._compactor is not None:
+                self._compactor.close()
             if self._writer is not None:
                 self._writer.close()
         finally:
@@ -397,7 +379,7 @@ class PostgresStorage:
                 self.conn.commit()  # end the read's transaction: the next read sees newer commits
             except psycopg.Error as exc:
                 self._rollback()
-                raise _translate(exc) from None
+                raise translate(exc) from None
         return rows
 
     def meta(self) -> dict[str, str]:
@@ -481,4 +463,4 @@ class PostgresStorage:
 _UNKNOWN_FREE = 1 << 62
 
 
-__all__ = ["PostgresStorage", "PostgresTx", "StorageUnavailable", "connect"]
+__all__ = ["PostgresStorage", "PostgresTx"]

@@ -1,0 +1,3 @@
+"""The contract suites' fixtures: a real PostgreSQL where its binaries are installed."""
+
+from tests.support.postgres import pg_cluster, pg_url  # noqa: F401
