@@ -255,8 +255,9 @@ class DocumentStore:
         whose heads changed, new ones included.
 
         The shared document first: its index names the ride's other documents, so a ride this replica
-        has never seen is found by its id alone. A document is read from the storage (snapshot and
-        records) and merged, never replaced, so changes made here and not yet committed stay."""
+        has never seen is found by its id alone. A document held here is refreshed (`refresh`: what the
+        storage holds is applied, never replacing what is here, so changes not yet committed stay); one
+        not held yet is loaded."""
         changed: list[str] = []
         shared = schema.shared_ref(ride_id)
         if self._refresh_doc(shared):
@@ -269,22 +270,13 @@ class DocumentStore:
         return changed
 
     def _refresh_doc(self, ref: DocRef) -> bool:
-        entry = self.docs.get(ref.doc_id)
+        if ref.doc_id in self.docs:
+            return self.refresh(ref.doc_id)
         stored = self._load_doc(ref)
-        if entry is None:
-            if not stored.persisted:
-                return False  # nothing stored under this id (yet)
-            self._add_entry(stored)
-            return True
-        with self.guard():
-            before = entry.doc.heads()
-            clean = entry.persisted == before
-            entry.doc.merge(stored.doc)
-            after = entry.doc.heads()
-        if clean:
-            # What was merged is in the storage already: nothing of it is for `persist` to write.
-            entry.persisted = after
-        return after != before
+        if not stored.persisted:
+            return False  # nothing stored under this id (yet)
+        self._add_entry(stored)
+        return True
 
     # -- documents ------------------------------------------------------------------------------------
 
