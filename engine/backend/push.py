@@ -6,7 +6,8 @@ a node that hears it and reads the storage finds them there. It never blocks and
 transport is down, announcements are dropped, not queued (a node that missed one catches up at the ride's
 next announcement, and a device that reconnects is served from the storage anyway). `run(notify)` sends
 what `publish` handed over and calls `notify(origin, rides)` for other nodes' announcements, never its own,
-until cancelled.
+until cancelled; and `notify(origin, [])` each time its link to the others is (re)established, since
+announcements may have been missed while it was down: the owner then catches up on what it has open.
 
 Implementations (chosen by `BackendConfig.push_url`, `ridesync serve --push URL`):
 - `NoPush`: one node, the default (SQLite): nothing to tell anyone.

@@ -7,7 +7,8 @@ pinged after `ping_after_s` and given up after `dead_after_s`. `publish` appends
 sender, which sends everything pending as one PUBLISH on `ridesync:rides` (push_codec.py), so a burst of
 commits costs one message. While the sender is disconnected, announcements are dropped (push.py says why
 that loses nothing acknowledged). The receiver skips its own messages by their prefix, undecoded, and
-counts and ignores malformed ones.
+counts and ignores malformed ones. After every (re)subscription it calls `notify(origin, [])`: the owner
+catches up on the rides it has open, whose announcements a broken link may have lost.
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ class RedisPush:
                 self.stats.connects += 1
                 self.subscribed.set()
                 log.info("ride push subscribed", extra={"url": self.url, "origin": self.origin})
+                # Whatever was announced while this link was down is lost: the owner catches up.
+                notify(self.origin, [])
                 await self._receive(link, notify)
             except LINK_ERRORS as exc:
                 self.stats.last_error = f"receive: {type(exc).__name__}: {exc}"

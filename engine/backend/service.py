@@ -18,8 +18,8 @@ Ride owners (README.md, "Ride owners"): `write_refusal` says whether a token may
 
 Several nodes over one database (README.md, "Several backend nodes"): every ride this node changes is
 announced on the ride push (push.py) once its changes are committed; a ride another node announces is
-merged from the storage at once when this node has connections on it (which then get the new state), and
-otherwise on its next use here (`fresh`).
+merged from the storage at once when this node has connections on it (which then get the new state); a
+ride without connections here is merged at its next use here (`fresh`).
 """
 
 from __future__ import annotations
@@ -83,7 +83,6 @@ class Backend:
         self.multi_node = not isinstance(self.push, NoPush)
         self._announce: set[str] = set()
         self._announce_wake = asyncio.Event()
-        self._stale: set[str] = set()  # announced by another node while nobody here had it open
         directory = Path(data_dir) / STORE_DIR
         directory.mkdir(parents=True, exist_ok=True)
         self.store = ReplicaStore(directory, device_id=config.device_id, role=Role.BACKEND)
@@ -335,24 +334,26 @@ class Backend:
             self.metrics.push_rides.labels("announced").inc(len(rides))
 
     def _heard(self, origin: str, rides: Sequence[str]) -> None:
+        """Another node committed changes to `rides`; an empty list: this node may have missed some (its
+        link to the others was just (re)established). Only rides with connections here are merged now;
+        every other ride is merged at its next use here (`fresh`)."""
+        if not rides:
+            rides = list(self._ride_peers)
         for ride_id in rides:
             self.metrics.push_rides.labels("heard").inc()
             if self._ride_peers.get(ride_id, 0) > 0:
                 self.refresh(ride_id)
-            else:
-                self._stale.add(ride_id)
 
     def fresh(self, ride_id: str) -> None:
         """Before this node answers about a ride (a sync upgrade, an HTTP request): with other nodes over
-        the same database, merge what they committed if this node may be behind (it heard the ride
-        announced while nobody here had it open, or it holds nothing of it yet)."""
-        if self.multi_node and (ride_id in self._stale or not self.store.has_ride(ride_id)):
+        the same database, merge what they committed unless the ride has connections here (those are
+        kept current by the push). A ride nobody here has open may have changed anywhere."""
+        if self.multi_node and self._ride_peers.get(ride_id, 0) == 0:
             self.refresh(ride_id)
 
     def refresh(self, ride_id: str) -> None:
         """Merge the ride's changes committed by other nodes; push them to this node's connections and
         finalize if the ride is now ready."""
-        self._stale.discard(ride_id)
         changed = self.store.refresh_ride(ride_id)
         if not changed:
             return

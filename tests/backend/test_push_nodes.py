@@ -96,3 +96,43 @@ async def test_a_change_on_one_node_reaches_the_rides_connections_on_the_other(
         assert view.end_events_counted == 1
     assert _finalized(a) + _finalized(b) == 1
     assert pushes[0].stats.rides_published >= 1 and pushes[1].stats.rides_published >= 1
+
+
+async def test_changes_made_while_the_broker_was_down_reach_the_other_node_after(
+    make_server: MakeServer,
+    tmp_path: Path,
+    redis_server: RedisProcess,  # noqa: F811
+) -> None:
+    """Announcements are dropped while Redis is down; once node B resubscribes it catches up on the
+    rides it has connections on, without waiting for their next change."""
+    shared = tmp_path / "shared-data"
+    pa = RedisPush(redis_server.url, origin="node-a", backoff_cap_s=0.3)
+    pb = RedisPush(redis_server.url, origin="node-b", backoff_cap_s=0.3)
+    a = await make_server(data=shared, push=pa)
+    b = await make_server(data=shared, push=pb)
+    bike = a.replica(Role.BIKE, "bike-1")
+    app = a.replica(Role.APP, "app-1")
+    async with asyncio.timeout(HANG_GUARD):
+        await pa.ready()
+        await pb.ready()
+        bike.start_ride(RIDE, t=T0)
+        bike.append_samples(RIDE, [sample(i) for i in range(5)])
+        bike.fold(RIDE)
+        async with a.client(a.token("bike", "bike-1", rider="alice"), bike, RIDE) as bc:
+            await bc.open_ride()
+            await a.backend.wait_for(lambda: a.holds_all_of(bike, RIDE))
+            await a.backend.store.flushed()
+            app.start_ride(RIDE, t=T0 + 1)
+            async with b.client(a.token("app", "app-1", rider="alice"), app, RIDE) as ac:
+                await ac.open_ride()
+                await ac.wait_for(lambda: app.view(RIDE).samples.get("bike-1") == 5)
+                redis_server.stop()
+                bike.append_samples(RIDE, [sample(i) for i in range(5, 12)])
+                bike.fold(RIDE)
+                await bc.push()
+                await a.backend.wait_for(lambda: a.holds_all_of(bike, RIDE))
+                await a.backend.store.flushed()
+                assert app.view(RIDE).samples.get("bike-1") == 5  # nothing crossed while Redis was down
+                redis_server.start()
+                await ac.wait_for(lambda: app.view(RIDE).samples.get("bike-1") == 12)
+    assert pb.stats.connects >= 4  # both links of node B came back

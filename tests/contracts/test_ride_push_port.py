@@ -19,6 +19,7 @@ from tests.redis_process import RedisProcess, redis_server  # noqa: F401  (the f
 
 GUARD_S = 10.0
 Heard = list[tuple[str, list[str]]]
+catch_ups: dict[str, int] = {}
 Pair = tuple[RidePush, RidePush]
 
 
@@ -26,11 +27,15 @@ Pair = tuple[RidePush, RidePush]
 async def _running(*pushes: RidePush) -> AsyncIterator[list[Heard]]:
     """Run each push with a notify that records what it heard; cancelled (cleanly) on exit."""
     heard: list[Heard] = [[] for _ in pushes]
+    catch_ups.clear()
     tasks = []
     for push, log in zip(pushes, heard, strict=True):
 
-        def notify(origin: str, rides: Sequence[str], log: Heard = log) -> None:
-            log.append((origin, list(rides)))
+        def notify(origin: str, rides: Sequence[str], log: Heard = log, me: str = push.origin) -> None:
+            if rides:
+                log.append((origin, list(rides)))
+            else:  # the catch-up call after a (re)connection: counted apart
+                catch_ups[me] = catch_ups.get(me, 0) + 1
 
         tasks.append(asyncio.create_task(push.run(notify)))
     try:
@@ -132,6 +137,8 @@ async def test_a_broker_restart_is_survived(tmp_path: Path, redis_server: RedisP
                 await asyncio.sleep(0.05)
     assert heard_b[0] == ("node-a", ["ride-after"])
     assert a.stats.connects >= 3 and b.stats.connects >= 3  # sender and receiver reconnected
+    # Announcements made while the link was down are lost: after resubscribing, b is told to catch up.
+    assert catch_ups.get("node-b", 0) >= 2
 
 
 async def test_no_push_tells_nobody_and_runs_until_cancelled() -> None:
