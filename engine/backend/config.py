@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from engine.ids import ID_CHARS, valid_id
+from engine.store.location import StoreLocation
 
 # A 4-hour offline backlog at the default 10 s fold is ~350 KB (engine/ride/README.md); 8 MiB leaves a
 # 20x margin for claims, edits and a denser commit interval.
@@ -56,6 +57,8 @@ class BackendConfig:
     max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
     max_body_bytes: int = 64 * 1024
     device_id: str = "backend"
+    # Where the store and the idempotency ledger live (`--store`); None: SQLite in DATA/backend/.
+    store: StoreLocation | None = None
     server_peer_id: str = "ridesync-backend"
     # Several backend nodes over one database: the ride push between them (redis://HOST:PORT); None is
     # one node, which tells nobody (engine/backend/push.py).

@@ -36,16 +36,16 @@ from engine.auth.tokens import Role as TokenRole
 from engine.backend.config import BackendConfig
 from engine.backend.metrics import BackendMetrics
 from engine.backend.push import NoPush, RidePush
-from engine.events.idempotency import Ledger
+from engine.backend.stores import open_stores
 from engine.ride import policy, schema
 from engine.ride.schema import DocKind, DocRef, Phase, Role
-from engine.store import ReplicaStore, RideOwner, StoreError, SyncState
+from engine.store import RideOwner, StoreError, SyncState
+from engine.store.location import StoreLocation
 from engine.sync.docid import InvalidDocumentId, document_id_from_bytes, document_id_to_bytes
 
 log = logging.getLogger(__name__)
 
 STORE_DIR = "backend"
-LEDGER_FILE = "idempotency.sqlite3"
 
 
 class Peer(Protocol):
@@ -84,15 +84,10 @@ class Backend:
         self._announce: set[str] = set()
         self._announce_wake = asyncio.Event()
         directory = Path(data_dir) / STORE_DIR
-        directory.mkdir(parents=True, exist_ok=True)
-        self.store = ReplicaStore(directory, device_id=config.device_id, role=Role.BACKEND)
+        location = config.store if config.store is not None else StoreLocation("sqlite", path=directory)
+        self.store, self.ledger = open_stores(location, device_id=config.device_id, sqlite_dir=directory)
         # Commits leave the event loop (engine/store/writer.py); replies await store.flushed() first.
         self.store.start_write_behind(on_group=self._observe_group)
-        try:
-            self.ledger = Ledger(directory / LEDGER_FILE)
-        except BaseException:
-            self.store.close()
-            raise
         self.peers: set[Peer] = set()
         # automerge-repo document id -> the connections that have it open (pushes go only to them).
         self._subscribers: dict[str, set[Peer]] = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from engine.store.location import StoreLocation, StoreLocationError, parse_store
 from engine.urls import BackendUrlError, check_backend_url
 
 
@@ -35,6 +36,14 @@ def backend_url(text: str) -> str:
     try:
         return check_backend_url(text)
     except BackendUrlError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def store(text: str) -> StoreLocation:
+    """`sqlite:PATH` or `postgresql://USER@HOST[:PORT]/DATABASE` (engine/store/location.py)."""
+    try:
+        return parse_store(text)
+    except StoreLocationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 

@@ -26,6 +26,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="data dir: keys, databases ($RIDESYNC_DATA or ./ridesync-data)",
     )
     p.add_argument(
+        "--store",
+        type=argtypes.store,
+        default=None,
+        metavar="URL",
+        help="the durable store and idempotency ledger: postgresql://USER@HOST[:PORT]/DATABASE (shared by "
+        "any number of backend nodes) or sqlite:DIR (default: SQLite in DATA/backend/)",
+    )
+    p.add_argument(
         "--init",
         action="store_true",
         help="create the signing keys if the data dir has none (first run); without it, missing keys are an "
@@ -227,7 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise CliError(f"--relay wants a redis://HOST:PORT URL, got {args.relay!r}")
     if args.push is not None and not args.push.startswith(("redis://", "rediss://", "unix://")):
         raise CliError(f"--push wants a redis://HOST:PORT URL, got {args.push!r}")
-    backend = dataclasses.replace(backend_config(args), push_url=args.push)
+    backend = dataclasses.replace(backend_config(args), store=args.store, push_url=args.push)
     logs.configure(args.log_level)
     hub = HubConfig(
         stale_after_s=args.stale_after,
