@@ -20,6 +20,7 @@ from engine.crdt import CrdtDoc, new_actor_id
 from engine.events import idempotency as idem
 from engine.ride import documents, policy, schema
 from engine.ride.model import SharedDoc
+from engine.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,13 @@ def route(name: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.
         except idem.IdempotencyError as exc:
             code = "idempotency_conflict" if isinstance(exc, idem.IdempotencyConflict) else "idempotency"
             response = auth.RequestError(exc.http_status, code, str(exc)).response()
+        except StoreError as exc:
+            # The store could not commit (PostgreSQL away, writer stopped): nothing was acknowledged, and
+            # devices retry a 503 as they retry an unreachable backend.
+            log.warning("store unavailable; request not committed", extra={"route": name, "error": str(exc)})
+            response = auth.RequestError(
+                503, "store_unavailable", "the store could not commit; retry"
+            ).response()
         state.metrics.http.labels(name, str(response.status)).inc()
         return response
 

@@ -73,6 +73,8 @@ def admit_sync(request: web.Request, backend: Backend, claims: Claims, rides: fr
     class_id = _wanted_class(request, claims) if len(rides) == 1 else None
     for ride in sorted(rides):
         owner = backend.start_ride(claims, ride, class_id)
+        if owner.device != claims.device:  # another node bound it in between: as if it had been first
+            raise refuse(backend, claims, ride, f"ride {ride} belongs to bike {owner.device}", "sync")
         if len(rides) == 1 and owner.class_id is not None and RIDES in request.app:
             request.app[RIDES].register(owner.class_id, claims.device, ride)
 

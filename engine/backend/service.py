@@ -226,13 +226,18 @@ class Backend:
                 "ride owner bound",
                 extra={"ride_id": ride_id, "device": claims.device, "rider": claims.rider, "class": class_id},
             )
-        assert owner.device == claims.device, "start_ride follows write_refusal"
+        if owner.device != claims.device:
+            # Another backend node (over a shared database) bound it after write_refusal asked: the
+            # caller refuses this bike.
+            return owner
         return store.complete_ride_owner(ride_id, rider=claims.rider, class_id=class_id)
 
     # -- rides ----------------------------------------------------------------------------------------
 
     def has_ride(self, ride_id: str) -> bool:
-        return self.store.has_ride(ride_id)
+        """True if the backend holds the ride; over a shared database (`--store postgresql://`) a ride
+        another node wrote is loaded from it on first ask."""
+        return self.store.load_ride(ride_id)
 
     def ride_changed(self, ride_id: str, device: str, origin: Peer | None = None) -> None:
         """A sync message or an HTTP event changed the ride: finalize if it is time, refresh its state."""

@@ -213,7 +213,13 @@ class Connection:
         if kind is WSMsgType.BINARY:
             assert isinstance(data, bytes)
             self.backend.metrics.sync_bytes.labels("in").inc(len(data))
-            return self.session.receive(data)
+            try:
+                return self.session.receive(data)
+            except StoreError as exc:
+                # The store cannot decide or commit (PostgreSQL away): nothing of this message was
+                # acknowledged; the device keeps it and resends after reconnecting.
+                log.error("store unavailable; closing the connection", extra={"device": self.device})
+                return self.session.fail(f"storage failure: {exc}", s.CLOSE_INTERNAL_ERROR)
         if kind is WSMsgType.TEXT:
             return self.session.fail("only binary frames carry automerge-repo messages")
         if kind is WSMsgType.ERROR:

@@ -41,21 +41,33 @@ class PostgresLedger(Ledger):
             raise LedgerUnreadable(f"the idempotency ledger's database: {exc}") from None
         conn.autocommit = True  # single statements commit alone; the claim steps open a transaction
         self._conn = conn
+        self._url = url
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
+    def _live(self) -> psycopg.Connection[Any]:
+        """The connection, a new one after the server dropped the old (a restart, a failover)."""
+        if self._conn.closed:
+            try:
+                conn = connect(self._url)
+            except StorageUnavailable as exc:
+                raise LedgerUnavailable(f"the idempotency ledger's database: {exc}") from None
+            conn.autocommit = True
+            self._conn = conn
+        return self._conn
+
     @contextlib.contextmanager
     def _transaction(self, scope: str, key: str) -> Iterator[None]:
-        with _unavailable(), self._conn.transaction():
+        with _unavailable(), self._live().transaction():
             lock = f"{scope}\n{key}"  # (PostgreSQL text cannot hold NUL; keys are printable)
             self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (lock,))
             yield
 
     def _exec(self, sql: str, args: tuple[object, ...]) -> Any:
         with _unavailable():
-            return self._conn.execute(sql.replace("?", "%s"), args)
+            return self._live().execute(sql.replace("?", "%s"), args)
 
 
 @contextlib.contextmanager

@@ -112,8 +112,17 @@ class SyncBook:
         return owner
 
     def ride_owner(self, ride_id: str) -> RideOwner | None:
-        """The ride's owner, if one is bound (the backend's rule: engine/backend/README.md)."""
-        return self._owners.get(ride_id)
+        """The ride's owner, if one is bound (the backend's rule: engine/backend/README.md). A ride this
+        replica has no owner for is looked up in the storage: over a shared database another node may have
+        bound it since this one loaded its owners (only found owners are kept; owners never change)."""
+        owner = self._owners.get(ride_id)
+        if owner is None:
+            row = self.storage.ride_owner(ride_id)
+            if row is not None:
+                owner = self._owners[ride_id] = RideOwner(
+                    row.ride_id, row.device, row.rider, row.class_id, row.bound
+                )
+        return owner
 
     def ride_owners(self) -> dict[str, RideOwner]:
         return dict(self._owners)

@@ -222,6 +222,21 @@ class ReplicaCore:
     def has_ride(self, ride_id: str) -> bool:
         return self.documents.is_listed(ride_id)
 
+    def load_ride(self, ride_id: str) -> bool:
+        """True if this replica holds the ride, loading it from the storage if another node over a
+        shared database wrote it since this replica opened (DocumentStore.load_ride)."""
+        if self.documents.is_listed(ride_id):
+            return True
+        if not self.documents.load_ride(ride_id):
+            return False
+        self.samples.recover(ride_id)
+        return True
+
+    def refresh(self, doc_id: str) -> bool:
+        """Apply what the storage holds for `doc_id` that this replica's document lacks (another node's
+        writes over a shared database); True if it changed."""
+        return self.documents.refresh(doc_id)
+
     def ride_refs(self, ride_id: str) -> list[DocRef]:
         """The documents of `ride_id` this replica holds, plus any the shared index names that it lacks."""
         return self.documents.ride_refs(ride_id)

@@ -76,14 +76,15 @@ class Ride:
         self.top = None
 
 
-def _holds(doc: CrdtDoc, heads: list[bytes], expected: list[bytes]) -> bool:
-    """True if the loaded document holds every change the last record's writer had (its heads). Equal
-    heads are the usual case; with several writers over one database (PostgreSQL) the last record is one
-    writer's, and the document holds more."""
-    if sorted(expected) == heads:
+def _holds(doc: CrdtDoc, recorded: set[bytes]) -> bool:
+    """True if the loaded document holds its whole stored history: every head the snapshot and each record
+    were written with. (Not just the last record's: with several writers over one database (PostgreSQL)
+    that is one writer's, and a row of another whose dependencies Automerge lacked would go unnoticed
+    and later be compacted away.)"""
+    if not recorded:
         return True
     held = {change.hash for change in doc.changes_since([])}
-    return all(head in held for head in expected)
+    return recorded <= held
 
 
 class DocumentStore:
@@ -158,17 +159,8 @@ class DocumentStore:
 
     def load_all(self) -> list[str]:
         """Load every document; returns the rides whose sample log recovery should replay, in order."""
-        for doc_id, ride_id, kind, device in self.storage.docs():
-            try:
-                ref = DocRef(schema.check_ride_id(ride_id), DocKind(kind), device)
-            except (ValueError, TypeError):
-                self.recovery.problem(f"doc {doc_id!r}: unreadable ride/kind/device; skipped")
-                continue
-            if ref.doc_id != doc_id:
-                self.recovery.problem(f"doc {doc_id}: id does not match its ride/kind/device; skipped")
-                continue
-            self._add_entry(self._load_doc(ref))
-            self.recovery.docs_loaded += 1
+        for row in self.storage.docs():
+            self._load_row(*row)
         # Rides are found wherever they left a trace, so a damaged `rides` row cannot hide unfolded samples.
         listed = {row.ride_id for row in self.storage.rides()}
         for ride_id in listed:
@@ -187,11 +179,38 @@ class DocumentStore:
             out.append(ride_id)
         return out
 
+    def _load_row(self, doc_id: str, ride_id: str, kind: str, device: str) -> None:
+        try:
+            ref = DocRef(schema.check_ride_id(ride_id), DocKind(kind), device)
+        except (ValueError, TypeError):
+            self.recovery.problem(f"doc {doc_id!r}: unreadable ride/kind/device; skipped")
+            return
+        if ref.doc_id != doc_id:
+            self.recovery.problem(f"doc {doc_id}: id does not match its ride/kind/device; skipped")
+            return
+        self._add_entry(self._load_doc(ref))
+        self.recovery.docs_loaded += 1
+
+    def load_ride(self, ride_id: str) -> bool:
+        """Load a ride this replica does not hold from the storage (another node over a shared database
+        wrote it since this one opened): its row and every document. False if the storage has no such
+        ride. Documents held already are left alone (`refresh` brings in what they lack)."""
+        row = self.storage.ride(ride_id)
+        if row is None:
+            return False
+        for doc_row in self.storage.docs(ride_id):
+            if doc_row[0] not in self.docs:
+                self._load_row(*doc_row)
+        ride = self.ride(ride_id)
+        ride.listed = True
+        ride.status = SyncStatus(ride_id, SyncState(row.state), row.reason, row.updated)
+        return True
+
     def _load_doc(self, ref: DocRef) -> OpenDoc:
         doc_id = ref.doc_id
         report = self.recovery
         base = b""
-        expected: list[bytes] = []
+        recorded: set[bytes] = set()  # every head the stored history was written with
         lost_snapshot = False
         snapshot = self.storage.snapshot(doc_id)
         if snapshot is not None:
@@ -205,7 +224,7 @@ class DocumentStore:
                 lost_snapshot = True
             else:
                 base = snapshot.data
-                expected = snapshot.heads
+                recorded.update(snapshot.heads)
         good: list[bytes] = []
         skipped = 0
         for record in self.storage.change_records(doc_id):
@@ -216,11 +235,11 @@ class DocumentStore:
                 skipped += 1
                 continue
             good.append(record.data)
-            expected = record.heads
+            recorded.update(record.heads)
         report.records_skipped += skipped
         doc = self._load_crdt(doc_id, base, good)
         open_doc = OpenDoc(ref, doc, doc.heads(), records=len(good) + skipped)
-        if lost_snapshot or (expected and not _holds(doc, open_doc.persisted, expected)):
+        if lost_snapshot or not _holds(doc, recorded):
             # Compacting now would overwrite the damaged rows with a document that lacks their content;
             # keep them (and the raw log) until a peer resyncs what is missing.
             open_doc.degraded = True

@@ -143,8 +143,9 @@ class MemoryStorage:
     def meta(self) -> dict[str, str]:
         return dict(self.backing.meta)
 
-    def docs(self) -> list[tuple[str, str, str, str]]:
-        return [self.backing.docs[d] for d in sorted(self.backing.docs)]
+    def docs(self, ride_id: str | None = None) -> list[tuple[str, str, str, str]]:
+        rows = [self.backing.docs[d] for d in sorted(self.backing.docs)]
+        return rows if ride_id is None else [row for row in rows if row[1] == ride_id]
 
     def snapshot(self, doc_id: str) -> Snapshot | None:
         return self.backing.snapshots.get(doc_id)
@@ -174,6 +175,9 @@ class MemoryStorage:
 
     def actor(self, actor: bytes) -> tuple[str, str] | None:
         return self.backing.actors.get(actor)
+
+    def ride_owner(self, ride_id: str) -> OwnerRow | None:
+        return self.backing.owners.get(ride_id)
 
     def ride_owners(self) -> list[OwnerRow]:
         return list(self.backing.owners.values())

@@ -155,8 +155,8 @@ class StoragePort(Protocol):
 
     def meta(self) -> dict[str, str]: ...
 
-    def docs(self) -> list[tuple[str, str, str, str]]:
-        """Every registered document: (doc id, ride id, kind, device), by doc id."""
+    def docs(self, ride_id: str | None = None) -> list[tuple[str, str, str, str]]:
+        """Every registered document (of `ride_id` if given): (doc id, ride id, kind, device), by doc id."""
 
     def snapshot(self, doc_id: str) -> Snapshot | None: ...
 
@@ -181,6 +181,9 @@ class StoragePort(Protocol):
         """(device, role) the actor is bound to."""
 
     def ride_owners(self) -> list[OwnerRow]: ...
+
+    def ride_owner(self, ride_id: str) -> OwnerRow | None:
+        """The ride's owner (committed, or claimed through this storage)."""
 
     def usage(self) -> tuple[int, int]:
         """(bytes the storage takes, bytes free where it grows)."""

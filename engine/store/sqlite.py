@@ -181,13 +181,7 @@ class SqliteStorage:
         return held
 
     def claim_ride_owner(self, owner: OwnerRow) -> OwnerRow:
-        held = self._owners.get(owner.ride_id)
-        if held is None:
-            for row in self.conn.execute(
-                "SELECT ride_id, device, rider, class_id, bound FROM ride_owners WHERE ride_id=?",
-                (owner.ride_id,),
-            ):
-                held = OwnerRow(row[0], row[1], row[2], row[3], float(row[4]))
+        held = self.ride_owner(owner.ride_id)
         if held is None:
             self.write(lambda tx: tx.add_ride_owner(owner))
             held = owner
@@ -199,7 +193,11 @@ class SqliteStorage:
     def meta(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
 
-    def docs(self) -> list[tuple[str, str, str, str]]:
+    def docs(self, ride_id: str | None = None) -> list[tuple[str, str, str, str]]:
+        if ride_id is not None:
+            return self.conn.execute(
+                "SELECT doc_id, ride_id, kind, device FROM docs WHERE ride_id=? ORDER BY doc_id", (ride_id,)
+            ).fetchall()
         return self.conn.execute("SELECT doc_id, ride_id, kind, device FROM docs ORDER BY doc_id").fetchall()
 
     def snapshot(self, doc_id: str) -> Snapshot | None:
@@ -256,6 +254,16 @@ class SqliteStorage:
     def actor(self, actor: bytes) -> tuple[str, str] | None:
         row = self.conn.execute("SELECT device, role FROM actors WHERE actor=?", (actor,)).fetchone()
         return None if row is None else (row[0], row[1])
+
+    def ride_owner(self, ride_id: str) -> OwnerRow | None:
+        held = self._owners.get(ride_id)
+        if held is not None:
+            return held
+        for r, d, rider, c, b in self.conn.execute(
+            "SELECT ride_id, device, rider, class_id, bound FROM ride_owners WHERE ride_id=?", (ride_id,)
+        ):
+            return OwnerRow(r, d, rider, c, float(b))
+        return None
 
     def ride_owners(self) -> list[OwnerRow]:
         rows = self.conn.execute("SELECT ride_id, device, rider, class_id, bound FROM ride_owners")

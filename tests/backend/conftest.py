@@ -8,6 +8,7 @@ from typing import Any
 
 from engine.ride.samples import Sample
 from tests.backend.server import MakeServer, Server, make_server, server
+from tests.support.postgres import pg_cluster, pg_url  # noqa: F401  (PostgreSQL fixtures)
 
 __all__ = ["HANG_GUARD", "T0", "MakeServer", "Server", "make_server", "now", "sample", "server"]
 

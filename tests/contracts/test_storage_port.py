@@ -155,6 +155,7 @@ def test_bookkeeping_tables(opener: Opener) -> None:
     assert s.peer_heads("d1", "backend") == [H3] and s.peer_heads("d1", "other") is None
     assert s.actor(b"actor-1") == ("bike-1", "bike") and s.actor(b"nobody") is None
     assert s.ride_owners() == [OwnerRow("r1", "bike-1", "alice", "spin", 1.0)]
+    assert s.ride_owner("r1") == OwnerRow("r1", "bike-1", "alice", "spin", 1.0) and s.ride_owner("r2") is None
 
 
 def test_deleting_a_ride_keeps_actors_and_owners(opener: Opener) -> None:

@@ -13,11 +13,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from engine.crdt import SyncSession
+from engine.crdt import CrdtDoc, SyncSession, new_actor_id
 from engine.events import idempotency as idem
 from engine.events.idempotency_pg import PostgresLedger
 from engine.ride.schema import Role
-from engine.store import BackendReplica, DeviceReplica, StoreError
+from engine.store import BackendReplica, DeviceReplica, StorageTx, StoreError
 from engine.store.postgres import LATEST, PostgresStorage, SchemaTooNew, StorageUnavailable
 from engine.store.postgres.compactor import compact_doc
 from engine.testing.postgres import PostgresCluster
@@ -101,6 +101,9 @@ def test_an_actor_bound_on_one_node_is_refused_on_another(node: Node) -> None:
 def test_a_ride_has_one_owner_across_nodes(node: Node) -> None:
     a, b = node(), node()
     assert a.bind_ride_owner("r1", "bike-1", class_id="c1").device == "bike-1"
+    seen = b.ride_owner("r1")  # b loaded its owners before a bound r1: it asks the database
+    assert seen is not None and seen.device == "bike-1"
+    assert b.ride_owner("r2") is None
     owner = b.bind_ride_owner("r1", "bike-2", class_id="c2")  # b loaded its owners before a bound r1
     assert (owner.device, owner.class_id) == ("bike-1", "c1")
 
@@ -125,7 +128,7 @@ def test_a_ride_is_finalized_once_across_nodes(node: Node, tmp_path: Path) -> No
 
     assert finalization(b) == finalization(a) and getattr(finalization(a), "t", None) == 100.0
     again = node()  # a node started afterwards loads one finalization, a's
-    assert finalization(again) == finalization(a)
+    assert finalization(again) == finalization(a) and again.recovery.problems == []
     with psycopg.connect(again.storage.url) as conn:  # type: ignore[attr-defined]
         rows = conn.execute("SELECT ride_id FROM finalizations").fetchall()
     assert rows == [("r1",)]
@@ -197,11 +200,15 @@ def test_one_nodes_compaction_keeps_another_nodes_changes(node: Node, tmp_path: 
     a.flush()
     b.compact(doc_id)  # and b's compaction must not drop a's snapshot either
     b.flush()
-    assert node().view("r1").samples == {"bike-1": 12}
+    loaded = node()
+    assert loaded.view("r1").samples == {"bike-1": 12}
+    # Rows from two writers: the last record's heads are one writer's, and the document holds more. Whole,
+    # not "history incomplete".
+    assert loaded.recovery.problems == []
     # The background compactor merges everything into one snapshot and deletes only what it holds.
     compact_doc(a.storage.url, doc_id)  # type: ignore[attr-defined]
     fresh = node()
-    assert fresh.view("r1").samples == {"bike-1": 12}
+    assert fresh.view("r1").samples == {"bike-1": 12} and fresh.recovery.problems == []
     assert list(fresh.storage.change_records(doc_id)) == []
     bike.close()
 
@@ -251,3 +258,59 @@ def test_a_database_that_goes_away_acknowledges_nothing(pg_url: str, pg_cluster:
     again = PostgresStorage(pg_url)
     assert again.ride("r1") is not None and again.ride("r2") is None
     again.close()
+
+
+def test_a_row_whose_dependencies_are_not_committed_yet_is_never_compacted_away(
+    node: Node, pg_url: str, tmp_path: Path
+) -> None:
+    """Node B commits a change whose dependency node A has not committed yet, then an unrelated change
+    lands after it. A node loading now holds the later change but not B's: it must call the document
+    incomplete and never compact B's row away."""
+    bike = DeviceReplica(tmp_path / "bike", device_id="bike-1", role=Role.BIKE)
+    bike.start_ride("r1")
+    bike.append_samples("r1", [make_sample(i) for i in range(6)])
+    bike.fold("r1")
+    ref = next(r for r in bike.ride_refs("r1") if r.kind.value == "bike")
+    base = bike.heads(ref.doc_id)
+    bike.append_samples("r1", [make_sample(i) for i in range(6, 12)])
+    bike.fold("r1")
+    later = bike.changes_since(ref.doc_id, base)  # depend on what `base` holds
+    earlier = bike.changes_since(ref.doc_id, [])[: -len(later)]
+    raw = PostgresStorage(pg_url)
+
+    def b_first(tx: StorageTx) -> None:
+        tx.add_ride("r1", 1.0, "syncing", "")
+        tx.add_doc(ref.doc_id, "r1", ref.kind.value, ref.device)
+        tx.append_change(ref.doc_id, b"".join(c.data for c in later), bike.heads(ref.doc_id))
+
+    raw.write(b_first)
+    # An unrelated, applicable change after it (another actor's, written from the empty document).
+    other = CrdtDoc.new(new_actor_id("bike-1"))
+    other.put({"note": "x"})
+    raw.write(lambda tx: tx.append_change(ref.doc_id, other.changes_since([])[0].data, other.heads()))
+    n = node()
+    assert any("history incomplete" in p for p in n.recovery.problems)
+    assert n.compact(ref.doc_id) == 0
+    n.flush()
+    raw.write(lambda tx: tx.append_change(ref.doc_id, b"".join(c.data for c in earlier), base))  # A commits
+    assert node().view("r1").samples == {"bike-1": 12}
+    raw.close()
+    bike.close()
+
+
+def test_a_damaged_row_is_reported_and_skipped_and_the_compactor_leaves_it(node: Node, pg_url: str) -> None:
+    a = node()
+    a.start_ride("r1")
+    a.edit_shared("r1", "title", "Morning ride")
+    a.flush()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        found = conn.execute("SELECT doc_id, max(seq) FROM changes GROUP BY doc_id LIMIT 1").fetchone()
+        assert found is not None
+        doc_id, seq = found
+        conn.execute("UPDATE changes SET data = data || '\\x00'::bytea WHERE seq=%s", (seq,))  # bit rot
+        rows = conn.execute("SELECT count(*) FROM changes WHERE doc_id=%s", (doc_id,)).fetchone()
+    b = node()
+    assert any(f"doc {doc_id}: change record {seq} is corrupt" in p for p in b.recovery.problems)
+    assert compact_doc(pg_url, doc_id) is False
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM changes WHERE doc_id=%s", (doc_id,)).fetchone() == rows

@@ -260,6 +260,7 @@ class PostgresStorage:
         self._compactor: Compactor | None = None
         self.known = _Known()
         self._lock = threading.RLock()  # the owner's connection: reads and synchronous writes
+        self._in_tx = False
         self.conn = connect(url)
         try:
             migrate(self.conn)
@@ -281,6 +282,7 @@ class PostgresStorage:
     def transaction(self) -> Iterator[PostgresTx]:
         with self._lock:
             conn = self.conn
+            self._in_tx = True
             try:
                 with conn.cursor() as cur:
                     yield PostgresTx(cur, self.known)
@@ -291,6 +293,8 @@ class PostgresStorage:
             except BaseException:
                 self._rollback()
                 raise
+            finally:
+                self._in_tx = False
 
     def _rollback(self) -> None:
         try:
@@ -376,7 +380,8 @@ class PostgresStorage:
         with self._lock:
             try:
                 rows = self.conn.execute(sql, args).fetchall()
-                self.conn.commit()  # end the read's transaction: the next read sees newer commits
+                if not self._in_tx:  # (a read inside `transaction()` is part of it)
+                    self.conn.commit()  # end the read's transaction: the next read sees newer commits
             except psycopg.Error as exc:
                 self._rollback()
                 raise translate(exc) from None
@@ -385,8 +390,13 @@ class PostgresStorage:
     def meta(self) -> dict[str, str]:
         return {k: v for k, v in self._rows("SELECT key, value FROM meta")}
 
-    def docs(self) -> list[tuple[str, str, str, str]]:
-        rows = self._rows("SELECT doc_id, ride_id, kind, device FROM docs ORDER BY doc_id")
+    def docs(self, ride_id: str | None = None) -> list[tuple[str, str, str, str]]:
+        if ride_id is not None:
+            rows = self._rows(
+                "SELECT doc_id, ride_id, kind, device FROM docs WHERE ride_id=%s ORDER BY doc_id", (ride_id,)
+            )
+        else:
+            rows = self._rows("SELECT doc_id, ride_id, kind, device FROM docs ORDER BY doc_id")
         return [(a, b, c, d) for a, b, c, d in rows]
 
     def snapshot(self, doc_id: str) -> Snapshot | None:
@@ -448,6 +458,12 @@ class PostgresStorage:
     def actor(self, actor: bytes) -> tuple[str, str] | None:
         rows = self._rows("SELECT device, role FROM actors WHERE actor=%s", (actor,))
         return (rows[0][0], rows[0][1]) if rows else None
+
+    def ride_owner(self, ride_id: str) -> OwnerRow | None:
+        rows = self._rows(
+            "SELECT ride_id, device, rider, class_id, bound FROM ride_owners WHERE ride_id=%s", (ride_id,)
+        )
+        return OwnerRow(rows[0][0], rows[0][1], rows[0][2], rows[0][3], float(rows[0][4])) if rows else None
 
     def ride_owners(self) -> list[OwnerRow]:
         rows = self._rows("SELECT ride_id, device, rider, class_id, bound FROM ride_owners")
