@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -234,10 +235,14 @@ async def _redis_transport(url: str, count: int) -> list[float]:
 
     sender, receiver = RedisPush(url, origin="bench-a"), RedisPush(url, origin="bench-b")
     heard: asyncio.Queue[float] = asyncio.Queue()
+
+    def on_heard(origin: str, rides: Sequence[str]) -> None:
+        if rides:  # an empty list is the receiver's catch-up call after subscribing, not an announcement
+            heard.put_nowait(time.monotonic())
+
     tasks = [
         asyncio.create_task(sender.run(lambda o, r: None)),
-        # An empty list is the receiver's catch-up call after subscribing, not an announcement.
-        asyncio.create_task(receiver.run(lambda o, r: r and heard.put_nowait(time.monotonic()))),
+        asyncio.create_task(receiver.run(on_heard)),
     ]
     out = []
     try:

@@ -100,17 +100,6 @@ class SyncBook:
             for row in self.storage.ride_owners()
         }
 
-    def refresh_owner(self, ride_id: str) -> RideOwner | None:
-        """The ride's owner, read from the storage when this process has none (another backend node over
-        the same database bound it)."""
-        owner = self._owners.get(ride_id)
-        if owner is None:
-            for row in self.storage.ride_owners():
-                if row.ride_id == ride_id:
-                    owner = RideOwner(row.ride_id, row.device, row.rider, row.class_id, row.bound)
-                    self._owners[ride_id] = owner
-        return owner
-
     def ride_owner(self, ride_id: str) -> RideOwner | None:
         """The ride's owner, if one is bound (the backend's rule: engine/backend/README.md). A ride this
         replica has no owner for is looked up in the storage: over a shared database another node may have

@@ -269,33 +269,18 @@ class DocumentStore:
         return doc
 
     def refresh_ride(self, ride_id: str) -> list[str]:
-        """Merge what other writers committed to the ride's documents in the shared storage (several
-        backend nodes over one database) into the documents held here; returns the ids of the documents
-        whose heads changed, new ones included.
-
-        The shared document first: its index names the ride's other documents, so a ride this replica
-        has never seen is found by its id alone. A document held here is refreshed (`refresh`: what the
-        storage holds is applied, never replacing what is here, so changes not yet committed stay); one
-        not held yet is loaded."""
-        changed: list[str] = []
-        shared = schema.shared_ref(ride_id)
-        if self._refresh_doc(shared):
-            changed.append(shared.doc_id)
-        for ref in self.ride_refs(ride_id):
-            if ref.doc_id != shared.doc_id and self._refresh_doc(ref):
-                changed.append(ref.doc_id)
-        if changed:
-            self.ride(ride_id).listed = True
+        """Merge what other writers committed to a ride this replica holds (several backend nodes over one
+        database); returns the ids of the documents whose heads changed, new ones included. A held
+        document is refreshed (`refresh`: what the storage holds is applied, never replacing what is here,
+        so changes not yet committed stay); a document registered since (another device's) is loaded.
+        A ride not held at all is `load_ride`'s."""
+        changed = [e.ref.doc_id for e in self.ride_entries(ride_id) if self.refresh(e.ref.doc_id)]
+        for doc_row in self.storage.docs(ride_id):
+            if doc_row[0] not in self.docs:
+                self._load_row(*doc_row)
+                if doc_row[0] in self.docs:
+                    changed.append(doc_row[0])
         return changed
-
-    def _refresh_doc(self, ref: DocRef) -> bool:
-        if ref.doc_id in self.docs:
-            return self.refresh(ref.doc_id)
-        stored = self._load_doc(ref)
-        if not stored.persisted:
-            return False  # nothing stored under this id (yet)
-        self._add_entry(stored)
-        return True
 
     # -- documents ------------------------------------------------------------------------------------
 

@@ -135,4 +135,4 @@ async def test_changes_made_while_the_broker_was_down_reach_the_other_node_after
                 assert app.view(RIDE).samples.get("bike-1") == 5  # nothing crossed while Redis was down
                 redis_server.start()
                 await ac.wait_for(lambda: app.view(RIDE).samples.get("bike-1") == 12)
-    assert pb.stats.connects >= 4  # both links of node B came back
+    assert pa.stats.dropped >= 1  # node A's announcement of the change was lost with the broker
