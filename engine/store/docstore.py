@@ -370,10 +370,15 @@ class DocumentStore:
         a shared database). True if the document changed. Damaged rows are skipped (loading reports them)."""
         entry = self.docs[doc_id]
         chunks = []
+        recorded: set[bytes] = set()
         snapshot = self.storage.snapshot(doc_id)
         if snapshot is not None and snapshot.intact and snapshot.data:
             chunks.append(snapshot.data)
-        chunks += [r.data for r in self.storage.change_records(doc_id) if r.intact]
+            recorded.update(snapshot.heads)
+        for record in self.storage.change_records(doc_id):
+            if record.intact:
+                chunks.append(record.data)
+                recorded.update(record.heads)
         clean = entry.doc.heads() == entry.persisted
         with self.guard():
             before = entry.doc.heads()
@@ -384,6 +389,10 @@ class DocumentStore:
                 return False
         if clean:
             entry.persisted = after  # everything new came from the storage
+        if not _holds(entry.doc, recorded):
+            # A stored row Automerge could not apply yet (its dependencies not committed by their node):
+            # never compact it away (as on load).
+            entry.degraded = True
         return after != before
 
     def write_once(

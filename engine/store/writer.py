@@ -14,6 +14,10 @@ awaiting it; then a SIGKILL at any moment loses nothing acknowledged.
 
 A full disk is waited out (the group is retried every second, acknowledgements wait, nothing is lost).
 Any other failure stops the writer: every waiter and every later write gets `StoreError`.
+
+The database is behind a `GroupSession`: `SqliteSession` here (its own connection to the replica's file),
+`PostgresSession` in engine/store/postgres/storage.py (which retries a dropped connection for a while
+before it gives up).
 """
 
 from __future__ import annotations

@@ -218,7 +218,9 @@ class PostgresSession:
             self._conn = connect(self.url)
         conn = self._conn
         try:
-            with conn.cursor() as cur:
+            # Pipeline mode: a group's statements go out without waiting for each answer (one round trip
+            # per group rather than per statement; a statement that reads waits for its own answer).
+            with conn.pipeline(), conn.cursor() as cur:
                 tx = PostgresTx(cur, self.known)
                 for job in jobs:
                     job(tx)
