@@ -13,7 +13,7 @@ import time
 import pytest
 
 from engine.bench import live
-from tests.live.conftest import REDIS_SERVER
+from tests.redis_process import REDIS_SERVER
 
 
 @pytest.mark.slow
