@@ -16,6 +16,7 @@ from engine.auth.tokens import Role as TokenRole
 from engine.backend.auth import RequestError
 from engine.backend.service import Backend
 from engine.dashboard.directory import RIDES
+from engine.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,12 @@ def admit_sync(request: web.Request, backend: Backend, claims: Claims, rides: fr
     dashboard's directory. Runs without yielding, so two bikes opening one new ride cannot both own it.
     """
     for ride in sorted(rides):
-        backend.fresh(ride)  # another node may have started it, or changed it since this node last looked
+        try:
+            backend.fresh(ride)  # another node may have started it, or changed it since this node looked
+        except StoreError as exc:
+            # The shared database is away: nothing can be served or acknowledged; the device retries.
+            log.warning("store unavailable at a sync upgrade", extra={"ride_id": ride, "error": str(exc)})
+            raise RequestError(503, "store_unavailable", "the store cannot be read; retry") from None
     if claims.role is TokenRole.VIEWER:
         return
     for ride in sorted(rides):

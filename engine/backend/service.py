@@ -243,6 +243,11 @@ class Backend:
         """A sync message or an HTTP event changed the ride: finalize if it is time, refresh its state."""
         self._failed.pop(ride_id, None)
         self._changed_here(ride_id)
+        self._settle(ride_id)
+
+    def _settle(self, ride_id: str) -> None:
+        """After a change to the ride (here or, merged, from another node): finalize if it is time,
+        refresh its state, wake the waiters."""
         phase = self.store.phase(ride_id)
         view = None
         if phase is Phase.ENDED:
@@ -359,14 +364,9 @@ class Backend:
             return
         for hexid in changed:
             self.broadcast(repo_id(self.store.ref(hexid)))
-        phase = self.store.phase(ride_id)
-        view = None
-        if phase is Phase.ENDED:
-            view = self.store.view(ride_id)
-            if view.ready_to_finalize:
-                view = self.finalize(ride_id)
-        self.refresh_state(ride_id, phase if view is None else view.phase, view)
-        self._notify()
+        # Not ride_changed: what was merged is another node's, already announced; only a finalization
+        # written here is announced (finalize does).
+        self._settle(ride_id)
 
     # -- waiting (tests, long polls) ------------------------------------------------------------------
 

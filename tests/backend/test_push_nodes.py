@@ -14,12 +14,14 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from engine.backend.push import LocalPushBus, RidePush
 from engine.backend.redis_push import RedisPush
 from engine.ride.schema import Role
 from engine.server.keys import REGISTRY
+from engine.store import StoreError
 from tests.backend.conftest import HANG_GUARD, T0, MakeServer, Server, sample
 from tests.redis_process import RedisProcess, redis_server  # noqa: F401  (the fixture)
 
@@ -136,3 +138,23 @@ async def test_changes_made_while_the_broker_was_down_reach_the_other_node_after
                 redis_server.start()
                 await ac.wait_for(lambda: app.view(RIDE).samples.get("bike-1") == 12)
     assert pa.stats.dropped >= 1  # node A's announcement of the change was lost with the broker
+
+
+async def test_a_sync_upgrade_while_the_shared_store_is_away_is_503(
+    make_server: MakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node that cannot read what other nodes committed serves nothing and acknowledges nothing: the
+    device is told to retry (503), as for an unreachable backend."""
+    node = await make_server(data=tmp_path / "shared-data", push=LocalPushBus().member("node-a"))
+
+    def away(ride_id: str) -> list[str]:
+        raise StoreError("cannot connect to PostgreSQL: connection refused")
+
+    monkeypatch.setattr(node.backend.store, "refresh_ride", away)
+    bike = node.replica(Role.BIKE, "bike-1")
+    bike.start_ride(RIDE, t=T0)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        async with node.client(node.token("bike", "bike-1"), bike, RIDE):
+            pass
+    assert refused.value.status == 503
+    assert node.backend.store.ride_owner(RIDE) is None  # nothing was bound
