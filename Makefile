@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 # Windows install the same versions.
 LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --custom-compile-command "make lock" --quiet
 
-.PHONY: screenshots demo test lint lock-check typecheck pytest venv interop-deps clean lock test-latest campaign
+.PHONY: test-cluster screenshots demo test lint lock-check typecheck pytest venv interop-deps clean lock test-latest campaign
 
 # A new .venv each time, so that it holds exactly what the lock says (nothing left from an older lock).
 # pip installs only the bootstrap lock (hash-checked); uv installs the rest (hash-checked), several times
@@ -84,6 +84,11 @@ pytest: $(STAMP) $(INTEROP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 test: lock-check lint typecheck pytest
+
+# The full multi-node fault test (tests/cluster/: 20 bikes, three nodes over PostgreSQL killed twice each in
+# turn; about 4 minutes on a loaded 2-core machine). `make test` runs its short variant; `-m` deselects it.
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -p no:xdist -m cluster tests/cluster $(PYTEST_ARGS)
 
 # The README's screenshots (docs/*.png), taken in Chromium by the test that checks those pages.
 screenshots: $(STAMP)

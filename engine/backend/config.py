@@ -60,6 +60,9 @@ class BackendConfig:
     # Where the store and the idempotency ledger live (`--store`); None: SQLite in DATA/backend/.
     store: StoreLocation | None = None
     server_peer_id: str = "ridesync-backend"
+    # Several backend nodes over one database: the ride push between them (redis://HOST:PORT); None is
+    # one node, which tells nobody (engine/backend/push.py).
+    push_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BackendConfig:

@@ -65,6 +65,7 @@ def _ride_id(request: web.Request) -> str:
 
 
 def _known(backend: Backend, ride_id: str) -> None:
+    backend.fresh(ride_id)
     if not backend.has_ride(ride_id):
         raise auth.RequestError(404, "unknown_ride", f"this backend holds no ride {ride_id!r}")
 

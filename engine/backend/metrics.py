@@ -68,6 +68,12 @@ class BackendMetrics:
             "Sync connections closed because their token expired",
             registry=registry,
         )
+        self.push_rides = Counter(
+            "ridesync_push_rides",
+            "Rides announced to / heard from other backend nodes over the ride push",
+            ["direction"],
+            registry=registry,
+        )
         self.auth_failures = Counter(
             "ridesync_auth_failures", "Requests refused for their token", ["code"], registry=registry
         )

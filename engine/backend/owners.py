@@ -16,6 +16,7 @@ from engine.auth.tokens import Role as TokenRole
 from engine.backend.auth import RequestError
 from engine.backend.service import Backend
 from engine.dashboard.directory import RIDES
+from engine.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,13 @@ def admit_sync(request: web.Request, backend: Backend, claims: Claims, rides: fr
     class) if it has none yet; the ride is then registered in its class, the one set first, on the
     dashboard's directory. Runs without yielding, so two bikes opening one new ride cannot both own it.
     """
+    for ride in sorted(rides):
+        try:
+            backend.fresh(ride)  # another node may have started it, or changed it since this node looked
+        except StoreError as exc:
+            # The shared database is away: nothing can be served or acknowledged; the device retries.
+            log.warning("store unavailable at a sync upgrade", extra={"ride_id": ride, "error": str(exc)})
+            raise RequestError(503, "store_unavailable", "the store cannot be read; retry") from None
     if claims.role is TokenRole.VIEWER:
         return
     for ride in sorted(rides):

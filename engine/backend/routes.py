@@ -13,6 +13,7 @@ from engine.backend.config import BackendConfig
 from engine.backend.export_routes import add_export_routes
 from engine.backend.http import add_routes
 from engine.backend.metrics import BackendMetrics
+from engine.backend.push import NoPush, RidePush
 from engine.backend.ratelimit import RateLimiter
 from engine.backend.service import Backend
 from engine.backend.state import BACKEND, BackendState
@@ -24,7 +25,18 @@ from engine.sync.effects import CLOSE_NORMAL
 GOING_AWAY = 1001
 
 
-def make_setup(config: BackendConfig | None = None) -> Lane:
+def make_push(config: BackendConfig) -> RidePush:
+    """The ride push `config.push_url` names: Redis pub/sub, or none for a single node."""
+    if config.push_url is None:
+        return NoPush()
+    from engine.backend.redis_push import RedisPush
+
+    return RedisPush(config.push_url)
+
+
+def make_setup(config: BackendConfig | None = None, push: RidePush | None = None) -> Lane:
+    """The backend lane; `push` (default: `make_push(config)`) links it to other nodes over one database."""
+
     def setup(app: web.Application) -> None:
         cfg = config if config is not None else BackendConfig.from_env()
         metrics = BackendMetrics(app[REGISTRY])
@@ -32,11 +44,16 @@ def make_setup(config: BackendConfig | None = None) -> Lane:
         app[BACKEND] = state
 
         async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-            state.backend = Backend(app[DATA_DIR], cfg, metrics)
+            backend = Backend(app[DATA_DIR], cfg, metrics, push if push is not None else make_push(cfg))
+            state.backend = backend
+            task = asyncio.create_task(backend.run_push(), name="backend-push")
             try:
                 yield
             finally:
-                backend, state.backend = state.backend, None
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                state.backend = None
                 backend.close()
 
         async def on_shutdown(app: web.Application) -> None:

@@ -15,6 +15,11 @@ Backend sync state per ride (docs/architecture.md#sync-states), derived from wha
 
 Ride owners (README.md, "Ride owners"): `write_refusal` says whether a token may write a ride at all
 (create a document in it, sync changes into it, end it, edit it); the gate then checks each document.
+
+Several nodes over one database (README.md, "Several backend nodes"): every ride this node changes is
+announced on the ride push (push.py) once its changes are committed; a ride another node announces is
+merged from the storage at once when this node has connections on it (which then get the new state); a
+ride without connections here is merged at its next use here (`fresh`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -30,10 +35,11 @@ from engine.auth.tokens import Claims
 from engine.auth.tokens import Role as TokenRole
 from engine.backend.config import BackendConfig
 from engine.backend.metrics import BackendMetrics
+from engine.backend.push import NoPush, RidePush
 from engine.backend.stores import open_stores
 from engine.ride import policy, schema
 from engine.ride.schema import DocKind, DocRef, Phase, Role
-from engine.store import RideOwner, SyncState
+from engine.store import RideOwner, StoreError, SyncState
 from engine.store.location import StoreLocation
 from engine.sync.docid import InvalidDocumentId, document_id_from_bytes, document_id_to_hex
 
@@ -63,9 +69,20 @@ def repo_id(ref: DocRef) -> str:
 
 
 class Backend:
-    def __init__(self, data_dir: Path, config: BackendConfig, metrics: BackendMetrics) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        config: BackendConfig,
+        metrics: BackendMetrics,
+        push: RidePush | None = None,
+    ) -> None:
         self.config = config
         self.metrics = metrics
+        # One node (the default): nothing to announce, and no other writer to read back from the storage.
+        self.push: RidePush = push if push is not None else NoPush()
+        self.multi_node = not isinstance(self.push, NoPush)
+        self._announce: set[str] = set()
+        self._announce_wake = asyncio.Event()
         directory = Path(data_dir) / STORE_DIR
         location = config.store if config.store is not None else StoreLocation("sqlite", path=directory)
         self.store, self.ledger = open_stores(location, device_id=config.device_id, sqlite_dir=directory)
@@ -225,6 +242,12 @@ class Backend:
     def ride_changed(self, ride_id: str, device: str, origin: Peer | None = None) -> None:
         """A sync message or an HTTP event changed the ride: finalize if it is time, refresh its state."""
         self._failed.pop(ride_id, None)
+        self._changed_here(ride_id)
+        self._settle(ride_id)
+
+    def _settle(self, ride_id: str) -> None:
+        """After a change to the ride (here or, merged, from another node): finalize if it is time,
+        refresh its state, wake the waiters."""
         phase = self.store.phase(ride_id)
         view = None
         if phase is Phase.ENDED:
@@ -236,6 +259,7 @@ class Backend:
 
     def finalize(self, ride_id: str) -> policy.RideView:
         view = self.store.finalize(ride_id)
+        self._changed_here(ride_id)
         self.metrics.finalized.inc()
         log.info(
             "ride finalized",
@@ -284,6 +308,65 @@ class Backend:
         if self._cached_state.get(ride_id) != (state, reason):
             self.store.set_sync_state(ride_id, state, reason)
             self._cached_state[ride_id] = (state, reason)
+
+    # -- other nodes (the ride push) ------------------------------------------------------------------
+
+    async def run_push(self) -> None:
+        """Announce the rides this node commits and hear the other nodes, until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.push.run(self._heard), name="push")
+            tg.create_task(self._announce_loop(), name="push-announce")
+
+    def _changed_here(self, ride_id: str) -> None:
+        if self.multi_node:
+            self._announce.add(ride_id)
+            self._announce_wake.set()
+
+    async def _announce_loop(self) -> None:
+        while True:
+            await self._announce_wake.wait()
+            self._announce_wake.clear()
+            rides, self._announce = self._announce, set()
+            try:
+                # Announce only what is committed: a node that hears it must find it in the storage.
+                await self.store.flushed()
+            except StoreError:
+                log.warning(
+                    "not announcing rides whose changes failed to commit", extra={"rides": len(rides)}
+                )
+                continue
+            self.push.publish(rides)
+            self.metrics.push_rides.labels("announced").inc(len(rides))
+
+    def _heard(self, origin: str, rides: Sequence[str]) -> None:
+        """Another node committed changes to `rides`; an empty list: this node may have missed some (its
+        link to the others was just (re)established). Only rides with connections here are merged now;
+        every other ride is merged at its next use here (`fresh`)."""
+        if not rides:
+            rides = list(self._ride_peers)
+        for ride_id in rides:
+            self.metrics.push_rides.labels("heard").inc()
+            if self._ride_peers.get(ride_id, 0) > 0:
+                self.refresh(ride_id)
+
+    def fresh(self, ride_id: str) -> None:
+        """Before this node answers about a ride (a sync upgrade, an HTTP request): with other nodes over
+        the same database, merge what they committed unless the ride has connections here (those are
+        kept current by the push). A ride nobody here has open may have changed anywhere."""
+        if self.multi_node and self._ride_peers.get(ride_id, 0) == 0:
+            self.refresh(ride_id)
+
+    def refresh(self, ride_id: str) -> None:
+        """Merge the ride's changes committed by other nodes; push them to this node's connections and
+        finalize if the ride is now ready."""
+        changed = self.store.refresh_ride(ride_id)
+        if not changed:
+            return
+        for hexid in changed:
+            self.broadcast(repo_id(self.store.ref(hexid)))
+        # Not ride_changed: what was merged is another node's, already announced; only a finalization
+        # written here is announced (finalize does).
+        self._settle(ride_id)
 
     # -- waiting (tests, long polls) ------------------------------------------------------------------
 

@@ -74,6 +74,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--burst-seconds", type=float, default=30.0, help="burst: how long the fleet rides")
     parser.add_argument("--skip-spread", action="store_true", help="fleet: only the burst shape")
     parser.add_argument("--skip-burst", action="store_true", help="fleet: only the spread shape")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=None,
+        help="instead: the fleet on SQLite/1 node, PostgreSQL/1 node and PostgreSQL/N nodes (sync_nodes.py)",
+    )
+    parser.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="with --nodes: this postgresql:// database (default: a throwaway cluster)",
+    )
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
@@ -444,6 +456,10 @@ def offline_targets(curve: dict[str, Any]) -> dict[str, bool]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.nodes is not None:
+        from engine.bench import sync_nodes
+
+        return sync_nodes.run(args)
     tmp = Path(tempfile.mkdtemp(prefix="ridesync-bench-sync-"))
     try:
         result: dict[str, Any] = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()]}

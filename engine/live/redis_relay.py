@@ -12,7 +12,8 @@ them, and the hubs' periodic rosters repair presence). A silent broker link is n
 `ping_after_s` of silence and giving up on it after `dead_after_s`; the sender pings an idle link too, so a
 broker restart is seen within seconds even when no class is publishing.
 
-Each side talks to the broker over one `BrokerLink`: a single redis-py `Connection`, not a client with a
+Each side talks to the broker over one `BrokerLink` (engine/brokerlink.py, shared with the durable lane's
+ride push): a single redis-py `Connection`, not a client with a
 pool, and one that is never reconnected underneath us. Reconnecting belongs to this module alone (with our
 backoff, our `sending`/`subscribed` state and our counters) because client libraries change their policy
 between releases: redis-py 8.2's pool checks an idle connection when it is handed out and silently
@@ -23,75 +24,19 @@ publisher stayed "connected" through it, and `publisher_connects` never moved).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from redis.asyncio.connection import AbstractConnection, Connection, parse_url
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from engine.backoff import Backoff
+from engine.brokerlink import LINK_ERRORS as _LINK_ERRORS
+from engine.brokerlink import BrokerLink
 from engine.live.relay import Deliver, RelayEvent
 from engine.live.relay_codec import CHANNEL, RelayCodecError, decode_message, encode_messages, own_prefix
 
 log = logging.getLogger(__name__)
-
-_LINK_ERRORS = (RedisError, OSError, TimeoutError)
-
-
-class BrokerLink:
-    """One connection to the broker that fails loudly instead of reconnecting by itself.
-
-    redis-py's `Connection.send_command` connects a disconnected connection on its own; `command` and
-    `read` refuse first, so a link that broke stays broken until its owner opens a new one.
-    """
-
-    def __init__(self, url: str, *, connect_timeout_s: float = 5.0) -> None:
-        kwargs: dict[str, Any] = dict(parse_url(url))
-        connection_class: type[AbstractConnection] = kwargs.pop("connection_class", Connection)
-        # RESP2 whatever the URL asks: on RESP3 pub/sub messages become pushes that redis-py hands to
-        # callbacks instead of returning them from `read_response`.
-        kwargs["protocol"] = 2
-        # Any: redis-py's annotations differ between releases (8.2 left `connect` untyped), and a
-        # `type: ignore` that one release needs is an error under the next; this class is the typed edge.
-        self._conn: Any = connection_class(
-            **kwargs,
-            socket_connect_timeout=connect_timeout_s,
-            socket_timeout=None,
-            retry=Retry(NoBackoff(), 0),
-        )
-
-    async def open(self) -> None:
-        await self._conn.connect()
-
-    def _check(self) -> None:
-        if not self._conn.is_connected:
-            raise RedisConnectionError("broker link closed")
-
-    async def send(self, *args: Any) -> None:
-        self._check()
-        await self._conn.send_command(*args)
-
-    async def command(self, *args: Any) -> Any:
-        await self.send(*args)
-        return await self.read(None)
-
-    async def read(self, wait_s: float | None) -> Any:
-        """The next reply or push message; None when `wait_s` passes with nothing to read."""
-        self._check()
-        return await self._conn.read_response(timeout=wait_s if wait_s is not None else math.inf)
-
-    async def close(self) -> None:
-        with contextlib.suppress(*_LINK_ERRORS):
-            await self._conn.disconnect()
 
 
 @dataclass(slots=True)

@@ -216,6 +216,15 @@ class ReplicaCore:
                 self.persist(own.doc_id)
         self.samples.start(ride_id)
 
+    def refresh_ride(self, ride_id: str) -> list[str]:
+        """Merge what other backend nodes committed to this ride in the shared storage, loading the ride if
+        this replica does not hold it yet; returns the ids of the documents that changed here."""
+        if not self.documents.is_listed(ride_id):
+            if not self.load_ride(ride_id):
+                return []
+            return [e.ref.doc_id for e in self.documents.ride_entries(ride_id)]
+        return self.documents.refresh_ride(ride_id)
+
     def ensure_doc(self, ref: DocRef) -> CrdtDoc:
         """The document `ref`, created empty (registered, nothing written) if this replica lacks it.
 

@@ -277,6 +277,20 @@ class DocumentStore:
                 self.recovery.records_skipped += 1
         return doc
 
+    def refresh_ride(self, ride_id: str) -> list[str]:
+        """Merge what other writers committed to a ride this replica holds (several backend nodes over one
+        database); returns the ids of the documents whose heads changed, new ones included. A held
+        document is refreshed (`refresh`: what the storage holds is applied, never replacing what is here,
+        so changes not yet committed stay); a document registered since (another device's) is loaded.
+        A ride not held at all is `load_ride`'s."""
+        changed = [e.ref.doc_id for e in self.ride_entries(ride_id) if self.refresh(e.ref.doc_id)]
+        for doc_row in self.storage.docs(ride_id):
+            if doc_row[0] not in self.docs:
+                self._load_row(*doc_row)
+                if doc_row[0] in self.docs:
+                    changed.append(doc_row[0])
+        return changed
+
     # -- documents ------------------------------------------------------------------------------------
 
     def ensure_doc(self, ref: DocRef) -> CrdtDoc:

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from redis.exceptions import RedisError
 
 from engine.bench.redis_server import RedisServer
+from engine.brokerlink import BrokerLink
 from engine.live import relay_codec
-from engine.live.redis_relay import BrokerLink, RedisRelay
+from engine.live.redis_relay import RedisRelay
 from engine.live.relay import Join, Leave, RelayEvent, Roster
 from engine.live.relay_codec import CHANNEL, RelayCodecError, decode_message, encode_messages
 from engine.live.wire import HelloIn, SampleIn, StateIn

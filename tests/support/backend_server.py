@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from engine.auth.tokens import KeyRing
 from engine.backend.config import BackendConfig
+from engine.backend.push import RidePush
 from engine.backend.routes import make_setup
 from engine.backend.service import Backend
 from engine.backend.state import BACKEND
@@ -100,13 +101,18 @@ MakeServer = Callable[..., Awaitable[Server]]
 async def make_server(tmp_path: Path) -> AsyncIterator[MakeServer]:
     started: list[Server] = []
 
-    async def make(data: Path | None = None, extra_setup: tuple[Lane, ...] = (), **config: Any) -> Server:
+    async def make(
+        data: Path | None = None,
+        extra_setup: tuple[Lane, ...] = (),
+        push: RidePush | None = None,
+        **config: Any,
+    ) -> Server:
         defaults: dict[str, Any] = {"rate_per_s": 10_000.0, "burst": 10_000.0}
         cfg = BackendConfig(**{**defaults, **config})
         data = data if data is not None else tmp_path / f"server{len(started)}"
         # A new backend: its data dir gets signing keys on purpose (`ridesync serve --init`).
         server_config = ServerConfig(data_dir=data, port=0, init_keys=True)
-        app = build_app(server_config, [live_lane(), make_setup(cfg), *extra_setup])
+        app = build_app(server_config, [live_lane(), make_setup(cfg, push), *extra_setup])
         ts = TestServer(app, host="127.0.0.1", port=0)
         await ts.start_server()
         server = Server(ts, tmp_path, aiohttp.ClientSession())

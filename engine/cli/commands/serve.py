@@ -71,6 +71,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="disconnect a peer stalled this long",
     )
     p.add_argument(
+        "--push",
+        default=None,
+        metavar="URL",
+        help="several backend nodes over one database: tell the others which rides changed, via "
+        "redis://HOST:PORT",
+    )
+    p.add_argument(
         "--relay", default=None, metavar="URL", help="share classes with other hubs via redis://HOST:PORT"
     )
     limits = p.add_argument_group(
@@ -236,7 +243,9 @@ def _serve(args: argparse.Namespace) -> int:
             raise CliError(f"{name} must be a positive number")
     if args.relay is not None and not args.relay.startswith(("redis://", "rediss://", "unix://")):
         raise CliError(f"--relay wants a redis://HOST:PORT URL, got {args.relay!r}")
-    backend = dataclasses.replace(backend_config(args), store=args.store)
+    if args.push is not None and not args.push.startswith(("redis://", "rediss://", "unix://")):
+        raise CliError(f"--push wants a redis://HOST:PORT URL, got {args.push!r}")
+    backend = dataclasses.replace(backend_config(args), store=args.store, push_url=args.push)
     logs.configure(args.log_level)
     hub = HubConfig(
         stale_after_s=args.stale_after,
