@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -167,7 +168,10 @@ async def test_a_broker_link_never_reconnects_underneath_its_owner(redis_server:
         await link.close()
 
 
-async def test_an_idle_publisher_notices_a_broker_restart(redis_server: RedisServer) -> None:
+async def test_an_idle_publisher_notices_a_broker_restart(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="engine.live.redis_relay")
     relay = RedisRelay(redis_server.url, ping_after_s=0.2, dead_after_s=1.0)
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(relay.run(lambda _c, _o, _e: None))
@@ -176,6 +180,14 @@ async def test_an_idle_publisher_notices_a_broker_restart(redis_server: RedisSer
         # Nothing is published at all: only the idle ping can find out.
         await until(lambda: relay.stats.publisher_connects >= 2 and relay.stats.subscribes >= 2)
         task.cancel()
+    # Losing the broker is an expected network event: one INFO line per side, no warning, no traceback.
+    lost = [r for r in caplog.records if r.getMessage().endswith("lost the broker")]
+    assert {r.getMessage() for r in lost} == {
+        "relay publisher lost the broker",
+        "relay subscriber lost the broker",
+    }
+    assert all(r.name == "engine.live.redis_relay" and r.levelno == logging.INFO for r in lost)
+    assert all(r.exc_info is None for r in lost)
 
 
 async def test_a_silent_hub_s_riders_leave_after_the_expiry_and_rosters_restore_lost_joins(
