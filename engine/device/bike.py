@@ -347,7 +347,9 @@ class BikeRide:
         def done() -> bool:
             if self.sync.closed_out(ride_id) is not None:
                 return self.sync.finished(ride_id)
-            return self.sync.reconciled(ride_id) and self.store.phase(ride_id) is Phase.FINALIZED
+            # `finished`, not only `reconciled` (the backend holds what the bike holds): the backend also
+            # answered every document on the current connection, and its answer brings what the bike lacks.
+            return self.sync.finished(ride_id) and self.store.phase(ride_id) is Phase.FINALIZED
 
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.o.sync_timeout_s):

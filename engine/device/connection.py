@@ -15,8 +15,10 @@ device that made changes offline which reached the backend only after that (an a
 otherwise be refused, reconnect, offer the same changes and be refused again for ever. So when the backend
 refuses a connection, the client asks `GET /v1/rides/{id}` for each of its rides; a finalized ride is *closed
 out*: its state settles on `failed`, with a reason saying the backend finalized it without this device's late
-changes (kept on this device, never counted), and from then on the client syncs only the documents it never
-writes (the backend's and other devices'), so it still receives the official result.
+changes (kept on this device, never counted), and from then on the client leaves out only the documents
+holding changes the backend has not acknowledged (the refused ones). It still syncs every other document:
+the backend's and other devices', so it receives the official result, and the shared document when none of
+its changes there are refused, so title, notes and rating edits (still taken after finalization) reach it.
 
 Recording never waits on any of this: the runner writes to the store and calls `notify(ride)`, which only
 sets a flag. Sync state per ride is kept by `SyncTracker`.
@@ -175,16 +177,27 @@ class DeviceSync:
 
     def finished(self, ride_id: str) -> bool:
         """Nothing more will change for this ride on this connection: reconciled and freshly acknowledged,
-        or closed out and every document it still syncs acknowledged."""
+        or closed out and every document it still syncs (all but those with refused changes, the shared
+        one included when it holds none) acknowledged on this connection, i.e. exchanged with the backend
+        once since connecting."""
         if self.closed_out(ride_id) is not None:
             return self.settled_on_this_connection(ride_id)
         return self.reconciled(ride_id) and self.settled_on_this_connection(ride_id)
 
     def _syncable(self, ride_id: str, refs: list[DocRef]) -> list[DocRef]:
+        """The ride's documents this connection syncs. A closed-out ride leaves out only the documents
+        holding changes of this device the backend has not acknowledged (the refused ones): offering them
+        again would only be refused again. Every other document is still synced, so edits the finalized
+        ride still takes (title, notes, rating in the shared document) keep reaching this device."""
         if self.closed_out(ride_id) is None:
             return refs
         me = self.store.device_id
-        return [r for r in refs if r.kind is not DocKind.SHARED and r.device != me]
+        return [r for r in refs if not self._writes(r, me) or self.tracker.is_acknowledged(r.doc_id)]
+
+    @staticmethod
+    def _writes(ref: DocRef, device: str) -> bool:
+        """Whether `device` may hold changes of its own in the document: the shared one, or its own."""
+        return ref.kind is DocKind.SHARED or ref.device == device
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         """Wait until `predicate()` holds; re-checked after every sync event and document change."""
@@ -341,6 +354,9 @@ class DeviceSync:
     def _disconnected(self) -> None:
         self.connected.clear()
         self._session = None
+        # What the backend acknowledged on a connection that is gone says nothing about the next one:
+        # `finished` must not hold between a refusal and the reconnect that follows it.
+        self._settled = set()
 
     async def _run_session(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
         self._settled = set()

@@ -1,6 +1,7 @@
 """A device whose late changes reach the backend only after it finalized the ride: the real backend on
 loopback refuses them, and the device settles on `failed` (closed out) with a reason instead of offering
-them again for ever, while still receiving the official result. Also: the end POST retries the backend's
+them again for ever, while still receiving the official result, and, when none of its refused changes are
+in the shared document, the title, notes and rating edits made later. Also: the end POST retries the backend's
 409 "same request still in progress" answer."""
 
 from __future__ import annotations
@@ -98,6 +99,55 @@ async def test_late_offline_edit_after_finalization_closes_out_the_ride(
     after = backend.ride_json(RIDE)
     assert after["shared"] == final["shared"] and "target.power_w" not in json.dumps(after["shared"])
     assert {ref.doc_id: backend.heads(ref.doc_id) for ref in backend.ride_refs(RIDE)} == final_heads
+    bike.close()
+    app.close()
+
+
+async def test_closed_out_bike_still_receives_shared_edits(server: Server, tmp_path: Path) -> None:
+    """A bike whose late samples the finalized ride refuses is closed out, yet it has nothing unacknowledged
+    in the shared document: a title set on the backend afterwards must still reach it, and it is only
+    finished once it holds what the backend holds of that document."""
+    bike = ReplicaStore(tmp_path / "bike", device_id="bike-1", role=Role.BIKE)
+    app = ReplicaStore(tmp_path / "app", device_id="app-1", role=Role.APP)
+    bike.start_ride(RIDE, t=T0)
+    bike.append_samples(RIDE, [Sample(seq=i, t=T0 + i, hr=120 + i) for i in range(20)])
+    bike.end_ride(RIDE, t=T0 + 20, duration_s=20.0)
+    app.ensure_doc(shared_ref(RIDE))
+    async with asyncio.timeout(HANG_GUARD_S):
+        bike_sync = device_sync(server, bike, "bike")
+        bike_sync.track(RIDE)
+        async with running(bike_sync):
+            await bike_sync.wait_for(
+                lambda: bike_sync.reconciled(RIDE) and bike.phase(RIDE) is Phase.FINALIZED
+            )
+        # Offline, the bike records on past its own end; the finalized ride refuses those samples.
+        bike.append_samples(RIDE, [Sample(seq=i, t=T0 + i, hr=120) for i in range(20, 25)])
+        bike.fold(RIDE)
+        bike_sync = device_sync(server, bike, "bike")
+        bike_sync.track(RIDE)
+        async with running(bike_sync):
+            await bike_sync.wait_for(
+                lambda: bike_sync.closed_out(RIDE) is not None and bike_sync.finished(RIDE)
+            )
+            connects = bike_sync.connects
+            # Title, notes and rating stay editable after finalization: the app sets a title now.
+            app_sync = device_sync(server, app, "app")
+            app_sync.track(RIDE)
+            async with running(app_sync):
+                await app_sync.wait_for(lambda: app_sync.finished(RIDE))
+                app.edit_shared(RIDE, "title", "Hill climb")
+                app_sync.notify(RIDE)
+                await app_sync.wait_for(lambda: app_sync.finished(RIDE) and app_sync.reconciled(RIDE))
+            assert server.backend.store.ride_json(RIDE)["shared"] == {"title": "Hill climb"}
+            # The backend pushes the edit to the closed-out bike on the connection it already has (the
+            # timeout only bounds a failure: a bike that left out the shared document never gets it).
+            async with asyncio.timeout(20):
+                await bike_sync.wait_for(lambda: bike.view(RIDE).shared == {"title": "Hill climb"})
+            await bike_sync.wait_for(lambda: bike_sync.finished(RIDE))
+            assert bike_sync.closed_out(RIDE) is not None
+            assert bike_sync.connects == connects  # the late samples were not offered again
+    assert bike.view(RIDE).totals == server.backend.store.ride_json(RIDE)["totals"]
+    assert server.backend.store.ride_json(RIDE)["samples"] == {"bike-1": 20}
     bike.close()
     app.close()
 
