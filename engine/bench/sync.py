@@ -272,6 +272,21 @@ class HealthProbe:
         }
 
 
+def start_fleet_child(spec: dict[str, Any]) -> subprocess.Popen[str]:
+    """One fleet process riding `spec["bikes"]` (fleet_worker); it prints its result as JSON on stdout."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FLEET_CHILD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(spec))
+    proc.stdin.close()
+    return proc
+
+
 def server_histograms(url: str) -> dict[str, Any]:
     """The backend's own view from `/metrics`: per incoming sync message, the time to gate, merge and
     answer, and the time a reply waited for the group commit, as bucket bounds (p50/p99 ≤ bound). Next to
@@ -343,17 +358,7 @@ def run_fleet(
             "dir": str(bikes_root / f"{mode}-{shape}-{n}"),
             "bikes": share,
         }
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _FLEET_CHILD],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps(spec))
-        proc.stdin.close()
-        procs.append(proc)
+        procs.append(start_fleet_child(spec))
     time.sleep(max(0.0, start_at - time.time()) + max(warmup, join_s) + (seconds - max(warmup, join_s)) / 2)
     rss_during = rss_of(server_pid)
     load_during = os.getloadavg()

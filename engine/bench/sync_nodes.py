@@ -32,7 +32,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,18 +41,10 @@ from typing import Any
 
 from engine.bench._servers import Server, cpu_of, rss_of
 from engine.bench._servers import ms as _ms
-from engine.bench.sync import _pct, server_histograms
+from engine.bench.sync import _pct, server_histograms, start_fleet_child
 
 PROBE_RIDES = 6
 PROBE_INTERVAL_S = 0.25
-
-_FLEET_CHILD = """
-import asyncio, json, sys
-from engine.bench.sync import fleet_worker
-spec = json.loads(sys.stdin.read())
-print(json.dumps(asyncio.run(fleet_worker(spec))))
-"""
-
 
 # ---- nodes ---------------------------------------------------------------------------------------------
 
@@ -377,17 +368,7 @@ def _measure(
             "dir": str(bikes_root / f"p{n}"),
             "bikes": share,
         }
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _FLEET_CHILD],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps(spec))
-        proc.stdin.close()
-        procs.append(proc)
+        procs.append(start_fleet_child(spec))
     time.sleep(max(0.0, start_at - time.time()) + warmup)
     measured_from = time.monotonic()
     probe: dict[str, Any] | None = None
