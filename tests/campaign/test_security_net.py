@@ -8,6 +8,7 @@ import asyncio
 import os
 
 from engine.campaign import security_net as net
+from engine.campaign.procs import LOOPBACK
 
 HANG_GUARD_S = 30
 
@@ -23,7 +24,7 @@ async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def test_a_flood_stops_at_its_time_limit_and_says_how_much_it_sent() -> None:
-    server = await asyncio.start_server(_sink, net.LOOPBACK, 0)
+    server = await asyncio.start_server(_sink, LOOPBACK, 0)
     port = server.sockets[0].getsockname()[1]
     try:
         async with asyncio.timeout(HANG_GUARD_S):
