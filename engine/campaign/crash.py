@@ -32,6 +32,10 @@ from engine.store import ReplicaStore
 CLASS = "crash"
 
 
+# The last stderr line of `ridesync ride` asked to record a ride its bike ended (engine/device/bike.py).
+ALREADY_ENDED = "already ended on this bike"
+
+
 @dataclass
 class Replica:
     """One bike or app replica: its command, its current process, how often it was killed."""
@@ -70,6 +74,24 @@ class Replica:
             return None
         code = await self.proc.finish()
         return code
+
+    def refused_as_ended(self, code: int | None) -> bool:
+        """Was the last run refused because this bike had already ended its ride? A kill that lands after
+        the bike claimed the end, before its process exited, leaves a ride `ridesync ride` will not
+        record again (exit 2, naming `ridesync sync`)."""
+        if self.kind != "bike" or code != 2:
+            return False
+        lines = log_tail(self.log, 2000).strip().splitlines()
+        return bool(lines) and ALREADY_ENDED in lines[-1]
+
+    async def push(self, url: str) -> int:
+        """`ridesync sync` on this replica's data dir: what it holds of its ride reaches the backend (the
+        product's way to finish a ride whose bike stopped after ending it). 0 once it is reconciled."""
+        proc = await spawn(
+            "sync", "--backend", url, "--token", self.token, "--data", str(self.data), "--ride-id",
+            self.ride_id, "--json", "--retry-cap", "1", "--sync-timeout", "60", stderr_path=self.log,
+        )  # fmt: skip
+        return await proc.finish()
 
 
 class Crash:
@@ -120,6 +142,8 @@ class Crash:
                 continue
             code = await r.reap()
             if r.kind == "bike":
+                if r.refused_as_ended(code):
+                    code = await r.push(self.serve.url)
                 if code == 0:
                     if not self.long:
                         r.done = True
@@ -184,6 +208,8 @@ class Crash:
             for r in self.replicas:
                 if r.kind == "bike" and r.proc is not None:
                     code = await r.reap()
+                    if r.refused_as_ended(code):
+                        code = await r.push(self.serve.url)
                     if code != 0:
                         self.report.fail(
                             f"{r.name}: last run exited {code}: {r.proc.lines[-1:]} {log_tail(r.log)}"

@@ -131,6 +131,7 @@ class ServeProcess:
     port: int = 0
     proc: Proc | None = None
     extra: tuple[str, ...] = ()
+    log_level: str = "WARNING"  # of its stderr, logs/serve.log
 
     @property
     def url(self) -> str:
@@ -146,7 +147,7 @@ class ServeProcess:
         KeyRing.load_or_create(self.data)  # keys exist before serve starts, so tokens issued here verify
         self.proc = await spawn(
             "serve", "--host", LOOPBACK, "--port", str(self.port), "--data", str(self.data),
-            "--log-level", "WARNING", *self.extra, stderr_path=self.logs / "serve.log",
+            "--log-level", self.log_level, *self.extra, stderr_path=self.logs / "serve.log",
         )  # fmt: skip
         async with asyncio.timeout(60):
             line = await self.proc.wait_line(lambda o: o.get("event") == "listening")

@@ -18,7 +18,8 @@ from engine.campaign import security_net as net
 from engine.campaign.probes import http, upgrade_status
 from engine.campaign.procs import ServeProcess, get_json, owned, proc_stats, spawn
 from engine.campaign.report import CampaignOptions, CampaignReport, Progress, check_ride
-from engine.campaign.security_rides import RideAttacks
+from engine.campaign.security_rides import VICTIM, RideAttacks
+from engine.campaign.security_wire import MAX_MESSAGE_BYTES, MAX_QUEUED_CHANGES, WireAttacks
 
 CLASS = "spin"
 HONEST_DEVICE = "bike-honest"
@@ -175,8 +176,10 @@ async def run(options: CampaignOptions, progress: Progress, report: CampaignRepo
     serve = ServeProcess(
         data=work / "server",
         logs=work / "logs",
-        extra=("--max-message-bytes", str(1 << 20), "--stall-limit", "3"),
-    )
+        extra=("--max-message-bytes", str(MAX_MESSAGE_BYTES), "--max-queued-changes", str(MAX_QUEUED_CHANGES),
+               "--stall-limit", "3"),
+        log_level="INFO",  # the over-long request case counts the server's INFO lines
+    )  # fmt: skip
     async with serve, owned() as procs:
         sec = Security(serve, report, progress, options.long)
         honest_token = sec.token("bike", HONEST_DEVICE, classes=[CLASS])
@@ -196,6 +199,7 @@ async def run(options: CampaignOptions, progress: Progress, report: CampaignRepo
             await sec.tokens(KeyRing.load_or_create(work / "other-keys"))
             rides = RideAttacks(sec, work, options.seed)
             await rides.run_all()
+            await WireAttacks(sec, VICTIM, "bike-victim", 30 if options.long else 8).run_all()
             await sec.floods()
 
             async def slow_loris() -> tuple[bool, str]:

@@ -20,6 +20,9 @@ from engine.campaign.procs import LOOPBACK, proc_stats
 # ~15 MB in the short version, must not all be buffered for a peer that never reads them).
 FLOOD_RSS_BUDGET_KB = 48 * 1024
 PING_RSS_BUDGET_KB = 4 * 1024
+# A flood stops sending after this long, whatever it has sent: the security campaign bounds every attack
+# at 120 s, and a flood must leave time for its checks.
+FLOOD_WITHIN_S = 75.0
 
 
 def masked_frame(
@@ -156,18 +159,28 @@ def _sample(seq: int) -> bytes:
 
 
 async def flood(
-    port: int, path: str, frames: int, make: str, pid: int, *, chunk: int = 200
+    port: int,
+    path: str,
+    frames: int,
+    make: str,
+    pid: int,
+    *,
+    chunk: int = 200,
+    within_s: float = FLOOD_WITHIN_S,
 ) -> dict[str, object]:
-    """Send `frames` frames (`make`: "ping" 125-byte pings, "publish" samples) without ever reading;
-    returns whether the server closed us or pushed back, and its RSS growth."""
+    """Send `frames` frames (`make`: "ping" 125-byte pings, "publish" samples) without ever reading, for
+    at most `within_s` seconds (building the frames is this process's CPU: on a busy machine the attack
+    would otherwise outlast its own time limit); returns how many were sent, whether the server closed us
+    or pushed back, and its RSS growth."""
     before = proc_stats(pid)["rss_kb"]
     status, reader, writer = await ws_open(port, path, rcvbuf=4096)
     sent, pushed_back, closed = 0, False, False
+    deadline = time.monotonic() + within_s
     try:
         if status != 101:
             return {"status": status, "sent": 0, "closed": True, "pushed_back": False, "rss_growth_kb": 0}
         ping = masked_frame(0x9, b"p" * 125)
-        while sent < frames:
+        while sent < frames and time.monotonic() < deadline:
             n = min(chunk, frames - sent)
             data = (
                 ping * n

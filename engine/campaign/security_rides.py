@@ -247,7 +247,10 @@ class RideAttacks:
                 peak = proc_stats(pid)["rss_kb"]
             growth = max(peak - before, 0)
             held = closed or growth < 16 * 1024
-            return held, f"{sent} messages of ~900 KB; closed={closed} code={c.close_code}; RSS +{growth} KiB"
+            return held, (
+                f"{sent} messages of ~900 KB ({c.dropped} after the close); closed={closed} "
+                f"code={c.close_code}; RSS +{growth} KiB"
+            )
 
         await self.sec.attempt("viewer queues changes that lack a dependency (memory pinning)", attack)
 

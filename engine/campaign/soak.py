@@ -73,6 +73,22 @@ def _growth(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
             "ok": growth <= GROWTH_LIMIT}  # fmt: skip
 
 
+def _per_sample(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Over the steady samples: RSS growth (bytes) per sample the riders recorded meanwhile. Not a pass
+    criterion; it says how much of the growth the held ride data explains (an Automerge ride document
+    holds some tens of bytes per sample in memory)."""
+    steady = [s for s in samples if s["phase"] == "steady"]
+    if len(steady) < 2 or steady[-1]["recorded"] <= steady[0]["recorded"]:
+        return {"steady_samples": len(steady)}
+    rss = (steady[-1]["rss_kb"] - steady[0]["rss_kb"]) * 1024
+    recorded = steady[-1]["recorded"] - steady[0]["recorded"]
+    return {
+        "rss_growth_bytes": rss,
+        "samples_recorded": recorded,
+        "bytes_per_sample": round(rss / recorded, 1),
+    }
+
+
 class Phases:
     """Warm-up until every rider synced once and a fifth of the time passed; steady until a ride ends."""
 
@@ -129,7 +145,12 @@ async def run(options: CampaignOptions, progress: Progress, report: CampaignRepo
             t0 = time.monotonic()
             while True:
                 now = proc_stats(serve.pid)
-                samples.append({**now, "t": round(time.monotonic() - t0), "phase": phases.now()})
+                # Samples the riders recorded so far: the data the server must hold grows with them, so
+                # RSS growth per sample tells a leak from data (see _per_sample).
+                recorded = sum(b.recorded_this_run for b in bikes)
+                samples.append(
+                    {**now, "t": round(time.monotonic() - t0), "phase": phases.now(), "recorded": recorded}
+                )
                 if options.long or len(samples) % 10 == 0:
                     progress(
                         f"server RSS {now['rss_kb'] // 1024} MiB, {now['fds']} open files ({phases.now()})"
@@ -170,6 +191,7 @@ async def run(options: CampaignOptions, progress: Progress, report: CampaignRepo
         verdict = _growth(samples, key)
         report.case(f"server {key} growth after warm-up <= 5 %", verdict["ok"], str(verdict))
         report.details[f"server_{key}"] = verdict
+    report.details["server_rss_per_sample"] = _per_sample(samples)
     report.details["riders"] = riders
     report.details["minutes"] = minutes
     report.details["rides_ok"] = sum(1 for c in checks if c["ok"])

@@ -36,6 +36,7 @@ class SyncClient:
         self.unavailable: set[str] = set()
         self.errors: list[str] = []
         self.received = 0
+        self.dropped = 0  # frames sent after the connection closed (send_raw)
         self._http: aiohttp.ClientSession | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -81,8 +82,15 @@ class SyncClient:
         await self.send_raw(wire.encode(message))
 
     async def send_raw(self, frame: bytes) -> None:
+        """Send one frame. Once the connection is closing (the server closed it: aiohttp answered its
+        close frame and shut the transport) the frame is dropped and counted in `dropped`: a hostile
+        peer that keeps sending meets the server's refusal, which the caller reads from `closed` and
+        `close_code`; it is not the attack failing."""
         assert self.ws is not None
-        await self.ws.send_bytes(frame)
+        try:
+            await self.ws.send_bytes(frame)
+        except ConnectionResetError:
+            self.dropped += 1
 
     def _changed(self) -> None:
         self._event.set()

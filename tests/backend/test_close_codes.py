@@ -15,8 +15,6 @@ import pytest
 from engine.auth.tokens import CLOCK_LEEWAY_S
 from engine.crdt import CrdtDoc, new_actor_id
 from engine.ride.schema import Role, shared_ref
-from engine.sync import wire
-from engine.sync.docid import document_id_from_bytes
 from engine.sync.effects import (
     CLOSE_BACKLOG,
     CLOSE_POLICY_VIOLATION,
@@ -26,8 +24,8 @@ from engine.sync.effects import (
 )
 from tests.support.backend_server import HANG_GUARD, MakeServer, Server
 from tests.support.hostile import (
-    SERVER_PEER,
     close_code_while_sending,
+    filler_frame,
     orphan_changes,
     raw_peer,
     sync_frame,
@@ -39,14 +37,7 @@ RIDE = "ride-close"
 REPEAT = 30
 
 
-def _filler(size: int) -> bytes:
-    """A frame the server accepts and ignores (ephemeral data for a document the peer has not opened):
-    what a peer still sending when the server closes keeps sending."""
-    nowhere = document_id_from_bytes(bytes(16))
-    return wire.encode(wire.Ephemeral("hostile", SERVER_PEER, nowhere, b"\x40" * size, 1, "session"))
-
-
-FILLER = _filler(32 * 1024)
+FILLER = filler_frame(32 * 1024)
 
 
 async def _ride_on(server: Server) -> None:
@@ -109,7 +100,7 @@ async def test_a_message_over_the_limit_sees_1009_every_time(make_server: MakeSe
     server = await make_server(max_message_bytes=64 * 1024)
     async with asyncio.timeout(HANG_GUARD * 2):
         token = server.token("app", "app-1")
-        codes = await _repeat(server, token, b"\x00" * (1024 * 1024), filler=_filler(filler))
+        codes = await _repeat(server, token, b"\x00" * (1024 * 1024), filler=filler_frame(filler))
         closes = await _closes(server)
     assert codes == [CLOSE_TOO_BIG] * REPEAT
     # Counted as what went out (it was counted as 1002 before).

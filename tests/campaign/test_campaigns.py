@@ -47,6 +47,11 @@ def test_security_every_attack_is_refused_and_the_honest_ride_is_whole(tmp_path:
     assert report["injected"] >= 35
     assert report["honest_ride"]["ok"] is True, report["honest_ride"]
     assert {"before", "after"} <= set(report["server"])
+    names = [c["case"] for c in report["cases"]]
+    # The close code every hostile /v1/sync peer reads (not 1006), and the quiet over-long requests.
+    wanted = {"1002", "1008", "1009", "4401", "4413"}
+    assert {w for n in names if n.startswith("close code:") for w in wanted if w in n} == wanted, names
+    assert any(n.startswith("over-long URL and header") for n in names), names
     held_all(code, report)
 
 
