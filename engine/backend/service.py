@@ -251,9 +251,10 @@ class Backend:
         phase = self.store.phase(ride_id)
         view = None
         if phase is Phase.ENDED:
-            view = self.store.view(ride_id)
-            if view.ready_to_finalize:
-                view = self.finalize(ride_id)
+            with self.store.decoding_once():
+                view = self.store.view(ride_id)
+                if view.ready_to_finalize:
+                    view = self.finalize(ride_id)
         self.refresh_state(ride_id, phase if view is None else view.phase, view)
         self._notify()
 

@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 SYNC_PATH = "/v1/sync"
+USER_AGENT = "ridesync-device"
 
 
 # Refusals a retry cannot fix: the token itself is bad (its key unknown here, a forged or damaged
@@ -218,7 +219,11 @@ class DeviceSync:
             self.tracker.flush()
 
     async def _run(self) -> None:
-        async with aiohttp.ClientSession() as http:
+        # Every reconnect sends the upgrade request again: no `Accept`/`Accept-Encoding` (a 101 has no body,
+        # the few JSON answers are small) and a short `User-Agent` save ~60 bytes on each.
+        async with aiohttp.ClientSession(
+            headers={"User-Agent": USER_AGENT}, skip_auto_headers=("Accept", "Accept-Encoding")
+        ) as http:
             while True:
                 retry_after: float | None = None
                 retryable = True

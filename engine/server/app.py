@@ -48,8 +48,18 @@ def build_app(
         body = generate_latest(request.app[REGISTRY])
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    app.on_response_prepare.append(_lean_upgrade)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     for lane in lanes:
         lane(app)
     return app
+
+
+async def _lean_upgrade(request: web.Request, response: web.StreamResponse) -> None:
+    """A WebSocket upgrade (101) goes without `Date` and `Server` (optional on a 1xx, RFC 9110 6.6.1 and
+    10.2.4): ~70 bytes off every (re)connect, which a device on a lossy, metered link pays each time it
+    comes back; and the server's software and version are nobody's business."""
+    if response.status == 101:
+        response.headers.popall("Date", None)
+        response.headers.popall("Server", None)

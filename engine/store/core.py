@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -327,6 +328,11 @@ class ReplicaCore:
 
     def view(self, ride_id: str) -> policy.RideView:
         return self.documents.view(ride_id, self._owner_device(ride_id))
+
+    def decoding_once(self) -> AbstractContextManager[None]:
+        """A block in which each device document is decoded at most once per heads (views resolved in it
+        share the decode)."""
+        return self.documents.decoding_once()
 
     def phase(self, ride_id: str) -> Phase:
         """The ride's phase from claims and finalization only (no sample decoding): cheap per message, and

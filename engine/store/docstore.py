@@ -33,6 +33,10 @@ DEFAULT_COMPACT_EVERY = 256
 UnloggedRow = tuple[str, str, int, bytes]
 
 
+# Device documents decoded within one `DocumentStore.decoding_once()` block, by (doc id, heads).
+DecodeMemo = dict[tuple[str, tuple[bytes, ...]], DeviceDoc]
+
+
 @dataclass(slots=True)
 class OpenDoc:
     ref: DocRef
@@ -47,13 +51,18 @@ class OpenDoc:
     decoded: tuple[tuple[bytes, ...], DeviceDoc | BackendDoc | SharedDoc] | None = None
     acked: dict[str, list[bytes]] = field(default_factory=dict)  # peer -> heads it acknowledged
 
-    def decode(self) -> DeviceDoc | BackendDoc | SharedDoc:
+    def decode(self, memo: DecodeMemo | None = None) -> DeviceDoc | BackendDoc | SharedDoc:
         heads = tuple(self.doc.heads())
         if self.decoded is not None and self.decoded[0] == heads:
             return self.decoded[1]
+        key = (self.ref.doc_id, heads)
+        if memo is not None and key in memo:
+            return memo[key]
         decoded = documents.decode(self.doc, self.ref)
         if not isinstance(decoded, DeviceDoc):
             self.decoded = (heads, decoded)
+        elif memo is not None:
+            memo[key] = decoded
         return decoded
 
 
@@ -114,6 +123,22 @@ class DocumentStore:
         self._on_panic = on_panic
         self.rides: dict[str, Ride] = {}
         self.docs: dict[str, OpenDoc] = {}  # the same entries as the rides hold, by doc id
+        self._memo: DecodeMemo | None = None
+
+    @contextmanager
+    def decoding_once(self) -> Iterator[None]:
+        """Within the block, a device document is decoded at most once per heads. Settling a ride resolves
+        its view up to three times (the end, the backend's own document made, its finalization written)
+        while the device documents stay as they were; their samples are not kept past the block (why:
+        `OpenDoc.decoded`)."""
+        if self._memo is not None:
+            yield
+            return
+        self._memo = {}
+        try:
+            yield
+        finally:
+            self._memo = None
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -469,7 +494,7 @@ class DocumentStore:
         devices = []
         backends = []
         for entry in sorted(self.ride_entries(ride_id), key=lambda e: e.ref.doc_id):
-            decoded = entry.decode()
+            decoded = entry.decode(self._memo)
             if isinstance(decoded, SharedDoc):
                 shared = decoded
             elif isinstance(decoded, BackendDoc):

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engine.ride.schema import DocKind, Role
+import pytest
+
+from engine.ride import documents
+from engine.ride.schema import DocKind, DocRef, Role
 from engine.store import ReplicaStore
 from tests.support.samples import make_sample
 
@@ -39,3 +42,41 @@ def test_the_view_is_kept_until_a_document_changes_and_samples_are_not(open_repl
     assert backend.view(RIDE).shared["title"] == "evening"
     backend.bind_ride_owner(RIDE, "bike-2")  # the owner changes what counts
     assert backend.view(RIDE).samples == {}
+
+
+def test_settling_decodes_a_device_document_once_and_keeps_nothing_after(
+    open_replica: Open, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend resolves an ended ride's view, makes its own document and finalizes, each changing the
+    view's key; inside `decoding_once` the bike's unchanged document is decoded once for all three, and the
+    views are the same as without it."""
+    bike = open_replica("bike")
+    bike.start_ride(RIDE, t=1_700_000_000.0)
+    bike.append_samples(RIDE, [make_sample(i) for i in range(30)])
+    bike.end_ride(RIDE, t=1_700_000_030.0, duration_s=30.0)
+    backends = [open_replica(f"backend{i}", role=Role.BACKEND, device="backend") for i in range(2)]
+    for backend in backends:
+        for ref in bike.ride_refs(RIDE):
+            assert push(bike.doc(ref.doc_id), backend, ref, "bike-1", Role.BIKE).accepted
+    decoded: list[DocKind] = []
+    real_decode = documents.decode
+
+    def counting(doc: object, ref: DocRef) -> object:
+        decoded.append(ref.kind)
+        return real_decode(doc, ref)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(documents, "decode", counting)
+    plain, memo = backends
+    without = (plain.view(RIDE), plain.finalize(RIDE))
+    assert decoded.count(DocKind.BIKE) == 3
+    decoded.clear()
+    with memo.decoding_once():
+        within = (memo.view(RIDE), memo.finalize(RIDE))
+    assert decoded.count(DocKind.BIKE) == 1
+    assert [v.samples for v in within] == [v.samples for v in without] == [{"bike-1": 30}] * 2
+    assert [v.totals for v in within] == [v.totals for v in without]
+    assert [v.phase for v in within] == [v.phase for v in without]
+    assert memo.documents._memo is None  # nothing kept past the block
+    decoded.clear()
+    memo.view(RIDE)  # cached view: no decode at all
+    assert decoded == []
