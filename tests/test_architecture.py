@@ -140,6 +140,7 @@ SANS_IO_NAMES = (
 # Modules the rule matches that are not protocols; each says why.
 NOT_PROTOCOLS = {
     "engine/demo/session.py": "the demo's runner (servers, simulated rigs, browsers), not a protocol session",
+    "engine/campaign/security_wire.py": "the security campaign's attacks over real sockets, not a codec",
 }
 # Protocol modules that still do I/O, each with the reason. An entry whose module is gone or has become
 # sans-I/O fails the test below, so this list can only shrink.
