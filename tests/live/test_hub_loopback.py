@@ -122,7 +122,12 @@ async def test_stalled_peer_does_not_delay_others_and_gets_only_newest(
         # No backlog: what was in flight when it stopped reading (bounded by socket buffers), then a jump
         # straight to the newest value; none of the 100 values published meanwhile was queued for it.
         assert seqs[-1] == last
-        assert all(s < stall_seq for s in seqs[:-1])
+        assert seqs == sorted(set(seqs)), "a value twice or out of order"
+        # While stalled, the peer may still take a frame now and then (the kernel moves bytes from the send
+        # buffer to the receiver's as its window opens, so the connection turns writable for a moment); each
+        # such frame carries the newest value of that moment, never a queue: of the 100 values published
+        # meanwhile, only a few can have reached it.
+        assert len([s for s in seqs[:-1] if s >= stall_seq]) <= 10, seqs
         assert frames_after_resume <= stall_seq
     stalled.close()
     await bike.close()
