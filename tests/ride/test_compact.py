@@ -88,7 +88,9 @@ def _compressed_as(form: str, items: list[Sample]) -> bytes:
     if form == "deflate":
         packer = zlib.compressobj(9, zlib.DEFLATED, -15)
         return compact._compressed(1, body, packer.compress(body) + packer.flush())
-    return compact._compressed(2, body, lzma.compress(body, format=lzma.FORMAT_RAW, filters=compact._LZMA_FILTERS))
+    return compact._compressed(
+        2, body, lzma.compress(body, format=lzma.FORMAT_RAW, filters=compact._LZMA_FILTERS)
+    )
 
 
 def _plain(body: bytes) -> bytes:
