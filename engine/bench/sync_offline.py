@@ -284,6 +284,6 @@ async def bench_incremental(tmp: Path, synced_min: float, offline_min: float) ->
         "ratio_time_vs_naive": round(timing["reconciled_s"] / max(naive_run["seconds"], 1e-9), 2),
         "ratio_bytes_vs_naive": round(wire_bytes / max(naive_run["bytes"], 1), 2),
         "ratio_bytes_vs_naive_wire": round(wire_bytes / max(naive_on_wire["wire_bytes"], 1), 2),
-        "note": "sync time through the byte-counting relay, the naive upload's without it; naive_upload_bytes "
-        "counts bodies, naive_upload_wire_bytes the upload on the wire both ways",
+        "note": "sync time through the byte-counting relay, the naive upload's without it; "
+        "naive_upload_bytes counts bodies, naive_upload_wire_bytes the upload on the wire both ways",
     }
