@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.bench.entropy import delta_entropy_bytes
-from engine.bench.ridegen_sim import SimBikeRide
 from engine.crdt import CrdtDoc
 from engine.ride.batches import encode_batch
 from engine.ride.samples import Sample
@@ -31,6 +30,10 @@ TARGET_SAVED_BYTES_PER_HOUR = 8 * 1024
 def bench_information_bound(
     hours: float, ride_signal: Callable[[int], Sample], build_packed: BuildPacked
 ) -> dict[str, Any]:
+    # Imported here: the simulators pull in bumble, whose import leaves freed memory behind, and
+    # engine/bench/store_rss.py's children import engine/bench/store.py to measure RSS growth.
+    from engine.bench.ridegen_sim import SimBikeRide
+
     count = int(hours * 3600)
     sim = SimBikeRide(0, duration_s=count)
     models = {"ride_signal": ride_signal, "sim_bike_physics": sim.sample}

@@ -287,3 +287,58 @@ async def bench_incremental(tmp: Path, synced_min: float, offline_min: float) ->
         "note": "sync time through the byte-counting relay, the naive upload's without it; "
         "naive_upload_bytes counts bodies, naive_upload_wire_bytes the upload on the wire both ways",
     }
+
+
+async def _live_wire(tmp: Path, batch_schema: int, samples: int) -> int:
+    """Bytes on the wire both ways while `samples` are recorded and synced live at 10 s folds."""
+    from engine.auth.tokens import KeyRing
+    from engine.chaos.proxy import ChaosProxy
+    from engine.device.connection import DeviceSync
+    from engine.ride.schema import Role
+    from engine.store import ReplicaStore
+
+    label = f"live-schema{batch_schema}"
+    clock = SimClock()
+    bike = ReplicaStore(
+        tmp / f"bike-{label}", device_id="bench-bike", role=Role.BIKE, clock=clock, batch_schema=batch_schema
+    )
+    server = serve(tmp / f"serve-{label}")
+    try:
+        token = KeyRing.load_or_create(tmp / f"serve-{label}").issue("bike", "bench-bike")
+        signal = RideSignal("live")
+        clock.t = T0
+        bike.start_ride("live", t=T0)
+        async with ChaosProxy(("127.0.0.1", server.port)) as relay:
+            sync = DeviceSync(bike, f"http://{relay.address}", token)
+            sync.track("live")
+            async with asyncio.timeout(600), asyncio.TaskGroup() as tg:
+                task = tg.create_task(sync.run())
+                await sync.wait_for(lambda: sync.reconciled("live"))
+                start = relay.stats.bytes_up + relay.stats.bytes_down
+                for lo in range(0, samples, 10):
+                    clock.t = T0 + lo + 10
+                    bike.append_samples("live", signal.take(min(10, samples - lo)))
+                    bike.fold("live")
+                    sync.notify("live")
+                    await sync.wait_for(lambda: sync.reconciled("live"))
+                task.cancel()
+            return relay.stats.bytes_up + relay.stats.bytes_down - start
+    finally:
+        server.stop()
+        bike.close()
+
+
+async def bench_live(tmp: Path, minutes: float) -> dict[str, Any]:
+    """A ride synced live: every 10 s fold offered at once and acknowledged before the next, as a bike with
+    a link does (the ride's start, before its first fold, not counted). Bytes on the wire both ways,
+    schema 2 next to schema 1, in the same run."""
+    samples = int(minutes * 60)
+    out: dict[str, Any] = {"samples": samples}
+    for batch_schema in (2, 1):
+        wire = await _live_wire(tmp, batch_schema, samples)
+        out[f"schema{batch_schema}_10s_wire_bytes"] = wire
+        out[f"schema{batch_schema}_10s_wire_bytes_per_hour"] = round(wire * 3600 / max(samples, 1))
+    out["ratio_wire_bytes_schema2_vs_schema1"] = round(
+        out["schema2_10s_wire_bytes"] / max(out["schema1_10s_wire_bytes"], 1), 3
+    )
+    return out

@@ -86,3 +86,16 @@ def test_information_bound_report_is_consistent() -> None:
         assert row["saved_bytes_per_hour_offline_hourly"] < row["saved_bytes_per_hour_live_10s"]
         offline = row["saved_bytes_per_hour_offline_hourly"]
         assert row["ratio_saved_offline_hourly_vs_bound"] == round(offline / per_hour, 2)
+
+
+def test_the_store_benchmark_does_not_import_the_simulators() -> None:
+    """store_rss.py's children import engine/bench/store.py in a fresh interpreter and measure RSS growth;
+    bumble's import leaves enough freed memory behind to hide 50 open rides (measured 0 B per ride)."""
+    import subprocess
+    import sys
+
+    code = "import sys, engine.bench.store; print('bumble' in sys.modules, 'adapters.ble.sim' in sys.modules)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert proc.stdout.split() == ["False", "False"]
