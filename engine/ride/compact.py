@@ -30,9 +30,11 @@ alone: the document's save() deflates its value column across every batch of the
 WebSocket's permessage-deflate keeps its window across messages, so small raw bodies (similar from one
 10 s fold to the next) compress together there, while a blob compressed on its own is opaque to both. On
 `ridesync bench store`'s ride, an hour folded every 10 s saves at ~18.8 KB with raw batches against
-~22.8 KB compressed one by one; bodies of ~700 B (2-minute folds) still save smaller raw, ~1 KB bodies
-about even. A large offline backlog is one big batch, where LZMA2 wins (~15 % smaller than deflate, and
-~17 % smaller saved than the same hour raw).
+~22.8 KB compressed one by one (20.9 KB against 28.0 KB on the simulated bike's ride). Where raw stops
+paying depends on the data: between ~1.3 KB and ~2 KB of body on those two rides; the device's folds sit
+far from it on either side (~85 B every 10 s with a link, tens of KB for an offline hour). A large
+offline backlog is one big batch, where LZMA2 wins (~15 % smaller than deflate, and ~17 % smaller saved
+than the same hour raw). Encoding a small batch also skips two compressors it would not have used.
 
 Decoding is strict: truncated or trailing bytes, overlong varints, unknown bits, runs that do not add up,
 values out of range, seqs not strictly increasing, or a compressed stream that does not decompress to
