@@ -24,7 +24,7 @@ one column and each column as changes from the previous sample:
 A run's length is at least 1 and neighbouring runs of one column differ in value (or in presence), so each
 batch has exactly one body: decoding and encoding again gives the same bytes.
 
-Which form the encoder writes: a body under `RAW_BELOW_BODY_BYTES` (1 KiB, ~2.5 minutes of 1 Hz samples)
+Which form the encoder writes: a body under `RAW_BELOW_BODY_BYTES` (1 KiB, ~3 minutes of the benchmark ride)
 is stored raw, a larger one raw, deflated or LZMA2-compressed, whichever is shortest. A blob is never seen
 alone: the document's save() deflates its value column across every batch of the ride, and the sync
 WebSocket's permessage-deflate keeps its window across messages, so small raw bodies (similar from one
