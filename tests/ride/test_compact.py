@@ -179,6 +179,7 @@ def test_raw_small_batches_save_smaller_than_batches_compressed_one_by_one(
     a batch compressed on its own defeats."""
     from engine.crdt import CrdtDoc, new_actor_id
     from engine.ride import documents
+    from engine.ride.model import DeviceDoc
     from engine.ride.schema import DocKind, DocRef
 
     half_hour = ride(1800, "raw-rule")
@@ -188,7 +189,8 @@ def test_raw_small_batches_save_smaller_than_batches_compressed_one_by_one(
         documents.init_doc(doc, DocRef("r", DocKind.BIKE, "bike-b"))
         for lo in range(0, len(half_hour), 10):
             documents.add_samples(doc, half_hour[lo : lo + 10], batch_schema=2)
-        assert documents.decode(doc, DocRef("r", DocKind.BIKE, "bike-b")).samples == tuple(half_hour)
+        decoded = documents.decode(doc, DocRef("r", DocKind.BIKE, "bike-b"))
+        assert isinstance(decoded, DeviceDoc) and decoded.samples == tuple(half_hour)
         return len(doc.save())
 
     with_rule = saved()
