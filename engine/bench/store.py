@@ -3,7 +3,9 @@
 Packed samples in batch blobs + a durable raw log (what ridesync does) against a list of maps (one Automerge
 map per sample) and "save the whole document after every sample". Every figure sits next to its baseline:
 sample batch schema 2 (columns, engine/ride/compact.py) next to schema 1 (records), folds every 10 s (a
-live link) next to hourly folds (offline), on engine/bench/ridegen.py's rides.
+live link) next to hourly folds (offline), on engine/bench/ridegen.py's rides; and the saved hour against
+the information its samples carry, on that ride and on one from the simulated bike's physics
+(`information_bound`, engine/bench/store_bound.py).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import sqlite3
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from engine.bench.ridegen import RideSignal
+from engine.bench.store_bound import bench_information_bound
 from engine.bench.store_rss import LAYOUTS, bench_backend_rss, bench_rss
 from engine.crdt import CrdtDoc, SyncSession, new_actor_id
 from engine.ride import documents, policy
@@ -201,14 +205,17 @@ def bench_naive_growth(samples: int) -> dict[str, Any]:
     return {f"naive_save_every_sample_us_at_{samples}_samples": _us((time.perf_counter() - t0) / 20)}
 
 
-def build_packed(samples: int, interval: float, batch_schema: int = 1) -> CrdtDoc:
-    """A bike document of `samples` 1 Hz samples folded every `interval` seconds (no I/O)."""
+def build_packed(
+    samples: int, interval: float, batch_schema: int = 1, source: Callable[[int], Sample] = sample
+) -> CrdtDoc:
+    """A bike document of `samples` 1 Hz samples (`source(seq)`, the benchmark's ride by default) folded
+    every `interval` seconds (no I/O)."""
     ref = DocRef("r", DocKind.BIKE, "bike-b")
     doc = CrdtDoc.new(new_actor_id("bike-b"))
     documents.init_doc(doc, ref)
     step = max(int(interval), 1)
     for base in range(0, samples, step):
-        batch = [sample(i) for i in range(base, min(samples, base + step))]
+        batch = [source(i) for i in range(base, min(samples, base + step))]
         documents.add_samples(doc, batch, batch_schema=batch_schema)
     return doc
 
@@ -424,6 +431,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "naive_growth": bench_naive_growth(args.naive_samples),
             "batch_interval": bench_batch_interval(tmp),
             "size_and_load": bench_size_and_load(tmp, args.hours),
+            "information_bound": bench_information_bound(args.hours, sample, build_packed),
             "gate": bench_gate(tmp, max(args.hours, 0.5)),
             "rss": bench_rss(args.rides, args.hours),
             "backend_rss": bench_backend_rss(max(args.rides // 3, 5), args.hours),

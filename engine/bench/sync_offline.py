@@ -5,8 +5,11 @@ run, against the same `ridesync serve` build:
 - `schema2_lazy`: what a bike does now: schema 2 batches, a fold every `offline_fold_interval_s` while it
   cannot reach the backend, the backlog folded at reconnect;
 - `schema1_10s`: what it did before: schema 1 batches, a fold every 10 s whatever the link;
-- `naive_whole_document_*`: the baseline, uploading each whole saved document in one HTTP POST to a server
-  that loads it and stores it durably (for the documents of either variant).
+- `naive_whole_document_*`: the baseline, uploading each whole saved document in one HTTP POST (with the
+  bearer token a device sends) to a server that loads it and stores it durably (for the documents of
+  either variant). `*_bytes` counts the bodies alone (`len(doc.save())`), `*_wire_bytes` what the upload
+  costs on the wire both ways (request line and headers, bodies, responses), counted by the same relay
+  as the sync path; the ratios are given against both.
 Per variant: time until the backend acknowledged every document (`reconciled`, best of `repeats`) and
 until it finalized, bytes on the wire both ways after permessage-deflate (counted by a fault-free relay),
 the bike's CPU to fold and to resolve the ride, the server's CPU per reconcile and its RSS growth per
@@ -108,20 +111,38 @@ async def reconcile(
     return out
 
 
-async def naive_upload(store: Any, url: str, ride_id: str) -> dict[str, float]:
+async def naive_upload(store: Any, url: str, token: str, ride_id: str) -> dict[str, float]:
+    """Each of the ride's documents saved whole and POSTed, as a device would: one session, its bearer
+    token on every request."""
     import aiohttp
 
     refs = [r for r in store.ride_refs(ride_id) if store.heads(r.doc_id)]
     sent = 0
-    async with aiohttp.ClientSession() as http:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
         t0 = time.perf_counter()
         for ref in refs:
             body = store.doc(ref.doc_id).save()
             sent += len(body)
             async with http.post(f"{url}/naive/{ref.doc_id}", data=body) as resp:
                 assert resp.status == 200, await resp.text()
+                await resp.read()
         spent = time.perf_counter() - t0
     return {"seconds": spent, "bytes": sent}
+
+
+async def naive_wire(store: Any, naive_url: str, token: str, ride_id: str) -> dict[str, int]:
+    """The whole-document upload through a fault-free relay: its bytes on the wire, both ways."""
+    from engine.chaos.proxy import ChaosProxy
+
+    host, port = naive_url.removeprefix("http://").rsplit(":", 1)
+    async with ChaosProxy((host, int(port))) as relay:
+        run = await naive_upload(store, f"http://{relay.address}", token, ride_id)
+        return {
+            "body_bytes": int(run["bytes"]),
+            "wire_bytes": relay.stats.bytes_up + relay.stats.bytes_down,
+            "wire_bytes_up": relay.stats.bytes_up,
+        }
 
 
 async def _variant(tmp: Path, label: str, samples: int, repeats: int, naive_url: str) -> dict[str, Any]:
@@ -148,7 +169,8 @@ async def _variant(tmp: Path, label: str, samples: int, repeats: int, naive_url:
         async with ChaosProxy(("127.0.0.1", server.port)) as relay:
             await reconcile(bike, f"http://{relay.address}", token, rides[repeats])
             wire, up = relay.stats.bytes_up + relay.stats.bytes_down, relay.stats.bytes_up
-        naive_runs = [await naive_upload(bike, naive_url, r) for r in rides[:repeats]]
+        naive_runs = [await naive_upload(bike, naive_url, token, r) for r in rides[:repeats]]
+        naive_on_wire = await naive_wire(bike, naive_url, token, rides[repeats])
         resolve = min(resolve_cpu(bike, r) for r in rides[:repeats])
         changes = len(bike.changes_since(own.doc_id, []))
     finally:
@@ -169,6 +191,8 @@ async def _variant(tmp: Path, label: str, samples: int, repeats: int, naive_url:
         "server_rss_bytes_per_reconciled_ride": (rss_after - rss_before) // max(repeats, 1),
         "naive_upload_ms": _ms(min(n["seconds"] for n in naive_runs)),
         "naive_upload_bytes": int(naive_runs[0]["bytes"]),
+        "naive_upload_wire_bytes": naive_on_wire["wire_bytes"],
+        "naive_upload_wire_bytes_up": naive_on_wire["wire_bytes_up"],
     }
 
 
@@ -188,6 +212,12 @@ async def bench_offline(tmp: Path, minutes: float, repeats: int) -> dict[str, An
     out["naive_whole_document_schema1_ms"] = old.pop("naive_upload_ms")
     out["naive_whole_document_schema2_bytes"] = new.pop("naive_upload_bytes")
     out["naive_whole_document_schema2_ms"] = new.pop("naive_upload_ms")
+    for schema, variant in (("schema1", old), ("schema2", new)):
+        out[f"naive_whole_document_{schema}_wire_bytes"] = variant.pop("naive_upload_wire_bytes")
+        out[f"naive_whole_document_{schema}_wire_bytes_up"] = variant.pop("naive_upload_wire_bytes_up")
+        out[f"ratio_wire_bytes_vs_naive_{schema}_wire"] = round(
+            new["wire_bytes"] / max(out[f"naive_whole_document_{schema}_wire_bytes"], 1), 3
+        )
     out["ratio_wire_bytes_vs_schema1"] = round(new["wire_bytes"] / max(old["wire_bytes"], 1), 3)
     out["ratio_wire_bytes_vs_naive_schema1"] = round(
         new["wire_bytes"] / max(out["naive_whole_document_schema1_bytes"], 1), 3
@@ -237,7 +267,8 @@ async def bench_incremental(tmp: Path, synced_min: float, offline_min: float) ->
         async with ChaosProxy(("127.0.0.1", server.port)) as relay:
             timing = await reconcile(bike, f"http://{relay.address}", token, ride_id)
             wire_bytes = relay.stats.bytes_up + relay.stats.bytes_down
-        naive_run = await naive_upload(bike, naive.url, ride_id)
+        naive_run = await naive_upload(bike, naive.url, token, ride_id)
+        naive_on_wire = await naive_wire(bike, naive.url, token, ride_id)
     finally:
         server.stop()
         naive.stop()
@@ -249,7 +280,65 @@ async def bench_incremental(tmp: Path, synced_min: float, offline_min: float) ->
         "wire_bytes": wire_bytes,
         "naive_upload_ms": _ms(naive_run["seconds"]),
         "naive_upload_bytes": int(naive_run["bytes"]),
+        "naive_upload_wire_bytes": naive_on_wire["wire_bytes"],
         "ratio_time_vs_naive": round(timing["reconciled_s"] / max(naive_run["seconds"], 1e-9), 2),
         "ratio_bytes_vs_naive": round(wire_bytes / max(naive_run["bytes"], 1), 2),
-        "note": "time through the byte-counting relay",
+        "ratio_bytes_vs_naive_wire": round(wire_bytes / max(naive_on_wire["wire_bytes"], 1), 2),
+        "note": "sync time through the byte-counting relay, the naive upload's without it; "
+        "naive_upload_bytes counts bodies, naive_upload_wire_bytes the upload on the wire both ways",
     }
+
+
+async def _live_wire(tmp: Path, batch_schema: int, samples: int) -> int:
+    """Bytes on the wire both ways while `samples` are recorded and synced live at 10 s folds."""
+    from engine.auth.tokens import KeyRing
+    from engine.chaos.proxy import ChaosProxy
+    from engine.device.connection import DeviceSync
+    from engine.ride.schema import Role
+    from engine.store import ReplicaStore
+
+    label = f"live-schema{batch_schema}"
+    clock = SimClock()
+    bike = ReplicaStore(
+        tmp / f"bike-{label}", device_id="bench-bike", role=Role.BIKE, clock=clock, batch_schema=batch_schema
+    )
+    server = serve(tmp / f"serve-{label}")
+    try:
+        token = KeyRing.load_or_create(tmp / f"serve-{label}").issue("bike", "bench-bike")
+        signal = RideSignal("live")
+        clock.t = T0
+        bike.start_ride("live", t=T0)
+        async with ChaosProxy(("127.0.0.1", server.port)) as relay:
+            sync = DeviceSync(bike, f"http://{relay.address}", token)
+            sync.track("live")
+            async with asyncio.timeout(600), asyncio.TaskGroup() as tg:
+                task = tg.create_task(sync.run())
+                await sync.wait_for(lambda: sync.reconciled("live"))
+                start = relay.stats.bytes_up + relay.stats.bytes_down
+                for lo in range(0, samples, 10):
+                    clock.t = T0 + lo + 10
+                    bike.append_samples("live", signal.take(min(10, samples - lo)))
+                    bike.fold("live")
+                    sync.notify("live")
+                    await sync.wait_for(lambda: sync.reconciled("live"))
+                task.cancel()
+            return relay.stats.bytes_up + relay.stats.bytes_down - start
+    finally:
+        server.stop()
+        bike.close()
+
+
+async def bench_live(tmp: Path, minutes: float) -> dict[str, Any]:
+    """A ride synced live: every 10 s fold offered at once and acknowledged before the next, as a bike with
+    a link does (the ride's start, before its first fold, not counted). Bytes on the wire both ways,
+    schema 2 next to schema 1, in the same run."""
+    samples = int(minutes * 60)
+    out: dict[str, Any] = {"samples": samples}
+    for batch_schema in (2, 1):
+        wire = await _live_wire(tmp, batch_schema, samples)
+        out[f"schema{batch_schema}_10s_wire_bytes"] = wire
+        out[f"schema{batch_schema}_10s_wire_bytes_per_hour"] = round(wire * 3600 / max(samples, 1))
+    out["ratio_wire_bytes_schema2_vs_schema1"] = round(
+        out["schema2_10s_wire_bytes"] / max(out["schema1_10s_wire_bytes"], 1), 3
+    )
+    return out

@@ -16,6 +16,7 @@ import random
 import re
 import sys
 import traceback
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -197,9 +198,13 @@ def _batches_seeds() -> tuple[bytes, ...]:
         for i in range(600)
     ]
     sparse = [replace(s, hr=None, rr=()) if s.seq % 7 < 3 else s for s in ride[:40]]
+    # The encoder stores a body this small raw; the decoder still accepts it deflated, so seed that form.
+    body = compact.encode_body(sparse)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
     return (
         compact.encode_batch(ride[:1]),
-        compact.encode_batch(sparse),  # deflated, with "no value" runs
+        compact.encode_batch(sparse),  # raw, with "no value" runs
+        compact._compressed(compact._FLAG_DEFLATED, body, packer.compress(body) + packer.flush()),
         compact.encode_batch(ride),  # LZMA2
         bytes([compact.BATCH_VERSION, 0]) + compact.encode_body(ride[:30]),
     )

@@ -63,7 +63,9 @@ def test_hostile_bytes_raise_only_the_typed_error(data: bytes) -> None:
 def test_mutated_batches_raise_the_typed_error_or_decode_validly(
     items: list[Sample], data: st.DataObject
 ) -> None:
-    encoded = bytearray(encode_batch(items))
+    # Small batches are always stored raw, so the compressed forms of the same body are mutated too.
+    form = data.draw(st.sampled_from(["encoder", "deflate", "lzma"]))
+    encoded = bytearray(encode_batch(items) if form == "encoder" else _compressed_as(form, items))
     action = data.draw(st.sampled_from(["flip", "truncate", "append", "insert"]))
     pos = data.draw(st.integers(0, len(encoded) - 1))
     if action == "flip":
@@ -79,6 +81,16 @@ def test_mutated_batches_raise_the_typed_error_or_decode_validly(
     except CompactDecodeError:
         return
     assert decode_batch(encode_batch(decoded)) == decoded
+
+
+def _compressed_as(form: str, items: list[Sample]) -> bytes:
+    body = compact.encode_body(items)
+    if form == "deflate":
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return compact._compressed(1, body, packer.compress(body) + packer.flush())
+    return compact._compressed(
+        2, body, lzma.compress(body, format=lzma.FORMAT_RAW, filters=compact._LZMA_FILTERS)
+    )
 
 
 def _plain(body: bytes) -> bytes:
@@ -144,6 +156,47 @@ def test_the_encoder_picks_the_shortest_form() -> None:
     hour = encode_batch(ride(3600))
     assert hour[1] == 2
     assert len(hour) < len(encode_blob(ride(3600))) / 4
+
+
+def test_bodies_under_the_raw_limit_are_stored_raw_even_when_deflate_is_shorter() -> None:
+    # A steady ride's 2-minute fold: well under the limit, and deflate alone would shrink it.
+    items = ride(120, "raw-rule")
+    body = compact.encode_body(items)
+    assert len(body) < compact.RAW_BELOW_BODY_BYTES
+    assert len(_compressed_as("deflate", items)) < len(body)
+    assert encode_batch(items) == _plain(body)
+    # From the limit on, the shortest form: a 5-minute fold's body compresses.
+    longer = ride(300, "raw-rule")
+    assert len(compact.encode_body(longer)) >= compact.RAW_BELOW_BODY_BYTES
+    assert encode_batch(longer)[1] in (1, 2)
+    assert decode_batch(encode_batch(longer)) == longer
+
+
+def test_raw_small_batches_save_smaller_than_batches_compressed_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Why the rule: a document of 10 s folds deflates its value column across batches on save(), which
+    a batch compressed on its own defeats."""
+    from engine.crdt import CrdtDoc, new_actor_id
+    from engine.ride import documents
+    from engine.ride.model import DeviceDoc
+    from engine.ride.schema import DocKind, DocRef
+
+    half_hour = ride(1800, "raw-rule")
+
+    def saved() -> int:
+        doc = CrdtDoc.new(new_actor_id("bike-b"))
+        documents.init_doc(doc, DocRef("r", DocKind.BIKE, "bike-b"))
+        for lo in range(0, len(half_hour), 10):
+            documents.add_samples(doc, half_hour[lo : lo + 10], batch_schema=2)
+        decoded = documents.decode(doc, DocRef("r", DocKind.BIKE, "bike-b"))
+        assert isinstance(decoded, DeviceDoc) and decoded.samples == tuple(half_hour)
+        return len(doc.save())
+
+    with_rule = saved()
+    monkeypatch.setattr(compact, "RAW_BELOW_BODY_BYTES", 0)  # every batch compressed if that is shorter
+    one_by_one = saved()
+    assert with_rule < one_by_one * 0.9
 
 
 def test_schema_dispatch_and_unknown_schemas() -> None:
