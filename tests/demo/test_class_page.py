@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -101,7 +102,7 @@ async def ridesync_ride(base: str, token: str, data: Path, *extra: str) -> async
         "engine.cli.main",
         "ride",
         *("--backend", base, "--token", token, "--hr", "sim", "--serial", "sim", "--class", CLASS),
-        *("--ride-id", "rita-1", "--duration", "120", "--speed", "10", "--data", str(data), "--json"),
+        *("--ride-id", "rita-1", "--duration", "3600", "--speed", "10", "--data", str(data), "--json"),
         *extra,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
@@ -433,6 +434,8 @@ async def test_class_page_results_and_identity_across_restarts(tmp_path: Path, c
                     rita = await tile(page, "bike-9")
                     assert (rita["name"], rita["maxHr"]) == ("Rita", 170), rita
                     assert rita["zone"] == hr_zone(int(rita["hr"]), 170), rita
+                    # Ctrl-C ends the ride (a duration it never reaches kept it on while its tile was read).
+                    ride.send_signal(signal.SIGINT)
                     async with asyncio.timeout(120):
                         assert await ride.wait() == 0
                 finally:
