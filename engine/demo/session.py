@@ -198,6 +198,15 @@ class DemoSession:
         doc = self._backend_doc(rider)
         return [] if doc is None else [s.seq for s in doc.samples]
 
+    def backend_with(self, rider: Rider) -> dict[str, int]:
+        """Of the rider's samples on the backend so far, how many carry a heart rate / a cadence."""
+        doc = self._backend_doc(rider)
+        samples = [] if doc is None else doc.samples
+        return {
+            "hr": sum(1 for s in samples if s.hr is not None),
+            "cadence": sum(1 for s in samples if s.cadence is not None),
+        }
+
     async def _outcome(self, http: aiohttp.ClientSession, rider: Rider, replica: BikeRide) -> DurableOutcome:
         task = rider.ride_task
         finished = task is not None and task.done() and not task.cancelled() and task.exception() is None
@@ -207,13 +216,9 @@ class DemoSession:
         summary = task.result() if finished and task is not None else replica.summary()
         mine = own_doc(replica.store, rider.ride_id)
         bike_seqs = [s.seq for s in mine.samples] if mine is not None else []
-        backend_seqs: list[int] | None = None
-        backend_with = {"hr": 0, "cadence": 0}
         doc = self._backend_doc(rider)
-        if doc is not None:
-            backend_seqs = [s.seq for s in doc.samples]
-            backend_with["hr"] = sum(1 for s in doc.samples if s.hr is not None)
-            backend_with["cadence"] = sum(1 for s in doc.samples if s.cadence is not None)
+        backend_seqs = [s.seq for s in doc.samples] if doc is not None else None
+        backend_with = self.backend_with(rider)
         view: dict[str, Any] | None = None
         url = f"{self.base_url}/v1/rides/{quote(rider.ride_id, safe='')}"
         try:

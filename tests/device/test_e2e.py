@@ -5,6 +5,7 @@ with a simulated strap at --speed 60, `ridesync app`, the fault proxy in between
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import aiohttp
@@ -234,11 +235,11 @@ async def test_with_a_class_the_ride_also_streams_live(
     ring = KeyRing.load_or_create(backend.data)
     token = ring.issue("bike", "bike-6", classes=["spin-1"])
     viewer = ring.issue("viewer", "screen-1", classes=["spin-1"])
+    # A duration the bike never reaches: the ride must still be on when the live record is read (a rider
+    # who left shows no heart rate), and Ctrl-C ends it as soon as that is seen.
+    cmd = ride_cmd(backend.url, token, "ride-6", tmp_path / "bike", NEVER_REACHED_S, "--class", "spin-1")
     async with asyncio.timeout(HANG_GUARD_S), aiohttp.ClientSession() as http:
-        bike = await spawn(
-            *ride_cmd(backend.url, token, "ride-6", tmp_path / "bike", 600, "--class", "spin-1", *sensors),
-            stderr_path=tmp_path / "logs" / "ride.log",
-        )
+        bike = await spawn(*cmd, *sensors, stderr_path=tmp_path / "logs" / "ride.log")
         # The rider is present (hello) before its first heart rate arrives: wait for a live value.
         record: dict[str, object] = {}
         while "hr" not in record or "bike" not in record:
@@ -246,8 +247,11 @@ async def test_with_a_class_the_ride_also_streams_live(
                 assert resp.status == 200
                 record = (await resp.json())["riders"].get("bike-6", {})
             await asyncio.sleep(0.2)  # polling interval; the loop waits on the condition, not a time
+        bike.proc.send_signal(signal.SIGINT)  # Ctrl-C ends the ride
         assert await bike.finish() == 0, (bike.lines[-3:], log_tail(tmp_path))
     hr = record["hr"]
     assert isinstance(hr, dict) and hr["v"] > 0 and hr["state"] == "live"
     assert record["bike"] == bike_kind
-    assert_complete(await backend.ride("ride-6", token), "bike-6", 600)
+    summary = bike.last
+    assert summary["ended_by"] == "stopped" and summary["sync_state"] == "reconciled", summary
+    assert_complete(await backend.ride("ride-6", token), "bike-6", summary["samples_recorded"])
