@@ -16,25 +16,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 from engine.crdt import ChangeInfo, CrdtDecodeError, CrdtDoc, CrdtPanic
-from engine.ride import documents, policy, schema
+from engine.ride import policy, schema
 from engine.ride.model import BackendDoc, DeviceDoc, RideDocs, SharedDoc
 from engine.ride.samples import Sample
 from engine.ride.schema import DocKind, DocRef, Phase
 from engine.store.model import RecoveryReport, SyncState, SyncStatus, UnknownRide
 from engine.store.port import Job, StoragePort, StorageTx
+from engine.store.viewcache import DocCache, RideViews, ViewCache
 
 log = logging.getLogger(__name__)
 
 DEFAULT_COMPACT_EVERY = 256
 UnloggedRow = tuple[str, str, int, bytes]
-
-
-# Device documents decoded within one `DocumentStore.decoding_once()` block, by (doc id, heads).
-DecodeMemo = dict[tuple[str, tuple[bytes, ...]], DeviceDoc]
 
 
 @dataclass(slots=True)
@@ -44,26 +41,11 @@ class OpenDoc:
     persisted: list[bytes]
     records: int = 0
     degraded: bool = False
-    # The last full decode of a shared or backend document and the heads it was made at. A device
-    # document's decode is not kept: its samples cost ~290 bytes each as Python objects (4 MB for a
-    # 4-hour ride, 100x its Automerge document), held for as long as the ride is open; the ride's
-    # resolved view is kept instead (`Ride.view`).
-    decoded: tuple[tuple[bytes, ...], DeviceDoc | BackendDoc | SharedDoc] | None = None
+    cache: DocCache = field(default_factory=DocCache)  # its last decode (viewcache.py)
     acked: dict[str, list[bytes]] = field(default_factory=dict)  # peer -> heads it acknowledged
 
-    def decode(self, memo: DecodeMemo | None = None) -> DeviceDoc | BackendDoc | SharedDoc:
-        heads = tuple(self.doc.heads())
-        if self.decoded is not None and self.decoded[0] == heads:
-            return self.decoded[1]
-        key = (self.ref.doc_id, heads)
-        if memo is not None and key in memo:
-            return memo[key]
-        decoded = documents.decode(self.doc, self.ref)
-        if not isinstance(decoded, DeviceDoc):
-            self.decoded = (heads, decoded)
-        elif memo is not None:
-            memo[key] = decoded
-        return decoded
+    def decode(self) -> DeviceDoc | BackendDoc | SharedDoc:
+        return self.cache.decode(self.doc, self.ref)
 
 
 @dataclass(slots=True, eq=False)
@@ -74,9 +56,7 @@ class Ride:
     docs: dict[str, OpenDoc] = field(default_factory=dict)
     listed: bool = False  # its row in the rides table is written (or queued)
     status: SyncStatus | None = None
-    phase: tuple[tuple[tuple[str, tuple[bytes, ...]], ...], Phase] | None = None
-    # The resolved view and what it was resolved from: (owner, every document's heads).
-    view: tuple[tuple[object, ...], policy.RideView] | None = None
+    views: RideViews = field(default_factory=RideViews)  # its phase and resolved view (viewcache.py)
     # Sample log (bike and app): None until the ride is started or recovered here.
     seqs: set[int] | None = None  # seqs this device's own document holds
     pending: dict[int, Sample] | None = None  # logged, not yet folded into the document
@@ -87,8 +67,7 @@ class Ride:
     def forget_documents(self) -> None:
         """Drop what depends on the in-memory documents (they are about to be loaded again)."""
         self.docs = {}
-        self.phase = None
-        self.view = None
+        self.views = RideViews()
         self.seqs = None
         self.pending = None
         self.top = None
@@ -123,22 +102,7 @@ class DocumentStore:
         self._on_panic = on_panic
         self.rides: dict[str, Ride] = {}
         self.docs: dict[str, OpenDoc] = {}  # the same entries as the rides hold, by doc id
-        self._memo: DecodeMemo | None = None
-
-    @contextmanager
-    def decoding_once(self) -> Iterator[None]:
-        """Within the block, a device document is decoded at most once per heads. Settling a ride resolves
-        its view up to three times (the end, the backend's own document made, its finalization written)
-        while the device documents stay as they were; their samples are not kept past the block (why:
-        `OpenDoc.decoded`)."""
-        if self._memo is not None:
-            yield
-            return
-        self._memo = {}
-        try:
-            yield
-        finally:
-            self._memo = None
+        self.views = ViewCache(self.guard)
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -487,60 +451,20 @@ class DocumentStore:
         entry.records = 0
         return len(data)
 
-    # -- views ----------------------------------------------------------------------------------------
+    # -- views (viewcache.py) --------------------------------------------------------------------------
+
+    def decoding_once(self) -> AbstractContextManager[None]:
+        return self.views.decoding_once()
 
     def ride_docs(self, ride_id: str, owner: str | None) -> RideDocs:
-        shared = None
-        devices = []
-        backends = []
-        for entry in sorted(self.ride_entries(ride_id), key=lambda e: e.ref.doc_id):
-            decoded = entry.decode(self._memo)
-            if isinstance(decoded, SharedDoc):
-                shared = decoded
-            elif isinstance(decoded, BackendDoc):
-                backends.append(decoded)
-            else:
-                devices.append(decoded)
-        return RideDocs(
-            ride_id=ride_id, shared=shared, devices=tuple(devices), backends=tuple(backends), owner=owner
-        )
+        return self.views.ride_docs(ride_id, self.ride_entries(ride_id), owner)
 
     def view(self, ride_id: str, owner: str | None) -> policy.RideView:
-        """The resolved view, kept until one of the ride's documents (or its owner) changes."""
-        with self.guard():
-            key = (owner, *((e.ref.doc_id, tuple(e.doc.heads())) for e in self.ride_entries(ride_id)))
-        ride = self.rides.get(ride_id)
-        if ride is not None and ride.view is not None and ride.view[0] == key:
-            return ride.view[1]
-        view = policy.resolve(self.ride_docs(ride_id, owner))
-        if ride is not None:
-            ride.view = (key, view)
-        return view
+        return self.views.view(ride_id, self.ride_entries(ride_id), self._ride_views(ride_id), owner)
 
     def phase(self, ride_id: str, owner: str | None) -> Phase:
-        """The ride's phase from claims and finalization only (no sample decoding): cheap per message, and
-        cached until one of the ride's device or backend documents changes (a gate asks on every message).
-        Another bike's document never counts in a ride with an `owner` (policy rule 2)."""
-        entries = [
-            e
-            for e in self.ride_entries(ride_id)
-            if e.ref.kind is not DocKind.SHARED
-            and (owner is None or e.ref.kind is not DocKind.BIKE or e.ref.device == owner)
-        ]
-        with self.guard():
-            key = tuple((e.ref.doc_id, tuple(e.doc.heads())) for e in entries)
+        return self.views.phase(self.ride_entries(ride_id), self._ride_views(ride_id), owner)
+
+    def _ride_views(self, ride_id: str) -> RideViews | None:
         ride = self.rides.get(ride_id)
-        if ride is not None and ride.phase is not None and ride.phase[0] == key:
-            return ride.phase[1]
-        devices = []
-        backends = []
-        for entry in entries:
-            decoded = documents.decode(entry.doc, entry.ref, samples=False)
-            if isinstance(decoded, DeviceDoc):
-                devices.append(decoded)
-            elif isinstance(decoded, BackendDoc):
-                backends.append(decoded)
-        phase = policy.phase_of(devices, backends)
-        if ride is not None:
-            ride.phase = (key, phase)
-        return phase
+        return None if ride is None else ride.views
