@@ -138,11 +138,13 @@ async def list_rides(
     for ride_id in backend.store.rides():
         if not auth.may_read(claims, ride_id, ride_classes(request.app, ride_id)):
             continue
-        status = backend.store.sync_status(ride_id)
+        with backend.working.peek(ride_id):
+            status = backend.store.sync_status(ride_id)
+            phase = backend.store.phase(ride_id)
         rides.append(
             {
                 "ride_id": ride_id,
-                "phase": backend.store.phase(ride_id).label,
+                "phase": phase.label,
                 "sync_state": status.state.value,
                 "sync_reason": status.reason or None,
                 "updated": status.updated,

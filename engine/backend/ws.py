@@ -94,6 +94,7 @@ class Connection:
         app = request.app
         self.device = claims.device
         self.role = claims.role
+        self.rides = rides  # named (`?ride=`): kept in memory while this connection lives
         self.expires_at = claims.exp + CLOCK_LEEWAY_S  # unix time; verify() accepts the token until then
         self.provider = RideDocuments(
             backend,
@@ -131,7 +132,7 @@ class Connection:
         self._wake.set()
 
     async def run(self) -> None:
-        self.backend.add_peer(self)
+        self.backend.add_peer(self, self.rides)
         # A plain task rather than a TaskGroup: on Python 3.11 a TaskGroup left by an exception (aiohttp
         # may cancel the handler when the peer vanishes) keeps a reference cycle through the exception's
         # traceback, and with it this connection's frames, until the cycle collector runs.
@@ -140,7 +141,7 @@ class Connection:
             await self._work_until_expiry()
         finally:
             await self._stop_reader()
-            self.backend.remove_peer(self, self.provider.rides_open, self.provider.documents_open)
+            self.backend.remove_peer(self, self.provider.rides_open, self.provider.documents_open, self.rides)
             self._release()
 
     async def _stop_reader(self) -> None:

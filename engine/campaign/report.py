@@ -21,6 +21,9 @@ class CampaignOptions:
     # Wall minutes for campaigns that run for a time (soak, network's long outage); None = the default.
     minutes: float | None = None
     quiet: bool = False
+    # The soak's class length in ride-minutes (at --speed 10, a tenth of that in wall minutes); None = its
+    # default.
+    class_minutes: float | None = None
 
 
 class Progress:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from engine.crdt import ChangeInfo, CrdtDecodeError, CrdtDoc, CrdtPanic
@@ -63,6 +63,7 @@ class Ride:
     unlogged: list[UnloggedRow] = field(default_factory=list)  # not logged: the disk was full
     last_fold: float | None = None
     top: int | None = None  # highest seq this device recorded, once known
+    written: int = 0  # the write-behind sequence number of its last write (0: none queued)
 
     def forget_documents(self) -> None:
         """Drop what depends on the in-memory documents (they are about to be loaded again)."""
@@ -142,7 +143,7 @@ class DocumentStore:
             return ride
         now = self._clock()
         state, reason = SyncState.SYNCING.value, "not yet synced"
-        self.storage.write(lambda tx: tx.add_ride(ride_id, now, state, reason))
+        self.write(ride_id, lambda tx: tx.add_ride(ride_id, now, state, reason))
         ride.listed = True
         ride.status = SyncStatus(ride_id, SyncState.SYNCING, "not yet synced", now)
         return ride
@@ -152,6 +153,34 @@ class DocumentStore:
         if ride is not None:
             for doc_id in ride.docs:
                 del self.docs[doc_id]
+
+    def write(self, ride_id: str, job: Job) -> None:
+        """Hand a write about `ride_id` to the storage, noting its place in the write-behind queue."""
+        self.storage.write(job)
+        writer, ride = getattr(self.storage, "writer", None), self.rides.get(ride_id)
+        if writer is not None and ride is not None:
+            ride.written = writer.queued
+
+    def unpersisted(self, ride_id: str) -> str | None:
+        """What of the ride is only in memory (a change not persisted, samples not folded or logged, a
+        write not yet committed by the write-behind writer), or None."""
+        ride = self.rides.get(ride_id)
+        if ride is None:
+            return None
+        if any(e.doc.heads() != e.persisted for e in ride.docs.values()):
+            return "document changes not persisted"
+        if ride.pending or ride.unlogged:
+            return "samples not yet folded or logged"
+        writer = getattr(self.storage, "writer", None)
+        return "writes not yet committed" if writer is not None and ride.written > writer.committed else None
+
+    def release(self, ride_id: str) -> bool:
+        """Drop the ride from memory, never from the storage; `load_ride` reads it back. False (nothing
+        dropped) if it is not in memory or something of it is `unpersisted`."""
+        if ride_id not in self.rides or self.unpersisted(ride_id) is not None:
+            return False
+        self.drop_ride(ride_id)
+        return True
 
     # -- loading --------------------------------------------------------------------------------------
 
@@ -287,10 +316,14 @@ class DocumentStore:
 
         A sync endpoint calls this for a document a peer offers; the empty document then receives it."""
         entry = self.docs.get(ref.doc_id)
+        if entry is None and ref.ride_id not in self.rides and self.load_ride(ref.ride_id):
+            # A ride released from memory (or written by another node) is read back before anything is
+            # added to it, so it is never held in part.
+            entry = self.docs.get(ref.doc_id)
         if entry is None:
             self.ensure_ride_row(ref.ride_id)
             doc_id, ride_id, kind, device = ref.doc_id, ref.ride_id, ref.kind.value, ref.device
-            self.storage.write(lambda tx: tx.add_doc(doc_id, ride_id, kind, device))
+            self.write(ride_id, lambda tx: tx.add_doc(doc_id, ride_id, kind, device))
             doc = CrdtDoc.new(self.actor)
             entry = self._add_entry(OpenDoc(ref, doc, doc.heads()))
         return entry.doc
@@ -342,7 +375,7 @@ class DocumentStore:
             heads = entry.doc.heads()
         if not changes:
             if extra is not None:
-                self.storage.write(extra)
+                self.write(entry.ref.ride_id, extra)
             return 0
         data = b"".join(c.data for c in changes)
 
@@ -351,7 +384,7 @@ class DocumentStore:
             if extra is not None:
                 extra(tx)
 
-        self.storage.write(write)
+        self.write(entry.ref.ride_id, write)
         entry.persisted = heads
         entry.records += 1
         if entry.records >= self.compact_every:
@@ -447,14 +480,11 @@ class DocumentStore:
             data = entry.doc.save()
             heads = entry.doc.heads()
         job: Job = lambda tx: tx.put_snapshot(doc_id, data, heads)  # noqa: E731
-        self.storage.write(job)
+        self.write(entry.ref.ride_id, job)
         entry.records = 0
         return len(data)
 
     # -- views (viewcache.py) --------------------------------------------------------------------------
-
-    def decoding_once(self) -> AbstractContextManager[None]:
-        return self.views.decoding_once()
 
     def ride_docs(self, ride_id: str, owner: str | None) -> RideDocs:
         return self.views.ride_docs(ride_id, self.ride_entries(ride_id), owner)

@@ -24,6 +24,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--minutes", type=float, default=None, metavar="M", help="wall minutes for soak/network (override)"
     )
+    p.add_argument(
+        "--class-minutes",
+        type=float,
+        default=None,
+        metavar="M",
+        help="soak: ride-minutes per class, classes back to back (default 45 long, 0.75 short)",
+    )
     p.add_argument("--workdir", default=None, metavar="DIR", help="where the temporary data dirs go")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -39,6 +46,8 @@ def _campaign(args: argparse.Namespace) -> int:
 
     if args.minutes is not None and not args.minutes > 0:
         raise CliError("--minutes must be positive")
+    if args.class_minutes is not None and not args.class_minutes > 0:
+        raise CliError("--class-minutes must be positive")
     extra: tuple[object, ...] = ()
     if args.name == "fuzz":
         from engine.cli.fuzz_targets import adapter_targets
@@ -52,6 +61,7 @@ def _campaign(args: argparse.Namespace) -> int:
         workdir=Path(args.workdir) if args.workdir else None,
         quiet=args.quiet,
         extra=extra,
+        class_minutes=args.class_minutes,
     )
     if args.json:
         print(report.dumps(), flush=True)
