@@ -210,6 +210,7 @@ async def end_ride(
     role = claims.role
 
     async def logical() -> idem.StoredResponse:
+        backend.has_ride(ride_id)  # read back if released from memory while this request waited
         end_key = schema.end_key(ride_id)
         first = backend.store.record_end_event(ride_id, end_key, claims.device, role.value, t=t)
         backend.backend_doc_changed(ride_id)
@@ -287,6 +288,7 @@ async def put_meta(
             raise auth.RequestError(422, "bad_meta", str(exc)) from None
 
     async def write() -> idem.StoredResponse:
+        backend.has_ride(ride_id)  # read back if released from memory while this request waited
         store = backend.store
         phase = store.phase(ride_id)
         frozen = sorted(name for name in fields if not policy.may_edit(name, role, phase))

@@ -24,6 +24,7 @@ class CampaignOptions:
     # The soak's class length in ride-minutes (at --speed 10, a tenth of that in wall minutes); None = its
     # default.
     class_minutes: float | None = None
+    riders: int | None = None  # the soak's riders; None = its default (3 short, 100 long)
 
 
 class Progress:

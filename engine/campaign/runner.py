@@ -46,6 +46,7 @@ def run_campaign(
     quiet: bool = False,
     extra: Sequence[Any] = (),
     class_minutes: float | None = None,
+    riders: int | None = None,
 ) -> CampaignReport:
     """`extra` is what the composition root injects (the fuzz campaign's adapter parsers). A campaign that
     raises returns its report so far with the error among its failures (so it fails, with a report)."""
@@ -55,7 +56,13 @@ def run_campaign(
     runner: Runner = module.run
     with tempfile.TemporaryDirectory(prefix=f"ridesync-campaign-{name}-", dir=workdir) as tmp:
         options = CampaignOptions(
-            seed=seed, long=long, workdir=Path(tmp), minutes=minutes, quiet=quiet, class_minutes=class_minutes
+            seed=seed,
+            long=long,
+            workdir=Path(tmp),
+            minutes=minutes,
+            quiet=quiet,
+            class_minutes=class_minutes,
+            riders=riders,
         )
         progress = Progress(name, quiet)
         report = CampaignReport(name, seed, "long" if long else "short")

@@ -42,6 +42,7 @@ SHORT_CLASS_MINUTES = 0.75  # 45 ride-seconds, 4.5 wall seconds
 # How soon the server releases an idle ride: short, so the same-phase point comes soon after a class.
 UNLOAD_IDLE_S = 2.0
 RELEASE_GRACE_S = 30.0  # beyond the idle time, how long to wait for the server to release a class
+MIN_CLASSES = 3  # the first warms up; the second is the baseline; the last is compared with it
 SETTLE_SAMPLES = 3  # the same-phase figure is the median of this many readings, 0.5 s apart
 
 
@@ -81,8 +82,8 @@ def _opener(source: SensorSource) -> Any:
 
 def _growth(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """The last class's same-phase figure against the second class's."""
-    if len(rows) < 3:
-        return {"ok": False, "why": f"only {len(rows)} classes: run longer (--minutes) or shorter classes"}
+    if len(rows) < MIN_CLASSES:
+        return {"ok": False, "why": f"only {len(rows)} classes ran: the run stopped early"}
     base, end = rows[1][key], rows[-1][key]
     growth = (end - base) / base if base else 0.0
     return {"baseline_class": rows[1]["class"], "baseline": base, "end_class": rows[-1]["class"], "end": end,
@@ -105,14 +106,18 @@ async def _rides_in_memory(http: aiohttp.ClientSession, url: str) -> int | None:
 class Soak:
     def __init__(self, options: CampaignOptions, progress: Progress, report: CampaignReport) -> None:
         self.options, self.progress, self.report = options, progress, report
-        self.riders = 100 if options.long else 3
+        self.riders = options.riders or (100 if options.long else 3)
         self.class_minutes = options.class_minutes or (
             LONG_CLASS_MINUTES if options.long else SHORT_CLASS_MINUTES
         )
         class_wall_s = self.class_minutes * 60 / SPEED
-        minutes = options.minutes or (30.0 if options.long else 3 * class_wall_s / 60)
-        self.minutes = minutes
-        self.classes = max(1, int(minutes * 60 // class_wall_s))
+        self.minutes = options.minutes or (30.0 if options.long else MIN_CLASSES * class_wall_s / 60)
+        self.classes = int(self.minutes * 60 // class_wall_s)
+        if self.classes < MIN_CLASSES:
+            # The growth rule compares the last class with the second: a run too short for three
+            # classes of the asked length gets three shorter ones (the report says how long).
+            self.classes = MIN_CLASSES
+            self.class_minutes = self.minutes * SPEED / MIN_CLASSES
         self.every_s = 10.0 if options.long else 1.0
         work = options.workdir
         self.serve = ServeProcess(

@@ -31,6 +31,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="M",
         help="soak: ride-minutes per class, classes back to back (default 45 long, 0.75 short)",
     )
+    p.add_argument(
+        "--riders",
+        type=int,
+        default=None,
+        metavar="N",
+        help="soak: riders (default 100 long, 3 short; fewer on a loaded machine)",
+    )
     p.add_argument("--workdir", default=None, metavar="DIR", help="where the temporary data dirs go")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -48,6 +55,8 @@ def _campaign(args: argparse.Namespace) -> int:
         raise CliError("--minutes must be positive")
     if args.class_minutes is not None and not args.class_minutes > 0:
         raise CliError("--class-minutes must be positive")
+    if args.riders is not None and not args.riders > 0:
+        raise CliError("--riders must be positive")
     extra: tuple[object, ...] = ()
     if args.name == "fuzz":
         from engine.cli.fuzz_targets import adapter_targets
@@ -62,6 +71,7 @@ def _campaign(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         extra=extra,
         class_minutes=args.class_minutes,
+        riders=args.riders,
     )
     if args.json:
         print(report.dumps(), flush=True)
