@@ -113,6 +113,10 @@ class WorkingSet:
     async def sweep(self, busy: Callable[[str], bool]) -> list[str]:
         """Release the idle rides; returns them. Their writes are committed first (the store refuses a
         ride with writes still queued); a ride used while the flush ran is kept."""
+        # Forget the use times of rides not in memory (released by retention, never stored, read back by
+        # a listing only), so this table stays as small as the working set.
+        for ride_id in [r for r in self._used if not self.store.is_loaded(r)]:
+            del self._used[ride_id]
         candidates = self.idle(busy)
         if not candidates:
             return []
@@ -124,9 +128,6 @@ class WorkingSet:
             if self.store.release_ride(ride_id):
                 self._used.pop(ride_id, None)
                 released.append(ride_id)
-        # Forget the use times of rides no longer in memory (released by retention, or listed only).
-        for ride_id in [r for r in self._used if not self.store.is_loaded(r)]:
-            del self._used[ride_id]
         if released:
             self.metrics.ride_releases.inc(len(released))
             log.debug("rides released from memory", extra={"rides": len(released)})

@@ -204,3 +204,19 @@ async def test_postgres_a_node_that_released_a_ride_reads_back_another_nodes_wri
     assert (body["phase"], body["sync"]["state"]) == ("finalized", "reconciled")
     assert _metric(b, "ridesync_ride_loads_total") == 2
     assert _metric(b, "ridesync_rides_finalized_total") == 0  # a finalized it; b only read it back
+
+
+async def test_the_working_set_keeps_nothing_for_rides_not_in_memory(make_server: MakeServer) -> None:
+    """A connection that named a ride nobody started (an app waiting for its bike) leaves no trace in the
+    working set once it is gone, so its tables stay as small as the rides in memory."""
+    server = await make_server(unload_idle_s=IDLE_S)
+    backend = server.backend
+    app = server.replica(Role.APP, "app-1")
+    token = server.token("app", "app-1", rides=["ride-unstarted"])
+    async with asyncio.timeout(HANG_GUARD):
+        async with server.client(token, app, "ride-unstarted"):
+            await backend.wait_for(lambda: len(backend.peers) == 1)
+        await _settled(server)
+        assert await backend.release_idle() == []
+    assert not backend.store.is_loaded("ride-unstarted")
+    assert backend.working._used == {} and not backend.working._held
