@@ -63,6 +63,19 @@ class SyncSocket(web.WebSocketResponse):
 
 # SyncSocket overrides a private aiohttp method; fail loudly at import if it is gone.
 assert callable(getattr(web.WebSocketResponse, "_close_transport", None)), "aiohttp changed"
+# `_forget_heartbeat_callback` clears a private attribute of aiohttp's protocol; likewise.
+assert "_data_received_cb" in web.RequestHandler.__slots__, "aiohttp changed"
+
+
+def _forget_heartbeat_callback(request: web.Request) -> None:
+    """Break a reference cycle aiohttp leaves behind: with a heartbeat, the connection's protocol keeps a
+    bound method of the WebSocket (its data-received callback) after the connection ends, and the
+    WebSocket refers to the request, which refers to the protocol. The WebSocket (its zlib state alone
+    is ~300 KB) then lives until the cycle collector runs, which `serve` runs rarely: a server that
+    served class after class grew by that much per connection (tests/backend/test_sync_memory.py)."""
+    protocol = request.protocol
+    if isinstance(protocol, web.RequestHandler):
+        protocol._data_received_cb = None
 
 
 async def _linger(request: web.Request, timeout_s: float) -> None:
@@ -357,4 +370,5 @@ async def sync_endpoint(request: web.Request, state: BackendState) -> web.Stream
         if not ws.closed:
             await ws.close()
         await _linger(request, backend.config.close_timeout_s)
+        _forget_heartbeat_callback(request)
     return ws

@@ -135,10 +135,13 @@ class Soak:
         return f"soak-{i:03d}"
 
     def bike(self, k: int, i: int) -> BikeRide:
+        """Rider `i`'s bike for class `k`: the same device every class, with a replica dir per class (a
+        bike opening its store loads every ride it holds, on the one event loop all riders share; the
+        server, which is what the soak measures, sees the same device ride ride after ride)."""
         device = self.device(i)
         return BikeRide(BikeOptions(
             backend=self.serve.url, token=self.tokens[device], device=device, ride_id=f"soak-c{k}-{i:03d}",
-            data_root=Path(self.options.workdir / "riders"), class_id=CLASS,
+            data_root=Path(self.options.workdir / "riders" / f"class-{k}"), class_id=CLASS,
             duration_s=self.class_minutes * 60, speed=SPEED, retry_cap_s=2.0, heartbeat_s=2.0,
             sync_timeout_s=120.0,
             sensors=_opener(SyntheticSensor(f"synth-{i:03d}", SPEED, f"{self.options.seed}:{k}:{i}")),
