@@ -18,7 +18,8 @@ aiohttp's `close()` itself reads on, discarding, until the peer's close frame; a
 only once the peer has closed its side or `close_timeout_s` passed (`SyncSocket`, `_linger`). The
 metrics count the code that went out (1006 when none could). At server shutdown the shutdown hook sends
 the close frame (1001) itself. When the connection ends, what it held is freed at once, without the
-cycle collector (`_release`; the provider holds the connection weakly).
+cycle collector (`_release`; the provider holds the connection weakly; `_forget_heartbeat_callback`
+breaks the cycle aiohttp leaves between the WebSocket and its protocol).
 """
 
 from __future__ import annotations
