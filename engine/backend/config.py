@@ -24,6 +24,11 @@ MAX_HEARTBEAT_S = 3600.0
 DEFAULT_MAX_QUEUED_CHANGES = 10_000
 DEFAULT_MAX_QUEUED_BYTES = 16 * 1024 * 1024
 MAX_QUEUED_CHANGES = 10_000_000
+# A ride idle this long (no connection, no request, everything committed) leaves the backend's memory,
+# not its storage, and is read back at its next use (engine/backend/workingset.py).
+DEFAULT_UNLOAD_IDLE_S = 60.0
+MIN_UNLOAD_IDLE_S = 1.0
+MAX_UNLOAD_IDLE_S = 7 * 24 * 3600.0
 
 # (field, flag, environment variable): one table, so errors name what the user actually set.
 LIMITS = (
@@ -33,6 +38,7 @@ LIMITS = (
     ("burst", "--rate-burst", "RIDESYNC_RATE_BURST"),
     ("max_queued_changes", "--max-queued-changes", "RIDESYNC_MAX_QUEUED_CHANGES"),
     ("max_queued_bytes", "--max-queued-bytes", "RIDESYNC_MAX_QUEUED_BYTES"),
+    ("unload_idle_s", "--unload-idle-s", "RIDESYNC_UNLOAD_IDLE_S"),
 )
 
 
@@ -56,6 +62,7 @@ class BackendConfig:
     max_queued_changes: int = DEFAULT_MAX_QUEUED_CHANGES
     max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
     max_body_bytes: int = 64 * 1024
+    unload_idle_s: float = DEFAULT_UNLOAD_IDLE_S
     device_id: str = "backend"
     # Where the store and the idempotency ledger live (`--store`); None: SQLite in DATA/backend/.
     store: StoreLocation | None = None
@@ -92,11 +99,13 @@ class BackendConfig:
         burst: float | None = None,
         max_queued_changes: float | None = None,
         max_queued_bytes: float | None = None,
+        unload_idle_s: float | None = None,
     ) -> BackendConfig:
         """This config with the limits given (command-line flags; None = keep)."""
         given = {"max_message_bytes": max_message_bytes, "heartbeat_s": heartbeat_s}
         given |= {"rate_per_s": rate_per_s, "burst": burst}
         given |= {"max_queued_changes": max_queued_changes, "max_queued_bytes": max_queued_bytes}
+        given |= {"unload_idle_s": unload_idle_s}
         values = {name: v for name, v in given.items() if v is not None}
         return self._with(values, {name: flag for name, flag, _ in LIMITS})
 
@@ -116,6 +125,8 @@ class BackendConfig:
             config = replace(config, rate_per_s=float(values["rate_per_s"]))
         if "burst" in values:
             config = replace(config, burst=float(values["burst"]))
+        if "unload_idle_s" in values:
+            config = replace(config, unload_idle_s=float(values["unload_idle_s"]))
         return config
 
 
@@ -147,6 +158,11 @@ def _check(name: str, value: float, label: str) -> None:
     elif name == "rate_per_s":
         if not value > 0:
             raise ConfigError(f"{label} must be positive (requests per second per device), got {value:g}")
+    elif name == "unload_idle_s":
+        if not MIN_UNLOAD_IDLE_S <= value <= MAX_UNLOAD_IDLE_S:
+            raise ConfigError(
+                f"{label} must be from {MIN_UNLOAD_IDLE_S:g} to {MAX_UNLOAD_IDLE_S:g} seconds, got {value:g}"
+            )
     elif name == "burst" and not value >= 1:
         raise ConfigError(
             f"{label} must be at least 1 (a bucket below one token refuses everything), got {value:g}"

@@ -138,11 +138,13 @@ async def list_rides(
     for ride_id in backend.store.rides():
         if not auth.may_read(claims, ride_id, ride_classes(request.app, ride_id)):
             continue
-        status = backend.store.sync_status(ride_id)
+        with backend.working.peek(ride_id):
+            status = backend.store.sync_status(ride_id)
+            phase = backend.store.phase(ride_id)
         rides.append(
             {
                 "ride_id": ride_id,
-                "phase": backend.store.phase(ride_id).label,
+                "phase": phase.label,
                 "sync_state": status.state.value,
                 "sync_reason": status.reason or None,
                 "updated": status.updated,
@@ -208,6 +210,7 @@ async def end_ride(
     role = claims.role
 
     async def logical() -> idem.StoredResponse:
+        backend.has_ride(ride_id)  # read back if released from memory while this request waited
         end_key = schema.end_key(ride_id)
         first = backend.store.record_end_event(ride_id, end_key, claims.device, role.value, t=t)
         backend.backend_doc_changed(ride_id)
@@ -285,6 +288,7 @@ async def put_meta(
             raise auth.RequestError(422, "bad_meta", str(exc)) from None
 
     async def write() -> idem.StoredResponse:
+        backend.has_ride(ride_id)  # read back if released from memory while this request waited
         store = backend.store
         phase = store.phase(ride_id)
         frozen = sorted(name for name in fields if not policy.may_edit(name, role, phase))

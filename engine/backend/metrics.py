@@ -74,6 +74,19 @@ class BackendMetrics:
             ["direction"],
             registry=registry,
         )
+        self.rides_in_memory = Gauge(
+            "ridesync_rides_in_memory",
+            "Rides the backend holds in memory (idle ones are released and read back at their next use)",
+            registry=registry,
+        )
+        self.ride_releases = Counter(
+            "ridesync_ride_releases", "Idle rides released from memory (not from storage)", registry=registry
+        )
+        self.ride_loads = Counter(
+            "ridesync_ride_loads",
+            "Rides read back from storage into memory (released earlier, or written by another node)",
+            registry=registry,
+        )
         self.auth_failures = Counter(
             "ridesync_auth_failures", "Requests refused for their token", ["code"], registry=registry
         )

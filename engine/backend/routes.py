@@ -46,7 +46,7 @@ def make_setup(config: BackendConfig | None = None, push: RidePush | None = None
         async def lifecycle(app: web.Application) -> AsyncIterator[None]:
             backend = Backend(app[DATA_DIR], cfg, metrics, push if push is not None else make_push(cfg))
             state.backend = backend
-            task = asyncio.create_task(backend.run_push(), name="backend-push")
+            task = asyncio.create_task(backend.run(), name="backend-run")
             try:
                 yield
             finally:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from engine.backend.config import BackendConfig
 from engine.backend.metrics import BackendMetrics
 from engine.backend.push import NoPush, RidePush
 from engine.backend.stores import open_stores
+from engine.backend.workingset import WorkingSet
 from engine.ride import policy, schema
 from engine.ride.schema import DocKind, DocRef, Phase, Role
 from engine.store import RideOwner, StoreError, SyncState
@@ -75,6 +77,8 @@ class Backend:
         config: BackendConfig,
         metrics: BackendMetrics,
         push: RidePush | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -88,6 +92,8 @@ class Backend:
         self.store, self.ledger = open_stores(location, device_id=config.device_id, sqlite_dir=directory)
         # Commits leave the event loop (engine/store/writer.py); replies await store.flushed() first.
         self.store.start_write_behind(on_group=self._observe_group)
+        # Rides in memory: idle ones are released, and read back from the storage at their next use.
+        self.working = WorkingSet(self.store, metrics, idle_s=config.unload_idle_s, clock=clock)
         self.peers: set[Peer] = set()
         # automerge-repo document id -> the connections that have it open (pushes go only to them).
         self._subscribers: dict[str, set[Peer]] = {}
@@ -109,12 +115,19 @@ class Backend:
 
     # -- connections ----------------------------------------------------------------------------------
 
-    def add_peer(self, peer: Peer) -> None:
+    def add_peer(self, peer: Peer, named: frozenset[str] = frozenset()) -> None:
+        """A connection opens; the rides it `named` stay in memory until it closes."""
         self.peers.add(peer)
+        self.working.hold(named)
         self.metrics.connections.set(len(self.peers))
 
-    def remove_peer(self, peer: Peer, rides: set[str], documents: set[str]) -> None:
+    def remove_peer(
+        self, peer: Peer, rides: set[str], documents: set[str], named: frozenset[str] = frozenset()
+    ) -> None:
         self.peers.discard(peer)
+        self.working.unhold(named)
+        for ride in rides:
+            self.working.used(ride)
         for document_id in documents:
             subscribers = self._subscribers.get(document_id)
             if subscribers is not None:
@@ -153,7 +166,7 @@ class Backend:
         bike can take it and the policy names none of them the authority."""
         store = self.store
         owner = store.ride_owner(ride_id)
-        if owner is None and store.has_ride(ride_id):
+        if owner is None and self.working.load(ride_id):
             bikes = self._bike_documents(ride_id)
             if len(bikes) == 1:
                 owner = store.bind_ride_owner(ride_id, bikes[0])
@@ -236,8 +249,8 @@ class Backend:
 
     def has_ride(self, ride_id: str) -> bool:
         """True if the backend holds the ride; over a shared database (`--store postgresql://`) a ride
-        another node wrote is loaded from it on first ask."""
-        return self.store.load_ride(ride_id)
+        another node wrote, or one released from memory while idle, is loaded from it on first ask."""
+        return self.working.load(ride_id)
 
     def ride_changed(self, ride_id: str, device: str, origin: Peer | None = None) -> None:
         """A sync message or an HTTP event changed the ride: finalize if it is time, refresh its state."""
@@ -248,6 +261,7 @@ class Backend:
     def _settle(self, ride_id: str) -> None:
         """After a change to the ride (here or, merged, from another node): finalize if it is time,
         refresh its state, wake the waiters."""
+        self.working.used(ride_id)
         phase = self.store.phase(ride_id)
         view = None
         if phase is Phase.ENDED:
@@ -312,11 +326,31 @@ class Backend:
 
     # -- other nodes (the ride push) ------------------------------------------------------------------
 
-    async def run_push(self) -> None:
-        """Announce the rides this node commits and hear the other nodes, until cancelled."""
+    async def run(self) -> None:
+        """Announce the rides this node commits, hear the other nodes and release idle rides from memory,
+        until cancelled."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.push.run(self._heard), name="push")
             tg.create_task(self._announce_loop(), name="push-announce")
+            tg.create_task(self._release_loop(), name="release-idle")
+
+    async def _release_loop(self) -> None:
+        # A few sweeps per idle period: a ride leaves memory between 1x and ~1.25x `unload_idle_s` idle.
+        period = min(max(self.config.unload_idle_s / 4, 0.25), 15.0)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.release_idle()
+            except StoreError as exc:
+                # The writer failed (PostgreSQL away): nothing is released while writes are not committed.
+                log.warning("idle rides not released", extra={"error": str(exc)})
+
+    async def release_idle(self) -> list[str]:
+        """Release the rides idle for `unload_idle_s` from memory (workingset.py); returns them."""
+        released = await self.working.sweep(lambda ride_id: self._ride_peers.get(ride_id, 0) > 0)
+        for ride_id in released:
+            self._cached_state.pop(ride_id, None)
+        return released
 
     def _changed_here(self, ride_id: str) -> None:
         if self.multi_node:
@@ -353,14 +387,19 @@ class Backend:
     def fresh(self, ride_id: str) -> None:
         """Before this node answers about a ride (a sync upgrade, an HTTP request): with other nodes over
         the same database, merge what they committed unless the ride has connections here (those are
-        kept current by the push). A ride nobody here has open may have changed anywhere."""
+        kept current by the push). A ride nobody here has open may have changed anywhere. A ride released
+        from memory while idle is read back."""
         if self.multi_node and self._ride_peers.get(ride_id, 0) == 0:
             self.refresh(ride_id)
+        self.working.load(ride_id)
 
     def refresh(self, ride_id: str) -> None:
         """Merge the ride's changes committed by other nodes; push them to this node's connections and
         finalize if the ride is now ready."""
-        changed = self.store.refresh_ride(ride_id)
+        loaded = self.store.is_loaded(ride_id)
+        changed = self.store.refresh_ride(ride_id)  # loads the ride if it is not in memory
+        if not loaded and self.store.is_loaded(ride_id):
+            self.working.count_load()
         if not changed:
             return
         for hexid in changed:

@@ -18,7 +18,8 @@ aiohttp's `close()` itself reads on, discarding, until the peer's close frame; a
 only once the peer has closed its side or `close_timeout_s` passed (`SyncSocket`, `_linger`). The
 metrics count the code that went out (1006 when none could). At server shutdown the shutdown hook sends
 the close frame (1001) itself. When the connection ends, what it held is freed at once, without the
-cycle collector (`_release`; the provider holds the connection weakly).
+cycle collector (`_release`; the provider holds the connection weakly; `_forget_heartbeat_callback`
+breaks the cycle aiohttp leaves between the WebSocket and its protocol).
 """
 
 from __future__ import annotations
@@ -63,6 +64,19 @@ class SyncSocket(web.WebSocketResponse):
 
 # SyncSocket overrides a private aiohttp method; fail loudly at import if it is gone.
 assert callable(getattr(web.WebSocketResponse, "_close_transport", None)), "aiohttp changed"
+# `_forget_heartbeat_callback` clears a private attribute of aiohttp's protocol; likewise.
+assert "_data_received_cb" in web.RequestHandler.__slots__, "aiohttp changed"
+
+
+def _forget_heartbeat_callback(request: web.Request) -> None:
+    """Break a reference cycle aiohttp leaves behind: with a heartbeat, the connection's protocol keeps a
+    bound method of the WebSocket (its data-received callback) after the connection ends, and the
+    WebSocket refers to the request, which refers to the protocol. The WebSocket (its zlib state alone
+    is ~300 KB) then lives until the cycle collector runs, which `serve` runs rarely: a server that
+    served class after class grew by that much per connection (tests/backend/test_sync_memory.py)."""
+    protocol = request.protocol
+    if isinstance(protocol, web.RequestHandler):
+        protocol._data_received_cb = None
 
 
 async def _linger(request: web.Request, timeout_s: float) -> None:
@@ -94,6 +108,7 @@ class Connection:
         app = request.app
         self.device = claims.device
         self.role = claims.role
+        self.rides = rides  # named (`?ride=`): kept in memory while this connection lives
         self.expires_at = claims.exp + CLOCK_LEEWAY_S  # unix time; verify() accepts the token until then
         self.provider = RideDocuments(
             backend,
@@ -131,7 +146,7 @@ class Connection:
         self._wake.set()
 
     async def run(self) -> None:
-        self.backend.add_peer(self)
+        self.backend.add_peer(self, self.rides)
         # A plain task rather than a TaskGroup: on Python 3.11 a TaskGroup left by an exception (aiohttp
         # may cancel the handler when the peer vanishes) keeps a reference cycle through the exception's
         # traceback, and with it this connection's frames, until the cycle collector runs.
@@ -140,7 +155,7 @@ class Connection:
             await self._work_until_expiry()
         finally:
             await self._stop_reader()
-            self.backend.remove_peer(self, self.provider.rides_open, self.provider.documents_open)
+            self.backend.remove_peer(self, self.provider.rides_open, self.provider.documents_open, self.rides)
             self._release()
 
     async def _stop_reader(self) -> None:
@@ -356,4 +371,5 @@ async def sync_endpoint(request: web.Request, state: BackendState) -> web.Stream
         if not ws.closed:
             await ws.close()
         await _linger(request, backend.config.close_timeout_s)
+        _forget_heartbeat_callback(request)
     return ws

@@ -21,6 +21,10 @@ class CampaignOptions:
     # Wall minutes for campaigns that run for a time (soak, network's long outage); None = the default.
     minutes: float | None = None
     quiet: bool = False
+    # The soak's class length in ride-minutes (at --speed 10, a tenth of that in wall minutes); None = its
+    # default.
+    class_minutes: float | None = None
+    riders: int | None = None  # the soak's riders; None = its default (3 short, 100 long)
 
 
 class Progress:

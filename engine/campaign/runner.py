@@ -45,6 +45,8 @@ def run_campaign(
     workdir: Path | None = None,
     quiet: bool = False,
     extra: Sequence[Any] = (),
+    class_minutes: float | None = None,
+    riders: int | None = None,
 ) -> CampaignReport:
     """`extra` is what the composition root injects (the fuzz campaign's adapter parsers). A campaign that
     raises returns its report so far with the error among its failures (so it fails, with a report)."""
@@ -53,7 +55,15 @@ def run_campaign(
     module = importlib.import_module(f"engine.campaign.{name}")
     runner: Runner = module.run
     with tempfile.TemporaryDirectory(prefix=f"ridesync-campaign-{name}-", dir=workdir) as tmp:
-        options = CampaignOptions(seed=seed, long=long, workdir=Path(tmp), minutes=minutes, quiet=quiet)
+        options = CampaignOptions(
+            seed=seed,
+            long=long,
+            workdir=Path(tmp),
+            minutes=minutes,
+            quiet=quiet,
+            class_minutes=class_minutes,
+            riders=riders,
+        )
         progress = Progress(name, quiet)
         report = CampaignReport(name, seed, "long" if long else "short")
         t0 = time.monotonic()

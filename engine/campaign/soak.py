@@ -1,10 +1,20 @@
-"""The soak campaign: N riders at --speed 10 against one `ridesync serve` (backend and class hub in one
-process) for M wall minutes. Each rider is the product's bike replica (engine/device/bike.py: its own
-SQLite store, durable sync, live publishing to the class) fed by a synthetic strap+bike source, so a
-hundred fit in one process. RSS and open files of the server are sampled every few seconds; growth of
-more than 5 % over the steady part of the run (after the warm-up: every rider synced once and a fifth of
-the time passed; before the first ride ends) fails, as does any ride that does not reconcile with 0 lost
-and 0 duplicated."""
+"""The soak campaign: a studio's day against one `ridesync serve` (backend and class hub in one process).
+N riders ride classes back to back at --speed 10, each class `--class-minutes` ride-minutes (45 by
+default: 4.5 wall minutes) with new ride ids, for M wall minutes. Each rider is the product's bike replica
+(engine/device/bike.py: its own SQLite store, durable sync, live publishing to the class) fed by a
+synthetic strap+bike source, so a hundred fit in one process.
+
+What it checks:
+- every ride of every class reconciles once with 0 lost and 0 duplicated samples;
+- leaks, measured the way a studio runs. A server holds the rides in progress in memory (that is data,
+  not a leak: ~94 B per recorded sample) and releases each ride once it has been idle for
+  `--unload-idle-s` (engine/backend/workingset.py). So RSS and open files are compared at the same
+  phase of each class: every ride of the class ended, reconciled and checked, and the server had its
+  idle time to release them (its `ridesync_rides_in_memory` gauge back to 0). The last class's figure
+  against the second's (the first warms allocators, caches and the SQLite page cache) must grow by at
+  most 5 %, for RSS and for open files alike; every class must end with no ride left in memory.
+RSS and open files are also sampled over time, for the report.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +27,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from engine.campaign.procs import ServeProcess, get_json, proc_stats
 from engine.campaign.report import CampaignOptions, CampaignReport, Progress, check_ride
 from engine.device.bike import BikeOptions, BikeRide
@@ -25,6 +37,13 @@ from engine.readings import Contact, Kind, Reading, SensorSource, SourceEvent, S
 CLASS = "soak"
 SPEED = 10.0
 GROWTH_LIMIT = 0.05
+LONG_CLASS_MINUTES = 45.0  # ride-minutes: a studio class
+SHORT_CLASS_MINUTES = 0.75  # 45 ride-seconds, 4.5 wall seconds
+# How soon the server releases an idle ride: short, so the same-phase point comes soon after a class.
+UNLOAD_IDLE_S = 2.0
+RELEASE_GRACE_S = 30.0  # beyond the idle time, how long to wait for the server to release a class
+MIN_CLASSES = 3  # the first warms up; the second is the baseline; the last is compared with it
+SETTLE_SAMPLES = 3  # the same-phase figure is the median of this many readings, 0.5 s apart
 
 
 class SyntheticSensor:
@@ -61,101 +80,95 @@ def _opener(source: SensorSource) -> Any:
     return sensors
 
 
-def _growth(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    """Over the steady samples (every rider connected, warm-up over, none ended yet): the median of the
-    first three against the median of the last three."""
-    steady = [s[key] for s in samples if s["phase"] == "steady"]
-    if len(steady) < 4:
-        return {"ok": False, "why": f"only {len(steady)} steady samples: run longer (--minutes)"}
-    base, end = statistics.median(steady[:3]), statistics.median(steady[-3:])
+def _growth(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The last class's same-phase figure against the second class's."""
+    if len(rows) < MIN_CLASSES:
+        return {"ok": False, "why": f"only {len(rows)} classes ran: the run stopped early"}
+    base, end = rows[1][key], rows[-1][key]
     growth = (end - base) / base if base else 0.0
-    return {"baseline": base, "end": end, "growth_pct": round(100 * growth, 2), "steady_samples": len(steady),
-            "ok": growth <= GROWTH_LIMIT}  # fmt: skip
+    return {"baseline_class": rows[1]["class"], "baseline": base, "end_class": rows[-1]["class"], "end": end,
+            "growth_pct": round(100 * growth, 2), "ok": growth <= GROWTH_LIMIT}  # fmt: skip
 
 
-def _per_sample(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Over the steady samples: RSS growth (bytes) per sample the riders recorded meanwhile. Not a pass
-    criterion; it says how much of the growth the held ride data explains (an Automerge ride document
-    holds some tens of bytes per sample in memory)."""
-    steady = [s for s in samples if s["phase"] == "steady"]
-    if len(steady) < 2 or steady[-1]["recorded"] <= steady[0]["recorded"]:
-        return {"steady_samples": len(steady)}
-    rss = (steady[-1]["rss_kb"] - steady[0]["rss_kb"]) * 1024
-    recorded = steady[-1]["recorded"] - steady[0]["recorded"]
-    return {
-        "rss_growth_bytes": rss,
-        "samples_recorded": recorded,
-        "bytes_per_sample": round(rss / recorded, 1),
-    }
+async def _rides_in_memory(http: aiohttp.ClientSession, url: str) -> int | None:
+    """The server's `ridesync_rides_in_memory` gauge (None if /metrics did not answer)."""
+    try:
+        async with http.get(f"{url}/metrics") as resp:
+            text = await resp.text()
+    except aiohttp.ClientError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("ridesync_rides_in_memory "):
+            return int(float(line.split()[1]))
+    return None
 
 
-class Phases:
-    """Warm-up until every rider synced once and a fifth of the time passed; steady until a ride ends."""
+class Soak:
+    def __init__(self, options: CampaignOptions, progress: Progress, report: CampaignReport) -> None:
+        self.options, self.progress, self.report = options, progress, report
+        self.riders = options.riders or (100 if options.long else 3)
+        self.class_minutes = options.class_minutes or (
+            LONG_CLASS_MINUTES if options.long else SHORT_CLASS_MINUTES
+        )
+        class_wall_s = self.class_minutes * 60 / SPEED
+        self.minutes = options.minutes or (30.0 if options.long else MIN_CLASSES * class_wall_s / 60)
+        self.classes = int(self.minutes * 60 // class_wall_s)
+        if self.classes < MIN_CLASSES:
+            # The growth rule compares the last class with the second: a run too short for three
+            # classes of the asked length gets three shorter ones (the report says how long).
+            self.classes = MIN_CLASSES
+            self.class_minutes = self.minutes * SPEED / MIN_CLASSES
+        self.every_s = 10.0 if options.long else 1.0
+        work = options.workdir
+        self.serve = ServeProcess(
+            data=work / "server", logs=work / "logs", extra=("--unload-idle-s", f"{UNLOAD_IDLE_S:g}")
+        )
+        self.tokens: dict[str, str] = {}
+        self.over_time: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = []  # one per class, at the same phase
+        self.stage = "starting"
+        self.klass = 0
+        self.bikes: list[BikeRide] = []
+        self.recorded_before = 0  # samples recorded by the classes before the current one
 
-    def __init__(self, riders: int, warmup_s: float) -> None:
-        self.riders = riders
-        self.t0 = time.monotonic()
-        self.warmup_s = warmup_s
-        self.connected: set[str] = set()
-        self.ending = False
+    def device(self, i: int) -> str:
+        return f"soak-{i:03d}"
 
-    def on_event(self, device: str) -> Any:
-        def seen(obj: dict[str, Any]) -> None:
-            if obj.get("event") == "sync" and obj.get("state") == "reconciled":
-                self.connected.add(device)
-            elif obj.get("event") == "ride_ended":
-                self.ending = True
+    def bike(self, k: int, i: int) -> BikeRide:
+        """Rider `i`'s bike for class `k`: the same device every class, with a replica dir per class (a
+        bike opening its store loads every ride it holds, on the one event loop all riders share; the
+        server, which is what the soak measures, sees the same device ride ride after ride)."""
+        device = self.device(i)
+        return BikeRide(BikeOptions(
+            backend=self.serve.url, token=self.tokens[device], device=device, ride_id=f"soak-c{k}-{i:03d}",
+            data_root=Path(self.options.workdir / "riders" / f"class-{k}"), class_id=CLASS,
+            duration_s=self.class_minutes * 60, speed=SPEED, retry_cap_s=2.0, heartbeat_s=2.0,
+            sync_timeout_s=120.0,
+            sensors=_opener(SyntheticSensor(f"synth-{i:03d}", SPEED, f"{self.options.seed}:{k}:{i}")),
+        ))  # fmt: skip
 
-        return seen
-
-    def now(self) -> str:
-        if self.ending:
-            return "ending"
-        warm = time.monotonic() - self.t0 < self.warmup_s or len(self.connected) < self.riders
-        return "warmup" if warm else "steady"
-
-
-async def run(options: CampaignOptions, progress: Progress, report: CampaignReport) -> CampaignReport:
-    riders = 100 if options.long else 3
-    minutes = options.minutes or (30.0 if options.long else 0.4)
-    every_s = 10.0 if options.long else 1.0
-    wall_s = minutes * 60
-    ride_s = wall_s * SPEED
-    work = options.workdir
-    serve = ServeProcess(data=work / "server", logs=work / "logs")
-    samples: list[dict[str, Any]] = []
-    phases = Phases(riders, warmup_s=wall_s / 5)
-    summaries: dict[str, dict[str, Any]] = {}
-    async with serve:
-        ring = serve.ring()
-        bikes: list[BikeRide] = []
-        tokens: dict[str, str] = {}
-        for i in range(riders):
-            device = f"soak-{i:03d}"
-            tokens[device] = ring.issue("bike", device, classes=[CLASS])
-            bikes.append(BikeRide(BikeOptions(
-                backend=serve.url, token=tokens[device], device=device, ride_id=f"soak-ride-{i:03d}",
-                data_root=Path(work / "riders"), class_id=CLASS, duration_s=ride_s, speed=SPEED,
-                retry_cap_s=2.0, heartbeat_s=2.0, sync_timeout_s=120.0, on_event=phases.on_event(device),
-                sensors=_opener(SyntheticSensor(f"synth-{i:03d}", SPEED, f"{options.seed}:{i}")),
-            )))  # fmt: skip
-        progress(f"{riders} riders at --speed {SPEED:g} for {minutes:g} min ({ride_s:.0f} ride-s each)")
-
-        async def sampler() -> None:
-            t0 = time.monotonic()
-            while True:
-                now = proc_stats(serve.pid)
-                # Samples the riders recorded so far: the data the server must hold grows with them, so
-                # RSS growth per sample tells a leak from data (see _per_sample).
-                recorded = sum(b.recorded_this_run for b in bikes)
-                samples.append(
-                    {**now, "t": round(time.monotonic() - t0), "phase": phases.now(), "recorded": recorded}
+    async def sampler(self, http: aiohttp.ClientSession) -> None:
+        t0 = time.monotonic()
+        while True:
+            now = proc_stats(self.serve.pid)
+            recorded = self.recorded_before + sum(b.recorded_this_run for b in self.bikes)
+            self.over_time.append({
+                **now, "t": round(time.monotonic() - t0), "class": self.klass, "stage": self.stage,
+                "recorded": recorded, "rides_in_memory": await _rides_in_memory(http, self.serve.url),
+            })  # fmt: skip
+            if self.options.long or len(self.over_time) % 10 == 0:
+                self.progress(
+                    f"server RSS {now['rss_kb'] // 1024} MiB, {now['fds']} open files "
+                    f"(class {self.klass}, {self.stage})"
                 )
-                if options.long or len(samples) % 10 == 0:
-                    progress(
-                        f"server RSS {now['rss_kb'] // 1024} MiB, {now['fds']} open files ({phases.now()})"
-                    )
-                await asyncio.sleep(every_s)
+            await asyncio.sleep(self.every_s)
+
+    async def ride_class(self, k: int) -> tuple[int, list[dict[str, Any]]]:
+        """Every rider rides class `k` to its end; then every ride is checked on the backend. Returns the
+        samples recorded and the checks."""
+        self.klass, self.stage = k, "riding"
+        self.bikes = [self.bike(k, i) for i in range(self.riders)]
+        summaries: dict[str, dict[str, Any]] = {}
 
         async def ride(bike: BikeRide) -> None:
             try:
@@ -165,35 +178,104 @@ async def run(options: CampaignOptions, progress: Progress, report: CampaignRepo
 
         try:
             async with asyncio.TaskGroup() as tg:
-                watch = tg.create_task(sampler())
-                rides = [tg.create_task(ride(b)) for b in bikes]
-                await asyncio.wait(rides)
-                watch.cancel()
+                for b in self.bikes:
+                    tg.create_task(ride(b))
         finally:
-            for b in bikes:
+            for b in self.bikes:
                 with contextlib.suppress(Exception):
                     b.close()
-        progress("rides done; checking the backend")
+        self.stage = "checking"
         checks = []
-        for bike in bikes:
+        for bike in self.bikes:
             ride_id, device = bike.o.ride_id, bike.o.device
-            summary = summaries.get(ride_id, {})
-            status, view = await get_json(f"{serve.url}/v1/rides/{ride_id}", tokens[device])
-            check = check_ride(
-                ride_id, view if status == 200 else {}, device, int(summary.get("samples_recorded", -1))
-            )
+            status, view = await get_json(f"{self.serve.url}/v1/rides/{ride_id}", self.tokens[device])
+            recorded = int(summaries.get(ride_id, {}).get("samples_recorded", -1))
+            check = check_ride(ride_id, view if status == 200 else {}, device, recorded)
             checks.append(check.to_json())
-            report.lost += check.lost
-            report.duplicated += check.duplicated
+            self.report.lost += check.lost
+            self.report.duplicated += check.duplicated
             if not check.ok:
-                report.fail(f"ride {ride_id} did not reconcile once: {check.to_json()}")
-    for key in ("rss_kb", "fds"):
-        verdict = _growth(samples, key)
-        report.case(f"server {key} growth after warm-up <= 5 %", verdict["ok"], str(verdict))
-        report.details[f"server_{key}"] = verdict
-    report.details["server_rss_per_sample"] = _per_sample(samples)
-    report.details["riders"] = riders
-    report.details["minutes"] = minutes
-    report.details["rides_ok"] = sum(1 for c in checks if c["ok"])
-    report.details["samples_over_time"] = samples if options.long else samples[:: max(len(samples) // 10, 1)]
+                self.report.fail(f"ride {ride_id} did not reconcile once: {check.to_json()}")
+        recorded = sum(b.recorded_this_run for b in self.bikes)
+        self.recorded_before += recorded
+        self.bikes = []
+        return recorded, checks
+
+    async def same_phase(self, http: aiohttp.ClientSession) -> dict[str, Any]:
+        """Wait for the server to release the class's rides (its idle time, plus a grace), then read RSS
+        and open files."""
+        self.stage = "releasing"
+        in_memory = await _rides_in_memory(http, self.serve.url)
+        deadline = time.monotonic() + UNLOAD_IDLE_S + RELEASE_GRACE_S
+        while in_memory != 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            in_memory = await _rides_in_memory(http, self.serve.url)
+        self.stage = "released"
+        readings = []
+        for _ in range(SETTLE_SAMPLES):
+            readings.append(proc_stats(self.serve.pid))
+            await asyncio.sleep(0.5)
+        return {
+            "rss_kb": statistics.median(r["rss_kb"] for r in readings),
+            "fds": statistics.median(r["fds"] for r in readings),
+            "rides_in_memory": in_memory,
+        }
+
+    async def run(self) -> None:
+        self.progress(
+            f"{self.riders} riders at --speed {SPEED:g}: {self.classes} classes of {self.class_minutes:g} "
+            f"ride-minutes back to back; the server releases idle rides after {UNLOAD_IDLE_S:g} s"
+        )
+        async with self.serve, aiohttp.ClientSession() as http, asyncio.TaskGroup() as tg:
+            ring = self.serve.ring()
+            for i in range(self.riders):
+                self.tokens[self.device(i)] = ring.issue("bike", self.device(i), classes=[CLASS])
+            watch = tg.create_task(self.sampler(http))
+            try:
+                for k in range(1, self.classes + 1):
+                    recorded, checks = await self.ride_class(k)
+                    row = {"class": k, "rides": len(checks), "rides_ok": sum(1 for c in checks if c["ok"]),
+                           "samples": recorded, **await self.same_phase(http)}  # fmt: skip
+                    self.rows.append(row)
+                    self.progress(
+                        f"class {k}: {row['rides_ok']}/{row['rides']} rides ok, {recorded} samples; after "
+                        f"release: RSS {row['rss_kb'] / 1024:.1f} MiB, {row['fds']} open files, "
+                        f"{row['rides_in_memory']} rides in memory"
+                    )
+            finally:
+                watch.cancel()
+
+    def verdict(self) -> None:
+        report = self.report
+        for key, label in (("rss_kb", "RSS"), ("fds", "open files")):
+            verdict = _growth(self.rows, key)
+            report.case(
+                f"server {label} at the same phase of each class: last vs second class <= 5 %",
+                verdict["ok"],
+                str(verdict),
+            )
+            report.details[f"server_{key}"] = verdict
+        kept = [r["class"] for r in self.rows if r["rides_in_memory"] != 0]
+        report.case(
+            f"server released every class's rides within {UNLOAD_IDLE_S + RELEASE_GRACE_S:g} s of its end",
+            not kept and bool(self.rows),
+            f"classes with rides still in memory: {kept}" if kept else "",
+        )
+        report.details.update(
+            riders=self.riders, minutes=self.minutes, class_minutes=self.class_minutes,
+            unload_idle_s=UNLOAD_IDLE_S, classes=self.rows,
+            rides_ok=sum(r["rides_ok"] for r in self.rows), rides=sum(r["rides"] for r in self.rows),
+        )  # fmt: skip
+        samples = self.over_time
+        report.details["samples_over_time"] = (
+            samples if self.options.long else samples[:: max(len(samples) // 10, 1)]
+        )
+
+
+async def run(options: CampaignOptions, progress: Progress, report: CampaignReport) -> CampaignReport:
+    soak = Soak(options, progress, report)
+    try:
+        await soak.run()
+    finally:
+        soak.verdict()
     return report

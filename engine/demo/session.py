@@ -189,7 +189,8 @@ class DemoSession:
     def _backend_doc(self, rider: Rider) -> Any:
         """The rider's bike document as the backend's store holds it (None: not arrived yet)."""
         state = self.app[BACKEND]
-        if state.backend is not None and rider.ride_id in state.backend.store.rides():
+        # has_ride reads the ride back if the backend released it from memory while it was idle.
+        if state.backend is not None and state.backend.has_ride(rider.ride_id):
             return state.backend.store.ride_docs(rider.ride_id).device_doc(rider.spec.device, Role.BIKE)
         return None
 

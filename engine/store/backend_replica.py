@@ -68,6 +68,29 @@ class BackendReplica(ReplicaCore):
         self.persist_if_dirty(shared_ref.doc_id)
         return ref
 
+    # -- the working set (engine/backend/workingset.py decides when) ------------------------------------
+
+    def rides(self) -> list[str]:
+        """Every ride: those in memory and those released from it (or written by another node)."""
+        return sorted(set(self.documents.listed()) | {row.ride_id for row in self.storage.rides()})
+
+    def loaded_rides(self) -> list[str]:
+        """The rides held in memory."""
+        return list(self.documents.rides)
+
+    def is_loaded(self, ride_id: str) -> bool:
+        return ride_id in self.documents.rides
+
+    def release_ride(self, ride_id: str) -> bool:
+        """Drop the ride's documents and per-ride state from memory, not from the storage; the next
+        `load_ride` reads them back. False (nothing dropped) if it is not held or something of it is not
+        yet committed: a change not persisted, or any write still in the write-behind queue (call after
+        `flushed()`). The caller makes sure no connection holds the ride's documents."""
+        writer = self.writer
+        if writer is not None and writer.pending:
+            return False
+        return self.documents.release(ride_id)
+
     def gated_sync(self, doc_id: str, backlog: Backlog | None = None) -> GatedSync:
         """A new gated sync of `doc_id` for one connection (engine/store/gate.py): `receive(data, device=,
         role=)` and `generate()`. A server keeps one per connection and document, all sharing the

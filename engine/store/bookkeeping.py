@@ -12,7 +12,7 @@ from engine.ride import schema
 from engine.ride.schema import Role
 from engine.store.docstore import DocumentStore
 from engine.store.model import RideOwner, SyncState, SyncStatus, UnknownRide
-from engine.store.port import OwnerRow
+from engine.store.port import Job, OwnerRow
 
 
 class SyncBook:
@@ -32,11 +32,13 @@ class SyncBook:
         """Record the heads `peer` acknowledged for `doc_id` (durable)."""
         heads = list(heads)
         now = self._clock()
-        self.storage.write(lambda tx: tx.set_peer_heads(doc_id, peer, heads, now))
+        job: Job = lambda tx: tx.set_peer_heads(doc_id, peer, heads, now)  # noqa: E731
         entry = self.docs.docs.get(doc_id)
         if entry is not None:
+            self.docs.write(entry.ref.ride_id, job)
             entry.acked[peer] = sorted(heads)
         else:
+            self.storage.write(job)
             self._acked_elsewhere[(doc_id, peer)] = sorted(heads)
 
     def peer_heads(self, doc_id: str, peer: str) -> list[bytes]:
@@ -57,7 +59,7 @@ class SyncBook:
         state = SyncState(state)
         ride = self.docs.ensure_ride_row(ride_id)
         now = self._clock()
-        self.storage.write(lambda tx: tx.set_sync_state(ride_id, state.value, reason, now))
+        self.docs.write(ride_id, lambda tx: tx.set_sync_state(ride_id, state.value, reason, now))
         ride.status = SyncStatus(ride_id, state, reason, now)
 
     def sync_status(self, ride_id: str) -> SyncStatus:

@@ -332,7 +332,7 @@ class ReplicaCore:
     def decoding_once(self) -> AbstractContextManager[None]:
         """A block in which each device document is decoded at most once per heads (views resolved in it
         share the decode)."""
-        return self.documents.decoding_once()
+        return self.documents.views.decoding_once()
 
     def phase(self, ride_id: str) -> Phase:
         """The ride's phase from claims and finalization only (no sample decoding): cheap per message, and

@@ -20,21 +20,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from engine.crdt import ChangeInfo, CrdtDecodeError, CrdtDoc, CrdtPanic
-from engine.ride import documents, policy, schema
+from engine.ride import policy, schema
 from engine.ride.model import BackendDoc, DeviceDoc, RideDocs, SharedDoc
 from engine.ride.samples import Sample
 from engine.ride.schema import DocKind, DocRef, Phase
 from engine.store.model import RecoveryReport, SyncState, SyncStatus, UnknownRide
 from engine.store.port import Job, StoragePort, StorageTx
+from engine.store.viewcache import DocCache, RideViews, ViewCache
 
 log = logging.getLogger(__name__)
 
 DEFAULT_COMPACT_EVERY = 256
 UnloggedRow = tuple[str, str, int, bytes]
-
-
-# Device documents decoded within one `DocumentStore.decoding_once()` block, by (doc id, heads).
-DecodeMemo = dict[tuple[str, tuple[bytes, ...]], DeviceDoc]
 
 
 @dataclass(slots=True)
@@ -44,26 +41,11 @@ class OpenDoc:
     persisted: list[bytes]
     records: int = 0
     degraded: bool = False
-    # The last full decode of a shared or backend document and the heads it was made at. A device
-    # document's decode is not kept: its samples cost ~290 bytes each as Python objects (4 MB for a
-    # 4-hour ride, 100x its Automerge document), held for as long as the ride is open; the ride's
-    # resolved view is kept instead (`Ride.view`).
-    decoded: tuple[tuple[bytes, ...], DeviceDoc | BackendDoc | SharedDoc] | None = None
+    cache: DocCache = field(default_factory=DocCache)  # its last decode (viewcache.py)
     acked: dict[str, list[bytes]] = field(default_factory=dict)  # peer -> heads it acknowledged
 
-    def decode(self, memo: DecodeMemo | None = None) -> DeviceDoc | BackendDoc | SharedDoc:
-        heads = tuple(self.doc.heads())
-        if self.decoded is not None and self.decoded[0] == heads:
-            return self.decoded[1]
-        key = (self.ref.doc_id, heads)
-        if memo is not None and key in memo:
-            return memo[key]
-        decoded = documents.decode(self.doc, self.ref)
-        if not isinstance(decoded, DeviceDoc):
-            self.decoded = (heads, decoded)
-        elif memo is not None:
-            memo[key] = decoded
-        return decoded
+    def decode(self) -> DeviceDoc | BackendDoc | SharedDoc:
+        return self.cache.decode(self.doc, self.ref)
 
 
 @dataclass(slots=True, eq=False)
@@ -74,21 +56,19 @@ class Ride:
     docs: dict[str, OpenDoc] = field(default_factory=dict)
     listed: bool = False  # its row in the rides table is written (or queued)
     status: SyncStatus | None = None
-    phase: tuple[tuple[tuple[str, tuple[bytes, ...]], ...], Phase] | None = None
-    # The resolved view and what it was resolved from: (owner, every document's heads).
-    view: tuple[tuple[object, ...], policy.RideView] | None = None
+    views: RideViews = field(default_factory=RideViews)  # its phase and resolved view (viewcache.py)
     # Sample log (bike and app): None until the ride is started or recovered here.
     seqs: set[int] | None = None  # seqs this device's own document holds
     pending: dict[int, Sample] | None = None  # logged, not yet folded into the document
     unlogged: list[UnloggedRow] = field(default_factory=list)  # not logged: the disk was full
     last_fold: float | None = None
     top: int | None = None  # highest seq this device recorded, once known
+    written: int = 0  # the write-behind sequence number of its last write (0: none queued)
 
     def forget_documents(self) -> None:
         """Drop what depends on the in-memory documents (they are about to be loaded again)."""
         self.docs = {}
-        self.phase = None
-        self.view = None
+        self.views = RideViews()
         self.seqs = None
         self.pending = None
         self.top = None
@@ -123,22 +103,7 @@ class DocumentStore:
         self._on_panic = on_panic
         self.rides: dict[str, Ride] = {}
         self.docs: dict[str, OpenDoc] = {}  # the same entries as the rides hold, by doc id
-        self._memo: DecodeMemo | None = None
-
-    @contextmanager
-    def decoding_once(self) -> Iterator[None]:
-        """Within the block, a device document is decoded at most once per heads. Settling a ride resolves
-        its view up to three times (the end, the backend's own document made, its finalization written)
-        while the device documents stay as they were; their samples are not kept past the block (why:
-        `OpenDoc.decoded`)."""
-        if self._memo is not None:
-            yield
-            return
-        self._memo = {}
-        try:
-            yield
-        finally:
-            self._memo = None
+        self.views = ViewCache(self.guard)
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -178,7 +143,7 @@ class DocumentStore:
             return ride
         now = self._clock()
         state, reason = SyncState.SYNCING.value, "not yet synced"
-        self.storage.write(lambda tx: tx.add_ride(ride_id, now, state, reason))
+        self.write(ride_id, lambda tx: tx.add_ride(ride_id, now, state, reason))
         ride.listed = True
         ride.status = SyncStatus(ride_id, SyncState.SYNCING, "not yet synced", now)
         return ride
@@ -188,6 +153,34 @@ class DocumentStore:
         if ride is not None:
             for doc_id in ride.docs:
                 del self.docs[doc_id]
+
+    def write(self, ride_id: str, job: Job) -> None:
+        """Hand a write about `ride_id` to the storage, noting its place in the write-behind queue."""
+        self.storage.write(job)
+        writer, ride = getattr(self.storage, "writer", None), self.rides.get(ride_id)
+        if writer is not None and ride is not None:
+            ride.written = writer.queued
+
+    def unpersisted(self, ride_id: str) -> str | None:
+        """What of the ride is only in memory (a change not persisted, samples not folded or logged, a
+        write not yet committed by the write-behind writer), or None."""
+        ride = self.rides.get(ride_id)
+        if ride is None:
+            return None
+        if any(e.doc.heads() != e.persisted for e in ride.docs.values()):
+            return "document changes not persisted"
+        if ride.pending or ride.unlogged:
+            return "samples not yet folded or logged"
+        writer = getattr(self.storage, "writer", None)
+        return "writes not yet committed" if writer is not None and ride.written > writer.committed else None
+
+    def release(self, ride_id: str) -> bool:
+        """Drop the ride from memory, never from the storage; `load_ride` reads it back. False (nothing
+        dropped) if it is not in memory or something of it is `unpersisted`."""
+        if ride_id not in self.rides or self.unpersisted(ride_id) is not None:
+            return False
+        self.drop_ride(ride_id)
+        return True
 
     # -- loading --------------------------------------------------------------------------------------
 
@@ -323,10 +316,14 @@ class DocumentStore:
 
         A sync endpoint calls this for a document a peer offers; the empty document then receives it."""
         entry = self.docs.get(ref.doc_id)
+        if entry is None and ref.ride_id not in self.rides and self.load_ride(ref.ride_id):
+            # A ride released from memory (or written by another node) is read back before anything is
+            # added to it, so it is never held in part.
+            entry = self.docs.get(ref.doc_id)
         if entry is None:
             self.ensure_ride_row(ref.ride_id)
             doc_id, ride_id, kind, device = ref.doc_id, ref.ride_id, ref.kind.value, ref.device
-            self.storage.write(lambda tx: tx.add_doc(doc_id, ride_id, kind, device))
+            self.write(ride_id, lambda tx: tx.add_doc(doc_id, ride_id, kind, device))
             doc = CrdtDoc.new(self.actor)
             entry = self._add_entry(OpenDoc(ref, doc, doc.heads()))
         return entry.doc
@@ -378,7 +375,7 @@ class DocumentStore:
             heads = entry.doc.heads()
         if not changes:
             if extra is not None:
-                self.storage.write(extra)
+                self.write(entry.ref.ride_id, extra)
             return 0
         data = b"".join(c.data for c in changes)
 
@@ -387,7 +384,7 @@ class DocumentStore:
             if extra is not None:
                 extra(tx)
 
-        self.storage.write(write)
+        self.write(entry.ref.ride_id, write)
         entry.persisted = heads
         entry.records += 1
         if entry.records >= self.compact_every:
@@ -483,64 +480,21 @@ class DocumentStore:
             data = entry.doc.save()
             heads = entry.doc.heads()
         job: Job = lambda tx: tx.put_snapshot(doc_id, data, heads)  # noqa: E731
-        self.storage.write(job)
+        self.write(entry.ref.ride_id, job)
         entry.records = 0
         return len(data)
 
-    # -- views ----------------------------------------------------------------------------------------
+    # -- views (viewcache.py) --------------------------------------------------------------------------
 
     def ride_docs(self, ride_id: str, owner: str | None) -> RideDocs:
-        shared = None
-        devices = []
-        backends = []
-        for entry in sorted(self.ride_entries(ride_id), key=lambda e: e.ref.doc_id):
-            decoded = entry.decode(self._memo)
-            if isinstance(decoded, SharedDoc):
-                shared = decoded
-            elif isinstance(decoded, BackendDoc):
-                backends.append(decoded)
-            else:
-                devices.append(decoded)
-        return RideDocs(
-            ride_id=ride_id, shared=shared, devices=tuple(devices), backends=tuple(backends), owner=owner
-        )
+        return self.views.ride_docs(ride_id, self.ride_entries(ride_id), owner)
 
     def view(self, ride_id: str, owner: str | None) -> policy.RideView:
-        """The resolved view, kept until one of the ride's documents (or its owner) changes."""
-        with self.guard():
-            key = (owner, *((e.ref.doc_id, tuple(e.doc.heads())) for e in self.ride_entries(ride_id)))
-        ride = self.rides.get(ride_id)
-        if ride is not None and ride.view is not None and ride.view[0] == key:
-            return ride.view[1]
-        view = policy.resolve(self.ride_docs(ride_id, owner))
-        if ride is not None:
-            ride.view = (key, view)
-        return view
+        return self.views.view(ride_id, self.ride_entries(ride_id), self._ride_views(ride_id), owner)
 
     def phase(self, ride_id: str, owner: str | None) -> Phase:
-        """The ride's phase from claims and finalization only (no sample decoding): cheap per message, and
-        cached until one of the ride's device or backend documents changes (a gate asks on every message).
-        Another bike's document never counts in a ride with an `owner` (policy rule 2)."""
-        entries = [
-            e
-            for e in self.ride_entries(ride_id)
-            if e.ref.kind is not DocKind.SHARED
-            and (owner is None or e.ref.kind is not DocKind.BIKE or e.ref.device == owner)
-        ]
-        with self.guard():
-            key = tuple((e.ref.doc_id, tuple(e.doc.heads())) for e in entries)
+        return self.views.phase(self.ride_entries(ride_id), self._ride_views(ride_id), owner)
+
+    def _ride_views(self, ride_id: str) -> RideViews | None:
         ride = self.rides.get(ride_id)
-        if ride is not None and ride.phase is not None and ride.phase[0] == key:
-            return ride.phase[1]
-        devices = []
-        backends = []
-        for entry in entries:
-            decoded = documents.decode(entry.doc, entry.ref, samples=False)
-            if isinstance(decoded, DeviceDoc):
-                devices.append(decoded)
-            elif isinstance(decoded, BackendDoc):
-                backends.append(decoded)
-        phase = policy.phase_of(devices, backends)
-        if ride is not None:
-            ride.phase = (key, phase)
-        return phase
+        return None if ride is None else ride.views

@@ -67,6 +67,7 @@ LIMIT_VARS = (
     "RIDESYNC_RATE_BURST",
     "RIDESYNC_MAX_QUEUED_CHANGES",
     "RIDESYNC_MAX_QUEUED_BYTES",
+    "RIDESYNC_UNLOAD_IDLE_S",
 )
 
 
@@ -92,9 +93,12 @@ def test_serve_flags_set_the_limits(clean_env: pytest.MonkeyPatch) -> None:
             "50",
             "--rate-burst",
             "200",
+            "--unload-idle-s",
+            "5",
         )
     )
     assert (cfg.max_message_bytes, cfg.heartbeat_s, cfg.rate_per_s, cfg.burst) == (1048576, 2.5, 50.0, 200.0)
+    assert cfg.unload_idle_s == 5.0
 
 
 def test_variables_are_defaults_and_flags_win(clean_env: pytest.MonkeyPatch) -> None:
@@ -121,6 +125,8 @@ def test_variables_are_defaults_and_flags_win(clean_env: pytest.MonkeyPatch) -> 
         (["--rate-burst", "0.5"], "--rate-burst must be at least 1"),
         (["--max-queued-changes", "0"], "--max-queued-changes must be a whole number of changes from 1"),
         (["--max-queued-bytes", "100"], "--max-queued-bytes must be a whole number of bytes from 4096"),
+        (["--unload-idle-s", "0.5"], "--unload-idle-s must be from 1 to 604800 seconds"),
+        (["--unload-idle-s", "inf"], "--unload-idle-s must be a finite number"),
     ],
 )
 def test_bad_flags_are_refused_with_a_clear_error(

@@ -75,7 +75,12 @@ def test_network_every_proxy_mode_heals_and_the_ride_reconciles(tmp_path: Path) 
 @pytest.mark.slow
 def test_soak_short_holds_memory_and_files(tmp_path: Path) -> None:
     code, report = campaign("soak", tmp_path)
-    assert report["rides_ok"] == report["riders"] >= 3
+    classes = report["classes"]
+    assert len(classes) >= 3 and report["riders"] >= 3
+    assert report["rides_ok"] == report["rides"] == report["riders"] * len(classes)
+    # The same phase of every class: its rides ended, reconciled and released from the server's memory.
+    assert [c["rides_in_memory"] for c in classes] == [0] * len(classes)
+    assert all(c["samples"] > 0 and c["rss_kb"] > 0 and c["fds"] > 0 for c in classes)
     held_all(code, report)
 
 

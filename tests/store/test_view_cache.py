@@ -30,7 +30,7 @@ def test_the_view_is_kept_until_a_document_changes_and_samples_are_not(open_repl
     assert first.samples == {"bike-1": 30}
     assert backend.view(RIDE) is first  # nothing changed: not resolved again
     device_docs = [e for e in backend.documents.ride_entries(RIDE) if e.ref.kind is DocKind.BIKE]
-    assert device_docs and all(e.decoded is None for e in device_docs)
+    assert device_docs and all(e.cache.decoded is None for e in device_docs)
 
     bike.append_samples(RIDE, [make_sample(i) for i in range(30, 40)])
     bike.fold(RIDE)
@@ -76,7 +76,7 @@ def test_settling_decodes_a_device_document_once_and_keeps_nothing_after(
     assert [v.samples for v in within] == [v.samples for v in without] == [{"bike-1": 30}] * 2
     assert [v.totals for v in within] == [v.totals for v in without]
     assert [v.phase for v in within] == [v.phase for v in without]
-    assert memo.documents._memo is None  # nothing kept past the block
+    assert memo.documents.views._memo is None  # nothing kept past the block
     decoded.clear()
     memo.view(RIDE)  # cached view: no decode at all
     assert decoded == []

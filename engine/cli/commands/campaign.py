@@ -24,6 +24,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--minutes", type=float, default=None, metavar="M", help="wall minutes for soak/network (override)"
     )
+    p.add_argument(
+        "--class-minutes",
+        type=float,
+        default=None,
+        metavar="M",
+        help="soak: ride-minutes per class, classes back to back (default 45 long, 0.75 short)",
+    )
+    p.add_argument(
+        "--riders",
+        type=int,
+        default=None,
+        metavar="N",
+        help="soak: riders (default 100 long, 3 short; fewer on a loaded machine)",
+    )
     p.add_argument("--workdir", default=None, metavar="DIR", help="where the temporary data dirs go")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -39,6 +53,10 @@ def _campaign(args: argparse.Namespace) -> int:
 
     if args.minutes is not None and not args.minutes > 0:
         raise CliError("--minutes must be positive")
+    if args.class_minutes is not None and not args.class_minutes > 0:
+        raise CliError("--class-minutes must be positive")
+    if args.riders is not None and not args.riders > 0:
+        raise CliError("--riders must be positive")
     extra: tuple[object, ...] = ()
     if args.name == "fuzz":
         from engine.cli.fuzz_targets import adapter_targets
@@ -52,6 +70,8 @@ def _campaign(args: argparse.Namespace) -> int:
         workdir=Path(args.workdir) if args.workdir else None,
         quiet=args.quiet,
         extra=extra,
+        class_minutes=args.class_minutes,
+        riders=args.riders,
     )
     if args.json:
         print(report.dumps(), flush=True)

@@ -126,6 +126,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="bytes of such changes per connection ($RIDESYNC_MAX_QUEUED_BYTES; default 16 MiB)",
     )
+    limits.add_argument(
+        "--unload-idle-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="release a ride from memory (not from storage) once idle this long: no connection, no "
+        "request, everything committed; it is read back at its next use ($RIDESYNC_UNLOAD_IDLE_S; "
+        "default 60)",
+    )
     guard = p.add_argument_group(
         "connection limits",
         "what a client may hold before it presents a valid token, on every path (engine/server/guard.py)",
@@ -177,6 +186,7 @@ def backend_config(args: argparse.Namespace) -> BackendConfig:
         "burst": args.rate_burst,
         "max_queued_changes": args.max_queued_changes,
         "max_queued_bytes": args.max_queued_bytes,
+        "unload_idle_s": args.unload_idle_s,
     }
     # A variable a flag overrides is not read at all, so a stale bad value cannot block the flag.
     shadowed = {var for name, _, var in LIMITS if flags[name] is not None}

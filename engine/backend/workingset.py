@@ -1,0 +1,135 @@
+"""The backend's working set: which rides it keeps in memory, and releasing the idle ones.
+
+Why: the backend's replica keeps every ride it loads in memory (its Automerge documents, decodes, views
+and per-ride state). A server that runs class after class all day would otherwise grow with every ride
+it ever served. A ride is released (from memory, never from the storage) once it is idle:
+
+- no sync connection holds it: none named it (`?ride=`) and none has one of its documents open;
+- it was not used (a sync message, an HTTP request, a change merged from another node) for
+  `unload_idle_s` (`ridesync serve --unload-idle-s`);
+- nothing of it is uncommitted: no change only in memory, no write left in the write-behind queue
+  (the sweep awaits the store's flush, and the store checks each ride's last write against it).
+
+The next use loads it back from the storage, as a node over a shared database loads a ride another node
+wrote (`Backend.has_ride`, `fresh`, and `DocumentStore.ensure_doc` before anything is added to a ride).
+A connection that names a ride loads it when it opens and holds it until it closes, so a live session
+never works on a released document.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+from engine.backend.metrics import BackendMetrics
+from engine.store import BackendReplica
+
+log = logging.getLogger(__name__)
+
+
+class WorkingSet:
+    def __init__(
+        self,
+        store: BackendReplica,
+        metrics: BackendMetrics,
+        *,
+        idle_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.idle_s = idle_s
+        self.clock = clock  # injectable: tests move it instead of sleeping
+        # ride -> (when it was last used, a use counter): rides in memory only. The counter tells a use
+        # during the sweep's flush from none when the clock did not move.
+        self._used: dict[str, tuple[float, int]] = {}
+        self._uses = 0
+        self._held: Counter[str] = Counter()  # ride -> connections that named it
+        self.metrics.rides_in_memory.set(len(store.loaded_rides()))
+
+    def used(self, ride_id: str) -> None:
+        """The ride was just used: it stays in memory for at least `idle_s` more."""
+        self._uses += 1
+        self._used[ride_id] = (self.clock(), self._uses)
+
+    def hold(self, rides: Iterable[str]) -> None:
+        """A connection that names these rides opens: load each (if stored) and keep it until `unhold`."""
+        for ride_id in rides:
+            self._held[ride_id] += 1
+            self.load(ride_id)
+
+    def unhold(self, rides: Iterable[str]) -> None:
+        for ride_id in rides:
+            self._held[ride_id] -= 1
+            if self._held[ride_id] <= 0:
+                del self._held[ride_id]
+            self.used(ride_id)
+
+    def load(self, ride_id: str) -> bool:
+        """True if the backend holds the ride, reading it back from the storage if it was released (or
+        another node wrote it)."""
+        loaded = self.store.is_loaded(ride_id)
+        held = self.store.load_ride(ride_id)
+        if held:
+            self.used(ride_id)
+            if not loaded:
+                self.count_load()
+        return held
+
+    def count_load(self) -> None:
+        """A ride was read back from the storage into memory."""
+        self.metrics.ride_loads.inc()
+        self.metrics.rides_in_memory.set(len(self.store.loaded_rides()))
+
+    @contextmanager
+    def peek(self, ride_id: str) -> Iterator[bool]:
+        """Within the block the ride is in memory (True if it is stored); one that was not in memory
+        before is released again after it (a listing of every ride must not load them all)."""
+        loaded = self.store.is_loaded(ride_id)
+        held = self.load(ride_id)
+        try:
+            yield held
+        finally:
+            if held and not loaded and self.store.release_ride(ride_id):
+                self._used.pop(ride_id, None)
+                self.metrics.ride_releases.inc()
+                self.metrics.rides_in_memory.set(len(self.store.loaded_rides()))
+
+    def idle(self, busy: Callable[[str], bool]) -> dict[str, int]:
+        """The rides in memory that may be released now (with their use counter): not held, not `busy`
+        (documents open on a connection), unused for `idle_s`."""
+        now = self.clock()
+        out = {}
+        for ride_id in self.store.loaded_rides():
+            if ride_id not in self._used:
+                self.used(ride_id)  # loaded at start (or by a path that does not say): counts as a use
+            last, use = self._used[ride_id]
+            if ride_id not in self._held and not busy(ride_id) and now - last >= self.idle_s:
+                out[ride_id] = use
+        return out
+
+    async def sweep(self, busy: Callable[[str], bool]) -> list[str]:
+        """Release the idle rides; returns them. Their writes are committed first (the store refuses a
+        ride with writes still queued); a ride used while the flush ran is kept."""
+        # Forget the use times of rides not in memory (released by retention, never stored, read back by
+        # a listing only), so this table stays as small as the working set.
+        for ride_id in [r for r in self._used if not self.store.is_loaded(r)]:
+            del self._used[ride_id]
+        candidates = self.idle(busy)
+        if not candidates:
+            return []
+        await self.store.flushed()
+        released = []
+        for ride_id, use in candidates.items():
+            if ride_id in self._held or busy(ride_id) or self._used.get(ride_id, (0.0, use))[1] != use:
+                continue
+            if self.store.release_ride(ride_id):
+                self._used.pop(ride_id, None)
+                released.append(ride_id)
+        if released:
+            self.metrics.ride_releases.inc(len(released))
+            log.debug("rides released from memory", extra={"rides": len(released)})
+        self.metrics.rides_in_memory.set(len(self.store.loaded_rides()))
+        return released
