@@ -9,17 +9,21 @@ import base64
 import contextlib
 import json
 import os
+import select
 import socket
 import struct
 import time
 from dataclasses import dataclass, field
 
 from engine.campaign.procs import LOOPBACK, proc_stats
+from engine.live.connection import CLOSE_GRACE_S
 
 # RSS growth (KiB) that counts as "memory pinned" by a publish flood, and by a ping flood (whose pongs,
 # ~15 MB in the short version, must not all be buffered for a peer that never reads them).
 FLOOD_RSS_BUDGET_KB = 48 * 1024
 PING_RSS_BUDGET_KB = 4 * 1024
+# Seconds a busy machine may add to the hub's own bound for closing a subscriber that never reads.
+LOAD_SLACK_S = 5.0
 # A flood stops sending after this long, whatever it has sent: the security campaign bounds every attack
 # at 120 s, and a flood must leave time for its checks.
 FLOOD_WITHIN_S = 75.0
@@ -232,21 +236,27 @@ class StuckSubscriber:
             head += chunk
         return int(head.split(b" ", 2)[1])
 
-    async def closed_by_peer(self, within_s: float, idle_s: float = 1.0) -> bool:
-        """Now drain what is buffered: True if the hub closed (EOF/reset), False if it just went quiet."""
-        loop = asyncio.get_running_loop()
+    async def closed_by_peer(self, within_s: float) -> bool:
+        """Wait, without reading a byte (reading would make it a subscriber that reads), until the hub has
+        closed the connection: a reset, or its FIN. True if that happened within `within_s`."""
+        poller = select.poll()
+        # POLLIN is not asked for: the unread frames make the socket readable from the start.
+        poller.register(self.sock, select.POLLRDHUP | select.POLLERR | select.POLLHUP)
         deadline = time.monotonic() + within_s
-        try:
-            while (left := deadline - time.monotonic()) > 0:
-                if not await asyncio.wait_for(loop.sock_recv(self.sock, 65536), min(left, idle_s)):
-                    return True
-        except TimeoutError:
-            return False
-        except OSError:
-            return True
-        return False
+        while not poller.poll(0):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)  # polling the socket's state: nothing to await for a hangup unread
+        return True
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
+
+
+def stuck_close_bound_s(stall_limit_s: float) -> float:
+    """How long after bytes start waiting for a subscriber that never reads the hub has it closed: the stall
+    limit, two looks of its watchdog (every stall limit / 4 at most), the Close frame's grace, and the
+    slack a busy machine adds (engine/live/README.md, "the same write-buffer rule")."""
+    return stall_limit_s + stall_limit_s / 2 + CLOSE_GRACE_S + LOAD_SLACK_S

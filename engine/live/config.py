@@ -35,8 +35,8 @@ class HubConfig:
     # Kernel send buffer per subscriber socket: bounds the bytes in flight that a stalled peer would read
     # as a backlog once it resumes.
     peer_sndbuf: int = 32 * 1024
-    # A connection (any mode) that stays not-keeping-up (more than `peer_buffer_limit` unsent) this long
-    # is disconnected with close code 4408.
+    # A connection (any mode) that stays not-keeping-up (more than `peer_buffer_limit` unsent, or bytes
+    # queued for it in the kernel and none of them read) this long is disconnected with close code 4408.
     stall_limit_s: float = 10.0
     # How often values are checked for staleness.
     sweep_s: float = 0.25

@@ -7,9 +7,15 @@ import asyncio
 import contextlib
 import os
 import socket
+import struct
 
 from engine.live.config import HubConfig
 from engine.live.rfc6455 import OP_PONG, close_frame, server_frame
+from engine.live.tcp_progress import SendProgress, send_progress
+
+# How long a Close frame of ours is given to reach the peer before the socket is aborted (a stalled peer
+# may never read it). A peer the hub closes is gone within this of the decision.
+CLOSE_GRACE_S = 2.0
 
 
 class Connection:
@@ -32,6 +38,9 @@ class Connection:
         # than `buffer_limit` unsent bytes for longer than the stall limit, or more than `buffer_max` when
         # looked at, closes it with 4408. Loop time at which its unsent bytes last went over the limit.
         self.backed_up_since: float | None = None
+        # The peer's acknowledged byte count when the watchdog last looked (tcp_progress.py): bytes queued
+        # for a peer whose count stops moving are not being read, however few they are.
+        self.acked_seen: int | None = None
         # A ping that arrived while the buffer was full: only the newest is answered (RFC 6455 §5.5.3),
         # once the peer reads again. Never a queue of pongs.
         self.pending_pong: bytes | None = None
@@ -49,6 +58,7 @@ class Connection:
         self.last_heard = loop.time()
         self.ping_sent: float | None = None
         sock = transport.get_extra_info("socket")
+        self.sock = sock
         # Fast path: with nothing buffered in the transport, send on the socket directly (what
         # transport.write would do, minus its Python overhead, which is a fifth of a frame's cost). Only on
         # plain TCP: under TLS the socket carries ciphertext and every byte must go through the transport.
@@ -67,6 +77,10 @@ class Connection:
             # a backlog when it resumes) small, and makes the stall visible to us quickly.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config.peer_sndbuf)
+
+    def send_progress(self) -> SendProgress | None:
+        """What the kernel says of the bytes sent to this peer (None where it does not say)."""
+        return send_progress(self.sock) if not self.transport.is_closing() else None
 
     def writable(self) -> bool:
         t = self.transport
@@ -133,12 +147,20 @@ class Connection:
                 # After whatever is still buffered: a peer reads every frame it was sent, then the reason.
                 self.transport.write(close_frame(code, reason))
         try:
-            async with asyncio.timeout(2.0):
+            async with asyncio.timeout(CLOSE_GRACE_S):
                 await asyncio.shield(self.gone)
         except TimeoutError:
             pass
         finally:
             # A stalled peer may never read our close frame: do not let it hold the socket open.
             if not self.transport.is_closing():
-                self.transport.abort()
+                self.reset()
             self.peer_gone()
+
+    def reset(self) -> None:
+        """End the connection now with a TCP reset. A plain close would leave the kernel holding what the
+        peer never read (an orphan socket probing a shut window for minutes) and the peer none the wiser."""
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()

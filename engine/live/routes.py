@@ -141,8 +141,9 @@ async def watch_connections(open_conns: OpenConnections, config: HubConfig, stat
       dropped if it stays silent for `heartbeat_s / 2` more. The peer's own pings are not liveness (they
       prove it sends, not that it reads). Publishers that send samples are never pinged.
     - Write buffer, whatever the mode (publisher or subscriber) and the frames (live data, pongs, pings):
-      a connection that is not keeping up (more than `peer_buffer_limit` bytes unsent, or a pong owed that
-      does not fit under it) for longer than `stall_limit_s`, or found with more than `peer_buffer_max`
+      a connection that is not keeping up (more than `peer_buffer_limit` bytes unsent, a pong owed that
+      does not fit under it, or bytes queued for it in the kernel with none of them read between two
+      looks) for longer than `stall_limit_s`, or found with more than `peer_buffer_max`
       unsent, is closed with 4408. The fan-out applies the same rule to its peers on every flush; this
       covers publishers and quiet classes, where no flush looks.
     """
@@ -167,7 +168,7 @@ async def watch_connections(open_conns: OpenConnections, config: HubConfig, stat
                 log.info(
                     "no pong: dropping a live connection", extra={"silent_s": round(now - conn.last_heard)}
                 )
-                conn.transport.abort()
+                conn.reset()
                 conn.peer_gone()
 
 
@@ -177,10 +178,11 @@ def _over_buffer(conn: Connection, now: float, stall: float, stats: HubStats) ->
     if size <= conn.buffer_limit:
         if conn.pending_pong is not None:
             conn.pong(conn.pending_pong)
-        if conn.pending_pong is None:
+        if conn.pending_pong is None and not _not_reading(conn, size):
             conn.backed_up_since = None
             return False
-        # else: a pong it is owed does not fit either: not keeping up, like a peer with frames unsent.
+        # else: a pong it is owed does not fit either, or bytes wait for it in the kernel and it has read
+        # none since the last look: not keeping up, like a peer with frames unsent.
     if size > conn.buffer_max:
         reason = f"stalled: {size} bytes unsent, more than {conn.buffer_max}"
     elif conn.backed_up_since is None:
@@ -197,6 +199,17 @@ def _over_buffer(conn: Connection, now: float, stall: float, stats: HubStats) ->
     )
     conn.request_close(CLOSE_STALLED, reason)
     return True
+
+
+def _not_reading(conn: Connection, unsent: int) -> bool:
+    """Bytes wait for the peer (in the transport or the kernel) and it acknowledged none of them since the
+    previous look. Traffic too light to fill the buffers never takes a peer over `buffer_limit`, so this
+    is what notices a peer that never reads in a quiet class; one that reads, however slowly, moves on."""
+    progress = conn.send_progress()
+    if progress is None:
+        return False
+    seen, conn.acked_seen = conn.acked_seen, progress.acked
+    return seen == progress.acked and (progress.queued or unsent > 0)
 
 
 async def class_snapshot(request: web.Request) -> web.Response:
