@@ -17,14 +17,16 @@ from tests.support.processes import HANG_GUARD_S, Backend, spawn
 
 pytestmark = pytest.mark.slow
 
-RIDE_S = 1800  # 30 minutes of ride time; at --speed 60, 30 s of wall time
+RIDE_S = 1800  # 30 minutes of ride time
 NEVER_REACHED_S = 100 * 60  # at --speed 60, 100 s of wall time: within HANG_GUARD_S, a ride's end comes first
 
 
-def ride_cmd(url: str, token: str, ride_id: str, data: Path, duration: int, *extra: str) -> list[str]:
+def ride_cmd(
+    url: str, token: str, ride_id: str, data: Path, duration: int, *extra: str, speed: int = 60
+) -> list[str]:
     return [
         "ride", "--backend", url, "--token", token, "--ride-id", ride_id, "--hr", "sim",
-        "--duration", str(duration), "--speed", "60", "--data", str(data), "--json",
+        "--duration", str(duration), "--speed", str(speed), "--data", str(data), "--json",
         "--retry-cap", "1", "--heartbeat", "2", "--sync-timeout", "90", "--log-level", "INFO", *extra,
     ]  # fmt: skip
 
@@ -51,18 +53,23 @@ def assert_complete(view: dict[str, object], device: str, count: int) -> None:
 
 async def test_offline_for_the_middle_20_minutes(backend: Backend, tmp_path: Path) -> None:
     token = backend.token("bike", "bike-1")
+    speed = 120  # 30 ride minutes in 15 wall seconds: the ride's length, not its pace, is the point here
     async with asyncio.timeout(HANG_GUARD_S), ChaosProxy(("127.0.0.1", backend.port)) as proxy:
         bike = await spawn(
-            *ride_cmd(f"http://{proxy.address}", token, "ride-off", tmp_path / "bike", RIDE_S),
+            *ride_cmd(f"http://{proxy.address}", token, "ride-off", tmp_path / "bike", RIDE_S, speed=speed),
             stderr_path=tmp_path / "logs" / "ride.log",
         )
         await bike.wait_line(lambda o: o.get("event") == "sync" and o["state"] == "reconciled")
-        # At --speed 60 a wall second is a ride minute: 5 minutes in, the backend becomes unreachable.
-        await asyncio.sleep(5)
+        # 5 ride minutes in, the backend becomes unreachable.
+        await asyncio.sleep(5 * 60 / speed)
         proxy.partition()
         before = len(bike.lines)
         failed = await bike.wait_line(lambda o: o.get("event") == "sync" and o["state"] == "failed")
-        await asyncio.sleep(20)
+        # Offline for 20 ride minutes, counted by the bike itself: a sample a ride second, none acknowledged
+        # since the partition (however fast or slow the loaded machine runs the ride).
+        await bike.wait_line(
+            lambda o: o.get("event") == "sync" and o["state"] == "failed" and o["unacked_samples"] >= 20 * 60
+        )
         offline = [o for o in bike.lines[before:] if o.get("event") == "sync"]
         proxy.heal()
         assert await bike.finish() == 0, (bike.lines[-3:], log_tail(tmp_path))
@@ -73,7 +80,7 @@ async def test_offline_for_the_middle_20_minutes(backend: Backend, tmp_path: Pat
     assert summary["phase"] == "finalized"
     # While cut off the bike kept recording and said so: failed, with the backlog kept on the device.
     assert "kept on this device" in failed["reason"]
-    assert max(o["unacked_samples"] for o in offline) >= 100
+    assert max(o["unacked_samples"] for o in offline) >= 20 * 60
     assert summary["sync_connects"] >= 2
     view = await backend.ride("ride-off", token)
     assert_complete(view, "bike-1", RIDE_S)
