@@ -161,13 +161,14 @@ async def test_double_end_through_a_faulty_link_counts_once(backend: Backend, tm
 
 async def test_backend_killed_mid_sync_loses_nothing_acknowledged(backend: Backend, tmp_path: Path) -> None:
     token = backend.token("bike", "bike-3")
+    speed = 120  # 20 ride minutes in 10 wall seconds
     async with asyncio.timeout(HANG_GUARD_S):
         bike = await spawn(
-            *ride_cmd(backend.url, token, "ride-3", tmp_path / "bike", 1200),
+            *ride_cmd(backend.url, token, "ride-3", tmp_path / "bike", 1200, speed=speed),
             stderr_path=tmp_path / "logs" / "ride.log",
         )
         await bike.wait_line(lambda o: o.get("event") == "sync" and o["state"] == "reconciled")
-        await asyncio.sleep(4)
+        await asyncio.sleep(4 * 60 / speed)  # the kill comes 4 ride minutes into syncing
         acked = await backend.ride("ride-3", token)
         backend.kill()
         await backend.proc.finish() if backend.proc else None
@@ -185,11 +186,12 @@ async def test_backend_killed_mid_sync_loses_nothing_acknowledged(backend: Backe
 
 async def test_bike_killed_mid_ride_resumes_from_its_raw_log(backend: Backend, tmp_path: Path) -> None:
     token = backend.token("bike", "bike-4")
-    cmd = ride_cmd(backend.url, token, "ride-4", tmp_path / "bike", 600)
+    speed = 120  # 10 ride minutes in 5 wall seconds
+    cmd = ride_cmd(backend.url, token, "ride-4", tmp_path / "bike", 600, speed=speed)
     async with asyncio.timeout(HANG_GUARD_S):
         bike = await spawn(*cmd, stderr_path=tmp_path / "logs" / "ride.log")
         await bike.wait_line(lambda o: o.get("event") == "sync" and o["state"] == "reconciled")
-        await asyncio.sleep(3)
+        await asyncio.sleep(3 * 60 / speed)  # killed 3 ride minutes in
         bike.kill()
         await bike.finish()
         again = await spawn(*cmd, stderr_path=tmp_path / "logs" / "ride.log")
