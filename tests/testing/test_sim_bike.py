@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import pytest
 import serial
@@ -34,6 +35,28 @@ def read_open(s: serial.Serial, seconds: float) -> bytes:
     while time.monotonic() < end:
         out += s.read(4096)
     return bytes(out)
+
+
+def whole_lines(
+    s: serial.Serial, arm: Callable[[], None], done: Callable[[], bool], more: int, guard_s: float = 10.0
+) -> list[bytes]:
+    """The whole lines that start after a line boundary seen before `arm()`, read until `done()` holds and
+    `more` further lines have ended (a fault is counted just before its line is written): waiting for
+    state, not for a time. The port opens mid-line, and a loaded machine may stop reading mid-line; either
+    fragment would parse as a bad line, so neither is returned."""
+    data, mark = bytearray(), None
+    end = time.monotonic() + guard_s
+    while b"\n" not in data:
+        assert time.monotonic() < end, f"no line within {guard_s} s"
+        data += s.read(4096)
+    start = data.rfind(b"\n") + 1
+    arm()
+    while mark is None or data.count(b"\n", mark) < more:
+        assert time.monotonic() < end, f"no {more} whole lines after the condition within {guard_s} s"
+        if mark is None and done():
+            mark = len(data)
+        data += s.read(4096)
+    return bytes(data[start : data.rfind(b"\n") + 1]).splitlines(keepends=True)
 
 
 def read_for(port: str, seconds: float, baud: int = 19200) -> bytes:
@@ -74,15 +97,14 @@ def test_poll_mode_answers_after_the_boot_handshake(sim_bike: SimBikeFactory) ->
 def test_line_protocol_and_seeded_faults(sim_bike: SimBikeFactory) -> None:
     bike = sim_bike(protocol="line")
     bike.set_cadence(120)  # two revolutions per second
-    records = [parse_line(line) for line in read_for(bike.port, 0.6).splitlines(keepends=True)]
+    with serial.Serial(bike.port, 115200, timeout=0.1) as s:
+        records = [parse_line(line) for line in whole_lines(s, lambda: None, lambda: True, 8)]
     cranks = [r for r in records if isinstance(r, CrankRecord)]
     assert len(cranks) >= 5
     assert cranks[-1].revs - cranks[1].revs == 2 * (len(cranks) - 2)
     bad = 0
     with serial.Serial(bike.port, 115200, timeout=0.1) as s:
-        s.read(64)
-        bike.flip(2)
-        lines = read_open(s, 0.6).splitlines(keepends=True)
+        lines = whole_lines(s, lambda: bike.flip(2), lambda: bike.injected["flip"] == 2, 2)
     for line in lines:
         try:
             parse_line(line)
