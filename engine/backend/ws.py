@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from typing import Final
 
 from aiohttp import WebSocketError, WSMsgType, web
@@ -366,10 +367,26 @@ async def sync_endpoint(request: web.Request, state: BackendState) -> web.Stream
     await ws.prepare(request)
     connection = Connection(backend, ws, claims, rides, request)
     try:
-        await connection.run()
-    finally:
-        if not ws.closed:
-            await ws.close()
-        await _linger(request, backend.config.close_timeout_s)
-        _forget_heartbeat_callback(request)
+        try:
+            await connection.run()
+        finally:
+            try:
+                if not ws.closed:
+                    await ws.close()
+                await _linger(request, backend.config.close_timeout_s)
+            finally:
+                _forget_heartbeat_callback(request)
+                # aiohttp keeps an error its close() met (`exception()`), whose traceback holds close()'s
+                # frame and so the WebSocket itself: a cycle. Its frames are finished; clear them.
+                if (met := ws.exception()) is not None:
+                    traceback.clear_frames(met.__traceback__)
+    except BaseException as exc:
+        # A peer that vanished (a reset) ends the handler with an exception: aiohttp cancels it, and our
+        # close then fails on the closing transport. That exception's traceback sits in a reference
+        # cycle with aiohttp's own frames, and the traceback holds every frame it passed with its
+        # locals — this connection and its WebSocket (~300 KB of zlib state) — until the cycle
+        # collector runs. Drop them from this frame and clear the finished frames below it.
+        del connection, ws
+        traceback.clear_frames(exc.__traceback__)
+        raise
     return ws

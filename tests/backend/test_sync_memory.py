@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import struct
 import weakref
+from socket import SO_LINGER, SOL_SOCKET
 
 import aiohttp
 
@@ -109,5 +111,40 @@ async def test_a_connection_the_server_refuses_mid_flood_is_freed_without_the_cy
                 await asyncio.sleep(0.05)
         leaked = ref_conn()
         assert leaked is None, _referrers(leaked)
+    finally:
+        gc.enable()
+
+
+async def test_a_connection_that_vanishes_is_freed_without_the_cycle_collector(server: Server) -> None:
+    """A peer that drops its TCP connection without a close frame (a reset, a partition ending in one):
+    the endpoint's close and linger then fail or are cut short, and the cycle aiohttp leaves between the
+    WebSocket and its protocol must be broken all the same."""
+    bike = server.replica(Role.BIKE, "bike-1")
+    bike.start_ride(RIDE, t=T0)
+    gc.collect()
+    gc.disable()
+    try:
+        async with asyncio.timeout(HANG_GUARD):
+            token = server.token("bike", "bike-1")
+            async with raw_peer(server.http, server.url, token, RIDE) as ws:
+                await server.backend.wait_for(lambda: len(server.backend.peers) == 1)
+                (connection,) = server.backend.peers
+                ref = weakref.ref(connection)
+                socket = weakref.ref(connection.ws)  # type: ignore[attr-defined]
+                del connection
+                transport = ws.get_extra_info("socket")
+                assert transport is not None
+                # SO_LINGER 0: the close sends a reset, not a FIN.
+                transport.setsockopt(SOL_SOCKET, SO_LINGER, struct.pack("ii", 1, 0))
+                ws._conn.transport.abort()  # type: ignore[union-attr]
+            await server.backend.wait_for(lambda: not server.backend.peers)
+            for _ in range(200):  # let the handler task finish (bounded wait, not a timing check)
+                if ref() is None and socket() is None:
+                    break
+                await asyncio.sleep(0.05)
+        leaked = ref()
+        assert leaked is None, _referrers(leaked)
+        leaked_socket = socket()
+        assert leaked_socket is None, _referrers(leaked_socket)
     finally:
         gc.enable()
