@@ -9,6 +9,7 @@ import contextlib
 import gc
 import struct
 import weakref
+from collections.abc import Callable
 from socket import SO_LINGER, SOL_SOCKET
 
 import aiohttp
@@ -41,6 +42,15 @@ def _referrers(obj: object, depth: int = 4) -> str:
     return "\n".join(lines)
 
 
+async def _handler_finished(*refs: Callable[[], object]) -> None:
+    """Let the endpoint's handler task finish after the backend dropped the peer: until every referent is
+    gone, at most 10 s (a bounded wait for state, not a timing check; the caller asserts on what is left)."""
+    for _ in range(200):
+        if all(r() is None for r in refs):
+            return
+        await asyncio.sleep(0.05)
+
+
 async def test_a_closed_connection_is_freed_without_the_cycle_collector(server: Server) -> None:
     bike = server.replica(Role.BIKE, "bike-1")
     bike.start_ride(RIDE, t=T0)
@@ -62,10 +72,7 @@ async def test_a_closed_connection_is_freed_without_the_cycle_collector(server: 
                 assert gated
                 del connection
             await server.backend.wait_for(lambda: not server.backend.peers)
-            for _ in range(200):  # let the handler task finish (bounded wait, not a timing check)
-                if ref() is None and socket() is None:
-                    break
-                await asyncio.sleep(0.05)
+            await _handler_finished(ref, socket)
         leaked = ref()
         assert leaked is None, _referrers(leaked)
         assert all(g() is None for g in gated)
@@ -105,10 +112,7 @@ async def test_a_connection_the_server_refuses_mid_flood_is_freed_without_the_cy
                     pass
                 assert ws.close_code == CLOSE_POLICY_VIOLATION
             await server.backend.wait_for(lambda: not server.backend.peers)
-            for _ in range(200):  # let the handler task finish (bounded wait, not a timing check)
-                if ref_conn() is None:
-                    break
-                await asyncio.sleep(0.05)
+            await _handler_finished(ref_conn)
         leaked = ref_conn()
         assert leaked is None, _referrers(leaked)
     finally:
@@ -138,10 +142,7 @@ async def test_a_connection_that_vanishes_is_freed_without_the_cycle_collector(s
                 transport.setsockopt(SOL_SOCKET, SO_LINGER, struct.pack("ii", 1, 0))
                 ws._conn.transport.abort()  # type: ignore[union-attr]
             await server.backend.wait_for(lambda: not server.backend.peers)
-            for _ in range(200):  # let the handler task finish (bounded wait, not a timing check)
-                if ref() is None and socket() is None:
-                    break
-                await asyncio.sleep(0.05)
+            await _handler_finished(ref, socket)
         leaked = ref()
         assert leaked is None, _referrers(leaked)
         leaked_socket = socket()
