@@ -243,7 +243,9 @@ async def _redis_transport(url: str, count: int) -> list[float]:
         for i in range(count):
             t0 = time.monotonic()
             sender.publish([f"ride-{i}"])
-            out.append(await asyncio.wait_for(heard.get(), 5) - t0)
+            async with asyncio.timeout(5):
+                heard_at = await heard.get()
+            out.append(heard_at - t0)
             await asyncio.sleep(0.002)
     finally:
         for task in tasks:
@@ -266,7 +268,8 @@ async def _pg_transport(url: str, count: int) -> list[float]:
         for i in range(count):
             t0 = time.monotonic()
             await sender.execute("SELECT pg_notify('ridesync_rides', %s)", (f"RSP1 bench-a\nride-{i}",))
-            await asyncio.wait_for(anext(notifies), 5)
+            async with asyncio.timeout(5):
+                await anext(notifies)
             out.append(time.monotonic() - t0)
             await asyncio.sleep(0.002)
     finally:

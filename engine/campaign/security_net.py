@@ -61,7 +61,8 @@ async def ws_open(
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n".encode()
     )
     await writer.drain()
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     return status, reader, writer
 
@@ -81,7 +82,8 @@ async def closed_by_peer(reader: asyncio.StreamReader, within_s: float, idle_s: 
     deadline = time.monotonic() + within_s
     try:
         while (left := deadline - time.monotonic()) > 0:
-            chunk = await asyncio.wait_for(reader.read(65536), min(left, idle_s or left))
+            async with asyncio.timeout(min(left, idle_s or left)):
+                chunk = await reader.read(65536)
             if not chunk:
                 return True
     except TimeoutError:
@@ -95,10 +97,12 @@ async def healthz_s(port: int) -> float:
     """Seconds /healthz takes to answer (a raw request, no client pool); inf if it does not within 10 s."""
     t0 = time.monotonic()
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), 10)
+        async with asyncio.timeout(10):
+            reader, writer = await asyncio.open_connection(LOOPBACK, port)
         try:
             writer.write(f"GET /healthz HTTP/1.1\r\nHost: {LOOPBACK}\r\nConnection: close\r\n\r\n".encode())
-            line = await asyncio.wait_for(reader.readline(), 10)
+            async with asyncio.timeout(10):
+                line = await reader.readline()
         finally:
             close_quietly(writer)
     except (OSError, TimeoutError):
@@ -193,7 +197,8 @@ async def flood(
             )
             try:
                 writer.write(data)
-                await asyncio.wait_for(writer.drain(), 5)
+                async with asyncio.timeout(5):
+                    await writer.drain()
             except TimeoutError:
                 pushed_back = True  # the server stopped reading us: its buffers are bounded by ours
                 break
@@ -230,7 +235,8 @@ class StuckSubscriber:
         )
         head = b""
         while b"\r\n\r\n" not in head:
-            chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 1), 10)
+            async with asyncio.timeout(10):
+                chunk = await loop.sock_recv(self.sock, 1)
             if not chunk:
                 raise ConnectionResetError("closed during the upgrade")
             head += chunk

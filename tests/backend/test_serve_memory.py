@@ -70,7 +70,8 @@ async def _flood(
             sent += 1
         # A server without a limit keeps the connection: then the flooder leaves by itself.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(closed.wait(), 5)
+            async with asyncio.timeout(5):
+                await closed.wait()
         reader.cancel()
         return sent, ws.close_code
 

@@ -291,7 +291,8 @@ async def test_bridge_command_rides_advertises_and_reads_back(server: Server, tm
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ}
     )
-    out, err = await asyncio.wait_for(proc.communicate(), HANG_GUARD_S)
+    async with asyncio.timeout(HANG_GUARD_S):
+        out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()[-2000:]
     lines = [json.loads(line) for line in out.decode().splitlines()]
     assert lines[0] == {

@@ -4,6 +4,7 @@ the conftest.py of each test package that needs a real `ridesync serve`."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,3 +29,22 @@ async def backend(tmp_path: Path) -> AsyncIterator[Backend]:
         yield b
     finally:
         await b.stop()
+
+
+def ridesync_children() -> list[int]:
+    """The `ridesync` processes this process started that are still running (zombies excluded)."""
+    me = os.getpid()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            cmdline = Path(entry.path, "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'.
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == me and state != "Z" and RIDESYNC[-1].encode() in cmdline:
+            found.append(int(entry.name))
+    return found

@@ -26,6 +26,9 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
+# Imported for its effect: bumble's timeouts lose no cancellation on Python 3.11 (see the module).
+from adapters.ble.sim import cancel_safe  # noqa: F401
+
 log = logging.getLogger(__name__)
 
 # Vol 2, Part D: 0x08 Connection Timeout, what a central sees when a peripheral walks away.

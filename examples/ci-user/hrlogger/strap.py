@@ -97,5 +97,6 @@ async def log_heart_rate(address: str, seconds: float, **bleak_kwargs: Any) -> H
     """Log notifications for `seconds`; a strap that drops the link ends the log early."""
     async with StrapLogger(address, **bleak_kwargs) as logger:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(logger.gone.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await logger.gone.wait()
     return logger.log

@@ -68,5 +68,6 @@ class TestRange:
     async def test_a_strap_walking_away_ends_the_log(self, sim_strap):
         async with StrapLogger(sim_strap.address, **sim_strap.bleak_kwargs) as logger:
             sim_strap.out_of_range()
-            await asyncio.wait_for(logger.gone.wait(), 10)
+            async with asyncio.timeout(10):
+                await logger.gone.wait()
         assert logger.log.disconnected
