@@ -22,7 +22,11 @@ class CliError(Exception):
     """A user-facing error: printed as one JSON object on stderr, exit status 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given `argv`, commands it does not select may register only their line in
+    the top-level help (`register_line`), so that `ridesync token issue` does not import every benchmark
+    (bumble, aiohttp, the demo) just to build `ridesync bench`'s sub-commands."""
+    selected = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
     parser = argparse.ArgumentParser(
         prog="ridesync",
         description="Multi-device state reconciliation for connected fitness.",
@@ -31,12 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        module.register(sub)
+        register_line = getattr(module, "register_line", None)
+        if register_line is not None and argv is not None and selected != info.name:
+            register_line(sub)
+        else:
+            module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:

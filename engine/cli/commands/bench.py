@@ -37,8 +37,17 @@ def _benchmarks() -> list[Benchmark]:
     return found
 
 
+HELP = "run a benchmark next to its baseline; prints JSON"
+
+
+def register_line(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Only `bench`'s line in the top-level help: listing the benchmarks imports every one of them (~0.9 s
+    of bumble, aiohttp and the demo), which a command line that is not `ridesync bench …` never needs."""
+    sub.add_parser("bench", help=HELP)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("bench", help="run a benchmark next to its baseline; prints JSON")
+    parser = sub.add_parser("bench", help=HELP)
     names = parser.add_subparsers(dest="bench", metavar="NAME")
     names.required = True
     for bm in _benchmarks():
