@@ -47,6 +47,7 @@ from engine.bench._servers import cpu_of, naive_server, rss_of, serve
 from engine.bench._servers import ms as _ms
 from engine.bench.ridegen import RideSignal
 from engine.bench.sync_offline import bench_incremental, bench_live, bench_offline
+from engine.metrics_scrape import scrape
 
 NAME = "sync"
 HELP = "offline reconcile time/bytes vs whole-document upload; ack latency with 500 bikes; backend RSS/ride"
@@ -291,10 +292,7 @@ def server_histograms(url: str) -> dict[str, Any]:
     """The backend's own view from `/metrics`: per incoming sync message, the time to gate, merge and
     answer, and the time a reply waited for the group commit, as bucket bounds (p50/p99 ≤ bound). Next to
     the devices' acknowledgement latency, it separates the backend's work from queueing for a CPU."""
-    import urllib.request
-
-    with urllib.request.urlopen(url + "/metrics", timeout=30) as resp:
-        text = resp.read().decode()
+    metrics = scrape(url)
     out: dict[str, Any] = {}
     for name, label in (
         ("ridesync_sync_message_seconds", "message"),
@@ -303,11 +301,7 @@ def server_histograms(url: str) -> dict[str, Any]:
         ("ridesync_store_commit_seconds", "fsync"),
         ("ridesync_store_group_jobs", "group_jobs"),
     ):
-        buckets: list[tuple[float, float]] = []
-        for line in text.splitlines():
-            if line.startswith(name + "_bucket{"):
-                bound = line.split('le="', 1)[1].split('"', 1)[0]
-                buckets.append((math.inf if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
+        buckets = metrics.buckets(name)
         total = buckets[-1][1] if buckets else 0.0
         out[f"{label}_count"] = int(total)
         for q in (0.5, 0.99):

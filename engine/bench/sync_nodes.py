@@ -42,6 +42,7 @@ from typing import Any
 from engine.bench._servers import Server, cpu_of, rss_of
 from engine.bench._servers import ms as _ms
 from engine.bench.sync import _pct, server_histograms, start_fleet_child
+from engine.metrics_scrape import scrape
 
 PROBE_RIDES = 6
 PROBE_INTERVAL_S = 0.25
@@ -85,17 +86,7 @@ def _commit_count(url: str) -> int:
 
 def _sync_bytes(url: str) -> int:
     """WebSocket sync bytes both ways (before compression), from the node's `ridesync_sync_bytes`."""
-    import urllib.request
-
-    with urllib.request.urlopen(url + "/metrics", timeout=30) as resp:
-        text = resp.read().decode()
-    return int(
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("ridesync_sync_bytes_total{")
-        )
-    )
+    return int(scrape(url).total("ridesync_sync_bytes_total"))
 
 
 def _pg_commits(url: str) -> int | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from engine.campaign.hostile_sync import (
     sync_frame,
 )
 from engine.campaign.procs import LOOPBACK, ServeProcess
+from engine.metrics_scrape import scrape_async
 from engine.ride.schema import shared_ref
 from engine.sync.effects import (
     CLOSE_BACKLOG,
@@ -48,7 +48,6 @@ FILLER = filler_frame(32 * 1024)
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_QUEUED_CHANGES = 16
 OVERLONG = 20_000  # bytes of request line or header: aiohttp's limit is 8190
-_METRIC = re.compile(r'^(ridesync_[a-z_]+)\{([a-z_]+)="([^"]*)"\} (\S+)$', re.M)
 
 
 class WireHost(Protocol):
@@ -64,11 +63,9 @@ class WireHost(Protocol):
     async def attempt(self, name: str, attack: Callable[[], Awaitable[tuple[bool, str]]]) -> None: ...
 
 
-async def counters(url: str, name: str) -> dict[str, float]:
+async def counters(url: str, name: str, label: str) -> dict[str, float]:
     """One labelled counter from the server's /metrics: {label value: count}."""
-    async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
-        text = await resp.text()
-    return {m[3]: float(m[4]) for m in _METRIC.finditer(text) if m[1] == name}
+    return (await scrape_async(url)).by_label(name, label)
 
 
 def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
@@ -94,13 +91,13 @@ class WireAttacks:
         self, name: str, want: int, once: Callable[[aiohttp.ClientSession, int], Awaitable[int | None]]
     ) -> None:
         async def attack() -> tuple[bool, str]:
-            before = await counters(self.host.url, "ridesync_sync_closes_total")
+            before = await counters(self.host.url, "ridesync_sync_closes_total", "code")
             async with aiohttp.ClientSession() as http:
                 codes = await self._each(http, once)
             # The server counts after its close frame went out and the socket closed; poll briefly.
             counted: dict[str, int] = {}
             for _ in range(50):
-                counted = _delta(before, await counters(self.host.url, "ridesync_sync_closes_total"))
+                counted = _delta(before, await counters(self.host.url, "ridesync_sync_closes_total", "code"))
                 if counted.get(str(want), 0) >= self.repeat:
                     break
                 await asyncio.sleep(0.1)
@@ -176,7 +173,7 @@ class WireAttacks:
                 self.host.token("viewer", f"dash-close-exp-{i}", rides=[self.ride], ttl_s=ttl, now=issued)
                 for i in range(self.repeat)
             ]
-            before = await counters(self.host.url, "ridesync_sync_closes_total")
+            before = await counters(self.host.url, "ridesync_sync_closes_total", "code")
             async with aiohttp.ClientSession() as http:
 
                 async def once(token: str) -> int | None:
@@ -186,7 +183,7 @@ class WireAttacks:
                 codes = list(await asyncio.gather(*(once(t) for t in tokens)))
             counted: dict[str, int] = {}
             for _ in range(50):
-                counted = _delta(before, await counters(self.host.url, "ridesync_sync_closes_total"))
+                counted = _delta(before, await counters(self.host.url, "ridesync_sync_closes_total", "code"))
                 if counted.get(str(CLOSE_TOKEN_EXPIRED), 0) >= self.repeat:
                     break
                 await asyncio.sleep(0.1)
@@ -206,12 +203,13 @@ class WireAttacks:
 
         async def attack() -> tuple[bool, str]:
             offset = self.log.stat().st_size if self.log.exists() else 0
-            before = await counters(self.host.url, "ridesync_http_guard_closed_total")
+            before = await counters(self.host.url, "ridesync_http_guard_closed_total", "reason")
             statuses = []
             for request in [long_url, long_header] * many:
                 statuses.append(await _raw_status(self.host.serve.port, request))
             await asyncio.sleep(0.5)  # the server's log lines reach the file
-            counted = _delta(before, await counters(self.host.url, "ridesync_http_guard_closed_total"))
+            after = await counters(self.host.url, "ridesync_http_guard_closed_total", "reason")
+            counted = _delta(before, after)
             lines, loud, traceback = _log_since(self.log, offset)
             refused = [x for x in lines if x.get("msg") == "bad request refused"]
             n = 2 * many

@@ -32,6 +32,7 @@ import aiohttp
 from engine.campaign.procs import ServeProcess, get_json, proc_stats
 from engine.campaign.report import CampaignOptions, CampaignReport, Progress, check_ride
 from engine.device.bike import BikeOptions, BikeRide
+from engine.metrics_scrape import scrape_async
 from engine.readings import Contact, Kind, Reading, SensorSource, SourceEvent, SourceItem, SourceState
 
 CLASS = "soak"
@@ -93,14 +94,10 @@ def _growth(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
 async def _rides_in_memory(http: aiohttp.ClientSession, url: str) -> int | None:
     """The server's `ridesync_rides_in_memory` gauge (None if /metrics did not answer)."""
     try:
-        async with http.get(f"{url}/metrics") as resp:
-            text = await resp.text()
+        value = (await scrape_async(url, http)).value("ridesync_rides_in_memory")
     except aiohttp.ClientError:
         return None
-    for line in text.splitlines():
-        if line.startswith("ridesync_rides_in_memory "):
-            return int(float(line.split()[1]))
-    return None
+    return None if value is None else int(value)
 
 
 class Soak:
