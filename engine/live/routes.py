@@ -149,27 +149,32 @@ async def watch_connections(open_conns: OpenConnections, config: HubConfig, stat
     """
     loop = asyncio.get_running_loop()
     ping = server_frame(OP_PING)
-    interval, stall = config.heartbeat_s, config.stall_limit_s
     while True:
-        await asyncio.sleep(min(interval, stall) / 4)
-        now = loop.time()
-        for conn in list(open_conns.conns):
-            if not conn.watched or conn.closing or conn.close_request is not None:
-                continue
-            if _over_buffer(conn, now, stall, stats):
-                continue
-            if conn.received:
-                conn.received = False
-                conn.last_heard, conn.ping_sent = now, None
-            elif conn.ping_sent is None:
-                if now - conn.last_heard >= interval and conn.send_control(ping):
-                    conn.ping_sent = now
-            elif now - conn.ping_sent >= interval / 2:
-                log.info(
-                    "no pong: dropping a live connection", extra={"silent_s": round(now - conn.last_heard)}
-                )
-                conn.reset()
-                conn.peer_gone()
+        await asyncio.sleep(min(config.heartbeat_s, config.stall_limit_s) / 4)
+        # One look in a function of its own: its loop variable goes with it. Kept in this frame, it held
+        # the last connection looked at (and its transport) while the watchdog slept, for good once the
+        # hub fell idle.
+        _look(open_conns, loop.time(), ping, config, stats)
+
+
+def _look(open_conns: OpenConnections, now: float, ping: bytes, config: HubConfig, stats: HubStats) -> None:
+    """One look of the watchdog at every connection: the write-buffer rule, then the heartbeat."""
+    interval, stall = config.heartbeat_s, config.stall_limit_s
+    for conn in list(open_conns.conns):
+        if not conn.watched or conn.closing or conn.close_request is not None:
+            continue
+        if _over_buffer(conn, now, stall, stats):
+            continue
+        if conn.received:
+            conn.received = False
+            conn.last_heard, conn.ping_sent = now, None
+        elif conn.ping_sent is None:
+            if now - conn.last_heard >= interval and conn.send_control(ping):
+                conn.ping_sent = now
+        elif now - conn.ping_sent >= interval / 2:
+            log.info("no pong: dropping a live connection", extra={"silent_s": round(now - conn.last_heard)})
+            conn.reset()
+            conn.peer_gone()
 
 
 def _over_buffer(conn: Connection, now: float, stall: float, stats: HubStats) -> bool:

@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import struct
 import weakref
-from collections.abc import Callable
-from socket import SO_LINGER, SOL_SOCKET
 
 import aiohttp
 
@@ -19,36 +16,10 @@ from engine.ride.schema import Role, shared_ref
 from engine.sync.effects import CLOSE_POLICY_VIOLATION
 from tests.support.backend_server import HANG_GUARD, Server
 from tests.support.hostile import orphan_changes, raw_peer, sync_frame
+from tests.support.memory import handler_finished, referrers, vanish
 from tests.support.samples import T0, sample
 
 RIDE = "ride-mem"
-
-
-def _referrers(obj: object, depth: int = 4) -> str:
-    """Who still refers to `obj`, and who refers to those, `depth` levels up (the failure message)."""
-    lines: list[str] = []
-    seen = {id(obj)}
-    level: list[object] = [obj]
-    for d in range(depth):
-        found: list[object] = []
-        for o in level:
-            for ref in gc.get_referrers(o):
-                if id(ref) in seen or ref is level or ref is found:
-                    continue
-                seen.add(id(ref))
-                found.append(ref)
-                lines.append(f"{'  ' * d}{type(ref).__name__} -> {type(o).__name__}: {repr(ref)[:120]}")
-        level = found
-    return "\n".join(lines)
-
-
-async def _handler_finished(*refs: Callable[[], object]) -> None:
-    """Let the endpoint's handler task finish after the backend dropped the peer: until every referent is
-    gone, at most 10 s (a bounded wait for state, not a timing check; the caller asserts on what is left)."""
-    for _ in range(200):
-        if all(r() is None for r in refs):
-            return
-        await asyncio.sleep(0.05)
 
 
 async def test_a_closed_connection_is_freed_without_the_cycle_collector(server: Server) -> None:
@@ -72,12 +43,12 @@ async def test_a_closed_connection_is_freed_without_the_cycle_collector(server: 
                 assert gated
                 del connection
             await server.backend.wait_for(lambda: not server.backend.peers)
-            await _handler_finished(ref, socket)
+            await handler_finished(ref, socket)
         leaked = ref()
-        assert leaked is None, _referrers(leaked)
+        assert leaked is None, referrers(leaked)
         assert all(g() is None for g in gated)
         leaked_socket = socket()
-        assert leaked_socket is None, _referrers(leaked_socket)
+        assert leaked_socket is None, referrers(leaked_socket)
     finally:
         gc.enable()
 
@@ -112,9 +83,9 @@ async def test_a_connection_the_server_refuses_mid_flood_is_freed_without_the_cy
                     pass
                 assert ws.close_code == CLOSE_POLICY_VIOLATION
             await server.backend.wait_for(lambda: not server.backend.peers)
-            await _handler_finished(ref_conn)
+            await handler_finished(ref_conn)
         leaked = ref_conn()
-        assert leaked is None, _referrers(leaked)
+        assert leaked is None, referrers(leaked)
     finally:
         gc.enable()
 
@@ -136,16 +107,12 @@ async def test_a_connection_that_vanishes_is_freed_without_the_cycle_collector(s
                 ref = weakref.ref(connection)
                 socket = weakref.ref(connection.ws)  # type: ignore[attr-defined]
                 del connection
-                transport = ws.get_extra_info("socket")
-                assert transport is not None
-                # SO_LINGER 0: the close sends a reset, not a FIN.
-                transport.setsockopt(SOL_SOCKET, SO_LINGER, struct.pack("ii", 1, 0))
-                ws._conn.transport.abort()  # type: ignore[union-attr]
+                vanish(ws)
             await server.backend.wait_for(lambda: not server.backend.peers)
-            await _handler_finished(ref, socket)
+            await handler_finished(ref, socket)
         leaked = ref()
-        assert leaked is None, _referrers(leaked)
+        assert leaked is None, referrers(leaked)
         leaked_socket = socket()
-        assert leaked_socket is None, _referrers(leaked_socket)
+        assert leaked_socket is None, referrers(leaked_socket)
     finally:
         gc.enable()
