@@ -120,6 +120,25 @@ class _Side:
     on_down: Callable[[], None]
 
 
+@dataclass(frozen=True)
+class LinkTiming:
+    """How a broker link reconnects and notices a dead broker; the same knobs for every link (the live
+    relay, the ride push). Reconnects back off with full jitter from `backoff_base_s` to `backoff_cap_s`; a
+    connection quiet for `ping_after_s` is pinged, and one silent for `dead_after_s` is dropped."""
+
+    backoff_base_s: float = 0.1
+    backoff_cap_s: float = 5.0
+    ping_after_s: float = 2.0
+    dead_after_s: float = 6.0
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff.capped(self.backoff_base_s, self.backoff_cap_s)
+
+
+DEFAULT_TIMING = LinkTiming()
+
+
 class PubSubLink(Generic[T]):
     """A publisher and a subscriber on one channel of one broker, each reconnecting on its own.
 
@@ -138,18 +157,16 @@ class PubSubLink(Generic[T]):
         origin: str,
         own_prefix: bytes,
         log: logging.Logger,
-        backoff: Backoff,
-        ping_after_s: float,
-        dead_after_s: float,
+        timing: LinkTiming,
         on_error: Callable[[str], None],
     ) -> None:
         self.url = url
         self.channel = channel
         self.name = name
         self.origin = origin
-        self.backoff = backoff
-        self.ping_after_s = ping_after_s
-        self.dead_after_s = dead_after_s
+        self.backoff = timing.backoff
+        self.ping_after_s = timing.ping_after_s
+        self.dead_after_s = timing.dead_after_s
         # Set while the subscriber holds its subscription / the publisher holds a checked connection.
         self.sending = asyncio.Event()
         self.subscribed = asyncio.Event()

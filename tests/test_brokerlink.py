@@ -8,8 +8,7 @@ import logging
 
 import pytest
 
-from engine.backoff import Backoff
-from engine.brokerlink import PubSubLink
+from engine.brokerlink import LinkTiming, PubSubLink
 from tests.support.live import HANG_GUARD_S, until
 from tests.support.redis import RedisProcess, redis_server  # noqa: F401  (the fixture)
 
@@ -55,9 +54,7 @@ async def test_both_loops_survive_a_broker_restart_dropping_what_was_pending(
         origin="me",
         own_prefix=b"me ",
         log=logging.getLogger(LOGGER),
-        backoff=Backoff.capped(0.01, 0.05),
-        ping_after_s=0.1,
-        dead_after_s=1.0,
+        timing=LinkTiming(backoff_base_s=0.01, backoff_cap_s=0.05, ping_after_s=0.1, dead_after_s=1.0),
         on_error=errors.append,
     )
     async with asyncio.TaskGroup() as tg:

@@ -20,8 +20,7 @@ from collections.abc import Collection, Sequence
 
 from engine.backend.push import Notify, PushStats, new_origin
 from engine.backend.push_codec import CHANNEL, PushCodecError, decode_message, encode_messages, own_prefix
-from engine.backoff import Backoff
-from engine.brokerlink import PubSubLink
+from engine.brokerlink import DEFAULT_TIMING, LinkTiming, PubSubLink
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +55,7 @@ class RedisPush:
         *,
         origin: str | None = None,
         max_outbox: int = 100_000,
-        backoff_base_s: float = 0.1,
-        backoff_cap_s: float = 5.0,
-        ping_after_s: float = 2.0,
-        dead_after_s: float = 6.0,
+        timing: LinkTiming = DEFAULT_TIMING,
     ) -> None:
         self.url = url
         self.origin = origin or new_origin()
@@ -74,9 +70,7 @@ class RedisPush:
             origin=self.origin,
             own_prefix=own_prefix(self.origin),
             log=log,
-            backoff=Backoff.capped(backoff_base_s, backoff_cap_s),
-            ping_after_s=ping_after_s,
-            dead_after_s=dead_after_s,
+            timing=timing,
             on_error=self._on_error,
         )
         self.sending = self.link.sending

@@ -29,8 +29,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.backoff import Backoff
-from engine.brokerlink import PubSubLink
+from engine.brokerlink import DEFAULT_TIMING, LinkTiming, PubSubLink
 from engine.live.relay import Deliver, RelayEvent
 from engine.live.relay_codec import CHANNEL, RelayCodecError, decode_message, encode_messages, own_prefix
 
@@ -89,10 +88,7 @@ class RedisRelay:
         *,
         origin: str | None = None,
         max_outbox: int = 10_000,
-        backoff_base_s: float = 0.1,
-        backoff_cap_s: float = 5.0,
-        ping_after_s: float = 2.0,
-        dead_after_s: float = 6.0,
+        timing: LinkTiming = DEFAULT_TIMING,
     ) -> None:
         self.url = url
         self.origin = origin or "hub-" + secrets.token_hex(6)
@@ -108,9 +104,7 @@ class RedisRelay:
             # The subscription hears our own messages too: recognise them without decoding them.
             own_prefix=own_prefix(self.origin),
             log=log,
-            backoff=Backoff.capped(backoff_base_s, backoff_cap_s),
-            ping_after_s=ping_after_s,
-            dead_after_s=dead_after_s,
+            timing=timing,
             on_error=self._on_error,
         )
         # Set while the receiver holds its subscription / the sender holds a checked connection.

@@ -19,6 +19,7 @@ import pytest
 
 from engine.backend.push import LocalPushBus, RidePush
 from engine.backend.redis_push import RedisPush
+from engine.brokerlink import LinkTiming
 from engine.ride.schema import Role
 from engine.server.keys import REGISTRY
 from engine.store import StoreError
@@ -109,8 +110,8 @@ async def test_changes_made_while_the_broker_was_down_reach_the_other_node_after
     """Announcements are dropped while Redis is down; once node B resubscribes it catches up on the
     rides it has connections on, without waiting for their next change."""
     shared = tmp_path / "shared-data"
-    pa = RedisPush(redis_server.url, origin="node-a", backoff_cap_s=0.3)
-    pb = RedisPush(redis_server.url, origin="node-b", backoff_cap_s=0.3)
+    pa = RedisPush(redis_server.url, origin="node-a", timing=LinkTiming(backoff_cap_s=0.3))
+    pb = RedisPush(redis_server.url, origin="node-b", timing=LinkTiming(backoff_cap_s=0.3))
     a = await make_server(data=shared, push=pa)
     b = await make_server(data=shared, push=pb)
     bike = a.replica(Role.BIKE, "bike-1")

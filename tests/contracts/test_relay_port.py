@@ -19,6 +19,7 @@ from typing import Protocol
 
 import pytest
 
+from engine.brokerlink import LinkTiming
 from engine.live.redis_relay import RedisRelay
 from engine.live.relay import Join, Leave, LocalBus, RelayEvent, Roster
 from engine.live.wire import HelloIn, SampleIn, StateIn
@@ -85,7 +86,9 @@ def redis_bus(redis: RedisProcess) -> Bus:
             await relay.subscribed.wait()
             await relay.sending.wait()
 
-    return Bus(lambda: RedisRelay(redis.url, backoff_base_s=0.05, backoff_cap_s=0.2), ready)
+    return Bus(
+        lambda: RedisRelay(redis.url, timing=LinkTiming(backoff_base_s=0.05, backoff_cap_s=0.2)), ready
+    )
 
 
 BUSES: dict[str, Callable[[pytest.FixtureRequest], Bus]] = {

@@ -14,13 +14,17 @@ import pytest
 from engine.backend.push import LocalPushBus, NoPush, RidePush
 from engine.backend.push_codec import CHANNEL, encode_messages
 from engine.backend.redis_push import RedisPush
-from engine.brokerlink import BrokerLink
+from engine.brokerlink import BrokerLink, LinkTiming
 from tests.support.redis import RedisProcess, redis_server  # noqa: F401  (the fixture)
 
 GUARD_S = 10.0
 Heard = list[tuple[str, list[str]]]
 catch_ups: dict[str, int] = {}
 Pair = tuple[RidePush, RidePush]
+
+
+# Reconnect and notice a dead broker within a second, for the broker-outage tests.
+FAST = LinkTiming(backoff_cap_s=0.2, ping_after_s=0.2, dead_after_s=0.6)
 
 
 @contextlib.asynccontextmanager
@@ -125,8 +129,8 @@ async def test_hostile_messages_on_the_channel_are_counted_and_ignored(
 
 
 async def test_a_broker_restart_is_survived(tmp_path: Path, redis_server: RedisProcess) -> None:  # noqa: F811
-    a = RedisPush(redis_server.url, origin="node-a", backoff_cap_s=0.2, ping_after_s=0.2, dead_after_s=0.6)
-    b = RedisPush(redis_server.url, origin="node-b", backoff_cap_s=0.2, ping_after_s=0.2, dead_after_s=0.6)
+    a = RedisPush(redis_server.url, origin="node-a", timing=FAST)
+    b = RedisPush(redis_server.url, origin="node-b", timing=FAST)
     async with _running(a, b) as (_, heard_b):
         redis_server.restart()
         async with asyncio.timeout(GUARD_S):

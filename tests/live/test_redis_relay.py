@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from redis.exceptions import RedisError
 
 from engine.bench.redis_server import RedisServer
-from engine.brokerlink import BrokerLink
+from engine.brokerlink import BrokerLink, LinkTiming
 from engine.live import relay_codec
 from engine.live.redis_relay import RedisRelay
 from engine.live.relay import Join, Leave, RelayEvent, Roster
@@ -172,7 +172,7 @@ async def test_an_idle_publisher_notices_a_broker_restart(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="engine.live.redis_relay")
-    relay = RedisRelay(redis_server.url, ping_after_s=0.2, dead_after_s=1.0)
+    relay = RedisRelay(redis_server.url, timing=LinkTiming(ping_after_s=0.2, dead_after_s=1.0))
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(relay.run(lambda _c, _o, _e: None))
         await ready(relay)
