@@ -104,6 +104,8 @@ class DocumentStore:
         self.rides: dict[str, Ride] = {}
         self.docs: dict[str, OpenDoc] = {}  # the same entries as the rides hold, by doc id
         self.views = ViewCache(self.guard)
+        # Told of every ride `load_ride` reads into memory (the backend's working set counts them).
+        self.on_load: Callable[[str], None] = lambda ride_id: None
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -138,6 +140,8 @@ class DocumentStore:
         return ride is not None and ride.listed
 
     def ensure_ride_row(self, ride_id: str) -> Ride:
+        if ride_id not in self.rides and self.load_ride(ride_id):
+            return self.rides[ride_id]  # stored, not in memory: read back whole, never held in part
         ride = self.ride(ride_id)
         if ride.listed:
             return ride
@@ -188,13 +192,19 @@ class DocumentStore:
         """Load every document; returns the rides whose sample log recovery should replay, in order."""
         for row in self.storage.docs():
             self._load_row(*row)
+        return self.check_rides({e.ref.ride_id for e in self.docs.values()}, hold=True)
+
+    def check_rides(self, doc_rides: set[str], *, hold: bool) -> list[str]:
+        """Every ride the storage holds, checked: an unreadable id is reported, a ride missing from the
+        rides table is restored as syncing. `hold`: mark each listed in memory (loading everything at
+        start); else nothing is kept in memory (each ride is `load_ride`d at its first use)."""
         # Rides are found wherever they left a trace, so a damaged `rides` row cannot hide unfolded samples.
         listed = {row.ride_id for row in self.storage.rides()}
-        for ride_id in listed:
-            self.ride(ride_id).listed = True
-        traced = self.storage.sample_rides() | {e.ref.ride_id for e in self.docs.values()}
+        if hold:
+            for ride_id in listed:
+                self.ride(ride_id).listed = True
         out = []
-        for ride_id in sorted(listed | traced):
+        for ride_id in sorted(listed | doc_rides | self.storage.sample_rides()):
             try:
                 schema.check_ride_id(ride_id)
             except ValueError:
@@ -203,6 +213,8 @@ class DocumentStore:
             if ride_id not in listed:
                 self.recovery.problem(f"ride {ride_id}: missing from the rides table; restored as syncing")
                 self.ensure_ride_row(ride_id)
+                if not hold:
+                    self.drop_ride(ride_id)  # its row is written; the ride itself loads at first use
             out.append(ride_id)
         return out
 
@@ -231,6 +243,7 @@ class DocumentStore:
         ride = self.ride(ride_id)
         ride.listed = True
         ride.status = SyncStatus(ride_id, SyncState(row.state), row.reason, row.updated)
+        self.on_load(ride_id)
         return True
 
     def _load_doc(self, ref: DocRef) -> OpenDoc:
