@@ -69,24 +69,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build(directory: Path, rides: int, samples: int) -> None:
     """`rides` finished rides on a backend's store, as bikes that fold every 10 s would sync them."""
     t0 = 1_795_000_000.0
-    backend = ReplicaStore(directory / "backend", device_id="backend", role=Role.BACKEND)
-    try:
+    with (
+        ReplicaStore(directory / "backend", device_id="backend", role=Role.BACKEND) as backend,
+        ReplicaStore(directory / "bike", device_id="bike-1", role=Role.BIKE) as bike,
+    ):
         for n in range(rides):
             ride = f"ride-{n:05d}"
-            with ReplicaStore(directory / "bike", device_id="bike-1", role=Role.BIKE) as bike:
-                bike.start_ride(ride, t=t0)
-                for fold in range(0, samples, 10):
-                    seqs = range(fold, min(fold + 10, samples))
-                    bike.append_samples(ride, [Sample(seq=i, t=t0 + i, hr=120 + i % 40) for i in seqs])
-                    bike.fold(ride)
-                bike.end_ride(ride, t=t0 + samples, duration_s=float(samples))
-                for ref in bike.ride_refs(ride):
-                    backend.ensure_doc(ref)
-                    backend.merge_remote(ref.doc_id, bike.doc(ref.doc_id))
+            bike.start_ride(ride, t=t0)
+            for fold in range(0, samples, 10):
+                seqs = range(fold, min(fold + 10, samples))
+                bike.append_samples(ride, [Sample(seq=i, t=t0 + i, hr=120 + i % 40) for i in seqs])
+                bike.fold(ride)
+            bike.end_ride(ride, t=t0 + samples, duration_s=float(samples))
+            for ref in bike.ride_refs(ride):
+                backend.ensure_doc(ref)
+                backend.merge_remote(ref.doc_id, bike.doc(ref.doc_id))
             backend.bind_ride_owner(ride, "bike-1")
             backend.finalize(ride)
-    finally:
-        backend.close()
+            bike.release_ride(ride)  # the bike's copy is not what is measured: keep the builder small
+            backend.release_ride(ride)
 
 
 def _child(mode: str, directory: Path, ride: str) -> dict[str, Any]:
