@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine.ride.schema import Role
-from engine.store import ReplicaStore, RetentionPolicy, SyncState
+from engine.store import ReplicaStore, RetentionPolicy, StoreCorrupt, SyncState
+from engine.store import db as store_db
 from engine.store.db import DB_NAME
 from tests.support.clock import Clock
 from tests.support.samples import make_sample
@@ -132,3 +133,33 @@ def test_a_reload_after_a_panic_brings_back_only_the_rides_that_were_in_memory(o
     assert again.loaded_rides() == ["ride-2"]
     assert sorted(e.ref.ride_id for e in again.documents.docs.values()) == ["ride-2", "ride-2", "ride-2"]
     assert again.ride_json("ride-2") == before
+
+
+def test_a_page_sqlite_cannot_read_at_a_lazy_load_is_store_corrupt_and_nothing_stays(
+    open_replica: Open, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big file is not `quick_check`ed at open: a damaged page is met when a ride's documents load."""
+    _stored(open_replica)[1].close()
+    path = tmp_path / "backend" / DB_NAME
+    doc_ids = [row[0] for row in _sql(tmp_path / "backend", "SELECT doc_id FROM docs WHERE ride_id='ride-2'")]
+    blobs = [
+        row[0]
+        for d in doc_ids
+        for row in _sql(tmp_path / "backend", "SELECT data FROM changes WHERE doc_id=?", d)
+    ]
+    page_size = int(str(_sql(tmp_path / "backend", "PRAGMA page_size")[0][0]))
+    raw = bytearray(path.read_bytes())
+    blob = max((b for b in blobs if isinstance(b, bytes)), key=len)
+    assert len(blob) > 64
+    at = raw.find(blob[:64])
+    assert at > 0
+    page = at // page_size * page_size
+    raw[page : page + page_size] = b"\xa5" * page_size  # the page's header too: SQLite cannot parse it
+    path.write_bytes(bytes(raw))
+    monkeypatch.setattr(store_db, "QUICK_CHECK_MAX_BYTES", 0)  # as for a file over 64 MiB
+    again = open_replica("backend", role=Role.BACKEND, device="backend")
+    assert again.loaded_rides() == []
+    with pytest.raises(StoreCorrupt, match="ride ride-2: the store cannot be read"):
+        again.view("ride-2")
+    assert not again.is_loaded("ride-2")
+    assert not any(e.ref.ride_id == "ride-2" for e in again.documents.docs.values())
