@@ -396,10 +396,7 @@ class Backend:
     def refresh(self, ride_id: str) -> None:
         """Merge the ride's changes committed by other nodes; push them to this node's connections and
         finalize if the ride is now ready."""
-        loaded = self.store.is_loaded(ride_id)
-        changed = self.store.refresh_ride(ride_id)  # loads the ride if it is not in memory
-        if not loaded and self.store.is_loaded(ride_id):
-            self.working.count_load()
+        changed = self.store.refresh_ride(ride_id)  # loads the ride if it is not in memory (counted)
         if not changed:
             return
         for hexid in changed:

@@ -10,8 +10,10 @@ it ever served. A ride is released (from memory, never from the storage) once it
 - nothing of it is uncommitted: no change only in memory, no write left in the write-behind queue
   (the sweep awaits the store's flush, and the store checks each ride's last write against it).
 
-The next use loads it back from the storage, as a node over a shared database loads a ride another node
-wrote (`Backend.has_ride`, `fresh`, and `DocumentStore.ensure_doc` before anything is added to a ride).
+The backend starts with no ride in memory (the replica is lazy: engine/store/README.md, "Loading"); a
+ride's first use loads it, and the next use after a release loads it back, as a node over a shared
+database loads a ride another node wrote (`Backend.has_ride`, `fresh`, the replica's whole-ride reads, and
+`DocumentStore.ensure_doc` before anything is added to a ride).
 A connection that names a ride loads it when it opens and holds it until it closes, so a live session
 never works on a released document.
 """
@@ -47,6 +49,9 @@ class WorkingSet:
         self._used: dict[str, tuple[float, int]] = {}
         self._uses = 0
         self._held: Counter[str] = Counter()  # ride -> connections that named it
+        # Every read from the storage into memory, whichever path asked for it (a request, a sync, a
+        # change merged from another node, a listing), is counted here.
+        store.watch_loads(self._loaded)
         self.metrics.rides_in_memory.set(len(store.loaded_rides()))
 
     def used(self, ride_id: str) -> None:
@@ -70,16 +75,15 @@ class WorkingSet:
     def load(self, ride_id: str) -> bool:
         """True if the backend holds the ride, reading it back from the storage if it was released (or
         another node wrote it)."""
-        loaded = self.store.is_loaded(ride_id)
         held = self.store.load_ride(ride_id)
         if held:
             self.used(ride_id)
-            if not loaded:
-                self.count_load()
         return held
 
-    def count_load(self) -> None:
-        """A ride was read back from the storage into memory."""
+    def _loaded(self, ride_id: str) -> None:
+        """A ride was read from the storage into memory (its first use since the start, or since it was
+        released, or written by another node)."""
+        self.used(ride_id)
         self.metrics.ride_loads.inc()
         self.metrics.rides_in_memory.set(len(self.store.loaded_rides()))
 
@@ -104,7 +108,7 @@ class WorkingSet:
         out = {}
         for ride_id in self.store.loaded_rides():
             if ride_id not in self._used:
-                self.used(ride_id)  # loaded at start (or by a path that does not say): counts as a use
+                self.used(ride_id)  # in memory by a path that does not say (a new ride): counts as a use
             last, use = self._used[ride_id]
             if ride_id not in self._held and not busy(ride_id) and now - last >= self.idle_s:
                 out[ride_id] = use

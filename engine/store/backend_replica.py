@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from engine.ride import documents, policy, schema
@@ -70,9 +71,9 @@ class BackendReplica(ReplicaCore):
 
     # -- the working set (engine/backend/workingset.py decides when) ------------------------------------
 
-    def rides(self) -> list[str]:
-        """Every ride: those in memory and those released from it (or written by another node)."""
-        return sorted(set(self.documents.listed()) | {row.ride_id for row in self.storage.rides()})
+    def watch_loads(self, callback: Callable[[str], None]) -> None:
+        """`callback(ride_id)` after each ride is read from the storage into memory, whatever asked."""
+        self.documents.on_load = callback
 
     def loaded_rides(self) -> list[str]:
         """The rides held in memory."""

@@ -70,6 +70,10 @@ class ReplicaCore:
         self.role = Role(role)
         if self.role not in self.roles:
             raise StoreError(f"a {type(self).__name__} is not for a {self.role.value} replica")
+        # The backend loads each ride at its first use, so a server over 100,000 stored rides starts with
+        # none in memory (engine/store/README.md, "Loading"). A bike or an app holds few rides and loads
+        # them all at start: its raw-sample recovery (`samples.recover`) replays every ride's log.
+        self.lazy = self.role is Role.BACKEND
         self._clock = clock
         self.storage: StoragePort = SqliteStorage(self.data_dir) if storage is None else storage
         self.actor = new_actor_id(self.device_id)
@@ -93,6 +97,8 @@ class ReplicaCore:
             self.samples,
             self.book,
             view=self.view,
+            rides=self.rides,
+            load=self.load_ride,
             clock=clock,
             min_free_bytes=min_free_bytes,
         )
@@ -100,7 +106,10 @@ class ReplicaCore:
             self._check_identity()
             self.book.bind_actor(self.actor, self.device_id, self.role)
             self.book.load_owners()
-            self._load_all()
+            if self.lazy:
+                self.documents.check_rides({row[1] for row in self.storage.docs()}, hold=False)
+            else:
+                self._load_all()
         except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
             # Anything unreadable that per-row checks did not catch: the file is left as found.
             self.storage.close()
@@ -169,9 +178,15 @@ class ReplicaCore:
         Used after an Automerge panic: the poisoned document stays in engine.crdt's graveyard."""
         self.flush()  # loading reads the storage: it must hold everything written so far
         self.actor = new_actor_id(self.device_id)
+        in_memory = list(self.documents.rides)
         self.documents.reset(self.actor)
         self.book.bind_actor(self.actor, self.device_id, self.role)
-        self._load_all()
+        if not self.lazy:
+            self._load_all()
+            return
+        # Only the rides that were in memory come back (connections may hold their documents).
+        for ride_id in in_memory:
+            self.documents.refresh_ride(ride_id)
 
     def _load_all(self) -> None:
         for ride_id in self.documents.load_all():
@@ -233,14 +248,24 @@ class ReplicaCore:
         return self.documents.ensure_doc(ref)
 
     def rides(self) -> list[str]:
+        """Every ride; on a lazy replica (the backend) those not in memory too."""
+        if self.lazy:
+            return sorted(set(self.documents.listed()) | {row.ride_id for row in self.storage.rides()})
         return self.documents.listed()
 
     def has_ride(self, ride_id: str) -> bool:
-        return self.documents.is_listed(ride_id)
+        """True if this replica holds the ride (a lazy one loads it from the storage if it is stored)."""
+        return self.load_ride(ride_id) if self.lazy else self.documents.is_listed(ride_id)
+
+    def _in_memory(self, ride_id: str) -> None:
+        """Before a read of the ride as a whole: a lazy replica loads it at its first use."""
+        if self.lazy and not self.documents.is_listed(ride_id):
+            self.load_ride(ride_id)
 
     def load_ride(self, ride_id: str) -> bool:
-        """True if this replica holds the ride, loading it from the storage if another node over a
-        shared database wrote it since this replica opened (DocumentStore.load_ride)."""
+        """True if this replica holds the ride, loading it from the storage if it is not in memory: not
+        yet used on a lazy replica (the backend), released while idle, or written by another node over a
+        shared database since this replica opened (DocumentStore.load_ride)."""
         if self.documents.is_listed(ride_id):
             return True
         if not self.documents.load_ride(ride_id):
@@ -255,6 +280,7 @@ class ReplicaCore:
 
     def ride_refs(self, ride_id: str) -> list[DocRef]:
         """The documents of `ride_id` this replica holds, plus any the shared index names that it lacks."""
+        self._in_memory(ride_id)
         return self.documents.ride_refs(ride_id)
 
     def ref(self, doc_id: str) -> DocRef:
@@ -324,9 +350,11 @@ class ReplicaCore:
         return None if owner is None else owner.device
 
     def ride_docs(self, ride_id: str) -> RideDocs:
+        self._in_memory(ride_id)
         return self.documents.ride_docs(ride_id, self._owner_device(ride_id))
 
     def view(self, ride_id: str) -> policy.RideView:
+        self._in_memory(ride_id)
         return self.documents.view(ride_id, self._owner_device(ride_id))
 
     def decoding_once(self) -> AbstractContextManager[None]:
@@ -337,6 +365,7 @@ class ReplicaCore:
     def phase(self, ride_id: str) -> Phase:
         """The ride's phase from claims and finalization only (no sample decoding): cheap per message, and
         cached until one of the ride's device or backend documents changes (a gate asks on every message)."""
+        self._in_memory(ride_id)
         return self.documents.phase(ride_id, self._owner_device(ride_id))
 
     def ride_json(self, ride_id: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The document store: every ride document this replica holds, loaded from and persisted to the storage
-port, and the per-ride state the layers above keep (one `Ride` per ride: evicting it is one `del`).
+port, and the per-ride state the layers above keep (one `ridestate.Ride` per ride: evicting it is one
+`del`). A lazy replica (the backend) loads each ride at its first use (`load_ride`), not at open.
 
 Persistence: `persist` stores every change of a document not yet on disk as one record (with the caller's
 extra writes in the same transaction); every `compact_every` records, `compact` replaces them with a
@@ -8,70 +9,30 @@ reports (never raises) what it had to skip; a document whose history came back i
 and never compacted, so its damaged rows are not overwritten by a document that lacks their content.
 
 Panic guard: every Automerge call runs under `guard()`. A panic calls `on_panic` (the replica reloads
-everything from disk under a fresh actor; the poisoned document stays in engine.crdt's graveyard) and
+what it held from disk under a fresh actor; the poisoned document stays in engine.crdt's graveyard) and
 re-raises; nothing from the poisoned document was persisted.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 from engine.crdt import ChangeInfo, CrdtDecodeError, CrdtDoc, CrdtPanic
 from engine.ride import policy, schema
-from engine.ride.model import BackendDoc, DeviceDoc, RideDocs, SharedDoc
-from engine.ride.samples import Sample
+from engine.ride.model import DeviceDoc, RideDocs, SharedDoc
 from engine.ride.schema import DocKind, DocRef, Phase
+from engine.store.db import StoreCorrupt
 from engine.store.model import RecoveryReport, SyncState, SyncStatus, UnknownRide
 from engine.store.port import Job, StoragePort, StorageTx
-from engine.store.viewcache import DocCache, RideViews, ViewCache
+from engine.store.ridestate import OpenDoc, Ride
+from engine.store.viewcache import RideViews, ViewCache
 
 log = logging.getLogger(__name__)
 
 DEFAULT_COMPACT_EVERY = 256
-UnloggedRow = tuple[str, str, int, bytes]
-
-
-@dataclass(slots=True)
-class OpenDoc:
-    ref: DocRef
-    doc: CrdtDoc
-    persisted: list[bytes]
-    records: int = 0
-    degraded: bool = False
-    cache: DocCache = field(default_factory=DocCache)  # its last decode (viewcache.py)
-    acked: dict[str, list[bytes]] = field(default_factory=dict)  # peer -> heads it acknowledged
-
-    def decode(self) -> DeviceDoc | BackendDoc | SharedDoc:
-        return self.cache.decode(self.doc, self.ref)
-
-
-@dataclass(slots=True, eq=False)
-class Ride:
-    """Everything this replica keeps in memory about one ride."""
-
-    ride_id: str
-    docs: dict[str, OpenDoc] = field(default_factory=dict)
-    listed: bool = False  # its row in the rides table is written (or queued)
-    status: SyncStatus | None = None
-    views: RideViews = field(default_factory=RideViews)  # its phase and resolved view (viewcache.py)
-    # Sample log (bike and app): None until the ride is started or recovered here.
-    seqs: set[int] | None = None  # seqs this device's own document holds
-    pending: dict[int, Sample] | None = None  # logged, not yet folded into the document
-    unlogged: list[UnloggedRow] = field(default_factory=list)  # not logged: the disk was full
-    last_fold: float | None = None
-    top: int | None = None  # highest seq this device recorded, once known
-    written: int = 0  # the write-behind sequence number of its last write (0: none queued)
-
-    def forget_documents(self) -> None:
-        """Drop what depends on the in-memory documents (they are about to be loaded again)."""
-        self.docs = {}
-        self.views = RideViews()
-        self.seqs = None
-        self.pending = None
-        self.top = None
 
 
 def _holds(doc: CrdtDoc, recorded: set[bytes]) -> bool:
@@ -104,6 +65,8 @@ class DocumentStore:
         self.rides: dict[str, Ride] = {}
         self.docs: dict[str, OpenDoc] = {}  # the same entries as the rides hold, by doc id
         self.views = ViewCache(self.guard)
+        # Told of every ride `load_ride` reads into memory (the backend's working set counts them).
+        self.on_load: Callable[[str], None] = lambda ride_id: None
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -138,6 +101,8 @@ class DocumentStore:
         return ride is not None and ride.listed
 
     def ensure_ride_row(self, ride_id: str) -> Ride:
+        if ride_id not in self.rides and self.load_ride(ride_id):
+            return self.rides[ride_id]  # stored, not in memory: read back whole, never held in part
         ride = self.ride(ride_id)
         if ride.listed:
             return ride
@@ -188,13 +153,19 @@ class DocumentStore:
         """Load every document; returns the rides whose sample log recovery should replay, in order."""
         for row in self.storage.docs():
             self._load_row(*row)
+        return self.check_rides({e.ref.ride_id for e in self.docs.values()}, hold=True)
+
+    def check_rides(self, doc_rides: set[str], *, hold: bool) -> list[str]:
+        """Every ride the storage holds, checked: an unreadable id is reported, a ride missing from the
+        rides table is restored as syncing. `hold`: mark each listed in memory (loading everything at
+        start); else nothing is kept in memory (each ride is `load_ride`d at its first use)."""
         # Rides are found wherever they left a trace, so a damaged `rides` row cannot hide unfolded samples.
         listed = {row.ride_id for row in self.storage.rides()}
-        for ride_id in listed:
-            self.ride(ride_id).listed = True
-        traced = self.storage.sample_rides() | {e.ref.ride_id for e in self.docs.values()}
+        if hold:
+            for ride_id in listed:
+                self.ride(ride_id).listed = True
         out = []
-        for ride_id in sorted(listed | traced):
+        for ride_id in sorted(listed | doc_rides | self.storage.sample_rides()):
             try:
                 schema.check_ride_id(ride_id)
             except ValueError:
@@ -203,6 +174,8 @@ class DocumentStore:
             if ride_id not in listed:
                 self.recovery.problem(f"ride {ride_id}: missing from the rides table; restored as syncing")
                 self.ensure_ride_row(ride_id)
+                if not hold:
+                    self.drop_ride(ride_id)  # its row is written; the ride itself loads at first use
             out.append(ride_id)
         return out
 
@@ -220,17 +193,24 @@ class DocumentStore:
 
     def load_ride(self, ride_id: str) -> bool:
         """Load a ride this replica does not hold from the storage (another node over a shared database
-        wrote it since this one opened): its row and every document. False if the storage has no such
-        ride. Documents held already are left alone (`refresh` brings in what they lack)."""
-        row = self.storage.ride(ride_id)
-        if row is None:
-            return False
-        for doc_row in self.storage.docs(ride_id):
-            if doc_row[0] not in self.docs:
-                self._load_row(*doc_row)
+        wrote it, or the backend's first use of it): its row and every document. False if the storage has
+        no such ride. Documents held already are left alone (`refresh` brings in what they lack). A file
+        SQLite cannot read here (damage its open-time check skips in a big file) is `StoreCorrupt`, and
+        nothing of the ride stays in memory (a ride is never held in part)."""
+        try:
+            row = self.storage.ride(ride_id)
+            if row is None:
+                return False
+            for doc_row in self.storage.docs(ride_id):
+                if doc_row[0] not in self.docs:
+                    self._load_row(*doc_row)
+        except sqlite3.DatabaseError as exc:
+            self.drop_ride(ride_id)
+            raise StoreCorrupt(f"ride {ride_id}: the store cannot be read: {exc}") from None
         ride = self.ride(ride_id)
         ride.listed = True
         ride.status = SyncStatus(ride_id, SyncState(row.state), row.reason, row.updated)
+        self.on_load(ride_id)
         return True
 
     def _load_doc(self, ref: DocRef) -> OpenDoc:

@@ -57,6 +57,9 @@ class StorageStatus:
         }
 
 
+MAX_PROBLEMS = 1000
+
+
 @dataclass(slots=True)
 class RecoveryReport:
     """What opening the store found. `problems` lists every skipped record, in words."""
@@ -68,7 +71,10 @@ class RecoveryReport:
     problems: list[str] = field(default_factory=list)
 
     def problem(self, text: str) -> None:
-        self.problems.append(text)
+        # The backend loads rides for as long as it runs (and a damaged one again after each release):
+        # every problem is logged, the first MAX_PROBLEMS kept, so the report cannot grow without bound.
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
         log.error("store recovery problem", extra={"problem": text})
 
 

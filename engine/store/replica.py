@@ -4,7 +4,7 @@
 class, for callers that choose the role at run time (the role's operations refuse the other role). Both
 build on `ReplicaCore` (core.py), which wires the store's layers (engine/store/README.md):
 - `docstore.DocumentStore`: the ride documents, persisted through the storage port (`port.py`; SQLite in
-  `sqlite.py`), the Automerge panic guard, and the per-ride state (`docstore.Ride`);
+  `sqlite.py`), the Automerge panic guard, and the per-ride state (`ridestate.Ride`);
 - `samplelog.SampleLog`: a device's durable sample log and its folding into the device's document;
 - `bookkeeping.SyncBook`: peer heads, sync states, actor bindings and ride owners;
 - `retention.Retention`: compaction, eviction and the storage watch.

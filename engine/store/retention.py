@@ -28,6 +28,8 @@ class Retention:
         book: SyncBook,
         *,
         view: Callable[[str], policy.RideView],
+        rides: Callable[[], list[str]],
+        load: Callable[[str], bool],
         clock: Callable[[], float],
         min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
     ) -> None:
@@ -36,6 +38,8 @@ class Retention:
         self.book = book
         self.min_free_bytes = min_free_bytes
         self._view = view
+        self._rides = rides  # every stored ride, in memory or not (the backend loads each at first use)
+        self._load = load
         self._clock = clock
         self._low_logged = 0.0
 
@@ -52,6 +56,7 @@ class Retention:
 
     def compact_ride(self, ride_id: str) -> int:
         """Compact every document of the ride; prune folded raw samples once the ride is reconciled."""
+        self._load(ride_id)
         total = sum(self.docs.compact(e.ref.doc_id) for e in self.docs.ride_entries(ride_id))
         if self.book.sync_status(ride_id).state is SyncState.RECONCILED:
             self.docs.storage.write(lambda tx: tx.prune_folded(ride_id))
@@ -61,6 +66,7 @@ class Retention:
         reason = self.evictable(ride_id)
         if reason is not None:
             raise RideNotEvictable(f"ride {ride_id} cannot be evicted: {reason}")
+        self._load(ride_id)  # every document of it is deleted, also those not yet in memory
         doc_ids = [e.ref.doc_id for e in self.docs.ride_entries(ride_id)]
         self.docs.storage.write(lambda tx: tx.delete_ride(ride_id, doc_ids))
         self.docs.drop_ride(ride_id)
@@ -69,7 +75,7 @@ class Retention:
         """Compact finalized, reconciled rides; evict those older than the policy allows."""
         now = self._clock() if now is None else now
         out: dict[str, list[str]] = {"compacted": [], "evicted": [], "kept": []}
-        for ride_id in self.docs.listed():
+        for ride_id in self._rides():
             if self.evictable(ride_id) is not None:
                 out["kept"].append(ride_id)
                 continue

@@ -63,7 +63,7 @@ class RideViews:
 
 
 class CachedDoc(Protocol):
-    """What the cache needs of an open document (`docstore.OpenDoc`)."""
+    """What the cache needs of an open document (`ridestate.OpenDoc`)."""
 
     @property
     def ref(self) -> DocRef: ...

@@ -26,6 +26,7 @@ def verify(data_dir: Path, acknowledged: dict[int, int]) -> dict[int, int]:
         present: dict[int, int] = {}
         for i in range(CONNECTIONS):
             ref = shared_ref(ride(i))
+            store.load_ride(ride(i))  # the backend's replica loads each ride at its first use
             keys = set(store.doc(ref.doc_id).items("k")) if store.has_doc(ref.doc_id) else set()
             top = len(keys) - 1
             assert keys == {f"k{n}" for n in range(top + 1)}, "a gap: writes committed out of order"

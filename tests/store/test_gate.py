@@ -49,6 +49,7 @@ def test_owner_writes_are_merged_and_persisted(open_replica: Open) -> None:
     assert backend.actor_owner(bike.actor) == ("bike-1", Role.BIKE)
     backend.close()
     again = open_replica("backend", role=Role.BACKEND, device="backend")
+    assert again.load_ride(RIDE)  # the backend's replica loads each ride at its first use
     assert again.heads(ref.doc_id) == bike.heads(ref.doc_id)
 
 

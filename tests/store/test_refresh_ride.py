@@ -39,7 +39,7 @@ def test_a_ride_written_by_another_node_is_found_by_its_id_and_merged(tmp_path: 
     a, b = _pair(tmp_path)
     bike = _bike_ride(tmp_path, 10)
     _copy(bike, a)
-    assert not b.has_ride(RIDE)
+    assert not b.is_loaded(RIDE)
     changed = b.refresh_ride(RIDE)
     bike_doc = own_ref(RIDE, "bike-1", Role.BIKE)
     assert bike_doc is not None
@@ -72,6 +72,7 @@ def test_refresh_keeps_what_this_node_wrote_and_persists_it_once(tmp_path: Path)
     fresh = ReplicaStore(
         tmp_path / "c", device_id="backend", role=Role.BACKEND, storage=MemoryStorage(backing)
     )
+    assert fresh.load_ride(RIDE)  # a backend loads each ride at its first use
     for ref in a.ride_refs(RIDE):
         assert sorted(fresh.heads(ref.doc_id)) == sorted(a.heads(ref.doc_id)) == sorted(b.heads(ref.doc_id))
 

@@ -80,6 +80,7 @@ def test_close_commits_everything_queued(open_replica: Open) -> None:
     backend.apply_changes(ref.doc_id, [c.data for c in bike.changes_since(ref.doc_id, [])])
     backend.close()
     again = open_replica("backend", role=Role.BACKEND, device="backend")
+    assert again.load_ride(RIDE)  # the backend's replica loads each ride at its first use
     assert again.heads(ref.doc_id) == bike.heads(ref.doc_id)
     assert again.view(RIDE).samples == {"bike-1": 10}
 
@@ -163,5 +164,6 @@ def test_gated_sync_with_write_behind_persists_after_flush(open_replica: Open) -
     backend.flush()
     backend.close()
     again = open_replica("backend", role=Role.BACKEND, device="backend")
+    assert again.load_ride(RIDE)  # the backend's replica loads each ride at its first use
     assert again.heads(ref.doc_id) == bike.heads(ref.doc_id)
     assert again.actor_owner(bike.actor) == ("bike-1", Role.BIKE)
