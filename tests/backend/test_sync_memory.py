@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import weakref
 
 import aiohttp
@@ -16,7 +15,7 @@ from engine.ride.schema import Role, shared_ref
 from engine.sync.effects import CLOSE_POLICY_VIOLATION
 from tests.support.backend_server import HANG_GUARD, Server
 from tests.support.hostile import orphan_changes, raw_peer, sync_frame
-from tests.support.memory import handler_finished, referrers, vanish
+from tests.support.memory import cycle_collector_off, handler_finished, referrers, vanish
 from tests.support.samples import T0, sample
 
 RIDE = "ride-mem"
@@ -27,9 +26,7 @@ async def test_a_closed_connection_is_freed_without_the_cycle_collector(server: 
     bike.start_ride(RIDE, t=T0)
     bike.append_samples(RIDE, [sample(i) for i in range(30)])
     bike.fold(RIDE)
-    gc.collect()
-    gc.disable()
-    try:
+    with cycle_collector_off():
         async with asyncio.timeout(HANG_GUARD):
             async with SyncClient(server.url, server.token("bike", "bike-1"), bike, RIDE) as client:
                 await client.open_ride()
@@ -49,8 +46,6 @@ async def test_a_closed_connection_is_freed_without_the_cycle_collector(server: 
         assert all(g() is None for g in gated)
         leaked_socket = socket()
         assert leaked_socket is None, referrers(leaked_socket)
-    finally:
-        gc.enable()
 
 
 async def test_a_connection_the_server_refuses_mid_flood_is_freed_without_the_cycle_collector(
@@ -66,9 +61,7 @@ async def test_a_connection_the_server_refuses_mid_flood_is_freed_without_the_cy
         await server.backend.wait_for(lambda: server.holds_all_of(bike, RIDE))
     messages = orphan_changes(12, 256 * 1024, device="viewer-1")
     ref = shared_ref(RIDE)
-    gc.collect()
-    gc.disable()
-    try:
+    with cycle_collector_off():
         async with asyncio.timeout(HANG_GUARD):
             token = server.token("viewer", "viewer-1", rides=[RIDE])
             async with raw_peer(server.http, server.url, token, RIDE) as ws:
@@ -86,8 +79,6 @@ async def test_a_connection_the_server_refuses_mid_flood_is_freed_without_the_cy
             await handler_finished(ref_conn)
         leaked = ref_conn()
         assert leaked is None, referrers(leaked)
-    finally:
-        gc.enable()
 
 
 async def test_a_connection_that_vanishes_is_freed_without_the_cycle_collector(server: Server) -> None:
@@ -96,9 +87,7 @@ async def test_a_connection_that_vanishes_is_freed_without_the_cycle_collector(s
     WebSocket and its protocol must be broken all the same."""
     bike = server.replica(Role.BIKE, "bike-1")
     bike.start_ride(RIDE, t=T0)
-    gc.collect()
-    gc.disable()
-    try:
+    with cycle_collector_off():
         async with asyncio.timeout(HANG_GUARD):
             token = server.token("bike", "bike-1")
             async with raw_peer(server.http, server.url, token, RIDE) as ws:
@@ -114,5 +103,3 @@ async def test_a_connection_that_vanishes_is_freed_without_the_cycle_collector(s
         assert leaked is None, referrers(leaked)
         leaked_socket = socket()
         assert leaked_socket is None, referrers(leaked_socket)
-    finally:
-        gc.enable()

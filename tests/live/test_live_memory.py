@@ -30,7 +30,7 @@ from tests.support.live import (
     until,
     viewing,
 )
-from tests.support.memory import handler_finished, referrers, vanish
+from tests.support.memory import cycle_collector_off, handler_finished, referrers, vanish
 
 CLASS = "c1"
 BIKE, DASH = "bike-1", "dash-1"
@@ -121,17 +121,13 @@ async def test_a_closed_live_connection_is_freed_without_the_cycle_collector(
     make_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
     server = await make_server(**WATCHDOG)
-    gc.collect()
-    gc.disable()
-    try:
+    with cycle_collector_off():
         async with asyncio.timeout(HANG_GUARD_S):
             async with _class_in_use(server, session) as (bike, dash, publisher, subscriber):
                 await bike.close()
                 await dash.ws.close()
             left = await _freed(server, publisher, subscriber)
         assert not left, _report(left)
-    finally:
-        gc.enable()
 
 
 async def test_a_live_connection_that_vanishes_is_freed_without_the_cycle_collector(
@@ -139,17 +135,13 @@ async def test_a_live_connection_that_vanishes_is_freed_without_the_cycle_collec
 ) -> None:
     """Both peers drop their TCP connections without a close frame (a reset, a partition ending in one)."""
     server = await make_server(**WATCHDOG)
-    gc.collect()
-    gc.disable()
-    try:
+    with cycle_collector_off():
         async with asyncio.timeout(HANG_GUARD_S):
             async with _class_in_use(server, session) as (bike, dash, publisher, subscriber):
                 vanish(bike)
                 vanish(dash.ws)
             left = await _freed(server, publisher, subscriber)
         assert not left, _report(left)
-    finally:
-        gc.enable()
 
 
 async def test_a_live_connection_the_hub_closes_is_freed_without_the_cycle_collector(
@@ -158,9 +150,7 @@ async def test_a_live_connection_the_hub_closes_is_freed_without_the_cycle_colle
     """The hub ends both: the publisher's message is malformed (4400), the subscriber sent one (4403). Its
     handler closes them itself (a Close frame, then a bounded wait for the peer's answer)."""
     server = await make_server(**WATCHDOG)
-    gc.collect()
-    gc.disable()
-    try:
+    with cycle_collector_off():
         async with asyncio.timeout(HANG_GUARD_S):
             async with _class_in_use(server, session) as (bike, dash, publisher, subscriber):
                 await bike.send_str("{not json")
@@ -170,8 +160,6 @@ async def test_a_live_connection_the_hub_closes_is_freed_without_the_cycle_colle
                 assert (bike.close_code, dash.close_code) == (CLOSE_MALFORMED, CLOSE_FORBIDDEN)
             left = await _freed(server, publisher, subscriber)
         assert not left, _report(left)
-    finally:
-        gc.enable()
 
 
 async def test_a_live_connection_whose_token_expires_is_freed_without_the_cycle_collector(
@@ -180,9 +168,7 @@ async def test_a_live_connection_whose_token_expires_is_freed_without_the_cycle_
     """The hub ends both when their tokens do (4401): the handler's token timer cancels its wait, and the
     handler closes them."""
     server = await make_server(**WATCHDOG)
-    gc.collect()
-    gc.disable()
-    try:
+    with cycle_collector_off():
         async with asyncio.timeout(HANG_GUARD_S):
             async with _class_in_use(server, session, expires_in_s=3.0) as (
                 bike,
@@ -195,8 +181,6 @@ async def test_a_live_connection_whose_token_expires_is_freed_without_the_cycle_
                 assert (bike.close_code, dash.close_code) == (CLOSE_TOKEN_EXPIRED, CLOSE_TOKEN_EXPIRED)
             left = await _freed(server, publisher, subscriber)
         assert not left, _report(left)
-    finally:
-        gc.enable()
 
 
 async def test_a_live_peer_the_hub_drops_is_freed_without_the_cycle_collector(
@@ -206,9 +190,7 @@ async def test_a_live_peer_the_hub_drops_is_freed_without_the_cycle_collector(
     reset at once), one that subscribes (4408 stalled: the Close frame it never reads, the grace for its
     answer running out, then a reset)."""
     server = await make_server(heartbeat_s=1.0, stall_limit_s=0.3, stale_after_s=600.0)
-    gc.collect()
-    gc.disable()
-    try:
+    with cycle_collector_off():
         async with asyncio.timeout(HANG_GUARD_S):
             silent = await RawClient.connect(server.port, _raw_path(server, "bike", "silent", "pub"))
             stuck = await RawClient.connect(
@@ -231,8 +213,6 @@ async def test_a_live_peer_the_hub_drops_is_freed_without_the_cycle_collector(
                 stuck.close()
         assert server.hub.stats.stalls_disconnected == 1
         assert not left, _report(left)
-    finally:
-        gc.enable()
 
 
 def _has_seq(view: View, seq: int) -> bool:

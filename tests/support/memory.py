@@ -6,12 +6,25 @@ who still holds an object."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from socket import SO_LINGER, SOL_SOCKET
 
 import aiohttp
+
+
+@contextlib.contextmanager
+def cycle_collector_off() -> Iterator[None]:
+    """Collect what is garbage now, then keep the cycle collector off for the block: whatever is freed in
+    it is freed by reference counting alone, as it must be in `ridesync serve`."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def referrers(obj: object, depth: int = 4) -> str:
