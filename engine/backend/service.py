@@ -94,6 +94,7 @@ class Backend:
         self.store.start_write_behind(on_group=self._observe_group)
         # Rides in memory: idle ones are released, and read back from the storage at their next use.
         self.working = WorkingSet(self.store, metrics, idle_s=config.unload_idle_s, clock=clock)
+        self.working.on_loaded = self._loaded
         self.peers: set[Peer] = set()
         # automerge-repo document id -> the connections that have it open (pushes go only to them).
         self._subscribers: dict[str, set[Peer]] = {}
@@ -272,15 +273,41 @@ class Backend:
         self.refresh_state(ride_id, phase if view is None else view.phase, view)
         self._notify()
 
+    def _loaded(self, ride_id: str) -> None:
+        """A ride was just read from the storage (after its load completed, workingset.py). One the server
+        left ready to finalize (it stopped between committing the bike's last change and finalizing) is
+        finalized now: nothing may ever change it again (a reconnecting bike with nothing new, an end
+        retry answered from the ledger), and a complete ride must get its official totals. Over a shared
+        database the finalization claim decides which node writes them. A failure is logged and leaves
+        the ride as it was (the caller's read goes on); its next change, or next load, tries again."""
+        if self.store.phase(ride_id) is not Phase.ENDED:
+            return  # the common case, without decoding a sample
+        try:
+            with self.store.decoding_once():
+                view = self.store.view(ride_id)
+                if not view.ready_to_finalize:
+                    return
+                view = self.finalize(ride_id)
+        except StoreError as exc:
+            log.warning(
+                "ride left ready to finalize not finalized at its load",
+                extra={"ride_id": ride_id, "error": str(exc)},
+            )
+            return
+        self.refresh_state(ride_id, view.phase, view)
+        self._notify()
+
     def finalize(self, ride_id: str) -> policy.RideView:
-        view = self.store.finalize(ride_id)
-        self._changed_here(ride_id)
-        self.metrics.finalized.inc()
-        log.info(
-            "ride finalized",
-            extra={"ride_id": ride_id, "samples": view.samples, "totals": view.totals},
-        )
-        # Every connection with the ride open gets the finalization, the origin included.
+        view, wrote = self.store.finalize_here(ride_id)
+        if wrote:
+            self._changed_here(ride_id)
+            self.metrics.finalized.inc()
+            log.info(
+                "ride finalized",
+                extra={"ride_id": ride_id, "samples": view.samples, "totals": view.totals},
+            )
+        # Every connection with the ride open gets the finalization (also one another node wrote, which
+        # this node took when it lost the claim), the origin included.
         self.backend_doc_changed(ride_id)
         return view
 

@@ -16,6 +16,12 @@ database loads a ride another node wrote (`Backend.has_ride`, `fresh`, the repli
 `DocumentStore.ensure_doc` before anything is added to a ride).
 A connection that names a ride loads it when it opens and holds it until it closes, so a live session
 never works on a released document.
+
+`on_loaded(ride_id)` (the backend finalizes a ride left ready to finalize there) runs for every ride read
+from the storage, but only once the load that read it is complete: the storage's load callback fires in
+the middle of it (before the ride's samples are recovered), so it only notes the ride, and `load` hands
+the noted rides over when the store's `load_ride` has returned. A ride loaded by another path (a sync
+message's `ensure_doc`, a whole-ride read) is handed over at the next `load` of any ride.
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ class WorkingSet:
         self._used: dict[str, tuple[float, int]] = {}
         self._uses = 0
         self._held: Counter[str] = Counter()  # ride -> connections that named it
+        self.on_loaded: Callable[[str], None] = lambda ride_id: None
+        self._just_loaded: list[str] = []  # read from the storage, not yet handed to `on_loaded`
+        self._handing_over = False
         # Every read from the storage into memory, whichever path asked for it (a request, a sync, a
         # change merged from another node, a listing), is counted here.
         store.watch_loads(self._loaded)
@@ -78,7 +87,21 @@ class WorkingSet:
         held = self.store.load_ride(ride_id)
         if held:
             self.used(ride_id)
+        self._hand_over()
         return held
+
+    def _hand_over(self) -> None:
+        # Not re-entered: what `on_loaded` loads itself is handed over by this same loop.
+        if self._handing_over:
+            return
+        self._handing_over = True
+        try:
+            while self._just_loaded:
+                ride_id = self._just_loaded.pop(0)
+                if self.store.is_loaded(ride_id):  # not released again since
+                    self.on_loaded(ride_id)
+        finally:
+            self._handing_over = False
 
     def _loaded(self, ride_id: str) -> None:
         """A ride was read from the storage into memory (its first use since the start, or since it was
@@ -86,6 +109,8 @@ class WorkingSet:
         self.used(ride_id)
         self.metrics.ride_loads.inc()
         self.metrics.rides_in_memory.set(len(self.store.loaded_rides()))
+        if ride_id not in self._just_loaded:
+            self._just_loaded.append(ride_id)
 
     @contextmanager
     def peek(self, ride_id: str) -> Iterator[bool]:

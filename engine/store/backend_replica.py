@@ -35,10 +35,15 @@ class BackendReplica(ReplicaCore):
         per ride, also across backend nodes over one database: the storage's `claim_finalization` and the
         finalization change commit in one transaction, and a node that loses the claim loads the
         winner's finalization instead of writing its own."""
+        return self.finalize_here(ride_id, t)[0]
+
+    def finalize_here(self, ride_id: str, t: float | None = None) -> tuple[policy.RideView, bool]:
+        """`finalize`, and whether this replica wrote the finalization: False if the ride was finalized
+        already, here or by another node (which won the claim), so that only the writer counts it."""
         own = self._own_backend(ride_id)
         view = self.view(ride_id)
         if view.phase is Phase.FINALIZED:
-            return view
+            return view, False
         if not view.ready_to_finalize:
             raise StoreError(
                 f"ride {ride_id} is not ready to finalize: {view.phase.label}, missing {view.missing_samples}"
@@ -52,7 +57,7 @@ class BackendReplica(ReplicaCore):
         if not won:
             # Another node (over the same database) finalized first: take its finalization.
             self.documents.refresh(own.doc_id)
-        return self.view(ride_id)
+        return self.view(ride_id), won
 
     def _own_backend(self, ride_id: str) -> DocRef:
         if self.role is not Role.BACKEND:
