@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import json
 import logging
 import math
@@ -131,11 +133,48 @@ async def get_ride(
     return web.json_response(out)
 
 
+# A page of `GET /v1/rides`: each line may read a ride back from the storage (milliseconds each), so one
+# request does bounded work however many rides are stored. LIST_EXAMINED bounds the rides looked at per
+# page too, so a token that reads few rides among many cannot make one request walk them all.
+LIST_LIMIT = 200
+LIST_LIMIT_MAX = 1000
+LIST_EXAMINED = 10
+
+
+def _list_limit(request: web.Request) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return LIST_LIMIT
+    # Digits only: int() would also take " 5", "+5" and "5_0".
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= LIST_LIMIT_MAX:
+        raise auth.RequestError(400, "bad_limit", f"limit must be an integer from 1 to {LIST_LIMIT_MAX}")
+    return int(raw)
+
+
+def _list_after(request: web.Request) -> str | None:
+    raw = request.query.get("after")
+    if raw is None:
+        return None
+    try:
+        return schema.check_ride_id(raw)
+    except ValueError as exc:
+        raise auth.RequestError(400, "bad_after", f"after must be a ride id: {exc}") from None
+
+
 async def list_rides(
     request: web.Request, state: BackendState, backend: Backend, claims: Claims
 ) -> web.Response:
-    rides = []
-    for ride_id in backend.store.rides():
+    """Rides the token reads, in ride-id order after `after`: up to `limit` of them, having examined at
+    most LIST_EXAMINED * limit rides; `next` continues (null once nothing is left)."""
+    limit, after = _list_limit(request), _list_after(request)
+    ids = backend.store.rides()  # sorted by ride id
+    start = 0 if after is None else bisect.bisect_right(ids, after)
+    budget = LIST_EXAMINED * limit
+    rides: list[dict[str, Any]] = []
+    end = start
+    while end < len(ids) and len(rides) < limit and end - start < budget:
+        ride_id = ids[end]
+        end += 1
         if not auth.may_read(claims, ride_id, ride_classes(request.app, ride_id)):
             continue
         with backend.working.peek(ride_id):
@@ -150,7 +189,10 @@ async def list_rides(
                 "updated": status.updated,
             }
         )
-    return web.json_response({"rides": rides})
+        # A line may have read the ride back from the storage: let other requests, sync messages and
+        # live frames run between lines rather than after the whole page.
+        await asyncio.sleep(0)
+    return web.json_response({"rides": rides, "next": ids[end - 1] if end < len(ids) else None})
 
 
 async def get_docs(
