@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import bisect
 import json
 import logging
 import math
@@ -167,12 +166,12 @@ async def list_rides(
     """Rides the token reads, in ride-id order after `after`: up to `limit` of them, having examined at
     most LIST_EXAMINED * limit rides; `next` continues (null once nothing is left)."""
     limit, after = _list_limit(request), _list_after(request)
-    ids = backend.store.rides()  # sorted by ride id
-    start = 0 if after is None else bisect.bisect_right(ids, after)
     budget = LIST_EXAMINED * limit
+    # One id past the budget: whether anything is left after the rides this page may examine.
+    ids = backend.store.rides_after(after, budget + 1)
     rides: list[dict[str, Any]] = []
-    end = start
-    while end < len(ids) and len(rides) < limit and end - start < budget:
+    end = 0
+    while end < len(ids) and len(rides) < limit and end < budget:
         ride_id = ids[end]
         end += 1
         if not auth.may_read(claims, ride_id, ride_classes(request.app, ride_id)):
