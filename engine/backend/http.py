@@ -19,6 +19,7 @@ from engine.backend.service import Backend, repo_id
 from engine.backend.state import BACKEND, BackendState, ride_classes
 from engine.crdt import CrdtDoc, new_actor_id
 from engine.events import idempotency as idem
+from engine.ids import valid_id
 from engine.ride import documents, policy, schema
 from engine.ride.model import SharedDoc
 from engine.store import StoreError
@@ -170,10 +171,15 @@ async def list_rides(
     # One id past the budget: whether anything is left after the rides this page may examine.
     ids = backend.store.rides_after(after, budget + 1)
     rides: list[dict[str, Any]] = []
-    end = 0
+    end, cursor = 0, None
     while end < len(ids) and len(rides) < limit and end < budget:
         ride_id = ids[end]
         end += 1
+        # A stored row whose id is no ride id (a damaged row; the store reports it at open) cannot be
+        # read, nor be passed back as `after`: skipped, and the cursor stays on the last real id.
+        if not valid_id(ride_id):
+            continue
+        cursor = ride_id
         if not auth.may_read(claims, ride_id, ride_classes(request.app, ride_id)):
             continue
         with backend.working.peek(ride_id):
@@ -191,7 +197,8 @@ async def list_rides(
         # A line may have read the ride back from the storage: let other requests, sync messages and
         # live frames run between lines rather than after the whole page.
         await asyncio.sleep(0)
-    return web.json_response({"rides": rides, "next": ids[end - 1] if end < len(ids) else None})
+    more = end < len(ids)
+    return web.json_response({"rides": rides, "next": (cursor or ids[end - 1]) if more else None})
 
 
 async def get_docs(

@@ -8,11 +8,13 @@ holds none in memory (each line of a page reads its ride back from the storage).
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from engine.backend.http import LIST_EXAMINED
 from engine.server.keys import REGISTRY
+from engine.store.db import DB_NAME
 from tests.support.backend_server import HANG_GUARD, MakeServer, Server
 from tests.support.stored_rides import seed_rides
 
@@ -120,3 +122,22 @@ async def test_bad_limit_or_after_is_a_400_that_changes_nothing(
     assert _metric(server, "ridesync_ride_loads_total") == 2  # only the good request loaded (two rides)
     assert server.backend.store.loaded_rides() == []
     assert ok[0] == 200 and [r["ride_id"] for r in ok[1]["rides"]] == ["ride-0001", "ride-0002"]
+
+
+async def test_a_stored_row_that_is_no_ride_id_is_skipped_and_never_the_cursor(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    """A damaged `rides` row (its id is no ride id) cannot be read nor passed back as `after`: the list
+    leaves it out, and a page that stops on it gives the last real id as `next`."""
+    ids = seed_rides(tmp_path / "data", 12)
+    with sqlite3.connect(tmp_path / "data" / "backend" / DB_NAME) as conn:
+        conn.execute("INSERT INTO rides VALUES ('ride-0008 x', 1.0, 'syncing', '', 1.0)")
+    server = await make_server(data=tmp_path / "data")
+    scoped = server.token("app", "a", rides=["ride-0011"])
+    async with asyncio.timeout(HANG_GUARD):
+        everything = await _pages(server, server.token("app", "tablet-1"), limit=1000)
+        # limit 1: 10 ids examined, the tenth being the damaged one.
+        pages = await _pages(server, scoped, limit=1)
+    assert [r["ride_id"] for p in everything for r in p["rides"]] == ids
+    assert [p["next"] for p in pages] == ["ride-0008", None]
+    assert [[r["ride_id"] for r in p["rides"]] for p in pages] == [[], ["ride-0011"]]
