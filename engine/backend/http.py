@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ from engine.backend.service import Backend, repo_id
 from engine.backend.state import BACKEND, BackendState, ride_classes
 from engine.crdt import CrdtDoc, new_actor_id
 from engine.events import idempotency as idem
+from engine.ids import valid_id
 from engine.ride import documents, policy, schema
 from engine.ride.model import SharedDoc
 from engine.store import StoreError
@@ -131,11 +133,53 @@ async def get_ride(
     return web.json_response(out)
 
 
+# A page of `GET /v1/rides`: each line may read a ride back from the storage (milliseconds each), so one
+# request does bounded work however many rides are stored. LIST_EXAMINED bounds the rides looked at per
+# page too, so a token that reads few rides among many cannot make one request walk them all.
+LIST_LIMIT = 200
+LIST_LIMIT_MAX = 1000
+LIST_EXAMINED = 10
+
+
+def _list_limit(request: web.Request) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return LIST_LIMIT
+    # Digits only: int() would also take " 5", "+5" and "5_0".
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= LIST_LIMIT_MAX:
+        raise auth.RequestError(400, "bad_limit", f"limit must be an integer from 1 to {LIST_LIMIT_MAX}")
+    return int(raw)
+
+
+def _list_after(request: web.Request) -> str | None:
+    raw = request.query.get("after")
+    if raw is None:
+        return None
+    try:
+        return schema.check_ride_id(raw)
+    except ValueError as exc:
+        raise auth.RequestError(400, "bad_after", f"after must be a ride id: {exc}") from None
+
+
 async def list_rides(
     request: web.Request, state: BackendState, backend: Backend, claims: Claims
 ) -> web.Response:
-    rides = []
-    for ride_id in backend.store.rides():
+    """Rides the token reads, in ride-id order after `after`: up to `limit` of them, having examined at
+    most LIST_EXAMINED * limit rides; `next` continues (null once nothing is left)."""
+    limit, after = _list_limit(request), _list_after(request)
+    budget = LIST_EXAMINED * limit
+    # One id past the budget: whether anything is left after the rides this page may examine.
+    ids = backend.store.rides_after(after, budget + 1)
+    rides: list[dict[str, Any]] = []
+    end, cursor = 0, None
+    while end < len(ids) and len(rides) < limit and end < budget:
+        ride_id = ids[end]
+        end += 1
+        # A stored row whose id is no ride id (a damaged row; the store reports it at open) cannot be
+        # read, nor be passed back as `after`: skipped, and the cursor stays on the last real id.
+        if not valid_id(ride_id):
+            continue
+        cursor = ride_id
         if not auth.may_read(claims, ride_id, ride_classes(request.app, ride_id)):
             continue
         with backend.working.peek(ride_id):
@@ -150,7 +194,11 @@ async def list_rides(
                 "updated": status.updated,
             }
         )
-    return web.json_response({"rides": rides})
+        # A line may have read the ride back from the storage: let other requests, sync messages and
+        # live frames run between lines rather than after the whole page.
+        await asyncio.sleep(0)
+    more = end < len(ids)
+    return web.json_response({"rides": rides, "next": (cursor or ids[end - 1]) if more else None})
 
 
 async def get_docs(

@@ -66,8 +66,22 @@ class BackendSource:
         return obj
 
     def list(self) -> list[dict[str, Any]]:
-        rides = self._json("/v1/rides").get("rides")
-        return [r for r in rides if isinstance(r, dict)] if isinstance(rides, list) else []
+        """Every ride the token reads, page by page (`GET /v1/rides` pages them; `next` continues)."""
+        out: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            query = "" if after is None else f"?after={_quote(after)}"
+            page = self._json(f"/v1/rides{query}")
+            rides = page.get("rides")
+            if isinstance(rides, list):
+                out.extend(r for r in rides if isinstance(r, dict))
+            cursor = page.get("next")
+            if cursor is None:
+                return out
+            # Ride ids only grow page by page: a backend that sends anything else would loop us forever.
+            if not isinstance(cursor, str) or (after is not None and cursor <= after):
+                raise RidesError(f"the backend sent a bad page cursor for /v1/rides: {cursor!r}")
+            after = cursor
 
     def show(self, ride_id: str) -> dict[str, Any]:
         return self._json(f"/v1/rides/{_quote(ride_id)}")

@@ -253,6 +253,14 @@ class ReplicaCore:
             return sorted(set(self.documents.listed()) | {row.ride_id for row in self.storage.rides()})
         return self.documents.listed()
 
+    def rides_after(self, after: str | None, limit: int) -> list[str]:
+        """Up to `limit` rides after `after` in ride-id order, as `rides()` lists them, without reading
+        every stored ride's row (a listing page over a large store)."""
+        listed = [r for r in self.documents.listed() if after is None or r > after]
+        if not self.lazy:
+            return listed[:limit]
+        return sorted(set(listed[:limit]) | set(self.storage.ride_ids(after, limit)))[:limit]
+
     def has_ride(self, ride_id: str) -> bool:
         """True if this replica holds the ride (a lazy one loads it from the storage if it is stored)."""
         return self.load_ride(ride_id) if self.lazy else self.documents.is_listed(ride_id)

@@ -156,6 +156,9 @@ class MemoryStorage:
     def rides(self) -> list[RideRow]:
         return list(self.backing.rides.values())
 
+    def ride_ids(self, after: str | None, limit: int) -> list[str]:
+        return sorted(r for r in self.backing.rides if after is None or r > after)[:limit]
+
     def ride(self, ride_id: str) -> RideRow | None:
         return self.backing.rides.get(ride_id)
 

@@ -165,6 +165,10 @@ class StoragePort(Protocol):
 
     def rides(self) -> list[RideRow]: ...
 
+    def ride_ids(self, after: str | None, limit: int) -> list[str]:
+        """Up to `limit` ride ids greater than `after` (all if None), in code-point order: one page of
+        a listing that must not read every row of a large store."""
+
     def ride(self, ride_id: str) -> RideRow | None: ...
 
     def sample_rides(self) -> set[str]:

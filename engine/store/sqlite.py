@@ -224,6 +224,13 @@ class SqliteStorage:
         rows = self.conn.execute("SELECT ride_id, sync_state, sync_reason, updated FROM rides").fetchall()
         return [RideRow(*row) for row in rows]
 
+    def ride_ids(self, after: str | None, limit: int) -> list[str]:
+        # The primary key's index serves both the range and the order (SQLite's BINARY is code-point order).
+        rows = self.conn.execute(
+            "SELECT ride_id FROM rides WHERE ride_id > ? ORDER BY ride_id LIMIT ?", (after or "", limit)
+        ).fetchall()
+        return [ride_id for (ride_id,) in rows]
+
     def ride(self, ride_id: str) -> RideRow | None:
         row = self.conn.execute(
             "SELECT ride_id, sync_state, sync_reason, updated FROM rides WHERE ride_id=?", (ride_id,)

@@ -142,6 +142,31 @@ def test_the_sample_log_keeps_the_first_row_and_marks_and_prunes_folded(opener: 
     assert [r.seq for r in s.raw_samples("r1")] == [2]
 
 
+def test_ride_ids_page_in_code_point_order(opener: Opener) -> None:
+    """`ride_ids` pages by ride id in Python's (code-point) order, whatever the database's collation: a
+    listing pages with it and merges it with the rides a replica holds in memory."""
+    ids = ["ride-b", "Ride-Z", "ride.a", "ride-a", "r:1", "r_1", "R1", "ride-a0", "9-x", "a"]
+    s = opener()
+    for ride_id in ids:
+
+        def add(tx: StorageTx, r: str = ride_id) -> None:
+            tx.add_ride(r, 1.0, "syncing", "")
+
+        s.write(add)
+    s.flush()
+    order = sorted(ids)
+    assert s.ride_ids(None, 100) == order
+    assert s.ride_ids(None, 3) == order[:3]
+    pages, after = [], None
+    while page := s.ride_ids(after, 3):
+        pages.append(page)
+        after = page[-1]
+    assert [r for page in pages for r in page] == order and [len(p) for p in pages] == [3, 3, 3, 1]
+    assert s.ride_ids("ride-a", 2) == ["ride-a0", "ride-b"]
+    assert s.ride_ids("ride-az", 10) == ["ride-b", "ride.a"]  # after need not be a stored ride
+    assert s.ride_ids("zzz", 10) == []
+
+
 def test_bookkeeping_tables(opener: Opener) -> None:
     s = opener()
     s.write(lambda tx: tx.set_peer_heads("d1", "backend", [H2, H1], 1.0))

@@ -7,23 +7,30 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
+import http.server
 import io
 import json
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import xmlschema
 
+from engine.backend.http import LIST_LIMIT
 from engine.cli.main import main
+from engine.cli.rides_source import BackendSource, RidesError
 from engine.device.common import replica_dir
 from engine.ride.schema import Role
+from engine.server.keys import REGISTRY
 from engine.store import ReplicaStore
 from tests.export.test_formats import decode_fit
+from tests.support.backend_server import MakeServer
 from tests.support.processes import HANG_GUARD_S, Backend, spawn
 from tests.support.samples import T0, sample
+from tests.support.stored_rides import seed_rides
 
 RIDE = "ride-cli"
 RIDE_S = 120
@@ -125,6 +132,55 @@ async def test_one_line_errors(backend: Backend) -> None:
     assert refusal.startswith("the backend refused the token (401 token_") and "key" in refusal
     assert "cannot reach the backend at http://127.0.0.1:9" in json.loads(unreachable[2])["error"]
     assert "--backend URL and --token T" in json.loads(neither[2])["error"]
+
+
+async def test_list_follows_next_over_more_rides_than_one_page(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    """`GET /v1/rides` answers 200 rides a page by default: `rides list` follows `next` to the end."""
+    ids = seed_rides(tmp_path / "data", LIST_LIMIT + 7)
+    server = await make_server(data=tmp_path / "data")
+    token = server.token("app", "tablet-1")
+    async with asyncio.timeout(HANG_GUARD_S):
+        code, stdout, stderr = await run_cli(
+            "rides", "list", "--backend", server.url, "--token", token, "--json"
+        )
+    assert code == 0, stderr
+    assert [r["ride_id"] for r in json.loads(stdout)["rides"]] == ids  # each once, in order
+    pages = server.test_server.app[REGISTRY].get_sample_value(
+        "ridesync_backend_http_requests_total", {"route": "list", "status": "200"}
+    )
+    assert pages == 2
+
+
+def test_a_cursor_that_does_not_advance_is_a_one_line_error() -> None:
+    """A hostile or broken backend that sends the same `next` again must not keep the client looping."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            body = json.dumps({"rides": [{"ride_id": "ride-b"}], "next": "ride-b"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            source = BackendSource(f"http://127.0.0.1:{httpd.server_address[1]}", "t")
+            with pytest.raises(RidesError, match="bad page cursor"):
+                source.list()
+        finally:
+            httpd.shutdown()
+            thread.join()
+    assert seen == ["/v1/rides", "/v1/rides?after=ride-b"]
 
 
 # -- a replica's data dir, in process ------------------------------------------------------------------

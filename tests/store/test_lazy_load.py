@@ -163,3 +163,19 @@ def test_a_page_sqlite_cannot_read_at_a_lazy_load_is_store_corrupt_and_nothing_s
         again.view("ride-2")
     assert not again.is_loaded("ride-2")
     assert not any(e.ref.ride_id == "ride-2" for e in again.documents.docs.values())
+
+
+def test_rides_after_pages_what_rides_lists_without_reading_every_row(open_replica: Open) -> None:
+    """A page of rides (`GET /v1/rides`) merges the rides in memory with the storage's page of ids."""
+    _, backend = _stored(open_replica)
+    backend.close()
+    again = open_replica("backend", role=Role.BACKEND, device="backend")
+    assert again.has_ride("ride-2")  # one ride in memory, the others only stored
+    again.start_ride("ride-0")  # and one new since the open
+    everything = again.rides()
+    assert everything == ["ride-0", *RIDES]
+    for after in (None, "ride-0", "ride-1", "ride-15", "ride-2", "ride-3", "zzz"):
+        for n in range(1, 6):
+            expected = [r for r in everything if after is None or r > after][:n]
+            assert again.rides_after(after, n) == expected, (after, n)
+    assert sorted(again.loaded_rides()) == ["ride-0", "ride-2"]  # paging loaded nothing

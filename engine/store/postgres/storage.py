@@ -429,6 +429,14 @@ class PostgresStorage:
         rows = self._rows("SELECT ride_id, sync_state, sync_reason, updated FROM rides")
         return [RideRow(*row) for row in rows]
 
+    def ride_ids(self, after: str | None, limit: int) -> list[str]:
+        # COLLATE "C": code-point order, as Python sorts ride ids (a locale collation orders them otherwise).
+        rows = self._rows(
+            'SELECT ride_id FROM rides WHERE ride_id COLLATE "C" > %s ORDER BY ride_id COLLATE "C" LIMIT %s',
+            (after or "", limit),
+        )
+        return [ride_id for (ride_id,) in rows]
+
     def ride(self, ride_id: str) -> RideRow | None:
         rows = self._rows(
             "SELECT ride_id, sync_state, sync_reason, updated FROM rides WHERE ride_id=%s", (ride_id,)
