@@ -151,6 +151,12 @@ async def _left_ready(
     return ready
 
 
+async def _restarted_with_a_ride_left_ready(make_server: MakeServer, data: Path) -> tuple[RideView, Server]:
+    """`_left_ready`, then a new server over the same data dir: the ride's view as left, and that server."""
+    ready = await _left_ready(make_server, data)
+    return ready, await make_server(data=data)
+
+
 def _finalized_as_ready(view: RideView, ready: RideView) -> None:
     """The official result is what finalizing when the ride became ready would have written."""
     assert view.phase.label == "finalized"
@@ -161,9 +167,7 @@ async def test_a_ride_left_ready_to_finalize_is_finalized_at_its_next_change_aft
     make_server: MakeServer, tmp_path: Path
 ) -> None:
     """The restarted backend finalizes it when the ride next changes (the bike's end event)."""
-    data = tmp_path / "data"
-    ready = await _left_ready(make_server, data)
-    second = await make_server(data=data)
+    ready, second = await _restarted_with_a_ride_left_ready(make_server, tmp_path / "data")
     store = second.backend.store
     assert store.loaded_rides() == []
     token = second.token("bike", "bike-1")
@@ -180,9 +184,7 @@ async def test_a_ride_left_ready_to_finalize_is_finalized_by_a_plain_read_after_
 ) -> None:
     """Nothing need ever change the ride again: loading it (here for a viewer's GET) finalizes it, and
     the answer already shows the finalization."""
-    data = tmp_path / "data"
-    ready = await _left_ready(make_server, data)
-    second = await make_server(data=data)
+    ready, second = await _restarted_with_a_ride_left_ready(make_server, tmp_path / "data")
     store = second.backend.store
     viewer = second.token("viewer", "v", rides=[LIVE])
     async with asyncio.timeout(HANG_GUARD):
@@ -196,7 +198,7 @@ async def test_a_ride_left_ready_to_finalize_is_finalized_by_a_plain_read_after_
     assert _metric(second, "ridesync_rides_finalized_total") == 1
     assert _metric(second, "ridesync_ride_loads_total") == 1
     await second.close()  # what the server committed: it holds after another restart
-    with ReplicaStore(data / "backend", device_id="backend", role=Role.BACKEND) as reopened:
+    with ReplicaStore(tmp_path / "data" / "backend", device_id="backend", role=Role.BACKEND) as reopened:
         _finalized_as_ready(reopened.view(LIVE), ready)
 
 
@@ -204,9 +206,7 @@ async def test_a_ride_left_ready_to_finalize_is_finalized_when_its_bike_reconnec
     make_server: MakeServer, tmp_path: Path
 ) -> None:
     """The bike's sync upgrade loads the ride, which finalizes it; the bike then gets the finalization."""
-    data = tmp_path / "data"
-    ready = await _left_ready(make_server, data)
-    second = await make_server(data=data)
+    ready, second = await _restarted_with_a_ride_left_ready(make_server, tmp_path / "data")
     store = second.backend.store
     bike = second.replica(Role.BIKE, "bike-1")  # reopened: it holds the whole ride, all of it synced
     assert bike.view(LIVE).phase.label == "ended"
@@ -225,9 +225,7 @@ async def test_a_finalization_that_fails_at_the_load_is_logged_once_and_the_read
     """The storage refuses the finalization (as PostgreSQL away does): the read still gets the ride as
     stored, one WARNING says why, the next read does not try again (the ride stays loaded), and the
     ride's next change finalizes it."""
-    data = tmp_path / "data"
-    ready = await _left_ready(make_server, data)
-    second = await make_server(data=data)
+    ready, second = await _restarted_with_a_ride_left_ready(make_server, tmp_path / "data")
     store = second.backend.store
     finalize = store.finalize_here
 
