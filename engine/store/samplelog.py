@@ -249,10 +249,9 @@ class SampleLog:
         assert pending
         if ride.segment is None:
             number = self.segments.next_number(ride_id, self.device_id)
-            if (
-                number > schema.MAX_SEGMENT
-                or len(self.segments.live(ride_id, self.device_id)) >= MAX_LIVE_SEGMENTS
-            ):
+            # Segments held here, retired or not: one the backend has not acknowledged yet still counts.
+            held = len(self.segments.held(ride_id, self.device_id))
+            if number > schema.MAX_SEGMENT or held >= MAX_LIVE_SEGMENTS:
                 return self.fold(ride_id, now)
             ref = schema.segment_ref(ride_id, self.device_id, number)
             shared_ref = schema.shared_ref(ride_id)

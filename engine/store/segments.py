@@ -60,16 +60,20 @@ class Segments:
     def retirable(self, ride_id: str) -> list[DocRef]:
         """The segments held here that are dead (module docstring)."""
         out = []
+        markers: dict[str, set[int]] = {}
         for entry in self.held(ride_id):
-            durable = self.durable(ride_id, entry.ref.device)
-            if durable is None:
-                continue
+            device = entry.ref.device
+            if device not in markers:
+                markers[device] = self.markers(ride_id, device)
+            if entry.ref.segment not in markers[device]:
+                continue  # the common case, decoding nothing: a segment still being written
+            durable = self.durable(ride_id, device)
+            assert durable is not None  # it names the segment
             decoded = entry.decode()
             seqs = [s.seq for s in decoded.samples] if isinstance(decoded, DeviceDoc) else []
             with self.docs.guard():
-                marked = entry.ref.segment in documents.segment_markers(durable.doc)
-                held = documents.seqs_in(durable.doc, min(seqs), max(seqs)) if seqs and marked else set()
-            if covered(seqs, held, marked):
+                held = documents.seqs_in(durable.doc, min(seqs), max(seqs)) if seqs else set()
+            if covered(seqs, held, marked=True):
                 out.append(entry.ref)
         return out
 
