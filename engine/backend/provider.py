@@ -101,8 +101,10 @@ class RideDocuments:
             return None
         for ride in sorted(self._rides):
             owner = self.backend.owner(ride)
-            if owner is None or owner.device != self.device or not self.backend.has_ride(ride):
+            if owner is None or owner.device != self.device:
                 continue
+            # Loads a stored ride not in memory; a ride with nothing stored yet has no segment consolidated.
+            self.backend.has_ride(ride)
             for ref in self.backend.store.segments.window(ride, self.device):
                 if ref.doc_id == hexid:
                     return ref

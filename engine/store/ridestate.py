@@ -47,7 +47,7 @@ class Ride:
     live: dict[int, Sample] = field(default_factory=dict)
     unmarked: dict[int, int] = field(default_factory=dict)
     segment: int | None = None  # the open segment's number
-    segment_t: float = 0.0  # when it opened (ride clock)
+    segment_t: float = 0.0  # the last consolidation, or the start (ride clock)
     backlog: bool = False  # samples were held offline since the last consolidation
     unlogged: list[UnloggedRow] = field(default_factory=list)  # not logged: the disk was full
     last_fold: float | None = None

@@ -95,6 +95,7 @@ class SampleLog:
             ride.pending = {}
         if ride.last_fold is None:
             ride.last_fold = self._clock()
+        ride.segment_t = ride.last_fold
 
     def recover(self, ride_id: str) -> None:
         """Replay the raw rows the device's document lacks (at open; see the module docstring)."""
@@ -224,6 +225,7 @@ class SampleLog:
         if ride is None:
             return 0
         now = self._clock() if now is None else now
+        # Consolidation is due `segment_interval_s` after the last one (or the start), whatever the segment.
         if ride.live and (not online or now - ride.segment_t >= (self.segment_interval_s or 0.0)):
             return self.fold(ride_id, now)
         if not ride.pending:
@@ -263,7 +265,7 @@ class SampleLog:
                     shared, documents.header_values(shared, shared_ref), documents.index_values(shared, ref)
                 )
             self.docs.persist(shared_ref.doc_id)
-            ride.segment, ride.segment_t = number, now
+            ride.segment = number
         ref = schema.segment_ref(ride_id, self.device_id, ride.segment)
         doc = self.docs.ensure_doc(ref)
         batch = [pending[s] for s in sorted(pending)]
@@ -332,5 +334,6 @@ class SampleLog:
         ride.live.clear()
         ride.unmarked.clear()
         ride.segment = None
+        ride.segment_t = ride.last_fold
         ride.backlog = False
         return len(batch)

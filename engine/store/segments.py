@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
+from engine.crdt import CrdtDoc
 from engine.ride import documents, schema
 from engine.ride.model import DeviceDoc
 from engine.ride.schema import DocKind, DocRef
@@ -101,6 +102,24 @@ class Segments:
         top = min(base + 2 * MAX_LIVE_SEGMENTS, schema.MAX_SEGMENT + 1)
         return [schema.segment_ref(ride_id, device, n) for n in range(base, top)]
 
+    def _acknowledged(self, durable: OpenDoc, ref: DocRef, heads: Sequence[bytes]) -> bool:
+        """Whether the durable document as of `heads` (what the backend acknowledged) already covers
+        segment `ref`. Usually `heads` are the document's own (nothing since): no rebuild. Otherwise (the
+        bike wrote more since, say a consolidation at its restart) the document at `heads` is rebuilt
+        from the changes they cover and checked; heads this replica does not know cover nothing."""
+        with self.docs.guard():
+            newer = {c.hash for c in durable.doc.changes_since(list(heads))}
+            if not newer:
+                return True
+            past = CrdtDoc.new(self.docs.actor)
+            past.apply_changes([c.data for c in durable.doc.changes_since([]) if c.hash not in newer])
+            entry = self.docs.docs[ref.doc_id]
+            decoded = entry.decode()
+            seqs = [s.seq for s in decoded.samples] if isinstance(decoded, DeviceDoc) else []
+            marked = ref.segment in documents.segment_markers(past)
+            held = documents.seqs_in(past, min(seqs), max(seqs)) if seqs and marked else set()
+        return covered(seqs, held, marked)
+
     def drop(self, ref: DocRef) -> None:
         """Forget segment `ref` here: from memory and, in the same order as every write, from storage."""
         assert ref.kind is DocKind.SEGMENT
@@ -121,11 +140,8 @@ class Segments:
             if ref.device == own_device:
                 durable = self.durable(ride_id, own_device)
                 heads = None if acked is None or durable is None else acked.get(durable.ref.doc_id)
-                if heads is None or durable is None:
+                if heads is None or durable is None or not self._acknowledged(durable, ref, heads):
                     continue
-                with self.docs.guard():
-                    if durable.doc.changes_since(list(heads)):
-                        continue
             dead.append(ref)
         for ref in dead:
             self.drop(ref)
