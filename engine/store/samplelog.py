@@ -298,7 +298,8 @@ class SampleLog:
         claim, and the `segment.<n>` keys of the segments it covers), one transaction. Writes nothing,
         `extra` neither, when there is nothing to write."""
         ride = self.docs.ride(ride_id)
-        ride.last_fold = self._clock() if now is None else now
+        now = self._clock() if now is None else now
+        ride.last_fold = now
         pending = ride.pending
         if pending is None:
             pending = ride.pending = {}
@@ -334,6 +335,6 @@ class SampleLog:
         ride.live.clear()
         ride.unmarked.clear()
         ride.segment = None
-        ride.segment_t = ride.last_fold
+        ride.segment_t = now
         ride.backlog = False
         return len(batch)
