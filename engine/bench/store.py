@@ -437,6 +437,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "gate": bench_gate(tmp, max(args.hours, 0.5)),
             "rss": bench_rss(args.rides, args.hours),
             "backend_rss": bench_backend_rss(max(args.rides // 3, 5), args.hours),
-            "live_segments": bench_live_segments(max(args.rides // 3, 5), args.hours),
+            "live_segments": bench_live_segments(args.rides, args.hours),
         }
     return result
