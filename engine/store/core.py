@@ -293,7 +293,13 @@ class ReplicaCore:
     def ride_refs(self, ride_id: str) -> list[DocRef]:
         """The documents of `ride_id` this replica holds, plus any the shared index names that it lacks."""
         self._in_memory(ride_id)
-        return self.documents.ride_refs(ride_id)
+        refs = self.documents.ride_refs(ride_id)
+        # This device's own segments are what it holds: one only listed was dropped here (retired).
+        return [
+            r
+            for r in refs
+            if r.kind is not DocKind.SEGMENT or r.device != self.device_id or self.has_doc(r.doc_id)
+        ]
 
     def ref(self, doc_id: str) -> DocRef:
         return self.documents.entry(doc_id).ref

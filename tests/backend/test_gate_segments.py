@@ -10,7 +10,7 @@ import asyncio
 from engine.campaign.sync_client import SyncClient
 from engine.crdt import CrdtDoc, new_actor_id
 from engine.ride import documents
-from engine.ride.schema import DocKind, DocRef, Role, segment_ref
+from engine.ride.schema import DocKind, DocRef, Role, segment_ref, shared_ref
 from engine.store import ReplicaStore
 from engine.store.segments import MAX_LIVE_SEGMENTS
 from engine.sync.effects import CLOSE_POLICY_VIOLATION
@@ -156,3 +156,22 @@ async def test_a_retired_segment_is_unavailable_and_never_created_again(server: 
         assert not store.has_doc(ref.doc_id) and c.errors == []
         assert store.view(RIDE).samples == {BIKE: 60}
     bike.close()
+
+
+async def test_only_the_bike_lists_its_segments_in_the_index(server: Server) -> None:
+    """Every replica fetches the segments the shared index lists, so an app may not list the bike's (a
+    hostile one could list thousands for everyone to fetch)."""
+    async with asyncio.timeout(HANG_GUARD):
+        await _started(server)
+        store = server.backend.store
+        shared = shared_ref(RIDE)
+        before = store.heads(shared.doc_id)
+        forged = CrdtDoc.load(store.doc(shared.doc_id).save(), new_actor_id("app-1"))
+        forged.put(documents.index_values(forged, segment_ref(RIDE, BIKE, 3)))
+        app = server.replica(Role.APP, "app-1")
+        async with SyncClient(server.url, server.token("app", "app-1", rides=[RIDE]), app, RIDE) as client:
+            await client.open_raw(shared, forged)
+            await client.closed.wait()
+    assert client.close_code == CLOSE_POLICY_VIOLATION
+    assert any("only that bike may" in e for e in client.errors), client.errors
+    assert store.heads(shared.doc_id) == before
