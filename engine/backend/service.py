@@ -276,7 +276,9 @@ class Backend:
         """After a change to the ride (here or, merged, from another node): retire the live segments its
         bike documents now cover, finalize if it is time, refresh its state, wake the waiters."""
         self.working.used(ride_id)
-        self.store.retire_segments(ride_id)
+        retired = self.store.retire_segments(ride_id)
+        if retired:
+            self.metrics.segments_retired.inc(len(retired))
         phase = self.store.phase(ride_id)
         view = None
         if phase is Phase.ENDED:

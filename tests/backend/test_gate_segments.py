@@ -155,6 +155,8 @@ async def test_a_retired_segment_is_unavailable_and_never_created_again(server: 
             await c.wait_for(lambda: ref.doc_id in c.unavailable)
         assert not store.has_doc(ref.doc_id) and c.errors == []
         assert store.view(RIDE).samples == {BIKE: 60}
+        async with server.http.get(server.url + "/metrics") as resp:
+            assert "ridesync_live_segments_retired_total 1.0" in await resp.text()
     bike.close()
 
 
