@@ -151,6 +151,7 @@ class DeviceSync:
     # ---- the recording side: never blocks -------------------------------------------------------------
 
     def track(self, ride_id: str) -> None:
+        live_segments.at_start(self.store, ride_id, self.tracker.peer)
         self.tracker.track(ride_id)
         self.notify(ride_id)
 

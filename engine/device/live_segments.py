@@ -1,7 +1,8 @@
 """A device's side of live segments (docs/architecture.md#live-segments) on its sync connection.
 
 - The bike drops its own segment once the backend acknowledged heads of its durable bike document that
-  name the segment consolidated and hold its samples: from then on the backend holds them without it.
+  name the segment consolidated and hold its samples: from then on the backend holds them without it
+  (also at a restart, from the acknowledgement stored last).
 - Any device drops another device's segment (an app: the bike's) as soon as it holds the durable document
   that covers it.
 - A segment the backend retired before this connection sent it everything is answered `doc-unavailable`;
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.ride.schema import DocKind, DocRef
+from engine.ride.schema import DocKind, DocRef, Role
 from engine.store import ReplicaStore
 from engine.sync import client_session as cs
 from engine.sync.docid import document_id_from_hex
@@ -35,6 +36,16 @@ def after_acknowledged(
     if ref.kind is not DocKind.BIKE or ref.device != store.device_id:
         return []
     return _forget(session, store.retire_segments(ref.ride_id, {doc_hex: list(heads)}))
+
+
+def at_start(store: ReplicaStore, ride_id: str, peer: str) -> list[DocRef]:
+    """Before syncing a ride (a restart): drop the own segments the acknowledgement stored last covers."""
+    if store.role is not Role.BIKE:
+        return []
+    durable = DocRef(ride_id, DocKind.BIKE, store.device_id)
+    if not store.has_doc(durable.doc_id):
+        return []
+    return store.retire_segments(ride_id, {durable.doc_id: store.peer_heads(durable.doc_id, peer)})
 
 
 def after_change(store: ReplicaStore, session: cs.ClientSession, ride_id: str) -> list[DocRef]:

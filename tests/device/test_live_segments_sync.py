@@ -108,3 +108,33 @@ async def test_segments_are_synced_retired_and_dropped_everywhere(server: Server
     assert [e for e in events[connected:] if e.state is SyncState.FAILED] == []
     bike.close()
     app.close()
+
+
+def test_a_restarted_bike_drops_the_segments_its_stored_acknowledgement_covers(tmp_path: Path) -> None:
+    from engine.device import live_segments
+    from engine.ride.schema import DocRef
+
+    clock = Clock(T0)
+
+    def open_bike() -> ReplicaStore:
+        return ReplicaStore(
+            tmp_path / "bike", device_id="bike-1", role=Role.BIKE, clock=clock, segment_interval_s=30.0
+        )
+
+    bike = open_bike()
+    bike.start_ride(RIDE, t=T0)
+    for seq in range(35):  # segment 0 consolidated at 30 s
+        clock.t = T0 + seq + 1
+        bike.append_sample(RIDE, sample(seq, T0))
+        bike.maybe_fold(RIDE, online=True)
+    durable = DocRef(RIDE, DocKind.BIKE, "bike-1")
+    acked = bike.heads(durable.doc_id)
+    bike.close()
+    bike = open_bike()
+    assert held_segments(bike) == [0]
+    assert live_segments.at_start(bike, RIDE, "backend") == []  # nothing acknowledged: kept
+    bike.set_peer_heads(durable.doc_id, "backend", acked)  # as the tracker stores an acknowledgement
+    assert [r.segment for r in live_segments.at_start(bike, RIDE, "backend")] == [0]
+    assert held_segments(bike) == []
+    assert bike.view(RIDE).samples == {"bike-1": 35}
+    bike.close()
