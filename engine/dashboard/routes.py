@@ -158,11 +158,9 @@ def _stored_rides(app: web.Application, class_id: str) -> list[RideEntry]:
     state = app.get(BACKEND)
     if state is None or state.backend is None:
         return []
-    owners = state.backend.store.ride_owners()
     return [
-        RideEntry(ride, class_id, owner.device, None, owner.bound)
-        for ride, owner in owners.items()
-        if owner.class_id == class_id
+        RideEntry(owner.ride_id, class_id, owner.device, None, owner.bound)
+        for owner in state.backend.store.class_owners(class_id)
     ]
 
 

@@ -351,3 +351,11 @@ class GuardedRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         inner = await super()._make_server()
         return _GuardedServer(self.app[GUARD], inner)
+
+
+def serve_runner(app: web.Application) -> GuardedRunner:
+    """The runner `ridesync serve` serves with, also what the tests serve with (tests/support/
+    backend_server.py). Handlers are not cancelled when their peer goes (aiohttp's default; its test
+    server turns cancellation on): a handler then meets the lost connection itself, on its read or on its
+    close, which is the path every production connection ends on and must free what it held."""
+    return GuardedRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)

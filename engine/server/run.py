@@ -13,7 +13,7 @@ from aiohttp import web
 
 from engine.server.app import build_app
 from engine.server.config import ServerConfig
-from engine.server.guard import GuardedRunner
+from engine.server.guard import serve_runner
 from engine.server.lane import Lane
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ async def serve(
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     # The guard's limits (header and body timeouts, pending cap, keep-alive) apply to every path.
-    runner = GuardedRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    runner = serve_runner(app)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port, backlog=4096)

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS actors(
     actor BLOB PRIMARY KEY, device TEXT NOT NULL, role TEXT NOT NULL, bound REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS ride_owners(
     ride_id TEXT PRIMARY KEY, device TEXT NOT NULL, rider TEXT, class_id TEXT, bound REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS ride_owners_class ON ride_owners(class_id);
 CREATE TABLE IF NOT EXISTS finalizations(
     ride_id TEXT PRIMARY KEY, by_actor TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS peer_heads(

@@ -7,15 +7,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
+from collections.abc import Callable
 
 import aiohttp
+import pytest
 
 from engine.campaign.sync_client import SyncClient
 from engine.ride.schema import Role, shared_ref
 from engine.sync.effects import CLOSE_POLICY_VIOLATION
 from tests.support.backend_server import HANG_GUARD, Server
 from tests.support.hostile import orphan_changes, raw_peer, sync_frame
-from tests.support.memory import cycle_collector_off, handler_finished, referrers, vanish
+from tests.support.memory import cycle_collector_off, handler_finished, hang_up, referrers, vanish
 from tests.support.samples import T0, sample
 
 RIDE = "ride-mem"
@@ -81,10 +83,15 @@ async def test_a_connection_the_server_refuses_mid_flood_is_freed_without_the_cy
         assert leaked is None, referrers(leaked)
 
 
-async def test_a_connection_that_vanishes_is_freed_without_the_cycle_collector(server: Server) -> None:
-    """A peer that drops its TCP connection without a close frame (a reset, a partition ending in one):
-    the endpoint's close and linger then fail or are cut short, and the cycle aiohttp leaves between the
-    WebSocket and its protocol must be broken all the same."""
+@pytest.mark.parametrize("drop", [vanish, hang_up], ids=["reset", "fin"])
+async def test_a_connection_that_vanishes_is_freed_without_the_cycle_collector(
+    server: Server, drop: Callable[[aiohttp.ClientWebSocketResponse], None]
+) -> None:
+    """A peer that drops its TCP connection without a close frame, with a reset (a partition ending in
+    one) or a FIN (its process exited): the endpoint's close and linger then fail or are cut short, and
+    neither the cycle aiohttp leaves between the WebSocket and its protocol nor the errors aiohttp keeps
+    from that close (the end-of-stream it read, then the write of its close frame to a closing
+    transport, chained) may keep the connection."""
     bike = server.replica(Role.BIKE, "bike-1")
     bike.start_ride(RIDE, t=T0)
     with cycle_collector_off():
@@ -96,7 +103,7 @@ async def test_a_connection_that_vanishes_is_freed_without_the_cycle_collector(s
                 ref = weakref.ref(connection)
                 socket = weakref.ref(connection.ws)  # type: ignore[attr-defined]
                 del connection
-                vanish(ws)
+                drop(ws)
             await server.backend.wait_for(lambda: not server.backend.peers)
             await handler_finished(ref, socket)
         leaked = ref()
