@@ -14,6 +14,8 @@ from aiohttp import web
 from engine.server.app import build_app
 from engine.server.config import ServerConfig
 from engine.server.guard import serve_runner
+from engine.server.heap import HeapCollector, HeapTrimmer, glibc_trim
+from engine.server.keys import REGISTRY
 from engine.server.lane import Lane
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,11 @@ async def serve(
     # The guard's limits (header and body timeouts, pending cap, keep-alive) apply to every path.
     runner = serve_runner(app)
     await runner.setup()
+    trimmer = HeapTrimmer(config.heap_trim_s, trim=glibc_trim()) if config.heap_trim_s > 0 else None
+    trimming: asyncio.Task[None] | None = None
+    if trimmer is not None:
+        app[REGISTRY].register(HeapCollector(trimmer))
+        trimming = asyncio.get_running_loop().create_task(trimmer.run(), name="heap trim")
     try:
         site = web.TCPSite(runner, config.host, config.port, backlog=4096)
         await site.start()
@@ -67,4 +74,7 @@ async def serve(
                     loop.remove_signal_handler(sig)
         log.info("shutting down")
     finally:
+        if trimming is not None:
+            trimming.cancel()
+            await asyncio.gather(trimming, return_exceptions=True)
         await runner.cleanup()
