@@ -3,6 +3,7 @@ glibc's malloc_trim really lowering a process's RSS after a fragmenting free."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -19,27 +20,33 @@ class FakeProcess:
     def __init__(self) -> None:
         self.rss = 100 * MiB
         self.trims = 0
+        self.third: asyncio.Future[None] | None = None
 
-    def trim(self) -> None:
+    def trim(self) -> None:  # runs in the trimmer's worker thread when it runs on its beat
         self.trims += 1
         self.rss -= 10 * MiB
+        if self.trims == 3 and self.third is not None:
+            self.third.get_loop().call_soon_threadsafe(self.third.set_result, None)
 
 
-def test_the_first_look_trims_then_only_after_rss_grew_by_the_threshold() -> None:
+async def test_it_trims_every_interval_and_counts_what_it_gave_back() -> None:
     p = FakeProcess()
-    t = HeapTrimmer(30.0, min_growth_bytes=4 * MiB, trim=p.trim, rss=lambda: p.rss)
-    assert t.maybe_trim() and p.trims == 1 and t.stats.released_bytes == 10 * MiB
-    assert t.stats.last_rss == 90 * MiB
-    p.rss += 3 * MiB  # grew, but less than the threshold
-    assert not t.maybe_trim() and p.trims == 1
-    p.rss += 1 * MiB
-    assert t.maybe_trim() and p.trims == 2 and t.stats.trims == 2
-    assert t.stats.released_bytes == 20 * MiB and t.stats.last_rss == 84 * MiB
+    t = HeapTrimmer(0.001, trim=p.trim, rss=lambda: p.rss)
+    assert t.trim() and p.trims == 1 and t.stats.released_bytes == 10 * MiB and t.stats.last_rss == 90 * MiB
+    p.third = asyncio.get_running_loop().create_future()
+    task = asyncio.get_running_loop().create_task(t.run())
+    try:
+        async with asyncio.timeout(10):
+            await p.third
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert t.stats.trims == p.trims and t.stats.released_bytes == 10 * MiB * p.trims
 
 
 async def test_without_malloc_trim_it_does_nothing_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
     t = HeapTrimmer(0.01, trim=None, rss=lambda: 1)  # a C library without malloc_trim (musl, macOS)
-    assert not t.available and not t.maybe_trim()
+    assert not t.available and not t.trim()
     with caplog.at_level("INFO"):
         await t.run()  # returns at once instead of looping
     assert "heap trimming unavailable" in caplog.text

@@ -173,8 +173,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=float,
         default=DEFAULT_HEAP_TRIM_S,
         metavar="S",
-        help="every S seconds, give memory the server freed back to the system if its RSS grew since the "
-        "last time (glibc's malloc_trim; engine/server/heap.py); 0 never (default %(default)g)",
+        help="every S seconds, give heap memory the server freed back to the system (glibc's malloc_trim, "
+        "in a worker thread; engine/server/README.md); 0 never (default %(default)g)",
     )
     p.add_argument("--log-level", type=argtypes.log_level, default="INFO", metavar="LEVEL")
     p.set_defaults(handler=_serve)
