@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 DIRECTORY_FILE = "rides.sqlite3"
 # What earlier versions kept instead, rewritten whole at every registration; imported once at open.
 LEGACY_FILE = "rides.json"
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # (class, device) -> the rider's display name, when the hub knows it (engine/live/riders.py).
 NameLookup = Callable[[str, str], str | None]
@@ -98,9 +101,7 @@ def _entry(row: tuple[Any, ...]) -> RideEntry:
 
 def _storable(name: str | None) -> str | None:
     """A name SQLite can store: a lone surrogate (valid in JSON, not in UTF-8) becomes U+FFFD."""
-    if name is None:
-        return None
-    return name.encode("utf-8", "replace").decode("utf-8") if not name.isascii() else name
+    return None if name is None else _SURROGATE.sub("\ufffd", name)
 
 
 class RideDirectory:
