@@ -118,7 +118,9 @@ def test_a_name_sqlite_cannot_store_is_kept_readable() -> None:
     assert d.ride("r1") == entry
 
 
-def test_a_failing_write_is_one_warning_and_no_exception(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failing_write_is_one_warning_and_no_exception(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     d = _open(tmp_path)
     d.register("spin", "bike-1", "r1")
     # The database's page limit at its current size: the next pages cannot be written (SQLITE_FULL).
