@@ -67,6 +67,8 @@ def connect(path: Path | None) -> sqlite3.Connection:
         # power cut is found again from the backend's store (the results endpoint reads ride owners too).
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
+        # The WAL is truncated back to this after each checkpoint rather than keeping its largest size.
+        conn.execute("PRAGMA journal_size_limit=1048576")
         conn.executescript(_SCHEMA)
         version = conn.execute("SELECT value FROM meta WHERE key='format'").fetchone()
         if version is None:
@@ -141,6 +143,8 @@ def _insert_all(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+    # An import writes the whole directory into the WAL at once: fold it into the file and give it back.
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _set_aside(json_path: Path, suffix: str) -> None:
