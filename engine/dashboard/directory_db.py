@@ -21,6 +21,9 @@ from engine.store.db import QUICK_CHECK_MAX_BYTES, StoreCorrupt, StoreError
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1"
+# 100,000 rides made a 12 MB rides.json: a file far beyond that is not one this code wrote, and is not read
+# into memory whole.
+LEGACY_MAX_BYTES = 256 * 1024 * 1024
 # (ride_id, class_id, device, name, registered): the row shape every statement reads and writes.
 Row = tuple[str, str, str, str | None, float]
 
@@ -115,10 +118,14 @@ def import_legacy(conn: sqlite3.Connection, json_path: Path, db_label: str) -> i
     neither read again nor lost. Returns the number of rides imported. A crash between the commit and the
     rename imports the same rows again at the next open, which changes nothing."""
     try:
+        size = json_path.stat().st_size
+        if size > LEGACY_MAX_BYTES:
+            raise ValueError(f"{size} bytes is more than a ride directory ({LEGACY_MAX_BYTES} at most)")
         rows = _legacy_rows(json.loads(json_path.read_text("utf-8")))
     except FileNotFoundError:
         return 0
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
+        # (OverflowError: a time like 1e999 as an integer; RecursionError: JSON nested past Python's stack.)
         log.warning(
             "ride directory unreadable, starting afresh", extra={"path": str(json_path), "error": f"{exc}"}
         )

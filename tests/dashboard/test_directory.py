@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import tempfile
 import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.dashboard import directory, directory_db
 from engine.dashboard.directory import (
@@ -229,6 +232,8 @@ def test_an_old_rides_json_is_imported_once(tmp_path: Path, caplog: pytest.LogCa
         b'{"rides": [{"class": "spin", "device": "b"}]}',
         b'{"rides": [{"ride_id": "r", "class": "spin", "device": "b", "registered": "NaN"}]}',
         b'{"rides": [{"ride_id": "\\ud800", "class": "spin", "device": "b"}]}',
+        b'{"rides": [{"ride_id": "r", "class": "spin", "device": "b", "registered": 1' + b"0" * 400 + b"}]}",
+        b'{"rides": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
     ],
 )
 def test_an_unreadable_rides_json_is_one_warning_and_a_fresh_start(
@@ -250,6 +255,21 @@ def test_an_unreadable_rides_json_is_one_warning_and_a_fresh_start(
         again = RideDirectory.in_dir(tmp_path)
     assert caplog.records == [] and again.ride("r1") is not None
     again.close()
+
+
+def test_a_rides_json_too_large_to_be_one_is_not_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sparse file past the limit: refused from its size alone (reading it would take the memory)."""
+    legacy = tmp_path / LEGACY_FILE
+    with legacy.open("wb") as fh:
+        fh.truncate(directory_db.LEGACY_MAX_BYTES + 1)
+    with caplog.at_level(logging.WARNING):
+        d = RideDirectory.in_dir(tmp_path)
+    assert [r.message for r in caplog.records] == ["ride directory unreadable, starting afresh"]
+    assert "bytes is more than a ride directory" in getattr(caplog.records[0], "error", "")
+    assert d.classes() == [] and (tmp_path / "rides.json.unreadable").exists()
+    d.close()
 
 
 # --- a damaged file -------------------------------------------------------------------------------------
@@ -282,3 +302,43 @@ def test_a_directory_of_another_format_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(DirectoryCorrupt, match="format 99"):
         RideDirectory(path)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=9), inner, max_size=5),
+    max_leaves=20,
+)
+_ROW = st.fixed_dictionaries(
+    {},
+    optional={
+        "ride_id": _JSON,
+        "class": _JSON,
+        "device": _JSON,
+        "name": _JSON,
+        "registered": _JSON,
+    },
+)
+
+
+@given(
+    body=st.binary(max_size=200)
+    | st.builds(lambda rows: json.dumps({"rides": rows}).encode(), st.lists(_ROW, max_size=5))
+)
+def test_any_rides_json_is_imported_or_set_aside(body: bytes) -> None:
+    """Whatever the old file holds: its rides are imported, or it is one warning; never an exception."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / LEGACY_FILE).write_bytes(body)
+        d = RideDirectory.in_dir(root)
+        try:
+            imported = (root / "rides.json.imported").exists()
+            assert imported != (root / "rides.json.unreadable").exists()
+            assert not (root / LEGACY_FILE).exists()
+            rides = [e for c in d.classes() for e in d.class_history(c)]
+            if imported:
+                assert {e.ride_id for e in rides} == {str(r["ride_id"]) for r in json.loads(body)["rides"]}
+            else:
+                assert rides == []
+        finally:
+            d.close()
