@@ -218,9 +218,15 @@ def setup_dashboard(app: web.Application) -> None:
             ident = book.identity(class_id, device)
             return None if ident is None else ident.name
 
+        # A damaged file raises DirectoryCorrupt (a StoreCorrupt naming it): serve and demo report it.
         directory = RideDirectory.in_dir(app[DATA_DIR], name_of) if DATA_DIR in app else RideDirectory()
         app[RIDES] = directory
         book.subscribe(lambda class_id, device, ident: directory.rename(class_id, device, ident.name))
+
+        async def close_directory(_: web.Application) -> None:
+            directory.close()
+
+        app.on_cleanup.append(close_directory)
     app.router.add_get("/", index)
     app.router.add_get("/classes/{class_id}", class_page)
     app.router.add_get("/classes/{class_id}/results", results_page)
