@@ -15,7 +15,7 @@ import pytest
 from engine.campaign.sync_client import SyncClient
 from engine.ride.schema import Role, shared_ref
 from engine.sync.effects import CLOSE_POLICY_VIOLATION
-from tests.support.backend_server import HANG_GUARD, Server
+from tests.support.backend_server import HANG_GUARD, MakeServer, Server
 from tests.support.hostile import orphan_changes, raw_peer, sync_frame
 from tests.support.memory import cycle_collector_off, handler_finished, hang_up, referrers, vanish
 from tests.support.samples import T0, sample
@@ -106,6 +106,58 @@ async def test_a_connection_that_vanishes_is_freed_without_the_cycle_collector(
                 drop(ws)
             await server.backend.wait_for(lambda: not server.backend.peers)
             await handler_finished(ref, socket)
+        leaked = ref()
+        assert leaked is None, referrers(leaked)
+        leaked_socket = socket()
+        assert leaked_socket is None, referrers(leaked_socket)
+
+
+async def test_a_peer_that_never_answers_the_close_is_freed_without_the_cycle_collector(
+    make_server: MakeServer,
+) -> None:
+    """The server closes (a text frame is refused) and the peer never reads, so it never answers the
+    close frame: the server's close waits `close_timeout_s`, and aiohttp keeps that timeout (chained to
+    the cancellation it came from) on the WebSocket. Neither may keep the connection. Found by the soak on
+    a loaded machine: bikes slow to answer left their connections in memory."""
+    server = await make_server(close_timeout_s=0.2)
+    with cycle_collector_off():
+        async with asyncio.timeout(HANG_GUARD):
+            token = server.token("bike", "bike-1")
+            async with raw_peer(server.http, server.url, token, RIDE) as ws:
+                await server.backend.wait_for(lambda: len(server.backend.peers) == 1)
+                (connection,) = server.backend.peers
+                ref = weakref.ref(connection)
+                socket = weakref.ref(connection.ws)  # type: ignore[attr-defined]
+                del connection
+                await ws.send_str("not a sync message")
+                await server.backend.wait_for(lambda: not server.backend.peers)
+                await handler_finished(ref, socket)
+        leaked = ref()
+        assert leaked is None, referrers(leaked)
+        leaked_socket = socket()
+        assert leaked_socket is None, referrers(leaked_socket)
+
+
+async def test_a_peer_that_stops_answering_pings_is_freed_without_the_cycle_collector(
+    make_server: MakeServer,
+) -> None:
+    """A peer that stops answering the heartbeat (a device frozen, a link that swallows packets): aiohttp
+    closes the connection itself and keeps the timeout it made on the WebSocket. Seen in a soak on an
+    overloaded machine: those connections stayed in memory until the cycle collector ran."""
+    server = await make_server(heartbeat_s=0.2)
+    with cycle_collector_off():
+        async with asyncio.timeout(HANG_GUARD):
+            token = server.token("bike", "bike-1")
+            async with raw_peer(server.http, server.url, token, RIDE) as ws:
+                await server.backend.wait_for(lambda: len(server.backend.peers) == 1)
+                (connection,) = server.backend.peers
+                ref = weakref.ref(connection)
+                socket = weakref.ref(connection.ws)  # type: ignore[attr-defined]
+                del connection
+                # This client reads nothing from here on, so it answers no ping.
+                await server.backend.wait_for(lambda: not server.backend.peers)
+                await handler_finished(ref, socket)
+                assert ws is not None
         leaked = ref()
         assert leaked is None, referrers(leaked)
         leaked_socket = socket()
