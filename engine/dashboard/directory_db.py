@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from engine.store.db import QUICK_CHECK_MAX_BYTES, StoreCorrupt, StoreError
+from engine.store.db import SqliteFile, StoreCorrupt, StoreError, open_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -48,51 +48,24 @@ class DirectoryCorrupt(StoreCorrupt):
     line naming the file, exit status 2."""
 
 
+# NORMAL, not FULL: a registration is on the event loop at every bike connect, and one lost to a power cut
+# is found again from the backend's store (the results endpoint reads ride owners too). The WAL is
+# truncated back to 1 MiB after each checkpoint rather than keeping its largest size.
+DIRECTORY_FILE = SqliteFile(
+    "ride directory",
+    _SCHEMA,
+    FORMAT_VERSION,
+    DirectoryCorrupt,
+    DirectoryCorrupt,
+    ("PRAGMA synchronous=NORMAL", "PRAGMA journal_size_limit=1048576"),
+)
+
+
 def connect(path: Path | None) -> sqlite3.Connection:
     """Open (or create) the directory's file; `None` is an in-memory database (the demo's and tests')."""
-    target = ":memory:" if path is None else str(path)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and path.stat().st_size == 0 and not Path(f"{path}-wal").exists():
-            # SQLite would take this for a new database; a directory that had rides must not start over
-            # silently (the results pages of past classes would be empty).
-            raise DirectoryCorrupt(
-                f"{path} is empty (0 bytes): refusing to start over silently; move it away to reset"
-            )
-    conn: sqlite3.Connection | None = None
-    try:
-        # Autocommit: each registration is its own statement; the import opens its own transaction.
-        # check_same_thread=False: the app may be built on another thread than the loop that serves it.
-        conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
-        conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
-        conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL, not FULL: a registration is on the event loop at every bike connect, and one lost to a
-        # power cut is found again from the backend's store (the results endpoint reads ride owners too).
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        # The WAL is truncated back to this after each checkpoint rather than keeping its largest size.
-        conn.execute("PRAGMA journal_size_limit=1048576")
-        conn.executescript(_SCHEMA)
-        version = conn.execute("SELECT value FROM meta WHERE key='format'").fetchone()
-        if version is None:
-            conn.execute("INSERT INTO meta(key, value) VALUES('format', ?)", (FORMAT_VERSION,))
-        elif version[0] != FORMAT_VERSION:
-            raise DirectoryCorrupt(
-                f"{target}: ride directory format {version[0]} is not supported (expected {FORMAT_VERSION})"
-            )
-        if path is not None and path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
-            check = conn.execute("PRAGMA quick_check").fetchone()
-            if check is None or check[0] != "ok":
-                raise DirectoryCorrupt(f"{path} failed SQLite's integrity check: {check}")
-    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
-        if conn is not None:
-            conn.close()
-        raise DirectoryCorrupt(f"{target} is not a readable ride directory: {exc}") from None
-    except BaseException:
-        if conn is not None:
-            conn.close()
-        raise
-    return conn
+    return open_sqlite(path, DIRECTORY_FILE)
 
 
 def _legacy_rows(obj: object) -> list[Row]:
