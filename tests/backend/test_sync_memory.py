@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -94,22 +94,11 @@ async def test_a_connection_that_vanishes_is_freed_without_the_cycle_collector(
     transport, chained) may keep the connection."""
     bike = server.replica(Role.BIKE, "bike-1")
     bike.start_ride(RIDE, t=T0)
-    with cycle_collector_off():
-        async with asyncio.timeout(HANG_GUARD):
-            token = server.token("bike", "bike-1")
-            async with raw_peer(server.http, server.url, token, RIDE) as ws:
-                await server.backend.wait_for(lambda: len(server.backend.peers) == 1)
-                (connection,) = server.backend.peers
-                ref = weakref.ref(connection)
-                socket = weakref.ref(connection.ws)  # type: ignore[attr-defined]
-                del connection
-                drop(ws)
-            await server.backend.wait_for(lambda: not server.backend.peers)
-            await handler_finished(ref, socket)
-        leaked = ref()
-        assert leaked is None, referrers(leaked)
-        leaked_socket = socket()
-        assert leaked_socket is None, referrers(leaked_socket)
+
+    async def act(ws: aiohttp.ClientWebSocketResponse) -> None:
+        drop(ws)
+
+    await _freed_after(server, act)
 
 
 async def test_a_peer_that_never_answers_the_close_is_freed_without_the_cycle_collector(
@@ -117,47 +106,44 @@ async def test_a_peer_that_never_answers_the_close_is_freed_without_the_cycle_co
 ) -> None:
     """The server closes (a text frame is refused) and the peer never reads, so it never answers the
     close frame: the server's close waits `close_timeout_s`, and aiohttp keeps that timeout (chained to
-    the cancellation it came from) on the WebSocket. Neither may keep the connection. Found by the soak on
-    a loaded machine: bikes slow to answer left their connections in memory."""
-    server = await make_server(close_timeout_s=0.2)
-    with cycle_collector_off():
-        async with asyncio.timeout(HANG_GUARD):
-            token = server.token("bike", "bike-1")
-            async with raw_peer(server.http, server.url, token, RIDE) as ws:
-                await server.backend.wait_for(lambda: len(server.backend.peers) == 1)
-                (connection,) = server.backend.peers
-                ref = weakref.ref(connection)
-                socket = weakref.ref(connection.ws)  # type: ignore[attr-defined]
-                del connection
-                await ws.send_str("not a sync message")
-                await server.backend.wait_for(lambda: not server.backend.peers)
-                await handler_finished(ref, socket)
-        leaked = ref()
-        assert leaked is None, referrers(leaked)
-        leaked_socket = socket()
-        assert leaked_socket is None, referrers(leaked_socket)
+    the cancellation it came from) on the WebSocket. A guard: this path frees the connection, and must
+    go on doing so."""
+
+    async def act(ws: aiohttp.ClientWebSocketResponse) -> None:
+        await ws.send_str("not a sync message")  # then read nothing: the close frame is never answered
+
+    await _freed_after(await make_server(close_timeout_s=0.2), act)
 
 
 async def test_a_peer_that_stops_answering_pings_is_freed_without_the_cycle_collector(
     make_server: MakeServer,
 ) -> None:
     """A peer that stops answering the heartbeat (a device frozen, a link that swallows packets): aiohttp
-    closes the connection itself and keeps the timeout it made on the WebSocket. Seen in a soak on an
-    overloaded machine: those connections stayed in memory until the cycle collector ran."""
-    server = await make_server(heartbeat_s=0.2)
+    closes the connection itself and keeps the timeout it made (never raised) on the WebSocket. A guard,
+    like the one above."""
+
+    async def act(ws: aiohttp.ClientWebSocketResponse) -> None:
+        pass  # this client reads nothing from here on, so it answers no ping
+
+    await _freed_after(await make_server(heartbeat_s=0.2), act)
+
+
+async def _freed_after(
+    server: Server, act: Callable[[aiohttp.ClientWebSocketResponse], Awaitable[None]]
+) -> None:
+    """Open a sync connection to `server` as a bike, let `act` end it, and check that the server freed
+    the connection and its WebSocket by reference counting alone."""
     with cycle_collector_off():
         async with asyncio.timeout(HANG_GUARD):
-            token = server.token("bike", "bike-1")
-            async with raw_peer(server.http, server.url, token, RIDE) as ws:
+            async with raw_peer(server.http, server.url, server.token("bike", "bike-1"), RIDE) as ws:
                 await server.backend.wait_for(lambda: len(server.backend.peers) == 1)
                 (connection,) = server.backend.peers
                 ref = weakref.ref(connection)
                 socket = weakref.ref(connection.ws)  # type: ignore[attr-defined]
                 del connection
-                # This client reads nothing from here on, so it answers no ping.
+                await act(ws)
                 await server.backend.wait_for(lambda: not server.backend.peers)
                 await handler_finished(ref, socket)
-                assert ws is not None
         leaked = ref()
         assert leaked is None, referrers(leaked)
         leaked_socket = socket()
