@@ -33,6 +33,3 @@ class LruMap(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._items)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
