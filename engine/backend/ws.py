@@ -80,6 +80,22 @@ def _forget_heartbeat_callback(request: web.Request) -> None:
         protocol._data_received_cb = None
 
 
+def _clear_frames(exc: BaseException | None) -> None:
+    """Clear the finished frames of `exc`'s traceback and of every exception it was raised while handling
+    (`__context__`) or from (`__cause__`). aiohttp chains what a connection's end met: a read that found
+    end-of-stream (raised in `receive()`, whose frame holds the WebSocket), then the close frame that could
+    not be written. Kept by the WebSocket (`exception()`), any one of those tracebacks is a cycle back to
+    it."""
+    pending, seen = [exc], set()
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        pending += (e.__cause__, e.__context__)
+
+
 async def _linger(request: web.Request, timeout_s: float) -> None:
     """Wait until the peer closed its side of the connection (after reading our close frame) or
     `timeout_s`, then close the socket."""
@@ -376,10 +392,10 @@ async def sync_endpoint(request: web.Request, state: BackendState) -> web.Stream
                 await _linger(request, backend.config.close_timeout_s)
             finally:
                 _forget_heartbeat_callback(request)
-                # aiohttp keeps an error its close() met (`exception()`), whose traceback holds close()'s
-                # frame and so the WebSocket itself: a cycle. Its frames are finished; clear them.
-                if (met := ws.exception()) is not None:
-                    traceback.clear_frames(met.__traceback__)
+                # aiohttp keeps the error its close() met (`exception()`), chained to the one its last
+                # read met; their tracebacks hold receive()'s and close()'s frames and so the WebSocket
+                # itself: a cycle. Those frames are finished; clear them.
+                _clear_frames(ws.exception())
     except BaseException as exc:
         # A peer that vanished (a reset) ends the handler with an exception: aiohttp cancels it, and our
         # close then fails on the closing transport. That exception's traceback sits in a reference
@@ -387,6 +403,6 @@ async def sync_endpoint(request: web.Request, state: BackendState) -> web.Stream
         # locals — this connection and its WebSocket (~300 KB of zlib state) — until the cycle
         # collector runs. Drop them from this frame and clear the finished frames below it.
         del connection, ws
-        traceback.clear_frames(exc.__traceback__)
+        _clear_frames(exc)
         raise
     return ws

@@ -42,6 +42,9 @@ LONG_CLASS_MINUTES = 45.0  # ride-minutes: a studio class
 SHORT_CLASS_MINUTES = 0.75  # 45 ride-seconds, 4.5 wall seconds
 # How soon the server releases an idle ride: short, so the same-phase point comes soon after a class.
 UNLOAD_IDLE_S = 2.0
+# How often the server may give freed heap back (engine/server/heap.py); short for the same reason. The
+# same-phase reading waits two of these after the release, so a class's memory has had its trim.
+HEAP_TRIM_S = 2.0
 RELEASE_GRACE_S = 30.0  # beyond the idle time, how long to wait for the server to release a class
 MIN_CLASSES = 3  # the first warms up; the second is the baseline; the last is compared with it
 SETTLE_SAMPLES = 3  # the same-phase figure is the median of this many readings, 0.5 s apart
@@ -100,6 +103,23 @@ async def _rides_in_memory(http: aiohttp.ClientSession, url: str) -> int | None:
     return None if value is None else int(value)
 
 
+async def _heap_trims(http: aiohttp.ClientSession, url: str) -> dict[str, int | None]:
+    """How often the server has given freed heap back to the system so far, and how much
+    (engine/server/heap.py): beside each class's RSS in the report, so a reader sees what the trims did."""
+    try:
+        scrape = await scrape_async(url, http)
+    except aiohttp.ClientError:
+        return {"heap_trims": None, "heap_trim_released_kb": None}
+    trims, released = (
+        scrape.value("ridesync_heap_trims_total"),
+        scrape.value("ridesync_heap_trim_released_bytes_total"),
+    )
+    return {
+        "heap_trims": None if trims is None else int(trims),
+        "heap_trim_released_kb": None if released is None else int(released) // 1024,
+    }
+
+
 class Soak:
     def __init__(self, options: CampaignOptions, progress: Progress, report: CampaignReport) -> None:
         self.options, self.progress, self.report = options, progress, report
@@ -118,7 +138,9 @@ class Soak:
         self.every_s = 10.0 if options.long else 1.0
         work = options.workdir
         self.serve = ServeProcess(
-            data=work / "server", logs=work / "logs", extra=("--unload-idle-s", f"{UNLOAD_IDLE_S:g}")
+            data=work / "server",
+            logs=work / "logs",
+            extra=("--unload-idle-s", f"{UNLOAD_IDLE_S:g}", "--heap-trim-interval", f"{HEAP_TRIM_S:g}"),
         )
         self.tokens: dict[str, str] = {}
         self.over_time: list[dict[str, Any]] = []
@@ -208,14 +230,17 @@ class Soak:
             await asyncio.sleep(0.5)
             in_memory = await _rides_in_memory(http, self.serve.url)
         self.stage = "released"
+        await asyncio.sleep(2 * HEAP_TRIM_S)
         readings = []
         for _ in range(SETTLE_SAMPLES):
             readings.append(proc_stats(self.serve.pid))
             await asyncio.sleep(0.5)
+        heap = await _heap_trims(http, self.serve.url)
         return {
             "rss_kb": statistics.median(r["rss_kb"] for r in readings),
             "fds": statistics.median(r["fds"] for r in readings),
             "rides_in_memory": in_memory,
+            **heap,
         }
 
     async def run(self) -> None:

@@ -158,11 +158,9 @@ def _stored_rides(app: web.Application, class_id: str) -> list[RideEntry]:
     state = app.get(BACKEND)
     if state is None or state.backend is None:
         return []
-    owners = state.backend.store.ride_owners()
     return [
-        RideEntry(ride, class_id, owner.device, None, owner.bound)
-        for ride, owner in owners.items()
-        if owner.class_id == class_id
+        RideEntry(owner.ride_id, class_id, owner.device, None, owner.bound)
+        for owner in state.backend.store.class_owners(class_id)
     ]
 
 
@@ -220,9 +218,15 @@ def setup_dashboard(app: web.Application) -> None:
             ident = book.identity(class_id, device)
             return None if ident is None else ident.name
 
+        # A damaged file raises DirectoryCorrupt (a StoreCorrupt naming it): serve and demo report it.
         directory = RideDirectory.in_dir(app[DATA_DIR], name_of) if DATA_DIR in app else RideDirectory()
         app[RIDES] = directory
         book.subscribe(lambda class_id, device, ident: directory.rename(class_id, device, ident.name))
+
+        async def close_directory(_: web.Application) -> None:
+            directory.close()
+
+        app.on_cleanup.append(close_directory)
     app.router.add_get("/", index)
     app.router.add_get("/classes/{class_id}", class_page)
     app.router.add_get("/classes/{class_id}/results", results_page)

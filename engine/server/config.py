@@ -13,6 +13,7 @@ from pathlib import Path
 from engine.datadir import default_data_dir
 
 DEFAULT_PORT = 8750
+DEFAULT_HEAP_TRIM_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +46,6 @@ class ServerConfig:
     # Create the signing keys when the data dir has none (`ridesync serve --init`). Off by default: new
     # keys invalidate every token issued with the old ones, so a missing key file is an error.
     init_keys: bool = False
+    # Every this many seconds, give heap memory the server freed back to the system (engine/server/heap.py;
+    # `ridesync serve --heap-trim-interval`); 0: never.
+    heap_trim_s: float = DEFAULT_HEAP_TRIM_S

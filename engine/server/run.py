@@ -13,7 +13,9 @@ from aiohttp import web
 
 from engine.server.app import build_app
 from engine.server.config import ServerConfig
-from engine.server.guard import GuardedRunner
+from engine.server.guard import serve_runner
+from engine.server.heap import HeapCollector, HeapTrimmer, glibc_trim
+from engine.server.keys import REGISTRY
 from engine.server.lane import Lane
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,13 @@ async def serve(
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     # The guard's limits (header and body timeouts, pending cap, keep-alive) apply to every path.
-    runner = GuardedRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    runner = serve_runner(app)
     await runner.setup()
+    trimmer = HeapTrimmer(config.heap_trim_s, trim=glibc_trim()) if config.heap_trim_s > 0 else None
+    trimming: asyncio.Task[None] | None = None
+    if trimmer is not None:
+        app[REGISTRY].register(HeapCollector(trimmer))
+        trimming = asyncio.get_running_loop().create_task(trimmer.run(), name="heap trim")
     try:
         site = web.TCPSite(runner, config.host, config.port, backlog=4096)
         await site.start()
@@ -67,4 +74,7 @@ async def serve(
                     loop.remove_signal_handler(sig)
         log.info("shutting down")
     finally:
+        if trimming is not None:
+            trimming.cancel()
+            await asyncio.gather(trimming, return_exceptions=True)
         await runner.cleanup()

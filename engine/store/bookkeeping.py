@@ -11,8 +11,14 @@ from dataclasses import replace
 from engine.ride import schema
 from engine.ride.schema import Role
 from engine.store.docstore import DocumentStore
+from engine.store.lru import LruMap
 from engine.store.model import RideOwner, SyncState, SyncStatus, UnknownRide
 from engine.store.port import Job, OwnerRow
+
+# Actor bindings and ride owners kept in memory (each; the storage answers the rest). The backend asks on
+# every sync message and HTTP write, for the rides in use: a few per connection. Bounded, because the
+# storage holds one of each for every ride ever served.
+CACHED_BINDINGS = 8192
 
 
 class SyncBook:
@@ -20,9 +26,8 @@ class SyncBook:
         self.docs = docs
         self.storage = docs.storage
         self._clock = clock
-        self._actors: dict[bytes, tuple[str, Role]] = {}
-        # Every ride owner, loaded at open: the backend asks on every sync message and HTTP write.
-        self._owners: dict[str, RideOwner] = {}
+        self._actors: LruMap[bytes, tuple[str, Role]] = LruMap(CACHED_BINDINGS)
+        self._owners: LruMap[str, RideOwner] = LruMap(CACHED_BINDINGS)
         # Acknowledged heads of documents this replica does not hold (held ones keep theirs in OpenDoc).
         self._acked_elsewhere: dict[tuple[str, str], list[bytes]] = {}
 
@@ -81,8 +86,7 @@ class SyncBook:
         row = self.storage.actor(actor)
         if row is None:
             return None
-        owner = self._actors[actor] = (row[0], Role(row[1]))
-        return owner
+        return self._actors.put(actor, (row[0], Role(row[1])))
 
     def bind_actor(self, actor: bytes, device: str, role: Role) -> bool:
         """Trust on first use: bind `actor` to `device` unless it is bound already. True if the actor is
@@ -91,32 +95,26 @@ class SyncBook:
         if owner is None:
             # Decided by the storage, so two backend nodes over one database never bind it twice.
             held = self.storage.claim_actor(actor, device, role.value, self._clock())
-            owner = self._actors[actor] = (held[0], Role(held[1]))
+            owner = self._actors.put(actor, (held[0], Role(held[1])))
         return owner[0] == device
 
     # -- ride owners ----------------------------------------------------------------------------------
 
-    def load_owners(self) -> None:
-        self._owners = {
-            row.ride_id: RideOwner(row.ride_id, row.device, row.rider, row.class_id, row.bound)
-            for row in self.storage.ride_owners()
-        }
-
     def ride_owner(self, ride_id: str) -> RideOwner | None:
-        """The ride's owner, if one is bound (the backend's rule: engine/backend/README.md). A ride this
-        replica has no owner for is looked up in the storage: over a shared database another node may have
-        bound it since this one loaded its owners (only found owners are kept; owners never change)."""
+        """The ride's owner, if one is bound (the backend's rule: engine/backend/README.md). One not in
+        memory is looked up in the storage (which also answers for claims not committed yet): over a
+        shared database another node may have bound it (only found owners are kept; an owner's device
+        never changes)."""
         owner = self._owners.get(ride_id)
         if owner is None:
             row = self.storage.ride_owner(ride_id)
             if row is not None:
-                owner = self._owners[ride_id] = RideOwner(
-                    row.ride_id, row.device, row.rider, row.class_id, row.bound
-                )
+                owner = self._owners.put(ride_id, _owner(row))
         return owner
 
-    def ride_owners(self) -> dict[str, RideOwner]:
-        return dict(self._owners)
+    def class_owners(self, class_id: str) -> list[RideOwner]:
+        """Owners of the rides their owner put in `class_id`, from the storage."""
+        return [_owner(row) for row in self.storage.class_owners(class_id)]
 
     def bind_ride_owner(
         self, ride_id: str, device: str, *, rider: str | None = None, class_id: str | None = None
@@ -129,24 +127,30 @@ class SyncBook:
         schema.check_ride_id(ride_id)
         owner = self._owners.get(ride_id)
         if owner is None:
-            # Another node may have bound it since this one loaded its owners: the storage decides.
+            # Another node, or this one before the row left memory, may have bound it: the storage decides.
             held = self.storage.claim_ride_owner(OwnerRow(ride_id, device, rider, class_id, self._clock()))
-            owner = self._owners[ride_id] = RideOwner(
-                held.ride_id, held.device, held.rider, held.class_id, held.bound
-            )
+            owner = self._owners.put(ride_id, _owner(held))
         return owner
 
     def complete_ride_owner(
         self, ride_id: str, *, rider: str | None = None, class_id: str | None = None
     ) -> RideOwner:
         """Fill in the owner's rider and class where they are still unset; a value once set stays."""
-        owner = self._owners[ride_id]
+        owner = self.ride_owner(ride_id)
+        if owner is None:
+            raise UnknownRide(f"ride {ride_id} has no owner to complete")
         new = replace(
             owner,
             rider=owner.rider if owner.rider is not None else rider,
             class_id=owner.class_id if owner.class_id is not None else class_id,
         )
         if new != owner:
-            self._owners[ride_id] = new
-            self.storage.write(lambda tx: tx.update_ride_owner(ride_id, new.rider, new.class_id))
+            self._owners.put(ride_id, new)
+            self.storage.complete_ride_owner(
+                OwnerRow(ride_id, new.device, new.rider, new.class_id, new.bound)
+            )
         return new
+
+
+def _owner(row: OwnerRow) -> RideOwner:
+    return RideOwner(row.ride_id, row.device, row.rider, row.class_id, row.bound)

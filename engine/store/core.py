@@ -109,7 +109,6 @@ class ReplicaCore:
         try:
             self._check_identity()
             self.book.bind_actor(self.actor, self.device_id, self.role)
-            self.book.load_owners()
             if self.lazy:
                 self.documents.check_rides({row[1] for row in self.storage.docs()}, hold=False)
             else:
@@ -439,8 +438,8 @@ class ReplicaCore:
         """The ride's owner, if one is bound (the backend's rule: engine/backend/README.md)."""
         return self.book.ride_owner(ride_id)
 
-    def ride_owners(self) -> dict[str, RideOwner]:
-        return self.book.ride_owners()
+    def class_owners(self, class_id: str) -> list[RideOwner]:
+        return self.book.class_owners(class_id)
 
     # -- live segments (segments.Segments; docs/architecture.md#live-segments) ---------------------------
 

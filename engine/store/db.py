@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 FORMAT_VERSION = "1"
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS actors(
     actor BLOB PRIMARY KEY, device TEXT NOT NULL, role TEXT NOT NULL, bound REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS ride_owners(
     ride_id TEXT PRIMARY KEY, device TEXT NOT NULL, rider TEXT, class_id TEXT, bound REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS ride_owners_class ON ride_owners(class_id);
 CREATE TABLE IF NOT EXISTS finalizations(
     ride_id TEXT PRIMARY KEY, by_actor TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS peer_heads(
@@ -62,41 +64,68 @@ def connect(data_dir: Path, *, quick_check: bool = True) -> sqlite3.Connection:
     """Open (or create) the replica's file. `quick_check=False` for a second connection to a file the
     store has just checked (its write-behind writer)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / DB_NAME
-    if path.exists() and path.stat().st_size == 0 and not Path(f"{path}-wal").exists():
-        # SQLite would happily treat this as a new database; a replica that had data must not start
-        # over silently, so an empty file is an operator decision.
-        raise StoreCorrupt(
+    return open_sqlite(data_dir / DB_NAME, STORE_FILE, quick_check=quick_check)
+
+
+@dataclass(frozen=True)
+class SqliteFile:
+    """What `open_sqlite` needs to know of one kind of ridesync SQLite file."""
+
+    label: str  # in messages: "<path> is not a readable <label>"
+    schema: str
+    format_version: str
+    corrupt: type[StoreCorrupt]  # raised for a file that cannot be what it claims
+    format_error: type[StoreError]  # raised for a file of an unknown format
+    pragmas: tuple[str, ...]  # journal and durability settings, after WAL
+
+
+STORE_FILE = SqliteFile(
+    "ridesync store", _SCHEMA, FORMAT_VERSION, StoreCorrupt, StoreError, ("PRAGMA synchronous=FULL",)
+)
+
+
+def open_sqlite(path: Path | None, kind: SqliteFile, *, quick_check: bool = True) -> sqlite3.Connection:
+    """Open (or create) a ridesync SQLite file in WAL mode (`None`: in memory), check it is one of
+    `kind`, create its tables. A damaged or foreign file raises `kind.corrupt` naming it; an empty one too,
+    because SQLite would take it for a new database and a file that had data must not start over silently
+    (moving it away is the operator's decision)."""
+    target = ":memory:" if path is None else str(path)
+    if path is not None and path.exists() and path.stat().st_size == 0 and not Path(f"{path}-wal").exists():
+        raise kind.corrupt(
             f"{path} is empty (0 bytes): refusing to start over silently; move it away to reset"
         )
     conn: sqlite3.Connection | None = None
     try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # Autocommit (transactions are explicit); the app may be built on another thread than the one
+        # that serves it.
+        conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
         # Damaged text must not raise from deep inside a query: it decodes to something that then fails
         # validation (ids, kinds) and is reported and skipped row by row.
         conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        for pragma in kind.pragmas:
+            conn.execute(pragma)
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(_SCHEMA)
+        conn.executescript(kind.schema)
         version = conn.execute("SELECT value FROM meta WHERE key='format'").fetchone()
         if version is None:
-            conn.execute("INSERT INTO meta(key, value) VALUES('format', ?)", (FORMAT_VERSION,))
-        elif version[0] != FORMAT_VERSION:
-            raise StoreError(
-                f"{path}: store format {version[0]} is not supported (expected {FORMAT_VERSION})"
+            conn.execute("INSERT INTO meta(key, value) VALUES('format', ?)", (kind.format_version,))
+        elif version[0] != kind.format_version:
+            known = kind.format_version
+            raise kind.format_error(
+                f"{target}: {kind.label} format {version[0]} is not supported (expected {known})"
             )
-        # A full page scan at every open is cheap for a device's store and too slow for a big backend one;
+        # A full page scan at every open is cheap for a small file and too slow for a big backend store;
         # there, per-record CRCs and SQLite's own page checks on read still catch damage.
-        if quick_check and path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
+        if quick_check and path is not None and path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
             check = conn.execute("PRAGMA quick_check").fetchone()
             if check is None or check[0] != "ok":
-                raise StoreCorrupt(f"{path} failed SQLite's integrity check: {check}")
+                raise kind.corrupt(f"{path} failed SQLite's integrity check: {check}")
     except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
         # (SQLite's own error text can carry damaged schema bytes that are not UTF-8.)
         if conn is not None:
             conn.close()
-        raise StoreCorrupt(f"{path} is not a readable ridesync store: {exc}") from None
+        raise kind.corrupt(f"{target} is not a readable {kind.label}: {exc}") from None
     except BaseException:
         if conn is not None:
             conn.close()

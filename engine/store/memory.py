@@ -147,6 +147,9 @@ class MemoryStorage:
             tx.add_ride_owner(owner)
         return self.backing.owners[owner.ride_id]
 
+    def complete_ride_owner(self, owner: OwnerRow) -> None:
+        self.write(lambda tx: tx.update_ride_owner(owner.ride_id, owner.rider, owner.class_id))
+
     def meta(self) -> dict[str, str]:
         return dict(self.backing.meta)
 
@@ -189,8 +192,10 @@ class MemoryStorage:
     def ride_owner(self, ride_id: str) -> OwnerRow | None:
         return self.backing.owners.get(ride_id)
 
-    def ride_owners(self) -> list[OwnerRow]:
-        return list(self.backing.owners.values())
+    def class_owners(self, class_id: str) -> list[OwnerRow]:
+        return sorted(
+            (o for o in self.backing.owners.values() if o.class_id == class_id), key=lambda o: o.ride_id
+        )
 
     def usage(self) -> tuple[int, int]:
         size = sum(len(r.data) for rs in self.backing.changes.values() for r in rs)

@@ -156,6 +156,9 @@ class StoragePort(Protocol):
     def claim_ride_owner(self, owner: OwnerRow) -> OwnerRow:
         """Make `owner` the ride's owner unless it has one; returns the owner that holds (the first)."""
 
+    def complete_ride_owner(self, owner: OwnerRow) -> None:
+        """Write the rider and class of the ride's owner (the caller keeps values once set)."""
+
     # -- reads ------------------------------------------------------------------------------------------
 
     def meta(self) -> dict[str, str]: ...
@@ -189,7 +192,9 @@ class StoragePort(Protocol):
     def actor(self, actor: bytes) -> tuple[str, str] | None:
         """(device, role) the actor is bound to."""
 
-    def ride_owners(self) -> list[OwnerRow]: ...
+    def class_owners(self, class_id: str) -> list[OwnerRow]:
+        """Owners of the rides their owner put in `class_id` (committed, or claimed through this
+        storage), by ride id."""
 
     def ride_owner(self, ride_id: str) -> OwnerRow | None:
         """The ride's owner (committed, or claimed through this storage)."""

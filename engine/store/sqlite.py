@@ -11,11 +11,15 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from engine.store import db
 from engine.store.db import StorageFull
 from engine.store.port import ChangeRecord, Job, OwnerRow, RawSample, RideRow, Snapshot
 from engine.store.writer import GroupObserver, StoreWriter
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class SqliteTx:
@@ -109,6 +113,39 @@ class SqliteTx:
         return self.cur.rowcount == 1
 
 
+class _Queued(Generic[K, V]):
+    """Claims queued for the write-behind thread and not committed yet, each with its write's place in
+    the queue: the file does not have them yet, so reads answer from here. Kept in queue order, and each
+    dropped once the thread committed its write, so this holds only what is in flight."""
+
+    def __init__(self) -> None:
+        self._items: dict[K, tuple[int, V]] = {}
+
+    def add(self, key: K, position: int, value: V) -> None:
+        if position:  # 0: written synchronously, the file has it
+            self._items.pop(key, None)  # re-added at the end, so the dict stays in queue order
+            self._items[key] = (position, value)
+
+    def get(self, key: K, committed: int | None) -> V | None:
+        self._forget(committed)
+        item = self._items.get(key)
+        return None if item is None else item[1]
+
+    def values(self, committed: int | None) -> list[V]:
+        self._forget(committed)
+        return [value for _, value in self._items.values()]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _forget(self, committed: int | None) -> None:
+        while self._items:
+            key, (position, _) = next(iter(self._items.items()))
+            if committed is not None and position > committed:
+                return
+            del self._items[key]
+
+
 class SqliteStorage:
     """`StoragePort` on `data_dir/ridesync.sqlite3` (WAL, synchronous=FULL). Raises StoreCorrupt for a file
     that is not a readable store."""
@@ -117,8 +154,10 @@ class SqliteStorage:
         self.data_dir = Path(data_dir)
         self.conn = db.connect(self.data_dir)
         self._writer: StoreWriter | None = None
-        self._actors: dict[bytes, tuple[str, str]] = {}
-        self._owners: dict[str, OwnerRow] = {}
+        # Claims queued for the write-behind thread and not committed yet, with the queue position of their
+        # write: the file does not have them yet, so reads answer from here. Dropped once committed.
+        self._actors: _Queued[bytes, tuple[str, str]] = _Queued()
+        self._owners: _Queued[str, OwnerRow] = _Queued()
 
     @property
     def writer(self) -> StoreWriter | None:
@@ -146,11 +185,15 @@ class SqliteStorage:
             raise
 
     def write(self, job: Job) -> None:
+        self._write(job)
+
+    def _write(self, job: Job) -> int:
+        """The job's place in the write-behind queue (0: committed before this returned)."""
         if self._writer is not None:
-            self._writer.submit(lambda cur: job(SqliteTx(cur)))
-            return
+            return self._writer.submit(lambda cur: job(SqliteTx(cur)))
         with self.transaction() as tx:
             job(tx)
+        return 0
 
     def start_write_behind(self, max_group: int, on_group: GroupObserver | None) -> None:
         if self._writer is None:
@@ -177,20 +220,30 @@ class SqliteStorage:
     # before anything is acknowledged). Claims are remembered because the file lags behind queued writes.
 
     def claim_actor(self, actor: bytes, device: str, role: str, bound: float) -> tuple[str, str]:
-        held = self._actors.get(actor) or self.actor(actor)
+        held = self.actor(actor)
         if held is None:
-            self.write(lambda tx: tx.bind_actor(actor, device, role, bound))
             held = (device, role)
-        self._actors[actor] = held
+            self._actors.add(actor, self._write(lambda tx: tx.bind_actor(actor, device, role, bound)), held)
         return held
 
     def claim_ride_owner(self, owner: OwnerRow) -> OwnerRow:
         held = self.ride_owner(owner.ride_id)
         if held is None:
-            self.write(lambda tx: tx.add_ride_owner(owner))
             held = owner
-        self._owners[owner.ride_id] = held
+            self._owners.add(owner.ride_id, self._write(lambda tx: tx.add_ride_owner(owner)), held)
         return held
+
+    def complete_ride_owner(self, owner: OwnerRow) -> None:
+        position = self._write(lambda tx: tx.update_ride_owner(owner.ride_id, owner.rider, owner.class_id))
+        self._owners.add(owner.ride_id, position, owner)
+
+    def claims_in_flight(self) -> int:
+        """Claims whose write the write-behind thread has not committed yet (kept in memory until then)."""
+        done = self._done()
+        return len(self._actors.values(done)) + len(self._owners.values(done))
+
+    def _done(self) -> int | None:
+        return self._writer.committed if self._writer is not None else None
 
     # -- reads ------------------------------------------------------------------------------------------
 
@@ -263,22 +316,33 @@ class SqliteStorage:
         return db.unpack_heads(row[0]) if row else None
 
     def actor(self, actor: bytes) -> tuple[str, str] | None:
+        pending = self._actors.get(actor, self._done())
+        if pending is not None:
+            return pending
         row = self.conn.execute("SELECT device, role FROM actors WHERE actor=?", (actor,)).fetchone()
         return None if row is None else (row[0], row[1])
 
     def ride_owner(self, ride_id: str) -> OwnerRow | None:
-        held = self._owners.get(ride_id)
-        if held is not None:
-            return held
+        pending = self._owners.get(ride_id, self._done())
+        if pending is not None:
+            return pending
         for r, d, rider, c, b in self.conn.execute(
             "SELECT ride_id, device, rider, class_id, bound FROM ride_owners WHERE ride_id=?", (ride_id,)
         ):
             return OwnerRow(r, d, rider, c, float(b))
         return None
 
-    def ride_owners(self) -> list[OwnerRow]:
-        rows = self.conn.execute("SELECT ride_id, device, rider, class_id, bound FROM ride_owners")
-        return [OwnerRow(r, d, rider, c, float(b)) for r, d, rider, c, b in rows]
+    def class_owners(self, class_id: str) -> list[OwnerRow]:
+        rows = self.conn.execute(
+            "SELECT ride_id, device, rider, class_id, bound FROM ride_owners WHERE class_id=?", (class_id,)
+        )
+        owners = {r: OwnerRow(r, d, rider, c, float(b)) for r, d, rider, c, b in rows}
+        for pending in self._owners.values(self._done()):
+            if pending.class_id == class_id:
+                owners[pending.ride_id] = pending
+            elif owners.get(pending.ride_id) is not None:
+                del owners[pending.ride_id]
+        return [owners[r] for r in sorted(owners)]
 
     def usage(self) -> tuple[int, int]:
         size = sum(p.stat().st_size for p in self.data_dir.glob(db.DB_NAME + "*") if p.is_file())

@@ -157,6 +157,15 @@ async def _restarted_with_a_ride_left_ready(make_server: MakeServer, data: Path)
     return ready, await make_server(data=data)
 
 
+async def _bike_ends(server: Server) -> None:
+    """The bike's end event (POST /end) reaches `server`, committed before this returns."""
+    async with asyncio.timeout(HANG_GUARD):
+        token = server.token("bike", "bike-1")
+        status, body, _ = await server.send("POST", f"/v1/rides/{LIVE}/end", token, {}, key="end-1")
+        assert status == 200, body
+        await server.backend.store.flushed()
+
+
 def _finalized_as_ready(view: RideView, ready: RideView) -> None:
     """The official result is what finalizing when the ride became ready would have written."""
     assert view.phase.label == "finalized"
@@ -170,11 +179,7 @@ async def test_a_ride_left_ready_to_finalize_is_finalized_at_its_next_change_aft
     ready, second = await _restarted_with_a_ride_left_ready(make_server, tmp_path / "data")
     store = second.backend.store
     assert store.loaded_rides() == []
-    token = second.token("bike", "bike-1")
-    async with asyncio.timeout(HANG_GUARD):
-        status, body, _ = await second.send("POST", f"/v1/rides/{LIVE}/end", token, {}, key="end-1")
-        assert status == 200, body
-        await store.flushed()
+    await _bike_ends(second)
     _finalized_as_ready(store.view(LIVE), ready)
     assert store.sync_status(LIVE).state.value == "reconciled"
 
@@ -246,11 +251,7 @@ async def test_a_finalization_that_fails_at_the_load_is_logged_once_and_the_read
     ]
     assert _metric(second, "ridesync_rides_finalized_total") == 0
     monkeypatch.setattr(store, "finalize_here", finalize)
-    token = second.token("bike", "bike-1")
-    async with asyncio.timeout(HANG_GUARD):
-        status, body, _ = await second.send("POST", f"/v1/rides/{LIVE}/end", token, {}, key="end-1")
-        assert status == 200, body
-        await store.flushed()
+    await _bike_ends(second)
     _finalized_as_ready(store.view(LIVE), ready)
 
 

@@ -7,15 +7,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
+from collections.abc import Awaitable, Callable
 
 import aiohttp
+import pytest
 
 from engine.campaign.sync_client import SyncClient
 from engine.ride.schema import Role, shared_ref
 from engine.sync.effects import CLOSE_POLICY_VIOLATION
-from tests.support.backend_server import HANG_GUARD, Server
+from tests.support.backend_server import HANG_GUARD, MakeServer, Server
 from tests.support.hostile import orphan_changes, raw_peer, sync_frame
-from tests.support.memory import cycle_collector_off, handler_finished, referrers, vanish
+from tests.support.memory import cycle_collector_off, handler_finished, hang_up, referrers, vanish
 from tests.support.samples import T0, sample
 
 RIDE = "ride-mem"
@@ -81,24 +83,67 @@ async def test_a_connection_the_server_refuses_mid_flood_is_freed_without_the_cy
         assert leaked is None, referrers(leaked)
 
 
-async def test_a_connection_that_vanishes_is_freed_without_the_cycle_collector(server: Server) -> None:
-    """A peer that drops its TCP connection without a close frame (a reset, a partition ending in one):
-    the endpoint's close and linger then fail or are cut short, and the cycle aiohttp leaves between the
-    WebSocket and its protocol must be broken all the same."""
+@pytest.mark.parametrize("drop", [vanish, hang_up], ids=["reset", "fin"])
+async def test_a_connection_that_vanishes_is_freed_without_the_cycle_collector(
+    server: Server, drop: Callable[[aiohttp.ClientWebSocketResponse], None]
+) -> None:
+    """A peer that drops its TCP connection without a close frame, with a reset (a partition ending in
+    one) or a FIN (its process exited): the endpoint's close and linger then fail or are cut short, and
+    neither the cycle aiohttp leaves between the WebSocket and its protocol nor the errors aiohttp keeps
+    from that close (the end-of-stream it read, then the write of its close frame to a closing
+    transport, chained) may keep the connection."""
     bike = server.replica(Role.BIKE, "bike-1")
     bike.start_ride(RIDE, t=T0)
+
+    async def act(ws: aiohttp.ClientWebSocketResponse) -> None:
+        drop(ws)
+
+    await _freed_after(server, act)
+
+
+async def test_a_peer_that_never_answers_the_close_is_freed_without_the_cycle_collector(
+    make_server: MakeServer,
+) -> None:
+    """The server closes (a text frame is refused) and the peer never reads, so it never answers the
+    close frame: the server's close waits `close_timeout_s`, and aiohttp keeps that timeout (chained to
+    the cancellation it came from) on the WebSocket. A guard: this path frees the connection, and must
+    go on doing so."""
+
+    async def act(ws: aiohttp.ClientWebSocketResponse) -> None:
+        await ws.send_str("not a sync message")  # then read nothing: the close frame is never answered
+
+    await _freed_after(await make_server(close_timeout_s=0.2), act)
+
+
+async def test_a_peer_that_stops_answering_pings_is_freed_without_the_cycle_collector(
+    make_server: MakeServer,
+) -> None:
+    """A peer that stops answering the heartbeat (a device frozen, a link that swallows packets): aiohttp
+    closes the connection itself and keeps the timeout it made (never raised) on the WebSocket. A guard,
+    like the one above."""
+
+    async def act(ws: aiohttp.ClientWebSocketResponse) -> None:
+        pass  # this client reads nothing from here on, so it answers no ping
+
+    await _freed_after(await make_server(heartbeat_s=0.2), act)
+
+
+async def _freed_after(
+    server: Server, act: Callable[[aiohttp.ClientWebSocketResponse], Awaitable[None]]
+) -> None:
+    """Open a sync connection to `server` as a bike, let `act` end it, and check that the server freed
+    the connection and its WebSocket by reference counting alone."""
     with cycle_collector_off():
         async with asyncio.timeout(HANG_GUARD):
-            token = server.token("bike", "bike-1")
-            async with raw_peer(server.http, server.url, token, RIDE) as ws:
+            async with raw_peer(server.http, server.url, server.token("bike", "bike-1"), RIDE) as ws:
                 await server.backend.wait_for(lambda: len(server.backend.peers) == 1)
                 (connection,) = server.backend.peers
                 ref = weakref.ref(connection)
                 socket = weakref.ref(connection.ws)  # type: ignore[attr-defined]
                 del connection
-                vanish(ws)
-            await server.backend.wait_for(lambda: not server.backend.peers)
-            await handler_finished(ref, socket)
+                await act(ws)
+                await server.backend.wait_for(lambda: not server.backend.peers)
+                await handler_finished(ref, socket)
         leaked = ref()
         assert leaked is None, referrers(leaked)
         leaked_socket = socket()

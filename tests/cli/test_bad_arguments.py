@@ -560,6 +560,7 @@ FAST = {
         "--log-level",
         "--max-message-bytes",
         "--header-timeout",
+        "--heap-trim-interval",
     ],
 }
 JUNK = st.sampled_from(

@@ -163,6 +163,24 @@ def test_serve_on_a_ledger_damaged_after_use_names_it(tmp_path: Path) -> None:
     assert_refused(serve(tmp_path), str(path))
 
 
+@pytest.mark.parametrize("damage", ["garbage", "empty", "header"])
+def test_serve_on_a_damaged_ride_directory_names_it(tmp_path: Path, damage: str) -> None:
+    """The dashboard's ride directory (DIR/rides.sqlite3): not a database, emptied, or its header
+    overwritten after a real server wrote it."""
+    _keys(tmp_path)
+    path = tmp_path / "rides.sqlite3"
+    if damage == "garbage":
+        _garbage(path)
+    elif damage == "empty":
+        _garbage(path, b"")
+    else:
+        assert serve(tmp_path).returncode == 0
+        assert path.stat().st_size > 0
+        with path.open("r+b") as fh:
+            fh.write(b"garbage garbage garbage!")
+    assert_refused(serve(tmp_path), str(path))
+
+
 def test_serve_on_a_data_dir_that_is_a_file_names_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.write_text("not a directory")
@@ -283,7 +301,7 @@ def test_ride_and_app_on_a_damaged_local_store_name_it(tmp_path: Path, command: 
 
 
 @pytest.mark.parametrize(
-    "name", ["token-keys.json", "backend/ridesync.sqlite3", "backend/idempotency.sqlite3"]
+    "name", ["token-keys.json", "backend/ridesync.sqlite3", "backend/idempotency.sqlite3", "rides.sqlite3"]
 )
 def test_demo_on_a_damaged_data_dir_names_the_file(tmp_path: Path, name: str) -> None:
     """`ridesync demo --data DIR` creates what a new DIR lacks, and refuses what a used one has damaged."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 
+from engine.store.postgres import schema
 from tests.cli.test_data_dir import TIMEOUT_S, assert_refused, ridesync
 from tests.cli.test_serve import _start
 
@@ -32,7 +33,7 @@ def test_serve_on_postgresql_migrates_and_binds_its_actor_there(tmp_path: Path, 
     try:
         assert listening["event"] == "listening"
         with psycopg.connect(pg_url) as conn:
-            assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (1,)
+            assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (schema.LATEST,)
             meta: dict[str, str] = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             actors = conn.execute("SELECT device, role FROM actors").fetchall()
         assert meta["device_id"] == "backend" and meta["role"] == "backend"

@@ -179,7 +179,8 @@ def test_bookkeeping_tables(opener: Opener) -> None:
     s = reopen(s, opener)
     assert s.peer_heads("d1", "backend") == [H3] and s.peer_heads("d1", "other") is None
     assert s.actor(b"actor-1") == ("bike-1", "bike") and s.actor(b"nobody") is None
-    assert s.ride_owners() == [OwnerRow("r1", "bike-1", "alice", "spin", 1.0)]
+    assert s.class_owners("spin") == [OwnerRow("r1", "bike-1", "alice", "spin", 1.0)]
+    assert s.class_owners("other") == []
     assert s.ride_owner("r1") == OwnerRow("r1", "bike-1", "alice", "spin", 1.0) and s.ride_owner("r2") is None
 
 
@@ -202,7 +203,7 @@ def test_deleting_a_ride_keeps_actors_and_owners(opener: Opener) -> None:
     assert s.rides() == [] and s.docs() == [] and s.snapshot("d1") is None
     assert list(s.change_records("d1")) == []
     assert list(s.raw_samples("r1")) == [] and s.peer_heads("d1", "backend") is None
-    assert s.actor(b"actor-1") == ("bike-1", "bike") and [o.ride_id for o in s.ride_owners()] == ["r1"]
+    assert s.actor(b"actor-1") == ("bike-1", "bike") and s.ride_owner("r1") is not None
 
 
 def test_deleting_a_document_keeps_its_ride_its_other_documents_and_the_sample_log(opener: Opener) -> None:
@@ -296,6 +297,25 @@ def test_claims_keep_the_first_binding_and_say_who_holds_it(opener: Opener) -> N
     s = reopen(s, opener)
     assert s.claim_actor(b"actor-1", "app-1", "app", 3.0) == ("bike-1", "bike")
     assert s.claim_ride_owner(OwnerRow("r1", "bike-2", None, None, 3.0)).device == "bike-1"
+
+
+def test_claims_and_owner_completions_read_back_before_and_after_their_commit(opener: Opener) -> None:
+    """With write-behind, a claim is answered by the storage before its write is committed, and after it
+    (when the storage no longer keeps it aside): the same answers at every point, also for a class."""
+    s = opener()
+    s.claim_actor(b"actor-1", "bike-1", "bike", 1.0)
+    s.claim_ride_owner(OwnerRow("r1", "bike-1", None, None, 1.0))
+    s.claim_ride_owner(OwnerRow("r2", "bike-2", None, "spin", 1.0))
+    s.complete_ride_owner(OwnerRow("r1", "bike-1", "alice", "spin", 1.0))
+    s.complete_ride_owner(OwnerRow("r2", "bike-2", "bob", "spin", 1.0))
+    expected = [OwnerRow("r1", "bike-1", "alice", "spin", 1.0), OwnerRow("r2", "bike-2", "bob", "spin", 1.0)]
+    for _ in ("queued", "committed"):
+        assert s.actor(b"actor-1") == ("bike-1", "bike")
+        assert s.ride_owner("r1") == expected[0]
+        assert s.class_owners("spin") == expected and s.class_owners("other") == []
+        s.flush()
+    s = reopen(s, opener)
+    assert s.class_owners("spin") == expected and s.ride_owner("r2") == expected[1]
 
 
 def test_finalization_is_claimed_once_and_outlives_the_ride(opener: Opener) -> None:

@@ -13,8 +13,9 @@ import pytest
 
 from engine.crdt import SyncSession
 from engine.ride.schema import Role, own_ref, shared_ref
-from engine.store import ReplicaStore, StoreWriter, SyncState, WriterFailed
+from engine.store import ReplicaStore, StoreWriter, SyncState, WriterFailed, bookkeeping
 from engine.store import db as store_db
+from engine.store.sqlite import SqliteStorage
 from tests.support.samples import make_sample
 
 Open = Callable[..., ReplicaStore]
@@ -65,6 +66,41 @@ def test_the_owner_reads_its_writes_before_they_are_committed(open_replica: Open
     assert again.actor_owner(b"\x01" * 16) == ("bike-1", Role.BIKE)
     assert again.sync_status(RIDE).reason == "ended; waiting"
     assert again.view(RIDE).end_events_counted == 1
+
+
+def test_bindings_in_memory_are_bounded_and_the_storage_answers_the_rest(
+    open_replica: Open, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that has served many rides keeps a bounded number of actor bindings and ride owners in
+    memory; every other one is answered by the storage, also while its write is still queued."""
+    monkeypatch.setattr(bookkeeping, "CACHED_BINDINGS", 16)
+    backend = open_replica("backend", role=Role.BACKEND, device="backend")
+    backend.start_write_behind()
+    writer, storage = backend.writer, backend.storage
+    assert writer is not None and isinstance(storage, SqliteStorage)
+    rides = [f"ride-{i:03d}" for i in range(100)]
+    actors = [i.to_bytes(16, "big") for i in range(100)]
+    gate = threading.Event()
+    writer.submit(lambda cur: gate.wait(30))  # holds the writer: the claims below stay queued
+    try:
+        for i, ride in enumerate(rides):
+            assert backend.bind_actor(actors[i], f"bike-{i}", Role.BIKE)
+            backend.bind_ride_owner(ride, f"bike-{i}")
+            backend.complete_ride_owner(ride, rider=f"rider-{i}", class_id="spin" if i % 2 else None)
+        assert storage.claims_in_flight() == 200  # every claim (a completion replaces its owner's)
+        for i, ride in enumerate(rides):
+            assert backend.actor_owner(actors[i]) == (f"bike-{i}", Role.BIKE)
+            owner = backend.ride_owner(ride)
+            assert owner is not None and (owner.device, owner.rider) == (f"bike-{i}", f"rider-{i}")
+            assert not backend.bind_actor(actors[i], "stranger", Role.BIKE)
+            assert backend.bind_ride_owner(ride, "stranger").device == f"bike-{i}"
+    finally:
+        gate.set()
+    backend.flush()
+    assert storage.claims_in_flight() == 0
+    assert len(backend.book._actors) <= 16 and len(backend.book._owners) <= 16
+    assert [o.ride_id for o in backend.class_owners("spin")] == rides[1::2]
+    assert all(backend.actor_owner(a) == (f"bike-{i}", Role.BIKE) for i, a in enumerate(actors))
 
 
 def test_close_commits_everything_queued(open_replica: Open) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from engine.auth.tokens import KeyRing
@@ -23,12 +24,21 @@ from engine.live.lane import live_lane
 from engine.ride.schema import Role
 from engine.server.app import build_app
 from engine.server.config import ServerConfig
+from engine.server.guard import serve_runner
 from engine.server.keys import KEYRING
 from engine.server.lane import Lane
 from engine.store import ReplicaStore
 
 # Every wait on the server is bounded by this, so that a hang fails the test instead of stalling the suite.
 HANG_GUARD = 30
+
+
+class ServedAsServeServes(TestServer):
+    """aiohttp's test server with the runner `ridesync serve` uses (its guard, and handlers left running
+    when their peer goes: aiohttp's test server cancels them, a path production never takes)."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return serve_runner(self.app)
 
 
 @dataclass
@@ -113,7 +123,7 @@ async def make_server(tmp_path: Path) -> AsyncIterator[MakeServer]:
         # A new backend: its data dir gets signing keys on purpose (`ridesync serve --init`).
         server_config = ServerConfig(data_dir=data, port=0, init_keys=True)
         app = build_app(server_config, [live_lane(), make_setup(cfg, push), *extra_setup])
-        ts = TestServer(app, host="127.0.0.1", port=0)
+        ts = ServedAsServeServes(app, host="127.0.0.1", port=0)
         await ts.start_server()
         server = Server(ts, tmp_path, aiohttp.ClientSession())
         started.append(server)

@@ -61,3 +61,9 @@ def vanish(ws: aiohttp.ClientWebSocketResponse) -> None:
     assert sock is not None
     sock.setsockopt(SOL_SOCKET, SO_LINGER, struct.pack("ii", 1, 0))
     ws._conn.transport.abort()  # type: ignore[union-attr]
+
+
+def hang_up(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Close a client's TCP connection without a close frame, with a FIN (a process that exits or is
+    killed: its kernel closes the socket): the server reads end-of-stream where a frame should be."""
+    ws._conn.transport.close()  # type: ignore[union-attr]

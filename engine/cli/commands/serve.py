@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from engine.cli import argtypes
 from engine.live.config import HubConfig
-from engine.server.config import HttpLimits
+from engine.server.config import DEFAULT_HEAP_TRIM_S, HttpLimits
 
 if TYPE_CHECKING:
     from engine.backend.config import BackendConfig
@@ -168,6 +168,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="connections per address without a valid token yet; one more is refused with 429 unless its "
         "first request carries a valid token (default %(default)d)",
     )
+    p.add_argument(
+        "--heap-trim-interval",
+        type=float,
+        default=DEFAULT_HEAP_TRIM_S,
+        metavar="S",
+        help="every S seconds, give heap memory the server freed back to the system (glibc's malloc_trim, "
+        "in a worker thread; engine/server/README.md); 0 never (default %(default)g)",
+    )
     p.add_argument("--log-level", type=argtypes.log_level, default="INFO", metavar="LEVEL")
     p.set_defaults(handler=_serve)
 
@@ -251,6 +259,8 @@ def _serve(args: argparse.Namespace) -> int:
     ):
         if not (math.isfinite(v) and v > 0):
             raise CliError(f"{name} must be a positive number")
+    if not (math.isfinite(args.heap_trim_interval) and args.heap_trim_interval >= 0):
+        raise CliError("--heap-trim-interval must be a number of seconds, 0 or more")
     if args.relay is not None and not args.relay.startswith(("redis://", "rediss://", "unix://")):
         raise CliError(f"--relay wants a redis://HOST:PORT URL, got {args.relay!r}")
     if args.push is not None and not args.push.startswith(("redis://", "rediss://", "unix://")):
@@ -275,6 +285,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         http=http,
+        heap_trim_s=args.heap_trim_interval,
     )
     # The data dir and its keys first: a damaged or missing one is one line naming the file, not a
     # traceback from inside the server's startup.

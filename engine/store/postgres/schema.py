@@ -65,6 +65,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             completed_at DOUBLE PRECISION, PRIMARY KEY(scope, key));
         """,
     ),
+    (
+        2,
+        "ride owners by class (the dashboard's results page of a class)",
+        "CREATE INDEX ride_owners_class ON ride_owners(class_id);",
+    ),
 ]
 LATEST = MIGRATIONS[-1][0]
 

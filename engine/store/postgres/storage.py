@@ -375,6 +375,11 @@ class PostgresStorage:
         )
         return OwnerRow(row[0], row[1], row[2], row[3], float(row[4]))
 
+    def complete_ride_owner(self, owner: OwnerRow) -> None:
+        # Committed before it returns, like the claims: this storage keeps nothing aside for queued writes.
+        with self.transaction() as tx:
+            tx.update_ride_owner(owner.ride_id, owner.rider, owner.class_id)
+
     def _claim(self, insert: str, args: tuple[Any, ...], select: str, key: tuple[Any, ...]) -> Any:
         with self.transaction() as tx:
             row = tx.cur.execute(insert, args).fetchone()
@@ -483,8 +488,12 @@ class PostgresStorage:
         )
         return OwnerRow(rows[0][0], rows[0][1], rows[0][2], rows[0][3], float(rows[0][4])) if rows else None
 
-    def ride_owners(self) -> list[OwnerRow]:
-        rows = self._rows("SELECT ride_id, device, rider, class_id, bound FROM ride_owners")
+    def class_owners(self, class_id: str) -> list[OwnerRow]:
+        rows = self._rows(
+            "SELECT ride_id, device, rider, class_id, bound FROM ride_owners WHERE class_id=%s "
+            'ORDER BY ride_id COLLATE "C"',
+            (class_id,),
+        )
         return [OwnerRow(r, d, rider, c, float(b)) for r, d, rider, c, b in rows]
 
     def usage(self) -> tuple[int, int]:
