@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.bench.ridegen import RideSignal
+from engine.bench.ridegen import bench_store_sample as sample
 from engine.bench.store_bound import bench_information_bound
 from engine.bench.store_rss import LAYOUTS, bench_backend_rss, bench_rss
 from engine.bench.store_segments import bench_live_segments
@@ -48,17 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ride length (samples) at which save-after-every-sample is timed",
     )
     parser.add_argument("--rides", type=int, default=50, help="open rides for the RSS figure")
-
-
-_RIDE: list[Sample] = []
-_SIGNAL = RideSignal("bench-store")
-
-
-def sample(seq: int) -> Sample:
-    """Sample `seq` of one realistic 1 Hz ride (engine/bench/ridegen.py), the same in every call."""
-    while len(_RIDE) <= seq:
-        _RIDE.append(_SIGNAL.sample(len(_RIDE)))
-    return _RIDE[seq]
 
 
 def as_map(s: Sample) -> dict[str, Any]:
