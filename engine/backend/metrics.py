@@ -30,6 +30,11 @@ class BackendMetrics:
             "ridesync_sync_closes", "Sync connections closed by the server", ["code"], registry=registry
         )
         self.finalized = Counter("ridesync_rides_finalized", "Rides finalized", registry=registry)
+        self.segments_retired = Counter(
+            "ridesync_live_segments_retired",
+            "Live segments dropped once their bike document covered them",
+            registry=registry,
+        )
         self.end_events = Counter(
             "ridesync_ride_end_requests", "POST /v1/rides/{id}/end outcomes", ["outcome"], registry=registry
         )

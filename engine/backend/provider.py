@@ -4,8 +4,11 @@ backed by the backend's replica store.
 Visibility: a document the backend holds is known to the peer if its ride is readable by the token
 (auth.may_read). A document the backend lacks is known only if it is one the peer may create: the shared
 document or the peer's own document of a ride the connection named (`?ride=`), and only while the peer
-may write that ride (`Backend.write_refusal`: its owning bike, an app it admits, the backend). Everything
-else is `doc-unavailable`, so ids are not probeable beyond the peer's own rides.
+may write that ride (`Backend.write_refusal`: its owning bike, an app it admits, the backend); for the
+ride's owning bike also its next live segments (`Segments.window`: the numbers after the last one its
+durable document names consolidated, so a retired segment is never created again). Everything else is
+`doc-unavailable`, so ids are not probeable beyond the peer's own rides; so is a live segment retired
+while a connection had it open (docs/architecture.md#live-segments).
 
 Writing: a bike or app may sync only documents of rides it may write. Its sync message for any other
 ride (one that another bike started while this connection was open, or a readable ride it did not name)
@@ -24,7 +27,7 @@ from engine.auth.tokens import Claims
 from engine.backend.service import Backend, Peer, hex_id
 from engine.crdt import CrdtDecodeError
 from engine.ride import schema
-from engine.ride.schema import DocRef
+from engine.ride.schema import DocKind, DocRef
 from engine.roles import Role
 from engine.store import Backlog, GatedSync, GateResult
 from engine.sync.effects import CLOSE_BACKLOG
@@ -61,6 +64,7 @@ class RideDocuments:
         config = backend.config
         self.backlog = Backlog(config.max_queued_changes, config.max_queued_bytes)
         self.rides_open: set[str] = set()
+        self._rides = frozenset(rides)
         self.documents_open: set[str] = set()  # automerge-repo ids
         self.rejection: str | None = None
         creatable: list[DocRef] = []
@@ -86,10 +90,25 @@ class RideDocuments:
         if store.has_doc(hexid):
             ref = store.ref(hexid)
             return ref if self.may_read(ref.ride_id) else None
-        creatable = self._creatable.get(hexid)
+        creatable = self._creatable.get(hexid) or self._next_segment(hexid)
         if creatable is None or self.backend.write_refusal(self.claims, creatable.ride_id) is not None:
             return None
         return creatable
+
+    def _next_segment(self, hexid: str) -> DocRef | None:
+        """One of the owning bike's next live segments of a ride the connection named, or None."""
+        if self.role is not Role.BIKE:
+            return None
+        for ride in sorted(self._rides):
+            owner = self.backend.owner(ride)
+            if owner is None or owner.device != self.device:
+                continue
+            # Loads a stored ride not in memory; a ride with nothing stored yet has no segment consolidated.
+            self.backend.has_ride(ride)
+            for ref in self.backend.store.segments.window(ride, self.device):
+                if ref.doc_id == hexid:
+                    return ref
+        return None
 
     # -- DocumentProvider -----------------------------------------------------------------------------
 
@@ -132,6 +151,27 @@ class RideDocuments:
                 },
             )
             return Rejected(self.rejection)
+        if ref.kind is DocKind.SEGMENT:
+            problem = backend.segment_refusal(ref)
+            if problem is not None:
+                backend.metrics.gate_rejects.labels("segment_limit").inc()
+                self.close()
+                self.rejection = problem
+                if not backend.store.heads(hexid):
+                    backend.store.segments.drop(ref)  # registered by open(); nothing was written to it
+                log.warning(
+                    "sync message rejected",
+                    extra={
+                        "ride_id": ref.ride_id,
+                        "doc_id": hexid,
+                        "kind": ref.kind.value,
+                        "device": self.device,
+                        "role": self.role.value,
+                        "reason": problem,
+                        "code": "segment_limit",
+                    },
+                )
+                return Rejected(problem)
         try:
             outcome = self.sessions[hexid].receive(data, device=self.device, role=self.role)
         except CrdtDecodeError as exc:
@@ -174,4 +214,9 @@ class RideDocuments:
     def generate_sync(self, doc_id: str) -> bytes | None:
         hexid = hex_id(doc_id)
         staged = self.sessions.get(hexid) if hexid is not None else None
+        if staged is not None and not self.backend.store.has_doc(staged.doc_id):
+            # A live segment retired while this connection had it open: nothing more to say about it.
+            self.sessions.pop(staged.doc_id, None)
+            staged.close()
+            return None
         return None if staged is None else staged.generate()

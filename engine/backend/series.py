@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from engine.ride import policy
+from engine.ride import policy, segments
 from engine.ride.model import RideDocs
 from engine.ride.samples import Sample
 from engine.ride.schema import DocKind
@@ -37,6 +37,7 @@ def _near(times: Sequence[float], t: float, window: float) -> bool:
 
 
 def ride_series(docs: RideDocs, max_points: int = DEFAULT_MAX_POINTS) -> dict[str, Any]:
+    docs = segments.merged(docs)
     devices = sorted(docs.devices, key=lambda d: d.device)
     authority, _ = policy.authoritative_bike(devices, docs.owner)
     apps = [(d.device, d.samples) for d in devices if d.ref.kind is DocKind.APP]

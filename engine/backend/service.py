@@ -43,6 +43,7 @@ from engine.ride import policy, schema
 from engine.ride.schema import DocKind, DocRef, Phase, Role
 from engine.store import RideOwner, StoreError, SyncState
 from engine.store.location import StoreLocation
+from engine.store.segments import MAX_LIVE_SEGMENTS
 from engine.sync.docid import InvalidDocumentId, document_id_from_bytes, document_id_to_hex
 
 log = logging.getLogger(__name__)
@@ -259,10 +260,25 @@ class Backend:
         self._changed_here(ride_id)
         self._settle(ride_id)
 
+    def segment_refusal(self, ref: DocRef) -> str | None:
+        """Why the bike may not write live segment `ref` (one past the live segments a device may hold),
+        or None. Who may write it at all is the gate's and `write_refusal`'s, as for every document."""
+        live = [r for r in self.store.segments.live(ref.ride_id, ref.device) if r.doc_id != ref.doc_id]
+        if len(live) >= MAX_LIVE_SEGMENTS:
+            return (
+                f"segment_limit: bike {ref.device} holds {len(live)} live segments of ride {ref.ride_id} "
+                f"(at most {MAX_LIVE_SEGMENTS}); segment {ref.segment} is refused until older ones are "
+                "consolidated into its bike document"
+            )
+        return None
+
     def _settle(self, ride_id: str) -> None:
-        """After a change to the ride (here or, merged, from another node): finalize if it is time,
-        refresh its state, wake the waiters."""
+        """After a change to the ride (here or, merged, from another node): retire the live segments its
+        bike documents now cover, finalize if it is time, refresh its state, wake the waiters."""
         self.working.used(ride_id)
+        retired = self.store.retire_segments(ride_id)
+        if retired:
+            self.metrics.segments_retired.inc(len(retired))
         phase = self.store.phase(ride_id)
         view = None
         if phase is Phase.ENDED:

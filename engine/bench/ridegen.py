@@ -48,6 +48,17 @@ class RideSignal:
         return [self.sample(seq) for seq in range(start, start + count)]
 
 
+_BENCH_RIDE: list[Sample] = []
+_BENCH_SIGNAL = RideSignal("bench-store")
+
+
+def bench_store_sample(seq: int) -> Sample:
+    """Sample `seq` of `ridesync bench store`'s realistic 1 Hz ride, the same in every call."""
+    while len(_BENCH_RIDE) <= seq:
+        _BENCH_RIDE.append(_BENCH_SIGNAL.sample(len(_BENCH_RIDE)))
+    return _BENCH_RIDE[seq]
+
+
 def ride(count: int, seed: object = 0) -> list[Sample]:
     return RideSignal(seed).take(count)
 
@@ -72,16 +83,18 @@ def uniform_noise(count: int, seed: object = 0) -> list[Sample]:
 def periodic(count: int) -> list[Sample]:
     """The earlier `bench store` samples: every field a short arithmetic cycle. Delta coding plus LZMA2
     finds the cycles, so this flatters schema 2; kept to compare with figures measured on it."""
-    return [
-        Sample(
-            seq=seq,
-            t=T0 + seq,
-            hr=120 + (seq * 7) % 50,
-            rr=(60 * 1024 // (120 + (seq * 7) % 50),),
-            contact="detected",
-            cadence=75 + (seq * 3) % 25,
-            power_dw=1200 + (seq * 37) % 1500,
-            resistance=30 + (seq // 60) % 30,
-        )
-        for seq in range(count)
-    ]
+    return [periodic_sample(seq) for seq in range(count)]
+
+
+def periodic_sample(seq: int) -> Sample:
+    """Sample `seq` of `periodic`."""
+    return Sample(
+        seq=seq,
+        t=T0 + seq,
+        hr=120 + (seq * 7) % 50,
+        rr=(60 * 1024 // (120 + (seq * 7) % 50),),
+        contact="detected",
+        cadence=75 + (seq * 3) % 25,
+        power_dw=1200 + (seq * 37) % 1500,
+        resistance=30 + (seq // 60) % 30,
+    )

@@ -5,7 +5,8 @@ map per sample) and "save the whole document after every sample". Every figure s
 sample batch schema 2 (columns, engine/ride/compact.py) next to schema 1 (records), folds every 10 s (a
 live link) next to hourly folds (offline), on engine/bench/ridegen.py's rides; and the saved hour against
 the information its samples carry, on that ride and on one from the simulated bike's physics
-(`information_bound`, engine/bench/store_bound.py).
+(`information_bound`, engine/bench/store_bound.py); and one live hour as the backend holds it, 10 s folds
+into the bike document next to rolling live segments (`live_segments`, engine/bench/store_segments.py).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.bench.ridegen import RideSignal
+from engine.bench.ridegen import bench_store_sample as sample
 from engine.bench.store_bound import bench_information_bound
 from engine.bench.store_rss import LAYOUTS, bench_backend_rss, bench_rss
+from engine.bench.store_segments import bench_live_segments
 from engine.crdt import CrdtDoc, SyncSession, new_actor_id
 from engine.ride import documents, policy
 from engine.ride.model import BackendDoc, DeviceDoc, RideDocs
@@ -46,17 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ride length (samples) at which save-after-every-sample is timed",
     )
     parser.add_argument("--rides", type=int, default=50, help="open rides for the RSS figure")
-
-
-_RIDE: list[Sample] = []
-_SIGNAL = RideSignal("bench-store")
-
-
-def sample(seq: int) -> Sample:
-    """Sample `seq` of one realistic 1 Hz ride (engine/bench/ridegen.py), the same in every call."""
-    while len(_RIDE) <= seq:
-        _RIDE.append(_SIGNAL.sample(len(_RIDE)))
-    return _RIDE[seq]
 
 
 def as_map(s: Sample) -> dict[str, Any]:
@@ -435,5 +426,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "gate": bench_gate(tmp, max(args.hours, 0.5)),
             "rss": bench_rss(args.rides, args.hours),
             "backend_rss": bench_backend_rss(max(args.rides // 3, 5), args.hours),
+            "live_segments": bench_live_segments(args.rides, args.hours),
         }
     return result

@@ -50,7 +50,8 @@ def bench_rss(rides: int, hours: float) -> dict[str, Any]:
 
 _RSS_CHILD = """
 import gc, sys
-from engine.bench.store import LAYOUTS, build_maps, build_packed, rss_bytes, sample
+from engine.bench.ridegen import bench_store_sample as sample
+from engine.bench.store import LAYOUTS, build_maps, build_packed, rss_bytes
 from engine.store.replica import DEFAULT_FOLD_INTERVAL_S
 label, rides, samples = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 if label in LAYOUTS:
@@ -98,7 +99,8 @@ def bench_backend_rss(rides: int, hours: float) -> dict[str, Any]:
 _BACKEND_CHILD = """
 import gc, sys, tempfile
 from pathlib import Path
-from engine.bench.store import LAYOUTS, build_packed, rss_bytes, sample
+from engine.bench.ridegen import bench_store_sample as sample
+from engine.bench.store import LAYOUTS, build_packed, rss_bytes
 from engine.ride.schema import DocKind, DocRef, Role
 from engine.store import ReplicaStore
 layout, keep, rides, samples = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

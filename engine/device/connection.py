@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from engine.backoff import Attempts, Backoff
+from engine.device import live_segments
 from engine.device.defaults import DEFAULT_HEARTBEAT_S
 from engine.device.retry import classify_exception, connection_error_text
 from engine.device.status import SyncEvent, SyncTracker
@@ -150,6 +151,7 @@ class DeviceSync:
     # ---- the recording side: never blocks -------------------------------------------------------------
 
     def track(self, ride_id: str) -> None:
+        live_segments.at_start(self.store, ride_id, self.tracker.peer)
         self.tracker.track(ride_id)
         self.notify(ride_id)
 
@@ -397,14 +399,17 @@ class DeviceSync:
                         self._dirty.update(self.tracker.rides)
                         self._wake.set()
                     case cs.Acknowledged(doc_id, heads):
+                        doc_hex = document_id_to_hex(doc_id)
                         self._settle(doc_id)
-                        self.tracker.acknowledged(document_id_to_hex(doc_id), heads)
+                        self.tracker.acknowledged(doc_hex, heads)
+                        live_segments.after_acknowledged(self.store, session, doc_hex, heads)
                         if self.on_ack is not None:
-                            self.on_ack(document_id_to_hex(doc_id))
+                            self.on_ack(doc_hex)
                         self._pulse()
                     case cs.Changed(doc_id):
                         doc_hex = document_id_to_hex(doc_id)
                         ride_id = self.store.ref(doc_hex).ride_id
+                        live_segments.after_change(self.store, session, ride_id)
                         # The shared document indexes the others: a new entry is a new document to sync.
                         self._dirty.add(ride_id)
                         self._wake.set()
@@ -414,6 +419,8 @@ class DeviceSync:
                         self._pulse()
                     case cs.Unavailable(doc_id):
                         doc_hex = document_id_to_hex(doc_id)
+                        if live_segments.consolidated(self.store, doc_hex):
+                            continue  # a live segment the backend retired: its samples are consolidated
                         ride_id = self.store.ref(doc_hex).ride_id
                         if not self.store.heads(doc_hex):
                             # Neither side has anything of it (say, the backend has not written yet).

@@ -107,7 +107,10 @@ class SyncTracker:
             self._acked[doc_hex] = heads
             self._unsaved_heads.add(doc_hex)
         ride_id = self.store.ref(doc_hex).ride_id
-        if doc_hex == self._own_doc(ride_id) and heads == tuple(sorted(self.store.heads(doc_hex))):
+        own = self._own_docs(ride_id)
+        # Every sample is in this device's own document or one of its live segments (a bike's 10 s folds):
+        # all of them acknowledged at their current heads, and the backend holds every sample recorded.
+        if doc_hex in own and all(self.is_acknowledged(d) for d in own):
             self._acked_samples[ride_id] = self.store.next_seq(ride_id)
         self.refresh(ride_id)
 
@@ -204,6 +207,17 @@ class SyncTracker:
     def state(self, ride_id: str) -> tuple[SyncState, str]:
         status = self.store.sync_status(ride_id)
         return status.state, status.reason
+
+    def _own_docs(self, ride_id: str) -> list[str]:
+        """This device's own document and the live segments it holds (a bike's), by doc id."""
+        me = self.store.device_id
+        return [
+            r.doc_id
+            for r in self.store.ride_refs(ride_id)
+            if r.device == me
+            and r.kind in (DocKind.BIKE, DocKind.APP, DocKind.SEGMENT)
+            and self.store.has_doc(r.doc_id)
+        ]
 
     def _own_doc(self, ride_id: str) -> str | None:
         for ref in self.store.ride_refs(ride_id):

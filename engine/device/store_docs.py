@@ -26,6 +26,9 @@ class StoreDocuments:
     def open(self, doc_id: str) -> None:
         self._sessions[doc_id] = SyncSession()
 
+    def forget(self, doc_id: str) -> None:
+        self._sessions.pop(doc_id, None)
+
     def is_empty(self, doc_id: str) -> bool:
         return not self.store.heads(to_hex(doc_id))
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.ride import policy
+from engine.ride import policy, segments
 from engine.ride.model import RideDocs
 from engine.ride.samples import Sample
 from engine.ride.schema import DocKind
@@ -136,6 +136,7 @@ def rows_for(bike_device: str, bike: Sequence[Sample], fill: Sequence[tuple[str,
 
 
 def from_docs(docs: RideDocs) -> ExportRide:
+    docs = segments.merged(docs)
     view = policy.resolve(docs)
     devices = sorted(docs.devices, key=lambda d: d.device)
     authority, _ = policy.authoritative_bike(devices, docs.owner)

@@ -93,6 +93,43 @@ def add_samples(
     return keys
 
 
+def segment_markers(doc: CrdtDoc) -> set[int]:
+    """The live segments a bike's durable document names consolidated (its `segment.<n>` keys)."""
+    out = set()
+    for key in doc.keys_with_prefix(schema.SEGMENT_PREFIX):
+        match = schema.SEGMENT_KEY.fullmatch(key)
+        if match is not None:
+            out.add(int(match.group(1)))
+    return out
+
+
+def segment_marker_values(doc: CrdtDoc, counts: dict[int, int]) -> dict[str, Scalar]:
+    """`segment.<n>` = samples it held, for each segment `counts` names and the document does not mark."""
+    keys = {f"{schema.SEGMENT_PREFIX}{n}": count for n, count in sorted(counts.items())}
+    return {k: v for k, v in keys.items() if doc.get(k) is None}
+
+
+def seqs_in(doc: CrdtDoc, lo: int, hi: int) -> set[int]:
+    """The seqs in [lo, hi] the document's sample keys hold, decoding only the keys whose named range
+    overlaps it (a retirement check on an hour-long document decodes one key, not the hour)."""
+    out: set[int] = set()
+    keys = doc.keys()
+    for key in keys:
+        match = schema.SAMPLE_KEY.fullmatch(key)
+        if match is None or int(match.group(2), 16) < lo or int(match.group(1), 16) > hi:
+            continue
+        value = doc.get(key)
+        if not isinstance(value, bytes):
+            continue
+        try:
+            batch = decode_batch(value)
+        except SampleDecodeError:
+            continue
+        first, last = int(match.group(1), 16), int(match.group(2), 16)
+        out.update(s.seq for s in batch if first <= s.seq <= last and lo <= s.seq <= hi)
+    return out
+
+
 def _claim_json(t: float, key: str, **extra: Any) -> str:
     body: dict[str, Any] = {"t": _finite(t), "key": key}
     body.update({k: v for k, v in extra.items() if v is not None})
@@ -148,7 +185,8 @@ def index_values(shared: CrdtDoc, ref: DocRef) -> dict[str, Scalar]:
     name = schema.DOC_PREFIX + ref.doc_id
     if shared.get(name) is not None:
         return {}
-    return {name: schema.dumps({"kind": ref.kind.value, "device": ref.device})}
+    entry = {k: v for k, v in ref.to_json().items() if k != "doc_id"}
+    return {name: schema.dumps(entry)}
 
 
 def index_doc(shared: CrdtDoc, ref: DocRef) -> bool:

@@ -60,6 +60,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from engine.ride import segments
 from engine.ride.model import BackendDoc, DeviceDoc, Edit, RideDocs
 from engine.ride.samples import Sample
 from engine.ride.schema import SCHEMA_VERSION, DocKind, DocRef, Phase, Role
@@ -174,6 +175,7 @@ class RideView:
 
 
 def resolve(docs: RideDocs) -> RideView:
+    docs = segments.merged(docs)  # a bike's live segments are part of its bike document
     bike, ignored = authoritative_bike(docs.devices, docs.owner)
     devices = sorted(
         (d for d in docs.devices if d not in ignored), key=lambda d: (d.ref.kind.value, d.device)
@@ -331,7 +333,8 @@ def may_write(ref: DocRef, device: str, role: Role, phase: Phase) -> bool:
         return True
     if phase is Phase.FINALIZED and role is not Role.BACKEND:
         return False
-    return ref.kind.value == role.value and ref.device == device
+    # A segment is its bike's (kind.role is the writer's role: bike for a bike document and its segments).
+    return ref.kind.role is role and ref.device == device
 
 
 def may_edit(field_name: str, role: Role, phase: Phase) -> bool:

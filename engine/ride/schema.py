@@ -3,12 +3,16 @@
 Every document is a flat root map of scalars (see engine/crdt.py for why). Keys:
 
 all documents   `schema` int, `kind` str, `ride_id` str; single-writer documents add `device`, `role`.
-bike, app — one per writing device, written only by that device's actors:
+bike, app — one per writing device (the bike's is its *durable* document), written only by that
+device's actors:
     `s<first seq:08x><last seq:08x>` bytes   a batch blob of packed samples (engine/ride/samples.py);
                                              the key names the seq range, so two writes of one key
                                              always carry the same samples
     `claim.active`, `claim.ended`     JSON   phase claims {"t", "key", ...}; `ended` also declares
                                              "last_seq", "count" and the device's own "duration_s"
+    `segment.<n>`                     int    bike: live segment n is consolidated here (its sample count)
+segment — a bike's live segment n (id from (ride, "segment", device, n)), written only by that bike: the
+    header and sample keys, as a bike document; dropped once the bike document holds its samples
 backend — written only by the backend:
     `end.<idempotency key>`           JSON   ride-end events received over HTTP {"t", "device", "role"}
     `finalized`                       JSON   {"t", "totals", "samples": {device: count}}
@@ -47,10 +51,14 @@ class DocKind(enum.StrEnum):
     BIKE = "bike"
     APP = "app"
     BACKEND = "backend"
+    # A bike's short-lived live segment (docs/architecture.md#live-segments): written by the bike only.
+    SEGMENT = "segment"
 
     @property
     def role(self) -> Role | None:
-        return None if self is DocKind.SHARED else Role(self.value)
+        if self is DocKind.SHARED:
+            return None
+        return Role.BIKE if self is DocKind.SEGMENT else Role(self.value)
 
 
 class Phase(enum.IntEnum):
@@ -80,6 +88,13 @@ MAX_TEXT = 4000
 
 # Match with `fullmatch`: `$` would also match before a trailing newline.
 SAMPLE_KEY = re.compile(r"s([0-9a-f]{8})([0-9a-f]{8})")
+# In a bike's durable document: `segment.<n>` = how many samples segment n held when it was consolidated,
+# written in the one change that consolidates it (docs/architecture.md#live-segments).
+SEGMENT_PREFIX = "segment."
+SEGMENT_KEY = re.compile(r"segment\.(0|[1-9][0-9]{0,3})")
+# Segment numbers are bounded (a ride of 48 h consolidating every 5 min uses 576; reconnects start new
+# ones) so a hostile bike cannot make a server hash or hold an unbounded range of ids.
+MAX_SEGMENT = 9999
 CLAIM_ACTIVE = "claim.active"
 CLAIM_ENDED = "claim.ended"
 FINALIZED = "finalized"
@@ -105,6 +120,7 @@ class DocRef:
     ride_id: str
     kind: DocKind
     device: str = ""
+    segment: int = 0  # a segment's number (0 for every other kind)
 
     @property
     def role(self) -> str:
@@ -119,15 +135,43 @@ class DocRef:
     @property
     def raw_id(self) -> bytes:
         """The 16 id bytes (what automerge-repo's bs58check document id encodes)."""
-        return doc_id_bytes(self.ride_id, self.kind, self.device)
+        return doc_id_bytes(self.ride_id, self.kind, self.device, self.segment)
 
-    def to_json(self) -> dict[str, str]:
-        return {"doc_id": self.doc_id, "kind": self.kind.value, "device": self.device}
+    @property
+    def stored_device(self) -> str:
+        """The `device` column of the storage's document row: `<device>/<n>` for a segment (a device id
+        holds no `/`, so the row names the segment unambiguously), else the device."""
+        return f"{self.device}/{self.segment}" if self.kind is DocKind.SEGMENT else self.device
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"doc_id": self.doc_id, "kind": self.kind.value, "device": self.device}
+        if self.kind is DocKind.SEGMENT:
+            out["segment"] = self.segment
+        return out
 
 
-def doc_id_bytes(ride_id: str, kind: DocKind, device: str = "") -> bytes:
+def doc_id_bytes(ride_id: str, kind: DocKind, device: str = "", segment: int = 0) -> bytes:
     owner = "" if kind is DocKind.SHARED else device
-    return hashlib.sha256(f"ridesync/v1/{ride_id}/{kind.value}/{owner}".encode()).digest()[:16]
+    tail = f"/{segment}" if kind is DocKind.SEGMENT else ""
+    return hashlib.sha256(f"ridesync/v1/{ride_id}/{kind.value}/{owner}{tail}".encode()).digest()[:16]
+
+
+def segment_ref(ride_id: str, device: str, segment: int) -> DocRef:
+    """Live segment `segment` of `device`'s bike document (docs/architecture.md#live-segments)."""
+    if isinstance(segment, bool) or not isinstance(segment, int) or not 0 <= segment <= MAX_SEGMENT:
+        raise ValueError(f"segment number {segment!r} is not in 0..{MAX_SEGMENT}")
+    return DocRef(check_ride_id(ride_id), DocKind.SEGMENT, check_device_id(device), segment)
+
+
+def ref_from_row(ride_id: str, kind: str, device: str) -> DocRef:
+    """The DocRef of a storage row (`DocRef.stored_device`); ValueError for a row no ref makes."""
+    doc_kind = DocKind(kind)
+    if doc_kind is DocKind.SEGMENT:
+        name, _, number = device.rpartition("/")
+        if not number.isdigit() or len(number) > 6:
+            raise ValueError(f"segment row device {device!r} has no segment number")
+        return segment_ref(ride_id, name, int(number))
+    return DocRef(check_ride_id(ride_id), doc_kind, device)
 
 
 def shared_ref(ride_id: str) -> DocRef:
@@ -146,6 +190,11 @@ def parse_doc_ref(ride_id: str, entry: dict[str, Any]) -> DocRef | None:
     try:
         kind = DocKind(str(entry.get("kind")))
         device = "" if kind is DocKind.SHARED else check_device_id(str(entry.get("device")))
+        if kind is DocKind.SEGMENT:
+            number = entry.get("segment")
+            if not isinstance(number, int):
+                return None
+            return segment_ref(ride_id, device, number)
         return DocRef(check_ride_id(ride_id), kind, device)
     except ValueError:
         return None

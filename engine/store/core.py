@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -36,6 +36,7 @@ from engine.store.samplelog import (
     DEFAULT_FOLD_INTERVAL_S,
     DEFAULT_MAX_BATCH,
     DEFAULT_OFFLINE_FOLD_INTERVAL_S,
+    DEFAULT_SEGMENT_INTERVAL_S,
     SampleLog,
 )
 from engine.store.sqlite import SqliteStorage
@@ -60,6 +61,7 @@ class ReplicaCore:
         max_batch: int = DEFAULT_MAX_BATCH,
         offline_fold_interval_s: float = DEFAULT_OFFLINE_FOLD_INTERVAL_S,
         batch_schema: int = DEFAULT_BATCH_SCHEMA,
+        segment_interval_s: float | None = DEFAULT_SEGMENT_INTERVAL_S,
         compact_every: int = DEFAULT_COMPACT_EVERY,
         min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
         clock: Callable[[], float] = time.time,
@@ -91,7 +93,9 @@ class ReplicaCore:
             max_batch=max_batch,
             offline_fold_interval_s=offline_fold_interval_s,
             batch_schema=batch_schema,
+            segment_interval_s=segment_interval_s,
         )
+        self.segments = self.samples.segments
         self.retention = Retention(
             self.documents,
             self.samples,
@@ -288,7 +292,13 @@ class ReplicaCore:
     def ride_refs(self, ride_id: str) -> list[DocRef]:
         """The documents of `ride_id` this replica holds, plus any the shared index names that it lacks."""
         self._in_memory(ride_id)
-        return self.documents.ride_refs(ride_id)
+        refs = self.documents.ride_refs(ride_id)
+        # This device's own segments are what it holds: one only listed was dropped here (retired).
+        return [
+            r
+            for r in refs
+            if r.kind is not DocKind.SEGMENT or r.device != self.device_id or self.has_doc(r.doc_id)
+        ]
 
     def ref(self, doc_id: str) -> DocRef:
         return self.documents.entry(doc_id).ref
@@ -430,6 +440,20 @@ class ReplicaCore:
 
     def class_owners(self, class_id: str) -> list[RideOwner]:
         return self.book.class_owners(class_id)
+
+    # -- live segments (segments.Segments; docs/architecture.md#live-segments) ---------------------------
+
+    def retire_segments(
+        self, ride_id: str, acked: Mapping[str, Sequence[bytes]] | None = None
+    ) -> list[DocRef]:
+        """Drop the ride's dead live segments from memory and storage; returns them. This device's own
+        only once `acked` (doc id -> heads the backend acknowledged) covers the durable document that
+        holds them (segments.Segments.retire)."""
+        return self.segments.retire(ride_id, self.device_id, acked)
+
+    def segment_retired(self, ref: DocRef) -> bool:
+        """Whether the durable document held here names segment `ref` consolidated."""
+        return self.segments.is_retired(ref)
 
     # -- retention and storage (retention.Retention) --------------------------------------------------
 

@@ -49,7 +49,7 @@ class DeviceReplica(ReplicaCore):
         if own is None or own.kind not in (DocKind.BIKE, DocKind.APP):
             raise StoreError(f"a {self.role.value} replica does not claim ride ends")
         ride = self.documents.rides.get(ride_id)
-        seqs = set() if ride is None else set(ride.seqs or ()) | set(ride.pending or ())
+        seqs = set() if ride is None else set(ride.seqs or ()) | set(ride.pending or ()) | set(ride.live)
         doc = self.documents.ensure_doc(own)
         with self.documents.guard():
             claim = documents.claim_ended_values(

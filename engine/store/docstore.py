@@ -181,7 +181,7 @@ class DocumentStore:
 
     def _load_row(self, doc_id: str, ride_id: str, kind: str, device: str) -> None:
         try:
-            ref = DocRef(schema.check_ride_id(ride_id), DocKind(kind), device)
+            ref = schema.ref_from_row(ride_id, kind, device)
         except (ValueError, TypeError):
             self.recovery.problem(f"doc {doc_id!r}: unreadable ride/kind/device; skipped")
             return
@@ -302,11 +302,19 @@ class DocumentStore:
             entry = self.docs.get(ref.doc_id)
         if entry is None:
             self.ensure_ride_row(ref.ride_id)
-            doc_id, ride_id, kind, device = ref.doc_id, ref.ride_id, ref.kind.value, ref.device
+            doc_id, ride_id, kind, device = ref.doc_id, ref.ride_id, ref.kind.value, ref.stored_device
             self.write(ride_id, lambda tx: tx.add_doc(doc_id, ride_id, kind, device))
             doc = CrdtDoc.new(self.actor)
             entry = self._add_entry(OpenDoc(ref, doc, doc.heads()))
         return entry.doc
+
+    def forget_doc(self, doc_id: str) -> None:
+        """Drop one document from memory (a retired live segment; the caller deletes it from storage)."""
+        entry = self.docs.pop(doc_id, None)
+        if entry is not None:
+            ride = self.rides.get(entry.ref.ride_id)
+            if ride is not None:
+                ride.docs.pop(doc_id, None)
 
     def _add_entry(self, entry: OpenDoc) -> OpenDoc:
         self.docs[entry.ref.doc_id] = entry
@@ -325,8 +333,20 @@ class DocumentStore:
             decoded = shared.decode()
             if isinstance(decoded, SharedDoc):
                 for ref in decoded.index:
-                    refs.setdefault(ref.doc_id, ref)
+                    if ref.doc_id not in refs and not self._retired_segment(ref):
+                        refs[ref.doc_id] = ref
         return sorted(refs.values(), key=lambda r: r.doc_id)
+
+    def _retired_segment(self, ref: DocRef) -> bool:
+        """A live segment the index still lists (it only grows) but its device's durable document, held
+        here, names consolidated: nothing to fetch (docs/architecture.md#live-segments)."""
+        if ref.kind is not DocKind.SEGMENT:
+            return False
+        durable = self.docs.get(DocRef(ref.ride_id, DocKind.BIKE, ref.device).doc_id)
+        if durable is None:
+            return False
+        with self.guard():
+            return durable.doc.get(f"{schema.SEGMENT_PREFIX}{ref.segment}") is not None
 
     def entry(self, doc_id: str) -> OpenDoc:
         entry = self.docs.get(doc_id)

@@ -256,7 +256,8 @@ def shared_content_problem(
 
     Allowed: `edit.<actor hex>.<n>` under one of the message's own actors (`actors`) and naming the
     writing device and role, a well-formed `doc.<id>` index entry of this ride, and the header (`schema`,
-    `kind`, `ride_id` with their fixed values). No existing key may change or disappear. Once the ride is
+    `kind`, `ride_id` with their fixed values); a live segment's entry only from that bike. No existing key
+    may change or disappear. Once the ride is
     `finalized` (`phase`), a device other than the backend may add only edits of the fields
     `policy.may_edit` leaves open (title, notes, rating)."""
     frozen = phase is Phase.FINALIZED and role is not Role.BACKEND
@@ -284,6 +285,9 @@ def shared_content_problem(
             entry = schema.parse_doc_ref(ref.ride_id, obj) if obj is not None else None
             if entry is None or entry.doc_id != key[len(schema.DOC_PREFIX) :]:
                 return f"shared key {key!r} is not a valid index entry of ride {ref.ride_id}"
+            if entry.kind is DocKind.SEGMENT and (role is not Role.BIKE or entry.device != device):
+                # Every replica fetches the segments the index lists: only their bike lists them.
+                return f"shared key {key!r} lists a live segment of bike {entry.device}; only that bike may"
         else:
             match = _EDIT_KEY.fullmatch(key)
             if match is None:

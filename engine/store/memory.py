@@ -78,6 +78,13 @@ class MemoryTx:
             del self.data.samples[key]
         self.data.rides.pop(ride_id, None)
 
+    def delete_doc(self, doc_id: str) -> None:
+        self.data.snapshots.pop(doc_id, None)
+        self.data.changes.pop(doc_id, None)
+        self.data.docs.pop(doc_id, None)
+        for peer_key in [k for k in self.data.peer_heads if k[0] == doc_id]:
+            del self.data.peer_heads[peer_key]
+
     def set_peer_heads(self, doc_id: str, peer: str, heads: list[bytes], updated: float) -> None:
         self.data.peer_heads[(doc_id, peer)] = sorted(heads)
 

@@ -100,6 +100,11 @@ class StorageTx(Protocol):
         """Delete the ride, its documents (snapshots, records, peer heads) and its raw samples. Actor
         bindings and ride owners stay."""
 
+    def delete_doc(self, doc_id: str) -> None:
+        """Delete one document: its registration, snapshot, change records and peer heads (a retired live
+        segment, docs/architecture.md#live-segments). Its ride, the ride's other documents and the raw
+        samples stay. Deleting a document that is not stored does nothing."""
+
     def set_peer_heads(self, doc_id: str, peer: str, heads: list[bytes], updated: float) -> None: ...
 
     def bind_actor(self, actor: bytes, device: str, role: str, bound: float) -> None:

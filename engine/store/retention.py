@@ -46,7 +46,7 @@ class Retention:
     def evictable(self, ride_id: str) -> str | None:
         """None if the ride may be evicted, else the reason it may not."""
         status = self.book.sync_status(ride_id)
-        if self.samples.pending_samples(ride_id):
+        if self.samples.unconsolidated(ride_id):
             return "has samples not yet folded"
         if status.state is not SyncState.RECONCILED:
             return f"not reconciled ({status.state.value}: {status.reason})"

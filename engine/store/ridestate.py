@@ -40,8 +40,15 @@ class Ride:
     status: SyncStatus | None = None
     views: RideViews = field(default_factory=RideViews)  # its phase and resolved view (viewcache.py)
     # Sample log (bike and app): None until the ride is started or recovered here.
-    seqs: set[int] | None = None  # seqs this device's own document holds
-    pending: dict[int, Sample] | None = None  # logged, not yet folded into the document
+    seqs: set[int] | None = None  # seqs this device's own (durable) document holds: consolidated
+    pending: dict[int, Sample] | None = None  # logged, not yet folded into any document
+    # Live segments (a bike with a live link): folded into a segment, not yet into the durable document,
+    # and how many each unconsolidated segment holds (docs/architecture.md#live-segments).
+    live: dict[int, Sample] = field(default_factory=dict)
+    unmarked: dict[int, int] = field(default_factory=dict)
+    segment: int | None = None  # the open segment's number
+    segment_t: float = 0.0  # the last consolidation, or the start (ride clock)
+    backlog: bool = False  # samples were held offline since the last consolidation
     unlogged: list[UnloggedRow] = field(default_factory=list)  # not logged: the disk was full
     last_fold: float | None = None
     top: int | None = None  # highest seq this device recorded, once known
@@ -53,4 +60,7 @@ class Ride:
         self.views = RideViews()
         self.seqs = None
         self.pending = None
+        self.live = {}
+        self.unmarked = {}
+        self.segment = None
         self.top = None

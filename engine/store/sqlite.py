@@ -88,6 +88,10 @@ class SqliteTx:
         cur.execute("DELETE FROM raw_samples WHERE ride_id=?", (ride_id,))
         cur.execute("DELETE FROM rides WHERE ride_id=?", (ride_id,))
 
+    def delete_doc(self, doc_id: str) -> None:
+        for table in ("snapshots", "changes", "peer_heads", "docs"):
+            self.cur.execute(f"DELETE FROM {table} WHERE doc_id=?", (doc_id,))
+
     def set_peer_heads(self, doc_id: str, peer: str, heads: list[bytes], updated: float) -> None:
         row = (doc_id, peer, db.pack_heads(heads), updated)
         self.cur.execute("INSERT OR REPLACE INTO peer_heads VALUES(?, ?, ?, ?)", row)

@@ -24,8 +24,10 @@ from engine.crdt import CrdtDoc
 from engine.ride import documents, policy
 from engine.ride.model import BackendDoc, DeviceDoc, RideDocs, SharedDoc
 from engine.ride.schema import DocKind, DocRef, Phase
+from engine.ride.segments import merge_segments
 
 Decoded = DeviceDoc | BackendDoc | SharedDoc
+_BIKE_KINDS = (DocKind.BIKE, DocKind.SEGMENT)
 # Device documents decoded within one `ViewCache.decoding_once()` block, by (doc id, heads).
 DecodeMemo = dict[tuple[str, tuple[bytes, ...]], DeviceDoc]
 
@@ -108,8 +110,13 @@ class ViewCache:
                 backends.append(decoded)
             else:
                 devices.append(decoded)
+        # A bike's live segments count as part of its bike document, each (device, seq) once.
         return RideDocs(
-            ride_id=ride_id, shared=shared, devices=tuple(devices), backends=tuple(backends), owner=owner
+            ride_id=ride_id,
+            shared=shared,
+            devices=merge_segments(devices),
+            backends=tuple(backends),
+            owner=owner,
         )
 
     def view(
@@ -133,7 +140,7 @@ class ViewCache:
             e
             for e in entries
             if e.ref.kind is not DocKind.SHARED
-            and (owner is None or e.ref.kind is not DocKind.BIKE or e.ref.device == owner)
+            and (owner is None or e.ref.kind not in _BIKE_KINDS or e.ref.device == owner)
         ]
         with self._guard():
             key = tuple((e.ref.doc_id, tuple(e.doc.heads())) for e in counted)

@@ -42,6 +42,10 @@ class ClientDocuments(Protocol):
         """Start syncing `doc_id` on this connection with a fresh sync state."""
         ...
 
+    def forget(self, doc_id: str) -> None:
+        """Drop `doc_id`'s sync state on this connection."""
+        ...
+
     def is_empty(self, doc_id: str) -> bool: ...
 
     def generate(self, doc_id: str) -> bytes | None: ...
@@ -143,6 +147,12 @@ class ClientSession:
             self._open.add(doc_id)
             effects += self._generate(doc_id, first=True)
         return effects
+
+    def forget(self, doc_id: str) -> None:
+        """Stop syncing `doc_id` on this connection (the replica dropped it, e.g. a retired live segment):
+        a later message about it is answered `doc-unavailable`, as for any document not tracked here."""
+        self._open.discard(doc_id)
+        self.documents.forget(doc_id)
 
     def local_change(self, doc_id: str) -> list[Effect]:
         """This replica changed `doc_id`: offer the change if the document is open here."""

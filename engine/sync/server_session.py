@@ -224,6 +224,9 @@ class ServerSession:
     def _handle_sync(self, doc_id: str, data: bytes) -> list[Effect]:
         assert self.peer_id is not None
         try:
+            if doc_id in self._open and not self.provider.is_known(doc_id):
+                # The document went away while open here (a retired live segment): as if never opened.
+                self._open.discard(doc_id)
             if doc_id not in self._open:
                 if not self.provider.is_known(doc_id):
                     unavailable = wire.DocUnavailable(self.server_peer_id, self.peer_id, doc_id)

@@ -7,9 +7,10 @@ import math
 
 from adapters.serial.sim.profile import RideProfile
 from engine.bench.entropy import delta_columns, delta_entropy_bytes, order0_bits
+from engine.bench.ridegen import bench_store_sample as sample
 from engine.bench.ridegen import ride
 from engine.bench.ridegen_sim import SimBikeRide, head_unit_power_w, sim_ride
-from engine.bench.store import build_packed, sample
+from engine.bench.store import build_packed
 from engine.bench.store_bound import bench_information_bound
 from engine.ride.samples import Sample
 

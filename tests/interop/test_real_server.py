@@ -176,3 +176,58 @@ def _shared(store: ReplicaStore) -> str:
     from engine.ride.schema import shared_ref
 
     return shared_ref(RIDE).doc_id
+
+
+async def test_stock_client_reads_a_live_segment_and_is_told_a_retired_one_is_unavailable(
+    served: tuple[str, KeyRing], tmp_path: Path
+) -> None:
+    """Live segments (docs/architecture.md#live-segments) to a stock client: the live one is a document
+    like any other; one the backend retired (its samples consolidated into the bike document) is
+    `doc-unavailable`, which the client reports cleanly (no error, no retry loop)."""
+    from engine.backend.service import repo_id
+    from engine.ride.schema import segment_ref
+    from engine.sync.docid import to_url
+    from tests.support.clock import Clock
+    from tests.support.samples import make_sample
+
+    url, ring = served
+    t0 = 1_795_000_000.0
+    clock = Clock(t0)
+    bike = ReplicaStore(
+        tmp_path / "bike", device_id="bike-1", role=Role.BIKE, clock=clock, segment_interval_s=60.0
+    )
+    bike.start_ride(RIDE, t=t0)
+    for seq in range(75):  # segment 0 consolidated at 60 s, segment 1 live from 70 s
+        clock.t = t0 + seq + 1
+        bike.append_sample(RIDE, make_sample(seq, t0=t0))
+        bike.maybe_fold(RIDE, online=True)
+    retired, live = segment_ref(RIDE, "bike-1", 0), segment_ref(RIDE, "bike-1", 1)
+    assert bike.has_doc(retired.doc_id) and bike.has_doc(live.doc_id)
+    token = ring.issue("app", "app-node", rides=[RIDE])
+    ws_url = url.replace("http://", "ws://") + "/v1/sync"
+    async with asyncio.timeout(HANG_GUARD), SyncClient(url, ring.issue("bike", "bike-1"), bike, RIDE) as bc:
+        await bc.open_ride()
+        async with aiohttp.ClientSession() as http:
+            while True:
+                async with http.get(f"{url}/v1/rides/{RIDE}", params={"token": token}) as r:
+                    body = await r.json() if r.status == 200 else {}
+                async with http.get(f"{url}/v1/rides/{RIDE}/docs", params={"token": token}) as r:
+                    docs = [d["doc_id"] for d in (await r.json())["docs"]] if r.status == 200 else []
+                if (
+                    body.get("samples") == {"bike-1": 70}
+                    and live.doc_id in docs
+                    and retired.doc_id not in docs
+                ):
+                    break
+                await _next_message(bc)
+        gone = await run_client(
+            "--url", ws_url, "--token", token, "--doc", to_url(repo_id(retired)), "--expect-unavailable",
+            "--timeout-ms", "8000",
+        )  # fmt: skip
+        seen = await run_client(
+            "--url", ws_url, "--token", token, "--doc", to_url(repo_id(live)), "--wait-for", "device=bike-1"
+        )  # fmt: skip
+    assert gone["ok"] and gone["unavailable"], gone
+    assert seen["ok"], seen
+    assert seen["doc"]["kind"] == "segment"
+    bike.close()

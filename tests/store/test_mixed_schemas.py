@@ -64,8 +64,11 @@ def _ride(root: Path, clock: Clock, bike_schemas: tuple[int, int], app_schema: i
 
 
 def _blob_schemas(store: ReplicaStore, kind: DocKind) -> set[int]:
-    ref = next(r for r in store.ride_refs(RIDE) if r.kind is kind)
-    values = store.doc(ref.doc_id).items("s").values()
+    """The batch schemas of a device's blobs: for a bike, its durable document and its live segments
+    (the 10 s folds before the restart went into a segment, the rest was consolidated after it)."""
+    kinds = {kind, DocKind.SEGMENT} if kind is DocKind.BIKE else {kind}
+    refs = [r for r in store.ride_refs(RIDE) if r.kind in kinds and store.has_doc(r.doc_id)]
+    values = [v for ref in refs for v in store.doc(ref.doc_id).items("s").values()]
     return {v[0] for v in values if isinstance(v, bytes)}
 
 

@@ -315,3 +315,44 @@ def test_a_damaged_row_is_reported_and_skipped_and_the_compactor_leaves_it(node:
     assert compact_doc(pg_url, doc_id) is False
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT count(*) FROM changes WHERE doc_id=%s", (doc_id,)).fetchone() == rows
+
+
+def test_a_late_write_to_a_segment_another_node_retired_is_gone_once_this_node_retires_it_too(
+    pg_url: str,
+) -> None:
+    """Two nodes hold one live segment; one retires it (deletes it) while the other still holds it and
+    writes a late change and a snapshot of it. Those rows belong to no document (no load reads them) until
+    the late node retires the segment too, as it does once it sees the durable document covering it: then
+    nothing of the segment is left, and the other documents' rows are untouched. (Nothing is lost either
+    way: a segment is retired only when the durable document holds every sample it holds.)"""
+    a, b = PostgresStorage(pg_url), PostgresStorage(pg_url)
+    try:
+        for s in (a, b):
+            s.write(lambda tx: tx.add_doc("seg", "r1", "segment", "bike-1/0"))
+            s.write(lambda tx: tx.add_doc("bike", "r1", "bike", "bike-1"))
+        a.write(lambda tx: tx.append_change("seg", b"change-1", [b"h" * 32]))
+        b.write(lambda tx: tx.append_change("seg", b"change-2", [b"i" * 32]))
+        a.write(lambda tx: tx.delete_doc("seg"))
+
+        def late(tx: StorageTx) -> None:
+            tx.append_change("seg", b"change-3", [b"j" * 32])
+            tx.put_snapshot("seg", b"snapshot", [b"j" * 32])
+            tx.append_change("bike", b"bike-change", [b"k" * 32])
+
+        b.write(late)
+        assert [row[0] for row in a.docs("r1")] == ["bike"]  # what every load enumerates
+        b.write(lambda tx: tx.delete_doc("seg"))
+        fresh = PostgresStorage(pg_url)
+        try:
+            assert [row[0] for row in fresh.docs("r1")] == ["bike"]
+            assert list(fresh.change_records("seg")) == [] and fresh.snapshot("seg") is None
+            assert [r.data for r in fresh.change_records("bike")] == [b"bike-change"]
+            with psycopg.connect(pg_url) as conn:
+                for table in ("changes", "snapshots", "peer_heads"):
+                    rows = conn.execute(f"SELECT count(*) FROM {table} WHERE doc_id='seg'").fetchone()
+                    assert rows == (0,), table
+        finally:
+            fresh.close()
+    finally:
+        a.close()
+        b.close()

@@ -158,6 +158,14 @@ class PostgresTx:
         for doc_id in ids:
             self.known.forget(doc_id)
 
+    def delete_doc(self, doc_id: str) -> None:
+        # Under the document's snapshot lock, so the background compactor never writes a snapshot of a
+        # document deleted under it (it then finds no rows and leaves it alone).
+        self.cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (doc_id,))
+        for table in ("snapshots", "changes", "peer_heads", "docs"):
+            self.cur.execute(f"DELETE FROM {table} WHERE doc_id=%s", (doc_id,))
+        self.known.forget(doc_id)
+
     def set_peer_heads(self, doc_id: str, peer: str, heads: list[bytes], updated: float) -> None:
         self.cur.execute(
             "INSERT INTO peer_heads VALUES(%s, %s, %s, %s) ON CONFLICT(doc_id, peer) DO UPDATE SET "
