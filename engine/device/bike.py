@@ -46,6 +46,7 @@ from engine.ride import policy
 from engine.ride.schema import Phase, Role
 from engine.store import ReplicaStore
 from engine.store.replica import DEFAULT_FOLD_INTERVAL_S
+from engine.store.samplelog import DEFAULT_SEGMENT_INTERVAL_S
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,9 @@ class BikeOptions:
     duration_s: float | None = None  # ride seconds; None = until stopped
     speed: float = 1.0
     fold_interval_s: float = DEFAULT_FOLD_INTERVAL_S
+    # Live segments' consolidation interval (ride seconds); None: every online fold goes into the durable
+    # bike document (docs/architecture.md#live-segments).
+    segment_interval_s: float | None = DEFAULT_SEGMENT_INTERVAL_S
     retry_cap_s: float = 30.0
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     sync_timeout_s: float = 60.0
@@ -95,6 +99,7 @@ class BikeRide:
             device_id=options.device,
             role=Role.BIKE,
             fold_interval_s=options.fold_interval_s,
+            segment_interval_s=options.segment_interval_s,
             clock=self.clock.now,
         )
         self.builder = SampleBuilder()

@@ -19,7 +19,8 @@ def test_every_layout_ends_with_every_sample_once_and_segments_cut_the_changes(r
     durable = DocRef(RIDE, DocKind.BIKE, DEVICE)
     changes = {}
     for label, (batch_schema, interval) in CASES.items():
-        docs, ended = live_hour(SAMPLES, interval, batch_schema, ride)
+        hour = live_hour(SAMPLES, interval, batch_schema, ride)
+        docs, ended = hour.docs, hour.ended
         decoded = documents.decode(ended, durable)
         assert isinstance(decoded, DeviceDoc)
         assert [s.seq for s in decoded.samples] == list(range(SAMPLES + 1)), label

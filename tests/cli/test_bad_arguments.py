@@ -230,6 +230,18 @@ CASES: list[tuple[str, list[str], str, str]] = [
         "--speed",
     ),
     (
+        "ride-segment-interval-negative",
+        ["ride", "--backend", "http://h:1", "--token", "BIKE", "--hr", "sim", "--segment-interval", "-1"],
+        JSON,
+        "--segment-interval",
+    ),
+    (
+        "ride-segment-interval-nan",
+        ["ride", "--backend", "http://h:1", "--token", "BIKE", "--hr", "sim", "--segment-interval", "nan"],
+        JSON,
+        "--segment-interval",
+    ),
+    (
         "ride-duration-junk",
         ["ride", "--backend", "http://h:1", "--token", "BIKE", "--duration", "x"],
         USAGE,
@@ -517,6 +529,7 @@ FAST = {
         "--sync-timeout",
         "--retry-cap",
         "--heartbeat",
+        "--segment-interval",
         "--json",
     ],
     "app": [

@@ -13,6 +13,7 @@ import pytest
 
 from engine.chaos.proxy import ChaosProxy, Faults
 from engine.events.idempotency import ride_end_idempotency_key
+from engine.metrics_scrape import scrape_async
 from tests.support.processes import HANG_GUARD_S, Backend, spawn
 
 pytestmark = pytest.mark.slow
@@ -264,3 +265,21 @@ async def test_with_a_class_the_ride_also_streams_live(
     summary = bike.last
     assert summary["ended_by"] == "stopped" and summary["sync_state"] == "reconciled", summary
     assert_complete(await backend.ride("ride-6", token), "bike-6", summary["samples_recorded"])
+
+
+async def test_segment_interval_picks_live_segments_or_none(backend: Backend, tmp_path: Path) -> None:
+    """`ridesync ride` folds into live segments by default (the backend retires them once the bike
+    document covers them) and into its bike document alone with `--segment-interval 0`; either way every
+    sample arrives once."""
+    token = backend.token("bike", "bike-seg")
+    retired = []
+    for ride_id, extra in (("ride-seg", ()), ("ride-noseg", ("--segment-interval", "0"))):
+        before = (await scrape_async(backend.url)).total("ridesync_live_segments_retired_total")
+        cmd = ride_cmd(backend.url, token, ride_id, tmp_path / ride_id, 120, *extra)
+        async with asyncio.timeout(HANG_GUARD_S):
+            bike = await spawn(*cmd, stderr_path=tmp_path / "logs" / "ride.log")
+            assert await bike.finish() == 0, (bike.lines[-3:], log_tail(tmp_path))
+        assert_complete(await backend.ride(ride_id, token), "bike-seg", 120)
+        after = (await scrape_async(backend.url)).total("ridesync_live_segments_retired_total")
+        retired.append(after - before)
+    assert retired[0] >= 1 and retired[1] == 0, retired

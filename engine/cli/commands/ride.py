@@ -73,6 +73,15 @@ def add_ride_arguments(p: argparse.ArgumentParser) -> None:
     )
     # None: the store's own default fold interval (named once, in engine/store/samplelog.py).
     p.add_argument("--fold-interval", type=float, default=None, metavar="S", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--segment-interval",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with a live link, fold into short-lived live segments and consolidate them into the bike "
+        "document every S seconds of ride time (default 300; 0: no live segments, every fold is a change "
+        "of the bike document)",
+    )
     p.add_argument("--log-level", type=argtypes.log_level, default="WARNING", metavar="LEVEL")
     p.add_argument("--json", action="store_true", help="JSON lines: sync events, then the summary")
     from engine.cli.sensor_sources import add_serial_arguments
@@ -121,11 +130,14 @@ def run_ride(
             raise CliError(f"{name} must be positive")
     if args.duration is not None and not args.duration > 0:
         raise CliError("--duration must be positive")
-    from engine.store.samplelog import DEFAULT_FOLD_INTERVAL_S
+    from engine.store.samplelog import DEFAULT_FOLD_INTERVAL_S, DEFAULT_SEGMENT_INTERVAL_S
 
     fold_interval = DEFAULT_FOLD_INTERVAL_S if args.fold_interval is None else args.fold_interval
     if not (args.retry_cap > 0 and args.heartbeat > 0 and fold_interval > 0):
         raise CliError("--retry-cap, --heartbeat and --fold-interval must be positive")
+    segment_interval = DEFAULT_SEGMENT_INTERVAL_S if args.segment_interval is None else args.segment_interval
+    if not 0 <= segment_interval < float("inf"):  # also refuses nan
+        raise CliError("--segment-interval must be 0 (no live segments) or a positive number of seconds")
     from engine.auth.tokens import MAX_HR_RANGE, valid_max_hr, valid_name
 
     if args.name is not None and not valid_name(args.name):
@@ -155,6 +167,7 @@ def run_ride(
         duration_s=args.duration,
         speed=args.speed,
         fold_interval_s=fold_interval,
+        segment_interval_s=segment_interval or None,
         retry_cap_s=args.retry_cap,
         heartbeat_s=args.heartbeat,
         sync_timeout_s=args.sync_timeout,
