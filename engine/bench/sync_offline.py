@@ -289,18 +289,27 @@ async def bench_incremental(tmp: Path, synced_min: float, offline_min: float) ->
     }
 
 
-async def _live_wire(tmp: Path, batch_schema: int, samples: int) -> int:
-    """Bytes on the wire both ways while `samples` are recorded and synced live at 10 s folds."""
+async def _live_wire(
+    tmp: Path, batch_schema: int, samples: int, segment_interval_s: float | None = None
+) -> int:
+    """Bytes on the wire both ways while `samples` are recorded and synced live at 10 s folds: into the
+    bike document, or with `segment_interval_s` into live segments consolidated that often (the bike's
+    own `maybe_fold(online=True)`, as the bike runner folds)."""
     from engine.auth.tokens import KeyRing
     from engine.chaos.proxy import ChaosProxy
     from engine.device.connection import DeviceSync
     from engine.ride.schema import Role
     from engine.store import ReplicaStore
 
-    label = f"live-schema{batch_schema}"
+    label = f"live-schema{batch_schema}-{segment_interval_s}"
     clock = SimClock()
     bike = ReplicaStore(
-        tmp / f"bike-{label}", device_id="bench-bike", role=Role.BIKE, clock=clock, batch_schema=batch_schema
+        tmp / f"bike-{label}",
+        device_id="bench-bike",
+        role=Role.BIKE,
+        clock=clock,
+        batch_schema=batch_schema,
+        segment_interval_s=segment_interval_s,
     )
     server = serve(tmp / f"serve-{label}")
     try:
@@ -318,7 +327,10 @@ async def _live_wire(tmp: Path, batch_schema: int, samples: int) -> int:
                 for lo in range(0, samples, 10):
                     clock.t = T0 + lo + 10
                     bike.append_samples("live", signal.take(min(10, samples - lo)))
-                    bike.fold("live")
+                    if segment_interval_s is None:
+                        bike.fold("live")
+                    else:
+                        bike.maybe_fold("live", online=True)
                     sync.notify("live")
                     await sync.wait_for(lambda: sync.reconciled("live"))
                 task.cancel()
@@ -331,14 +343,20 @@ async def _live_wire(tmp: Path, batch_schema: int, samples: int) -> int:
 async def bench_live(tmp: Path, minutes: float) -> dict[str, Any]:
     """A ride synced live: every 10 s fold offered at once and acknowledged before the next, as a bike with
     a link does (the ride's start, before its first fold, not counted). Bytes on the wire both ways,
-    schema 2 next to schema 1, in the same run."""
+    schema 2 next to schema 1 and next to live segments, in the same run."""
     samples = int(minutes * 60)
     out: dict[str, Any] = {"samples": samples}
-    for batch_schema in (2, 1):
-        wire = await _live_wire(tmp, batch_schema, samples)
-        out[f"schema{batch_schema}_10s_wire_bytes"] = wire
-        out[f"schema{batch_schema}_10s_wire_bytes_per_hour"] = round(wire * 3600 / max(samples, 1))
+    cases = (("schema2_10s", 2, None), ("schema1_10s", 1, None), ("schema2_segments_5min", 2, 300.0))
+    for label, batch_schema, segment_interval_s in cases:
+        wire = await _live_wire(tmp, batch_schema, samples, segment_interval_s)
+        out[f"{label}_wire_bytes"] = wire
+        out[f"{label}_wire_bytes_per_hour"] = round(wire * 3600 / max(samples, 1))
     out["ratio_wire_bytes_schema2_vs_schema1"] = round(
         out["schema2_10s_wire_bytes"] / max(out["schema1_10s_wire_bytes"], 1), 3
+    )
+    # Live segments send each sample twice (its fold into the segment, then the consolidation) and open a
+    # document every interval: what they cost on the wire, against the same folds into the bike document.
+    out["ratio_wire_bytes_segments_vs_schema2_10s"] = round(
+        out["schema2_segments_5min_wire_bytes"] / max(out["schema2_10s_wire_bytes"], 1), 3
     )
     return out
