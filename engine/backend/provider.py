@@ -138,18 +138,7 @@ class RideDocuments:
             backend.metrics.gate_rejects.labels("not_owner").inc()
             self.sessions.clear()
             self.rejection = f"not_ride_owner: {refusal}"
-            log.warning(
-                "sync message rejected",
-                extra={
-                    "ride_id": ref.ride_id,
-                    "doc_id": hexid,
-                    "kind": ref.kind.value,
-                    "device": self.device,
-                    "role": self.role.value,
-                    "reason": self.rejection,
-                    "code": "not_owner",
-                },
-            )
+            self._log_rejected(ref, self.rejection, "not_owner")
             return Rejected(self.rejection)
         if ref.kind is DocKind.SEGMENT:
             problem = backend.segment_refusal(ref)
@@ -159,18 +148,7 @@ class RideDocuments:
                 self.rejection = problem
                 if not backend.store.heads(hexid):
                     backend.store.segments.drop(ref)  # registered by open(); nothing was written to it
-                log.warning(
-                    "sync message rejected",
-                    extra={
-                        "ride_id": ref.ride_id,
-                        "doc_id": hexid,
-                        "kind": ref.kind.value,
-                        "device": self.device,
-                        "role": self.role.value,
-                        "reason": problem,
-                        "code": "segment_limit",
-                    },
-                )
+                self._log_rejected(ref, problem, "segment_limit")
                 return Rejected(problem)
         try:
             outcome = self.sessions[hexid].receive(data, device=self.device, role=self.role)
@@ -183,19 +161,12 @@ class RideDocuments:
             self.rejection = outcome.reason
             backlog = outcome.code == "backlog"
             # A backlog refusal is logged once, at INFO, by the connection that closes (with the reason).
-            log.log(
-                logging.DEBUG if backlog else logging.WARNING,
-                "sync message rejected",
-                extra={
-                    "ride_id": ref.ride_id,
-                    "doc_id": hexid,
-                    "kind": ref.kind.value,
-                    "device": self.device,
-                    "role": self.role.value,
-                    "reason": outcome.reason,
-                    "code": outcome.code,
-                    "changes": len(outcome.new_changes),
-                },
+            self._log_rejected(
+                ref,
+                outcome.reason,
+                outcome.code,
+                level=logging.DEBUG if backlog else logging.WARNING,
+                changes=len(outcome.new_changes),
             )
             backend.gate_rejected(ref.ride_id, self.device, self.role, outcome.reason)
             return Rejected(outcome.reason, CLOSE_BACKLOG) if backlog else Rejected(outcome.reason)
@@ -203,6 +174,25 @@ class RideDocuments:
             backend.ride_changed(ref.ride_id, self.device, self.peer)
         backend.metrics.sync_seconds.observe(time.perf_counter() - started)
         return Applied(changed=bool(outcome.new_changes))
+
+    def _log_rejected(
+        self, ref: DocRef, reason: str, code: str, level: int = logging.WARNING, **more: object
+    ) -> None:
+        """One structured line for a refused sync message (what, whose, why)."""
+        log.log(
+            level,
+            "sync message rejected",
+            extra={
+                "ride_id": ref.ride_id,
+                "doc_id": ref.doc_id,
+                "kind": ref.kind.value,
+                "device": self.device,
+                "role": self.role.value,
+                "reason": reason,
+                "code": code,
+                **more,
+            },
+        )
 
     def close(self) -> None:
         """Drop every sync state and staging copy now (rejection, disconnect): what a peer queued is

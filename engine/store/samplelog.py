@@ -273,16 +273,7 @@ class SampleLog:
             documents.add_samples(
                 doc, batch, batch_schema=self.batch_schema, extra=documents.header_values(doc, ref)
             )
-        seqs = [s.seq for s in batch]
-        device_id = self.device_id
-
-        def mark(tx: StorageTx) -> None:
-            tx.mark_folded(ride_id, device_id, seqs)
-
-        try:
-            self.docs.persist(ref.doc_id, extra=mark)
-        except StorageFull as exc:
-            log.critical("storage full; fold kept in memory", extra={"ride_id": ride_id, "error": str(exc)})
+        self._persist_fold(ride_id, ref.doc_id, [s.seq for s in batch])
         ride = self.docs.ride(ride_id)
         ride.last_fold = now
         if ride.segment is not None:
@@ -291,6 +282,21 @@ class SampleLog:
             ride.live[sample.seq] = sample
         pending.clear()
         return len(batch)
+
+    def _persist_fold(self, ride_id: str, doc_id: str, logged: list[int]) -> None:
+        """Write the fold just made in `doc_id` and mark the raw rows of `logged` (this device's seqs)
+        folded, in one transaction."""
+        device_id = self.device_id
+
+        def mark(tx: StorageTx) -> None:
+            tx.mark_folded(ride_id, device_id, logged)
+
+        try:
+            self.docs.persist(doc_id, extra=mark)
+        except StorageFull as exc:
+            # The change is in the document; persist() writes it with the next one that fits. Recovery
+            # marks these raw rows folded then, since the document holds their seqs.
+            log.critical("storage full; fold kept in memory", extra={"ride_id": ride_id, "error": str(exc)})
 
     def fold(self, ride_id: str, now: float | None = None, *, extra: dict[str, Scalar] | None = None) -> int:
         """Consolidate: write every sample the durable document lacks (pending, and live in a segment)
@@ -315,18 +321,7 @@ class SampleLog:
             markers = documents.segment_marker_values(doc, ride.unmarked)
             values = {**documents.header_values(doc, own), **markers, **(extra or {})}
             documents.add_samples(doc, batch, batch_schema=self.batch_schema, extra=values)
-        logged = [s for s in sorted(pending)]
-        device_id = self.device_id
-
-        def mark(tx: StorageTx) -> None:
-            tx.mark_folded(ride_id, device_id, logged)
-
-        try:
-            self.docs.persist(own.doc_id, extra=mark)
-        except StorageFull as exc:
-            # The change is in the document; persist() writes it with the next one that fits. Recovery
-            # marks these raw rows folded then, since the document holds their seqs.
-            log.critical("storage full; fold kept in memory", extra={"ride_id": ride_id, "error": str(exc)})
+        self._persist_fold(ride_id, own.doc_id, sorted(pending))
         ride = self.docs.ride(ride_id)  # (a panic above reloads; the ride object stays the same)
         if ride.seqs is None:
             ride.seqs = set()
