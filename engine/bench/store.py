@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
+import sys
 import tempfile
 import time
 import zlib
@@ -413,19 +414,28 @@ def bench_gate(tmp: Path, hours: float) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ridesync-bench-store-") as name:
         tmp = Path(name)
-        result: dict[str, Any] = {
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-            "append": bench_append(tmp, args.appends),
-            "codec": bench_codec(),
-            "offline_fold_interval": bench_offline_interval(),
-            "doc_append": bench_doc_append(),
-            "naive_growth": bench_naive_growth(args.naive_samples),
-            "batch_interval": bench_batch_interval(tmp),
-            "size_and_load": bench_size_and_load(tmp, args.hours),
-            "information_bound": bench_information_bound(args.hours, sample, build_packed),
-            "gate": bench_gate(tmp, max(args.hours, 0.5)),
-            "rss": bench_rss(args.rides, args.hours),
-            "backend_rss": bench_backend_rss(max(args.rides // 3, 5), args.hours),
-            "live_segments": bench_live_segments(args.rides, args.hours),
-        }
+        steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+            ("append", lambda: bench_append(tmp, args.appends)),
+            ("codec", bench_codec),
+            ("offline_fold_interval", bench_offline_interval),
+            ("doc_append", bench_doc_append),
+            ("naive_growth", lambda: bench_naive_growth(args.naive_samples)),
+            ("batch_interval", lambda: bench_batch_interval(tmp)),
+            ("size_and_load", lambda: bench_size_and_load(tmp, args.hours)),
+            ("information_bound", lambda: bench_information_bound(args.hours, sample, build_packed)),
+            ("gate", lambda: bench_gate(tmp, max(args.hours, 0.5))),
+            ("rss", lambda: bench_rss(args.rides, args.hours)),
+            ("backend_rss", lambda: bench_backend_rss(max(args.rides // 3, 5), args.hours)),
+            ("live_segments", lambda: bench_live_segments(args.rides, args.hours)),
+        ]
+        result: dict[str, Any] = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+        started = time.monotonic()
+        for number, (key, step) in enumerate(steps, 1):
+            # Progress on stderr (the JSON goes to stdout): the whole run takes a minute or two.
+            print(
+                f"bench store: {number}/{len(steps)} {key} (+{time.monotonic() - started:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+            result[key] = step()
     return result
