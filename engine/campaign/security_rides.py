@@ -1,7 +1,9 @@
 """The security campaign's attacks on rides: actor spoofing, writes after finalize, a replayed end with
 another body, oversize and deeply nested CBOR, and the ownership cases (a stranger's bike token syncing,
 editing or ending someone else's ride, writes to unknown rides, a look-alike id with a trailing newline,
-a class hijack). Victims are rides this module syncs itself from replicas in the work dir."""
+a class hijack), and live segments (a 5th live one, one outside the bike's window, another bike's or an
+app writing the bike's segment, an app listing one in the shared index). Victims are rides this module
+syncs itself from replicas in the work dir."""
 
 from __future__ import annotations
 
@@ -18,11 +20,12 @@ import aiohttp
 from engine.campaign.probes import http, upgrade_status
 from engine.campaign.procs import ServeProcess, get_json, proc_stats
 from engine.campaign.sync_client import SERVER_PEER, SyncClient
-from engine.crdt import CrdtDoc
-from engine.ride import schema
+from engine.crdt import CrdtDoc, new_actor_id
+from engine.ride import documents, schema
 from engine.ride.samples import Sample
-from engine.ride.schema import Role, shared_ref
+from engine.ride.schema import DocRef, Role, segment_ref, shared_ref
 from engine.store import ReplicaStore
+from engine.store.segments import MAX_LIVE_SEGMENTS
 from engine.sync import wire
 from engine.sync.docid import document_id_from_bytes
 
@@ -134,6 +137,7 @@ class RideAttacks:
             await self._frames(victim, victim_token)
             await self._staging_flood()
             await self._ownership(victim_token)
+            await self._segments(victim, victim_token)  # last: it leaves live segments on the victim ride
         finally:
             for s in self.stores:
                 s.close()
@@ -317,3 +321,94 @@ class RideAttacks:
             return status in REFUSED, f"/v1/sync?ride=victim-1%0A upgrade: {status}"
 
         await sec.attempt("ride id with a trailing newline (sync upgrade)", newline_sync)
+
+    # -- live segments ------------------------------------------------------------------------------------
+
+    def _segment_doc(self, ref: DocRef, seqs: range, base: CrdtDoc | None = None) -> CrdtDoc:
+        """Segment `ref` with `seqs` of the victim's samples, as its bike writes one (or more of them on a
+        copy of `base`, as a forger would)."""
+        doc = CrdtDoc.new(new_actor_id(ref.device)) if base is None else base
+        samples = [sample(i, self.t0) for i in seqs]
+        documents.add_samples(doc, samples, extra=documents.header_values(doc, ref))
+        return doc
+
+    async def _victim_samples(self, token: str) -> int | None:
+        count = (await self.view(VICTIM, token)).get("samples", {}).get("bike-victim")
+        return count if isinstance(count, int) else None
+
+    async def _segments(self, victim: ReplicaStore, victim_token: str) -> None:
+        """Live segments from the ride's own bike past its limits, and from peers that may not write them.
+        The victim ride holds 20 samples; segments that repeat them count once, and nothing refused may
+        add any."""
+        sec = self.sec
+        refs = [segment_ref(VICTIM, "bike-victim", n) for n in range(MAX_LIVE_SEGMENTS + 1)]
+
+        async def past_the_limit() -> tuple[bool, str]:
+            async with SyncClient(sec.url, victim_token, self.store(Role.BIKE, "bike-victim"), VICTIM) as c:
+                for n, ref in enumerate(refs[:-1]):  # overlapping the bike document's samples on purpose
+                    await c.open_raw(ref, self._segment_doc(ref, range(5 * n, 5 * n + 5)))
+                await c.open_raw(refs[-1], self._segment_doc(refs[-1], range(20, 30)))
+                closed = await self.closed(c)
+            limited = any("segment_limit" in e for e in c.errors)
+            count = await self._victim_samples(victim_token)
+            return closed and limited and count == 20, (
+                f"closed={closed} samples={count} code={c.close_code} errors={c.errors[:1]}"
+            )[:250]
+
+        async def outside_the_window() -> tuple[bool, str]:
+            far = segment_ref(VICTIM, "bike-victim", 4 * MAX_LIVE_SEGMENTS)
+            async with SyncClient(sec.url, victim_token, self.store(Role.BIKE, "bike-victim"), VICTIM) as c:
+                await c.open_raw(far, self._segment_doc(far, range(40, 50)))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(10):
+                        await c.wait_for(lambda: far.doc_id in c.unavailable or c.closed.is_set())
+            count = await self._victim_samples(victim_token)
+            refused = far.doc_id in c.unavailable or c.closed.is_set()
+            return refused and count == 20, f"unavailable={far.doc_id in c.unavailable} samples={count}"
+
+        async def written_by(role: str, device: str, **claims: Any) -> tuple[bool, str]:
+            # Segment 0 exists (past_the_limit made it); a forger adds samples 100.. on a copy of it.
+            forged = self._segment_doc(refs[0], range(100, 110))
+            token = sec.token(role, device, **claims)
+            try:
+                async with SyncClient(sec.url, token, self.store(Role(role), device), VICTIM) as c:
+                    await c.open_raw(refs[0], forged)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(10):
+                            await c.wait_for(lambda: refs[0].doc_id in c.unavailable or c.closed.is_set())
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status in REFUSED, f"upgrade refused {exc.status}"
+            count = await self._victim_samples(victim_token)
+            refused = refs[0].doc_id in c.unavailable or c.closed.is_set()
+            return refused and count == 20, (
+                f"unavailable={refs[0].doc_id in c.unavailable} closed={c.closed.is_set()} "
+                f"code={c.close_code} errors={c.errors[:1]} samples={count}"
+            )[:250]
+
+        async def app_lists_a_segment() -> tuple[bool, str]:
+            listed = segment_ref(VICTIM, "bike-victim", MAX_LIVE_SEGMENTS + 2)
+            shared = shared_ref(VICTIM)
+            app = self.store(Role.APP, "tablet-lister")
+            forged = CrdtDoc.load(victim.doc(shared.doc_id).save(), new_actor_id("tablet-lister"))
+            forged.put(documents.index_values(forged, listed))
+            token = sec.token("app", "tablet-lister", rides=[VICTIM])
+            async with SyncClient(sec.url, token, app, VICTIM) as c:
+                await c.open_raw(shared, forged)
+                closed = await self.closed(c)
+            status, docs = await get_json(f"{sec.url}/v1/rides/{VICTIM}/docs", victim_token)
+            names = {d.get("doc_id") for d in docs.get("docs", [])} if isinstance(docs, dict) else set()
+            return closed and status == 200 and listed.doc_id not in names, (
+                f"closed={closed} code={c.close_code} errors={c.errors[:1]} listed={listed.doc_id in names}"
+            )[:250]
+
+        await sec.attempt("live segments past the limit a bike may hold (its own ride)", past_the_limit)
+        await sec.attempt("a live segment outside the bike's window of numbers", outside_the_window)
+        await sec.attempt(
+            "another bike writes the victim bike's live segment",
+            lambda: written_by("bike", "bike-segthief"),
+        )
+        await sec.attempt(
+            "an app of the ride writes the bike's live segment",
+            lambda: written_by("app", "tablet-segforger", rides=[VICTIM]),
+        )
+        await sec.attempt("an app lists a live segment in the shared index", app_lists_a_segment)

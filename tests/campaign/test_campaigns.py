@@ -52,6 +52,7 @@ def test_security_every_attack_is_refused_and_the_honest_ride_is_whole(tmp_path:
     wanted = {"1002", "1008", "1009", "4401", "4413"}
     assert {w for n in names if n.startswith("close code:") for w in wanted if w in n} == wanted, names
     assert any(n.startswith("over-long URL and header") for n in names), names
+    assert sum("live segment" in n for n in names) == 5, names
     held_all(code, report)
 
 
