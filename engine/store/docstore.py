@@ -333,13 +333,14 @@ class DocumentStore:
             decoded = shared.decode()
             if isinstance(decoded, SharedDoc):
                 for ref in decoded.index:
-                    if ref.doc_id not in refs and not self._retired_segment(ref):
+                    if ref.doc_id not in refs and not self.retired_segment(ref):
                         refs[ref.doc_id] = ref
         return sorted(refs.values(), key=lambda r: r.doc_id)
 
-    def _retired_segment(self, ref: DocRef) -> bool:
-        """A live segment the index still lists (it only grows) but its device's durable document, held
-        here, names consolidated: nothing to fetch (docs/architecture.md#live-segments)."""
+    def retired_segment(self, ref: DocRef) -> bool:
+        """Whether `ref` is a live segment its device's durable document, held here, names consolidated:
+        nothing to fetch or accept, though the index still lists it (it only grows;
+        docs/architecture.md#live-segments)."""
         if ref.kind is not DocKind.SEGMENT:
             return False
         durable = self.docs.get(DocRef(ref.ride_id, DocKind.BIKE, ref.device).doc_id)

@@ -56,7 +56,7 @@ class Segments:
     def is_retired(self, ref: DocRef) -> bool:
         """Whether the durable document held here names segment `ref` consolidated (for a segment this
         replica does not hold: nothing to fetch, nothing to accept)."""
-        return ref.kind is DocKind.SEGMENT and ref.segment in self.markers(ref.ride_id, ref.device)
+        return self.docs.retired_segment(ref)
 
     def retirable(self, ride_id: str) -> list[DocRef]:
         """The segments held here that are dead (module docstring)."""

@@ -7,9 +7,8 @@ in the shared document, the title, notes and rating edits made later. Also: the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -23,6 +22,7 @@ from engine.ride.samples import Sample
 from engine.ride.schema import Phase, Role, shared_ref
 from engine.store import ReplicaStore, SyncState
 from tests.support.backend_server import Server
+from tests.support.device_sync import running
 
 RIDE = "ride-late"
 T0 = 1_795_000_000.0
@@ -32,17 +32,6 @@ HANG_GUARD_S = 60
 def device_sync(server: Server, store: ReplicaStore, role: str) -> DeviceSync:
     token = server.token(role, store.device_id, rider="alice")  # the app writes the bike's ride
     return DeviceSync(store, server.url, token, backoff=Backoff(base=0.05, cap=0.2), heartbeat_s=2.0)
-
-
-@contextlib.asynccontextmanager
-async def running(sync: DeviceSync) -> AsyncIterator[DeviceSync]:
-    task = asyncio.create_task(sync.run())
-    try:
-        yield sync
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_late_offline_edit_after_finalization_closes_out_the_ride(

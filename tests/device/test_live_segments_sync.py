@@ -7,8 +7,6 @@ reconciled and finalized with every sample counted once."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from engine.backoff import Backoff
@@ -18,22 +16,12 @@ from engine.ride.schema import DocKind, Phase, Role, shared_ref
 from engine.store import ReplicaStore, SyncState
 from tests.support.backend_server import Server
 from tests.support.clock import Clock
+from tests.support.device_sync import running
 from tests.support.samples import sample
 
 RIDE = "ride-live-sync"
 T0 = 1_795_000_000.0
 HANG_GUARD_S = 60
-
-
-@contextlib.asynccontextmanager
-async def running(sync: DeviceSync) -> AsyncIterator[DeviceSync]:
-    task = asyncio.create_task(sync.run())
-    try:
-        yield sync
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def held_segments(store: ReplicaStore) -> list[int]:
