@@ -8,7 +8,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -49,10 +48,9 @@ class HubSpec:
 
 
 def hub_main(ctl: Connection, spec: HubSpec) -> None:
+    # Started by `point.start_child`: Ctrl-C is ignored here, the parent ends us with SIGTERM (serve()'s
+    # clean shutdown, once it runs).
     pin(spec.cpus)
-    # The parent ends us with SIGTERM (serve()'s clean shutdown, once it runs); not its own handlers.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     data_dir, cpu_budget, max_tick = spec.data_dir, spec.cpu_budget, spec.max_tick
     logging.basicConfig(level=logging.ERROR)
     raise_nofile()

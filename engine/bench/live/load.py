@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import random
-import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -153,11 +152,9 @@ class _LoadConn(asyncio.Protocol):
 
 
 def gen_main(ctl: Connection, spec: GenSpec, cpus: set[int] | None) -> None:
+    # Started by `point.start_child`: Ctrl-C is ignored here, only the parent decides when a run ends.
     pin(cpus)
     raise_nofile()
-    # Only the parent decides when a run ends (Ctrl-C reaches the whole process group); it terminates us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     asyncio.run(_gen(ctl, spec))
 
 

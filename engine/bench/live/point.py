@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -75,15 +77,10 @@ def _start_hubs(ctx: Any, spec: HubSpec, n: int, hubs: Procs) -> list[int]:
     """Start `n` hub processes (added to `hubs` as they start, so that they are stopped whatever happens);
     their ports once all listen."""
     for _i in range(n):
-        rx, tx = ctx.Pipe()
-        hub = ctx.Process(target=hub_main, args=(tx, spec), daemon=True)
-        hub.start()
-        hubs.append((hub, rx))
+        start_child(ctx, hub_main, (spec,), hubs)
     ports: list[int] = []
-    for _hub, rx in hubs:
-        if not rx.poll(60):
-            raise RuntimeError("hub did not start")
-        base: str = rx.recv()
+    for hub, rx in hubs:
+        base: str = receive(hub, rx, 60, "hub did not start")
         ports.append(int(base.rsplit(":", 1)[1]))
     return ports
 
@@ -130,14 +127,9 @@ def _start_generators(
             args.metrics,
             args.publish_batch,
         )
-        parent, child = ctx.Pipe()
-        p = ctx.Process(target=gen_main, args=(child, spec, cpus), daemon=True)
-        p.start()
-        gens.append((p, parent))
-    for _p, c in gens:
-        if not c.poll(300):
-            raise RuntimeError("load generator did not connect in time")
-        c.recv()
+        start_child(ctx, gen_main, (spec, cpus), gens)
+    for p, c in gens:
+        receive(p, c, 300, "load generator did not connect in time")
 
 
 def _measure(
@@ -165,11 +157,54 @@ def _measure(
     rss = sum(proc_rss_mb(pid) for pid in pids)
     redis_rss = proc_rss_mb(redis_pid) if redis_pid else None
     results: list[GenResult] = []
-    for _p, c in gens:
-        if not c.poll(120):
-            raise RuntimeError("load generator did not report")
-        results.append(c.recv())
+    for p, c in gens:
+        results.append(receive(p, c, 120, "load generator did not report"))
     return Window(t0, t1, cpu0, cpu1, rcpu1 - rcpu0, stats0, stats1, rss, redis_rss, results, connect_s)
+
+
+def start_child(ctx: Any, target: Callable[..., None], args: tuple[Any, ...], procs: Procs) -> None:
+    """Fork a child running `target(pipe, *args)` and add it, with our end of its pipe, to `procs`.
+
+    Ctrl-C reaches the whole process group, so it can arrive while the child is being forked. Unblocked, it
+    could be raised in the parent inside an at-fork hook (the logging module's), which swallows it ("Exception
+    ignored in ..."), and in the child before the child ignores it, killing it before it reports: the parent
+    then waited out its timeout for a child that was gone. SIGINT and SIGTERM are therefore held back
+    across the fork: the child inherits the blocked mask and ignores SIGINT before unblocking (only the
+    parent decides when a run ends), and the parent gets its Ctrl-C once the child is in `procs`, where it
+    will be stopped."""
+    ours, theirs = ctx.Pipe()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        proc = ctx.Process(target=_child_main, args=(held, target, theirs, *args), daemon=True)
+        proc.start()
+        procs.append((proc, ours))
+    finally:
+        # Our copy of the child's end closed, a child that dies reads as EOF at once, not as silence.
+        theirs.close()
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _child_main(held: set[signal.Signals], target: Callable[..., None], pipe: Connection, *args: Any) -> None:
+    # The parent ends us: SIGTERM (a hub's clean shutdown, a generator's end) or a kill; never Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    target(pipe, *args)
+
+
+def receive(proc: Any, conn: Connection, timeout: float, late: str) -> Any:
+    """The child's next message; a clear error if it does not come within `timeout` or the child is gone."""
+    ready = mp.connection.wait([conn, proc.sentinel], timeout)
+    if not ready:
+        raise RuntimeError(late)
+    # Its last message may be waiting even if the child has exited since.
+    if conn in ready or conn.poll(0):
+        try:
+            return conn.recv()
+        except (EOFError, OSError):
+            pass
+    proc.join(1)
+    raise RuntimeError(f"{late}: the child process exited (exit code {proc.exitcode})")
 
 
 def stop_children(
