@@ -12,6 +12,7 @@ into the bike document next to rolling live segments (`live_segments`, engine/be
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sqlite3
 import sys
@@ -69,6 +70,18 @@ def as_map(s: Sample) -> dict[str, Any]:
 def rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_per_ride(open_ride: Callable[[str], None], rides: int) -> int:
+    """Resident bytes each ride opened by `open_ride` adds, in the calling (fresh) interpreter: one warm-up
+    ride first, so that imports, allocator pools and SQLite caches are not counted, then `rides` more."""
+    open_ride("warm-up")
+    gc.collect()
+    before = rss_bytes()
+    for i in range(rides):
+        open_ride(f"r{i}")
+    gc.collect()
+    return (rss_bytes() - before) // rides
 
 
 def _ms(seconds: float) -> float:

@@ -97,10 +97,10 @@ def bench_backend_rss(rides: int, hours: float) -> dict[str, Any]:
 
 
 _BACKEND_CHILD = """
-import gc, sys, tempfile
+import sys, tempfile
 from pathlib import Path
 from engine.bench.ridegen import bench_store_sample as sample
-from engine.bench.store import LAYOUTS, build_packed, rss_bytes
+from engine.bench.store import LAYOUTS, build_packed, rss_per_ride
 from engine.ride.schema import DocKind, DocRef, Role
 from engine.store import ReplicaStore
 layout, keep, rides, samples = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -119,11 +119,5 @@ def open_ride(name):
     if keep == "samples_kept":
         kept.append(backend.ride_docs(name))
 
-open_ride("warm-up")  # imports, allocator pools, SQLite caches
-gc.collect()
-before = rss_bytes()
-for i in range(rides):
-    open_ride(f"r{i}")
-gc.collect()
-print((rss_bytes() - before) // rides)
+print(rss_per_ride(open_ride, rides))
 """

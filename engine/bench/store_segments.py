@@ -220,9 +220,9 @@ def bench_ride(rides: int, hours: float, ride: str) -> dict[str, Any]:
 # the 86 KB baseline is this measure. `replica`: a backend replica holding the whole ride (the shared
 # document too), merged, persisted and viewed, as `serve` holds an open ride.
 _CHILD = """
-import gc, pickle, sys, tempfile
+import pickle, sys, tempfile
 from pathlib import Path
-from engine.bench.store import rss_bytes
+from engine.bench.store import rss_per_ride
 from engine.crdt import CrdtDoc, new_actor_id
 from engine.ride.schema import DocKind, DocRef, Role
 from engine.store import ReplicaStore
@@ -245,11 +245,5 @@ def open_ride(name):
     if mode == "replica":
         backend.view(name)
 
-open_ride("warm-up")  # imports, allocator pools, SQLite caches
-gc.collect()
-before = rss_bytes()
-for i in range(rides):
-    open_ride(f"r{i}")
-gc.collect()
-print((rss_bytes() - before) // rides)
+print(rss_per_ride(open_ride, rides))
 """
